@@ -1,0 +1,122 @@
+//! Identifiers that cross the wire, validated once at the edge.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    #[error("{what} must be 1 to {max} characters long")]
+    Length { what: &'static str, max: usize },
+    #[error("{what} may contain only {allowed}")]
+    Charset {
+        what: &'static str,
+        allowed: &'static str,
+    },
+}
+
+fn check(
+    s: &str,
+    what: &'static str,
+    max: usize,
+    ok: fn(u8) -> bool,
+    allowed: &'static str,
+) -> Result<(), IdError> {
+    if s.is_empty() || s.len() > max {
+        return Err(IdError::Length { what, max });
+    }
+    if !s.bytes().all(ok) {
+        return Err(IdError::Charset { what, allowed });
+    }
+    Ok(())
+}
+
+fn is_id_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
+}
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident, $what:literal, $max:literal, $ok:expr, $allowed:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            pub const MAX_LEN: usize = $max;
+
+            pub fn parse(s: impl Into<String>) -> Result<Self, IdError> {
+                let s = s.into();
+                check(&s, $what, $max, $ok, $allowed)?;
+                Ok(Self(s))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = IdError;
+            fn try_from(s: String) -> Result<Self, Self::Error> {
+                Self::parse(s)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A customer account at the payment provider, e.g. `C001`.
+    CustomerId, "customer_id", 64, is_id_byte, "letters, digits, '_' and '-'"
+);
+id_type!(
+    /// The caller's reference of what is being paid (invoice-app sends the invoice id).
+    InvoiceId, "invoice_id", 64, is_id_byte, "letters, digits, '_' and '-'"
+);
+id_type!(
+    /// Makes a charge safe to retry: the same key and body are charged at most once.
+    IdempotencyKey, "Idempotency-Key", 255, |b: u8| b.is_ascii_graphic(), "visible ASCII characters"
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idempotency_key_bounds() {
+        assert!(IdempotencyKey::parse("inv-123").is_ok());
+        assert!(IdempotencyKey::parse("k".repeat(255)).is_ok());
+        assert!(IdempotencyKey::parse("k".repeat(256)).is_err());
+        assert!(IdempotencyKey::parse("").is_err());
+        assert!(IdempotencyKey::parse("has space").is_err());
+        assert!(IdempotencyKey::parse("ключ").is_err());
+    }
+
+    #[test]
+    fn customer_id_charset() {
+        assert!(CustomerId::parse("C001").is_ok());
+        assert!(CustomerId::parse("c-1_x").is_ok());
+        assert!(CustomerId::parse("C 1").is_err());
+        assert!(CustomerId::parse("C/1").is_err());
+        assert!(CustomerId::parse("x".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn ids_validate_when_deserialised() {
+        assert!(serde_json::from_str::<CustomerId>(r#""C001""#).is_ok());
+        assert!(serde_json::from_str::<CustomerId>(r#""""#).is_err());
+        assert!(serde_json::from_str::<InvoiceId>(r#""a;drop""#).is_err());
+    }
+}

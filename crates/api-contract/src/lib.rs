@@ -1,0 +1,33 @@
+//! The contract between invoice-app (consumer) and payment-provider (provider).
+//!
+//! Only what both sides must agree on lives here: wire types of the charge call, money in
+//! integer minor units, currencies, error codes, header names and paths. No business rules,
+//! and no HTTP framework, database or runtime: both teams can depend on it freely.
+
+mod charge;
+mod ids;
+mod money;
+mod problem;
+
+pub use charge::{AccountResponse, ChargeRequest, ChargeResponse, ChargeStatus};
+pub use ids::{CustomerId, IdError, IdempotencyKey, InvoiceId};
+pub use money::{Currency, Money, MoneyError};
+pub use problem::{ErrorCode, Problem};
+
+/// Path of the charge call on payment-provider.
+pub const CHARGES_PATH: &str = "/v1/charges";
+/// Path prefix of the account inspection endpoint (`/v1/accounts/{customer_id}`).
+pub const ACCOUNTS_PATH: &str = "/v1/accounts";
+
+/// Header names of the charge call.
+pub mod headers {
+    /// Client-chosen key that makes a charge safe to retry (1–255 visible ASCII characters).
+    pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+    /// Set to `true` on a response replayed from the idempotency store.
+    pub const IDEMPOTENT_REPLAYED: &str = "Idempotent-Replayed";
+    /// W3C trace context.
+    pub const TRACEPARENT: &str = "traceparent";
+}
+
+/// Media type of every error body (RFC 9457).
+pub const PROBLEM_JSON: &str = "application/problem+json";

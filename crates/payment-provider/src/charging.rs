@@ -1,0 +1,205 @@
+//! The charge flow: fault injection, idempotency claim, then debit, ledger entry and stored
+//! response in one transaction. Exactly one debit per caller and key, whatever arrives twice.
+
+use api_contract::{ChargeResponse, ChargeStatus, CustomerId, InvoiceId, Money};
+use chrono::{NaiveDateTime, SecondsFormat, TimeDelta, Utc};
+use diesel::Connection;
+
+use crate::db::{self, AnyConnection, DbError, accounts, charges, idempotency};
+use crate::domain::{ChargeCommand, Decline};
+use crate::error::ApiError;
+use crate::startup::AppState;
+
+/// What the handler answers.
+#[derive(Debug)]
+pub enum ChargeReply {
+    Created(ChargeResponse),
+    Declined(Decline),
+    /// A stored response, returned as it was (a success comes back as 200).
+    Replayed {
+        status: u16,
+        body: String,
+    },
+}
+
+pub async fn charge(state: &AppState, cmd: ChargeCommand) -> Result<ChargeReply, ApiError> {
+    if state.faults.should_fail() {
+        state.metrics.charge_outcome("fault_injected");
+        return Err(ApiError::Unavailable {
+            reason: "injected fault: try again".to_owned(),
+            retry_after_secs: state.faults.retry_after_secs,
+        });
+    }
+
+    let stale = TimeDelta::from_std(state.stale_claim_after).unwrap_or(TimeDelta::MAX);
+    let begin = {
+        let cmd = cmd.clone();
+        db::run(&state.pool, move |c| {
+            idempotency::begin(
+                c,
+                &cmd.caller,
+                cmd.key.as_str(),
+                &cmd.request_hash,
+                now(),
+                stale,
+            )
+            .map_err(DbError::from)
+        })
+        .await?
+    };
+    let lock_token = match begin {
+        idempotency::Begin::Acquired { lock_token } => lock_token,
+        idempotency::Begin::Replay { status, body } => {
+            state.metrics.charge_outcome("replayed");
+            return Ok(ChargeReply::Replayed { status, body });
+        }
+        idempotency::Begin::InFlight => {
+            state.metrics.charge_outcome("in_flight");
+            return Err(ApiError::IdempotencyKeyInFlight);
+        }
+        idempotency::Begin::Reused => {
+            state.metrics.charge_outcome("key_reused");
+            return Err(ApiError::IdempotencyKeyReused);
+        }
+    };
+
+    if !state.faults.latency.is_zero() {
+        tokio::time::sleep(state.faults.latency).await;
+    }
+
+    let result = {
+        let cmd = cmd.clone();
+        let lock_token = lock_token.clone();
+        db::run(&state.pool, move |c| execute(c, &cmd, &lock_token)).await
+    };
+    match &result {
+        Ok(reply) => state.metrics.charge_outcome(outcome_label(reply)),
+        Err(_) => {
+            // Nothing was charged (the transaction rolled back): free the key so a retry
+            // need not wait for the claim to go stale. Failing that, staleness frees it.
+            let released = db::run(&state.pool, move |c| {
+                idempotency::release(c, &cmd.caller, cmd.key.as_str(), &lock_token)
+                    .map_err(DbError::from)
+            })
+            .await;
+            if let Err(e) = released {
+                tracing::warn!(error = %e, "could not release idempotency claim");
+            }
+        }
+    }
+    result
+}
+
+fn outcome_label(reply: &ChargeReply) -> &'static str {
+    match reply {
+        ChargeReply::Created(_) => "succeeded",
+        ChargeReply::Declined(d) => d.code().as_str(),
+        ChargeReply::Replayed { .. } => "replayed",
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ExecError {
+    #[error(transparent)]
+    Db(#[from] diesel::result::Error),
+    #[error("idempotency claim lost")]
+    LostClaim,
+}
+
+fn execute(
+    conn: &mut AnyConnection,
+    cmd: &ChargeCommand,
+    lock_token: &str,
+) -> Result<ChargeReply, ApiError> {
+    let now = now();
+    let outcome = conn.transaction::<_, ExecError, _>(|c| {
+        let currency = cmd.amount.currency().code();
+        let minor = cmd.amount.minor_units();
+        // The debit comes first: a write that takes the lock at once on SQLite, and a
+        // conditional update that cannot overdraw on either backend.
+        let reply = if accounts::debit(c, cmd.customer_id.as_str(), currency, minor, now)? {
+            let charge = charges::Charge {
+                id: format!("ch_{}", uuid::Uuid::now_v7().simple()),
+                caller: cmd.caller.clone(),
+                idempotency_key: cmd.key.as_str().to_owned(),
+                invoice_id: cmd.invoice_id.as_str().to_owned(),
+                customer_id: cmd.customer_id.as_str().to_owned(),
+                amount_minor: minor,
+                currency: currency.to_owned(),
+                status: "succeeded".to_owned(),
+                created_at: now,
+            };
+            charges::insert(c, &charge)?;
+            ChargeReply::Created(ChargeResponse {
+                id: charge.id,
+                status: ChargeStatus::Succeeded,
+                invoice_id: cmd.invoice_id.clone(),
+                customer_id: cmd.customer_id.clone(),
+                amount: cmd.amount,
+                created_at: rfc3339(now),
+            })
+        } else {
+            ChargeReply::Declined(match accounts::find(c, cmd.customer_id.as_str())? {
+                None => Decline::CustomerNotFound(cmd.customer_id.clone()),
+                Some(account) if account.currency != currency => Decline::CurrencyMismatch {
+                    account: account.currency,
+                    requested: cmd.amount.currency(),
+                },
+                Some(_) => Decline::InsufficientFunds(cmd.customer_id.clone()),
+            })
+        };
+        let (status, body) = stored_response(&reply);
+        if !idempotency::complete(
+            c,
+            &cmd.caller,
+            cmd.key.as_str(),
+            lock_token,
+            status,
+            &body,
+            now,
+        )? {
+            return Err(ExecError::LostClaim);
+        }
+        Ok(reply)
+    });
+    match outcome {
+        Ok(reply) => Ok(reply),
+        Err(ExecError::LostClaim) => Err(ApiError::IdempotencyKeyInFlight),
+        Err(ExecError::Db(e)) => Err(DbError::from(e).into()),
+    }
+}
+
+/// The status and body kept for replays.
+fn stored_response(reply: &ChargeReply) -> (u16, String) {
+    match reply {
+        ChargeReply::Created(charge) => (201, serde_json::to_string(charge).unwrap_or_default()),
+        ChargeReply::Declined(decline) => {
+            let problem = decline.problem();
+            (
+                problem.status,
+                serde_json::to_string(&problem).unwrap_or_default(),
+            )
+        }
+        ChargeReply::Replayed { status, body } => (*status, body.clone()),
+    }
+}
+
+/// A charge as the API shows it; `None` for a row that no longer parses (never expected).
+pub fn to_response(charge: charges::Charge) -> Option<ChargeResponse> {
+    Some(ChargeResponse {
+        amount: Money::new(charge.amount_minor, charge.currency.parse().ok()?).ok()?,
+        invoice_id: InvoiceId::parse(charge.invoice_id).ok()?,
+        customer_id: CustomerId::parse(charge.customer_id).ok()?,
+        status: ChargeStatus::Succeeded,
+        created_at: rfc3339(charge.created_at),
+        id: charge.id,
+    })
+}
+
+fn now() -> NaiveDateTime {
+    Utc::now().naive_utc()
+}
+
+fn rfc3339(t: NaiveDateTime) -> String {
+    t.and_utc().to_rfc3339_opts(SecondsFormat::Millis, true)
+}

@@ -1,0 +1,28 @@
+use actix_web::{HttpResponse, web};
+use diesel::RunQueryDsl;
+
+use crate::db::{self, DbError};
+use crate::error::ApiError;
+use crate::startup::AppState;
+
+/// Liveness: the process answers.
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+/// Readiness: our own database answers. Nothing else is checked.
+pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    db::run(&state.pool, |c| {
+        diesel::sql_query("SELECT 1")
+            .execute(c)
+            .map_err(DbError::from)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready"})))
+}
+
+pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.metrics.render()?))
+}

@@ -1,0 +1,17 @@
+//! payment-provider: customer accounts and idempotent charges, standing in for a real
+//! payment service provider.
+
+pub mod auth;
+pub mod charging;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod faults;
+pub mod http;
+pub mod metrics;
+pub mod seed;
+pub mod startup;
+pub mod telemetry;
+#[doc(hidden)]
+pub mod testing;

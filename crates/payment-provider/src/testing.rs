@@ -1,0 +1,223 @@
+//! Test support, used by this crate's tests and by invoice-app's: a fresh database per test
+//! on SQLite or PostgreSQL, and the real provider on a random port.
+
+use std::sync::Once;
+
+use api_contract::{AccountResponse, CustomerId, Money};
+use diesel::{Connection, PgConnection, RunQueryDsl};
+
+use crate::auth::CallerTokens;
+use crate::config::{Config, Seed};
+use crate::db::{self, DbPool, DbUrl, charges::Charge};
+use crate::startup::Application;
+
+/// The token tests use for caller `invoice-app`.
+pub const TEST_TOKEN: &str = "test-token-0123456789abcdef";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Logs are silent unless `TEST_LOG` is set.
+pub fn init_test_log() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
+/// A database that exists for one test and is dropped with it.
+pub struct TestDb {
+    pub url: DbUrl,
+    cleanup: Cleanup,
+}
+
+enum Cleanup {
+    File(std::path::PathBuf),
+    Postgres { admin_url: String, name: String },
+}
+
+impl TestDb {
+    /// `None` when PostgreSQL tests are not configured (`TEST_DATABASE_URL` unset). Under
+    /// `CI=true` that, or an unreachable server, fails the test instead.
+    pub fn create(backend: Backend, prefix: &str) -> Option<TestDb> {
+        let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+        match backend {
+            Backend::Sqlite => {
+                let path = std::env::temp_dir().join(format!("{name}.db"));
+                Some(TestDb {
+                    url: DbUrl::Sqlite(path.to_string_lossy().into_owned()),
+                    cleanup: Cleanup::File(path),
+                })
+            }
+            Backend::Postgres => {
+                let server = match std::env::var("TEST_DATABASE_URL") {
+                    Ok(url) if !url.is_empty() => url,
+                    _ => {
+                        assert!(
+                            std::env::var("CI").as_deref() != Ok("true"),
+                            "TEST_DATABASE_URL must be set when CI=true"
+                        );
+                        return None;
+                    }
+                };
+                let base = server_base(&server);
+                let admin_url = format!("{base}/postgres");
+                let mut admin = PgConnection::establish(&admin_url).unwrap_or_else(|e| {
+                    panic!("PostgreSQL at TEST_DATABASE_URL is unreachable: {e}")
+                });
+                diesel::sql_query(format!("CREATE DATABASE {name}"))
+                    .execute(&mut admin)
+                    .unwrap_or_else(|e| panic!("creating test database {name}: {e}"));
+                Some(TestDb {
+                    url: DbUrl::Postgres(format!("{base}/{name}")),
+                    cleanup: Cleanup::Postgres { admin_url, name },
+                })
+            }
+        }
+    }
+}
+
+/// `postgres://user@host:port` without any database name or query.
+fn server_base(url: &str) -> &str {
+    let url = url.split('?').next().unwrap_or(url);
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    match url[after_scheme..].find('/') {
+        Some(slash) => &url[..after_scheme + slash],
+        None => url.trim_end_matches('/'),
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        match &self.cleanup {
+            Cleanup::File(path) => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let mut file = path.clone().into_os_string();
+                    file.push(suffix);
+                    let _ = std::fs::remove_file(file);
+                }
+            }
+            Cleanup::Postgres { admin_url, name } => {
+                if let Ok(mut admin) = PgConnection::establish(admin_url) {
+                    let _ =
+                        diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                            .execute(&mut admin);
+                }
+            }
+        }
+    }
+}
+
+/// The real provider, serving on a random loopback port with its own database.
+pub struct TestProvider {
+    pub base_url: String,
+    pub token: String,
+    pub pool: DbPool,
+    pub handle: actix_web::dev::ServerHandle,
+    // Dropped last: the database outlives the server's use of it.
+    pub db: TestDb,
+}
+
+impl TestProvider {
+    /// Starts a provider with no accounts; `configure` adjusts the settings (faults, …).
+    pub async fn spawn(
+        backend: Backend,
+        configure: impl FnOnce(&mut Config),
+    ) -> Option<TestProvider> {
+        init_test_log();
+        let db = TestDb::create(backend, "pp")?;
+        let mut config = Config::from_lookup(&|_| None).expect("default configuration is valid");
+        config.listen_addr = ([127, 0, 0, 1], 0).into();
+        config.database_url = db.url.clone();
+        config.pool_size = 8;
+        config.seed = Seed::None;
+        config.callers =
+            Some(CallerTokens::parse(&format!("invoice-app:{TEST_TOKEN}")).expect("valid token"));
+        configure(&mut config);
+        let app = Application::build(config)
+            .await
+            .expect("payment-provider starts");
+        let provider = TestProvider {
+            base_url: format!("http://127.0.0.1:{}", app.port()),
+            token: TEST_TOKEN.to_owned(),
+            pool: app.pool(),
+            handle: app.handle(),
+            db,
+        };
+        tokio::spawn(app.run_until_stopped());
+        Some(provider)
+    }
+
+    /// Opens an account with `balance`.
+    pub async fn fund(&self, customer_id: &str, balance: Money) {
+        let account = AccountResponse {
+            customer_id: CustomerId::parse(customer_id).expect("valid customer id"),
+            balance,
+        };
+        crate::seed::insert(&self.pool, vec![account])
+            .await
+            .expect("account created");
+    }
+
+    /// Balance in minor units, `None` for no account.
+    pub async fn balance(&self, customer_id: &str) -> Option<i64> {
+        let id = customer_id.to_owned();
+        db::run(&self.pool, move |c| {
+            db::accounts::find(c, &id).map_err(anyhow::Error::from)
+        })
+        .await
+        .expect("account lookup")
+        .map(|a| a.balance_minor)
+    }
+
+    /// Sets an account's balance directly, as a deposit would.
+    pub async fn set_balance(&self, customer_id: &str, minor_units: i64) {
+        use crate::db::schema::accounts::dsl;
+        use diesel::{ExpressionMethods, QueryDsl};
+        let id = customer_id.to_owned();
+        db::run(&self.pool, move |c| {
+            diesel::update(dsl::accounts.find(id))
+                .set(dsl::balance_minor.eq(minor_units))
+                .execute(c)
+                .map_err(anyhow::Error::from)
+        })
+        .await
+        .expect("balance set");
+    }
+
+    /// Every charge in the ledger.
+    pub async fn ledger(&self) -> Vec<Charge> {
+        db::run(&self.pool, |c| {
+            db::charges::all(c).map_err(anyhow::Error::from)
+        })
+        .await
+        .expect("ledger read")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn server_base_strips_database_and_query() {
+        assert_eq!(
+            super::server_base("postgres://u@h:5432"),
+            "postgres://u@h:5432"
+        );
+        assert_eq!(
+            super::server_base("postgres://u@h:5432/"),
+            "postgres://u@h:5432"
+        );
+        assert_eq!(
+            super::server_base("postgres://u@h/db?sslmode=disable"),
+            "postgres://u@h"
+        );
+    }
+}

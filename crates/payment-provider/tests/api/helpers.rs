@@ -1,0 +1,98 @@
+use api_contract::{Currency, Money};
+use payment_provider::config::Config;
+pub use payment_provider::testing::Backend;
+use payment_provider::testing::TestProvider;
+use serde_json::{Value, json};
+
+/// Runs an `async fn(Backend)` test once per backend, as `sqlite::name` and `postgres::name`.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name($crate::helpers::Backend::Sqlite).await }
+            )*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name($crate::helpers::Backend::Postgres).await }
+            )*
+        }
+    };
+}
+
+pub struct TestApp {
+    pub provider: TestProvider,
+    pub client: reqwest::Client,
+}
+
+/// `None` when the backend is not configured here (PostgreSQL without TEST_DATABASE_URL).
+pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
+    spawn_app_with(backend, |_| {}).await
+}
+
+pub async fn spawn_app_with(
+    backend: Backend,
+    configure: impl FnOnce(&mut Config),
+) -> Option<TestApp> {
+    let provider = TestProvider::spawn(backend, configure).await?;
+    Some(TestApp {
+        provider,
+        client: reqwest::Client::new(),
+    })
+}
+
+pub fn eur(minor: i64) -> Money {
+    Money::new(minor, Currency::Eur).expect("valid amount")
+}
+
+pub fn charge_body(invoice: &str, customer: &str, minor: i64, currency: &str) -> Value {
+    json!({
+        "invoice_id": invoice,
+        "customer_id": customer,
+        "amount": {"minor_units": minor, "currency": currency},
+    })
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.provider.base_url)
+    }
+
+    /// An authenticated charge with the given key.
+    pub async fn charge(&self, key: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/v1/charges"))
+            .bearer_auth(&self.provider.token)
+            .header("Idempotency-Key", key)
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(&self.provider.token)
+            .send()
+            .await
+            .expect("request sent")
+    }
+}
+
+/// Asserts a problem+json response with `status` and `code`, and returns its body.
+pub async fn assert_problem(response: reqwest::Response, status: u16, code: &str) -> Value {
+    assert_eq!(response.status().as_u16(), status, "status");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json", "content type");
+    let body: Value = response.json().await.expect("problem body is JSON");
+    assert_eq!(body["code"], code, "code in {body}");
+    assert_eq!(body["status"], status, "status in {body}");
+    body
+}

@@ -1,0 +1,176 @@
+//! Bad input gets a 4xx problem+json: never a 500, a panic or a charge.
+
+use crate::both_backends;
+use crate::helpers::{Backend, TestApp, assert_problem, eur, spawn_app};
+use payment_provider::testing::TEST_TOKEN;
+
+async fn post_raw(
+    app: &TestApp,
+    key: Option<&str>,
+    content_type: &str,
+    body: Vec<u8>,
+) -> reqwest::Response {
+    let mut request = app
+        .client
+        .post(app.url("/v1/charges"))
+        .bearer_auth(TEST_TOKEN)
+        .header("content-type", content_type)
+        .body(body);
+    if let Some(key) = key {
+        request = request.header("Idempotency-Key", key);
+    }
+    request.send().await.expect("sent")
+}
+
+async fn bad_bodies_are_rejected_cleanly(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    app.provider.fund("C001", eur(1_000_000)).await;
+    let json = "application/json";
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        ("malformed JSON", b"{\"invoice_id\": ".to_vec(), 400, "malformed_request"),
+        ("not JSON at all", b"hello".to_vec(), 400, "malformed_request"),
+        ("empty body", Vec::new(), 400, "malformed_request"),
+        ("wrong shape", b"[1,2,3]".to_vec(), 422, "invalid_request"),
+        ("missing amount", br#"{"invoice_id":"i","customer_id":"C001"}"#.to_vec(), 422, "invalid_request"),
+        (
+            "negative amount",
+            br#"{"invoice_id":"i","customer_id":"C001","amount":{"minor_units":-5,"currency":"EUR"}}"#.to_vec(),
+            422,
+            "invalid_request",
+        ),
+        (
+            "zero amount",
+            br#"{"invoice_id":"i","customer_id":"C001","amount":{"minor_units":0,"currency":"EUR"}}"#.to_vec(),
+            422,
+            "invalid_request",
+        ),
+        (
+            "huge amount",
+            br#"{"invoice_id":"i","customer_id":"C001","amount":{"minor_units":99999999999999999999,"currency":"EUR"}}"#.to_vec(),
+            422,
+            "invalid_request",
+        ),
+        (
+            "float amount",
+            br#"{"invoice_id":"i","customer_id":"C001","amount":{"minor_units":12.15,"currency":"EUR"}}"#.to_vec(),
+            422,
+            "invalid_request",
+        ),
+        (
+            "unknown currency",
+            br#"{"invoice_id":"i","customer_id":"C001","amount":{"minor_units":5,"currency":"XYZ"}}"#.to_vec(),
+            422,
+            "invalid_request",
+        ),
+        (
+            "bad customer id",
+            br#"{"invoice_id":"i","customer_id":"C 001; drop","amount":{"minor_units":5,"currency":"EUR"}}"#.to_vec(),
+            422,
+            "invalid_request",
+        ),
+        (
+            "invalid UTF-8",
+            b"{\"invoice_id\":\"\xff\xfe\",\"customer_id\":\"C001\"}".to_vec(),
+            400,
+            "malformed_request",
+        ),
+    ];
+    for (what, body, status, code) in cases {
+        let response = post_raw(&app, Some("k1"), json, body).await;
+        assert_eq!(response.status().as_u16(), status, "{what}");
+        assert_problem(response, status, code).await;
+    }
+    assert!(app.provider.ledger().await.is_empty());
+}
+
+async fn oversize_and_wrong_media_type_are_refused(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let ten_mb = vec![b' '; 10 * 1024 * 1024];
+    assert_problem(
+        post_raw(&app, Some("k1"), "application/json", ten_mb).await,
+        413,
+        "payload_too_large",
+    )
+    .await;
+    let form = b"invoice_id=1".to_vec();
+    assert_problem(
+        post_raw(&app, Some("k1"), "application/x-www-form-urlencoded", form).await,
+        415,
+        "unsupported_media_type",
+    )
+    .await;
+}
+
+async fn idempotency_key_must_be_present_once_and_valid(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let body =
+        br#"{"invoice_id":"i","customer_id":"C001","amount":{"minor_units":5,"currency":"EUR"}}"#
+            .to_vec();
+    assert_problem(
+        post_raw(&app, None, "application/json", body.clone()).await,
+        400,
+        "missing_idempotency_key",
+    )
+    .await;
+    let long = "k".repeat(256);
+    assert_problem(
+        post_raw(&app, Some(&long), "application/json", body.clone()).await,
+        400,
+        "invalid_idempotency_key",
+    )
+    .await;
+    let twice = app
+        .client
+        .post(app.url("/v1/charges"))
+        .bearer_auth(TEST_TOKEN)
+        .header("content-type", "application/json")
+        .header("Idempotency-Key", "a")
+        .header("Idempotency-Key", "b")
+        .body(body.clone())
+        .send()
+        .await
+        .expect("sent");
+    assert_problem(twice, 400, "invalid_idempotency_key").await;
+    let non_ascii = app
+        .client
+        .post(app.url("/v1/charges"))
+        .bearer_auth(TEST_TOKEN)
+        .header("content-type", "application/json")
+        .header(
+            "Idempotency-Key",
+            reqwest::header::HeaderValue::from_bytes(b"\xe2\x9c\x93").expect("header"),
+        )
+        .body(body)
+        .send()
+        .await
+        .expect("sent");
+    assert_problem(non_ascii, 400, "invalid_idempotency_key").await;
+}
+
+async fn unknown_routes_and_methods_are_problems(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    assert_problem(app.get("/nope").await, 404, "not_found").await;
+    assert_problem(app.get("/v1/charges").await, 405, "method_not_allowed").await;
+    assert_problem(
+        app.get("/v1/charges/ch_doesnotexist").await,
+        404,
+        "not_found",
+    )
+    .await;
+    assert_problem(app.get("/v1/accounts/bad%20id").await, 404, "not_found").await;
+}
+
+both_backends!(
+    bad_bodies_are_rejected_cleanly,
+    oversize_and_wrong_media_type_are_refused,
+    idempotency_key_must_be_present_once_and_valid,
+    unknown_routes_and_methods_are_problems,
+);

@@ -1,0 +1,165 @@
+//! Replays, reused keys, in-flight keys: one debit per key whatever arrives twice.
+
+use std::time::Duration;
+
+use crate::both_backends;
+use crate::helpers::{Backend, assert_problem, charge_body, eur, spawn_app, spawn_app_with};
+use api_contract::ChargeResponse;
+
+async fn replay_returns_stored_charge_without_second_debit(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    app.provider.fund("C001", eur(10_000)).await;
+    let body = charge_body("inv-1", "C001", 1215, "EUR");
+
+    let first = app.charge("key-1", &body).await;
+    assert_eq!(first.status().as_u16(), 201);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let first: ChargeResponse = first.json().await.expect("charge");
+
+    let second = app.charge("key-1", &body).await;
+    assert_eq!(second.status().as_u16(), 200);
+    assert_eq!(
+        second
+            .headers()
+            .get("idempotent-replayed")
+            .and_then(|v| v.to_str().ok()),
+        Some("true")
+    );
+    let second: ChargeResponse = second.json().await.expect("charge");
+
+    assert_eq!(first, second);
+    assert_eq!(app.provider.balance("C001").await, Some(10_000 - 1215));
+    assert_eq!(app.provider.ledger().await.len(), 1);
+}
+
+async fn replayed_decline_stays_a_decline(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    app.provider.fund("C001", eur(100)).await;
+    let body = charge_body("inv-1", "C001", 500, "EUR");
+    assert_problem(app.charge("key-1", &body).await, 402, "insufficient_funds").await;
+
+    // Money arrives, but the key's answer is final: a retry can't become a second attempt.
+    app.provider.set_balance("C001", 100_000).await;
+    let replay = app.charge("key-1", &body).await;
+    assert_eq!(
+        replay
+            .headers()
+            .get("idempotent-replayed")
+            .and_then(|v| v.to_str().ok()),
+        Some("true")
+    );
+    assert_problem(replay, 402, "insufficient_funds").await;
+    assert!(app.provider.ledger().await.is_empty());
+}
+
+async fn same_key_other_body_is_422(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    app.provider.fund("C001", eur(10_000)).await;
+    assert_eq!(
+        app.charge("key-1", &charge_body("inv-1", "C001", 100, "EUR"))
+            .await
+            .status()
+            .as_u16(),
+        201
+    );
+    let other = app
+        .charge("key-1", &charge_body("inv-1", "C001", 999, "EUR"))
+        .await;
+    assert_problem(other, 422, "idempotency_key_reused").await;
+    assert_eq!(app.provider.balance("C001").await, Some(10_000 - 100));
+}
+
+async fn concurrent_same_key_debits_once(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    app.provider.fund("C001", eur(100_000)).await;
+    let app = std::sync::Arc::new(app);
+    let body = charge_body("inv-1", "C001", 700, "EUR");
+    let tasks: Vec<_> = (0..12)
+        .map(|_| {
+            let (app, body) = (app.clone(), body.clone());
+            tokio::spawn(async move { app.charge("same-key", &body).await.status().as_u16() })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.expect("task"));
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| [200, 201, 409].contains(s)),
+        "{statuses:?}"
+    );
+    assert_eq!(app.provider.balance("C001").await, Some(100_000 - 700));
+    assert_eq!(app.provider.ledger().await.len(), 1);
+}
+
+async fn key_in_flight_is_409(backend: Backend) {
+    let Some(app) =
+        spawn_app_with(backend, |c| c.faults.latency = Duration::from_millis(800)).await
+    else {
+        return;
+    };
+    app.provider.fund("C001", eur(10_000)).await;
+    let app = std::sync::Arc::new(app);
+    let body = charge_body("inv-1", "C001", 100, "EUR");
+    let slow = {
+        let (app, body) = (app.clone(), body.clone());
+        tokio::spawn(async move { app.charge("key-1", &body).await.status().as_u16() })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_problem(
+        app.charge("key-1", &body).await,
+        409,
+        "idempotency_key_in_flight",
+    )
+    .await;
+    assert_eq!(slow.await.expect("task"), 201);
+    assert_eq!(app.charge("key-1", &body).await.status().as_u16(), 200);
+    assert_eq!(app.provider.balance("C001").await, Some(10_000 - 100));
+}
+
+async fn injected_unavailability_charges_nothing_and_retry_succeeds(backend: Backend) {
+    let Some(app) = spawn_app_with(backend, |c| {
+        c.faults.unavailable_rate = 1.0;
+        c.faults.retry_after_secs = 2;
+    })
+    .await
+    else {
+        return;
+    };
+    app.provider.fund("C001", eur(10_000)).await;
+    let response = app
+        .charge("key-1", &charge_body("inv-1", "C001", 100, "EUR"))
+        .await;
+    assert_eq!(
+        response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("2")
+    );
+    assert_problem(response, 503, "service_unavailable").await;
+    assert!(app.provider.ledger().await.is_empty());
+    assert_eq!(app.provider.balance("C001").await, Some(10_000));
+}
+
+both_backends!(
+    replay_returns_stored_charge_without_second_debit,
+    replayed_decline_stays_a_decline,
+    same_key_other_body_is_422,
+    concurrent_same_key_debits_once,
+    key_in_flight_is_409,
+    injected_unavailability_charges_nothing_and_retry_succeeds,
+);

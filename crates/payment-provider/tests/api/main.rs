@@ -1,0 +1,9 @@
+//! One integration binary: the real payment-provider on a random port, on SQLite and on
+//! PostgreSQL (`TEST_DATABASE_URL`), a fresh database per test.
+
+mod helpers;
+
+mod charges;
+mod hostile_input;
+mod idempotency;
+mod operations;

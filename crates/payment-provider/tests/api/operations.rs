@@ -1,0 +1,91 @@
+//! Health, readiness, metrics and trace propagation.
+
+use crate::both_backends;
+use crate::helpers::{Backend, charge_body, eur, spawn_app};
+
+async fn health_and_readiness(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let health = app
+        .client
+        .get(app.url("/healthz"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(health.status().as_u16(), 200);
+    let ready = app
+        .client
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(ready.status().as_u16(), 200);
+}
+
+async fn metrics_count_requests_and_outcomes(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    app.provider.fund("C001", eur(1000)).await;
+    app.charge("k1", &charge_body("inv-1", "C001", 100, "EUR"))
+        .await;
+    app.charge("k2", &charge_body("inv-2", "C001", 5000, "EUR"))
+        .await;
+    app.charge("k1", &charge_body("inv-1", "C001", 100, "EUR"))
+        .await;
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("sent")
+        .text()
+        .await
+        .expect("text");
+    for line in [
+        r#"payment_provider_charges_total{outcome="succeeded"} 1"#,
+        r#"payment_provider_charges_total{outcome="insufficient_funds"} 1"#,
+        r#"payment_provider_charges_total{outcome="replayed"} 1"#,
+        r#"http_requests_total{method="POST",route="/v1/charges",status="201"} 1"#,
+        r#"http_requests_total{method="POST",route="/v1/charges",status="402"} 1"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+    }
+    assert!(text.contains("http_request_duration_seconds_bucket"));
+}
+
+async fn trace_context_is_continued_or_ignored(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    app.provider.fund("C001", eur(1000)).await;
+    let response = app
+        .client
+        .post(app.url("/v1/charges"))
+        .bearer_auth(&app.provider.token)
+        .header("Idempotency-Key", "k1")
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .json(&charge_body("inv-1", "C001", 100, "EUR"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status().as_u16(), 201);
+    let garbage = app
+        .client
+        .get(app.url("/healthz"))
+        .header("traceparent", "not-a-trace")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(garbage.status().as_u16(), 200);
+}
+
+both_backends!(
+    health_and_readiness,
+    metrics_count_requests_and_outcomes,
+    trace_context_is_continued_or_ignored
+);
