@@ -1,0 +1,3 @@
+DROP TABLE payment_attempts;
+DROP TABLE pay_runs;
+DROP TABLE invoices;

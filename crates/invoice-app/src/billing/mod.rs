@@ -1,0 +1,251 @@
+//! Paying invoices: pay runs claim pending invoices in batches, charge each at the provider
+//! with retries (every attempt recorded), and settle it as paid, failed or back to pending.
+
+mod pay_one;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::{TimeDelta, Utc};
+use futures_util::StreamExt;
+
+use crate::db::{self, DbError, DbPool, invoices, pay_runs};
+use crate::domain::{Invoice, Settlement};
+use crate::metrics::Metrics;
+use crate::payment_client::PaymentClient;
+
+#[derive(Debug, Clone)]
+pub struct PaySettings {
+    /// Charges in flight at once.
+    pub concurrency: usize,
+    /// How long a claim stays ours; longer than one invoice's whole retry budget.
+    pub lease: Duration,
+    /// Retry budget of one invoice within a run.
+    pub retry_max_elapsed: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    Api,
+    Schedule,
+    Cli,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Api => "api",
+            Trigger::Schedule => "schedule",
+            Trigger::Cli => "cli",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RetryLater {
+    pub invoice_id: String,
+    pub reason: String,
+}
+
+/// What a run did, invoice by invoice.
+#[derive(Debug, Clone, Default)]
+pub struct PayRunReport {
+    pub run_id: String,
+    pub paid: Vec<Invoice>,
+    pub failed: Vec<Invoice>,
+    pub retry_later: Vec<RetryLater>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BillingError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("shutting down")]
+    ShuttingDown,
+    #[error("stored invoice does not parse: {0}")]
+    Corrupt(String),
+    #[error("pay run task ended: {0}")]
+    Aborted(String),
+}
+
+pub struct Biller {
+    pool: DbPool,
+    client: PaymentClient,
+    settings: PaySettings,
+    metrics: Metrics,
+    /// Names this process's claims: host name plus a random suffix.
+    worker_id: String,
+    stopping: AtomicBool,
+    active_runs: AtomicUsize,
+    /// The process's main runtime: runs outlive the HTTP worker that started them.
+    runtime: tokio::runtime::Handle,
+}
+
+impl Biller {
+    pub fn new(
+        pool: DbPool,
+        client: PaymentClient,
+        settings: PaySettings,
+        metrics: Metrics,
+    ) -> Arc<Self> {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "invoice-app".to_owned());
+        Arc::new(Biller {
+            pool,
+            client,
+            settings,
+            metrics,
+            worker_id: format!("{host}-{}", uuid::Uuid::new_v4().simple()),
+            stopping: AtomicBool::new(false),
+            active_runs: AtomicUsize::new(0),
+            runtime: tokio::runtime::Handle::current(),
+        })
+    }
+
+    /// Records a new run and returns its row, without paying anything yet.
+    pub async fn open_run(&self, trigger: Trigger) -> Result<pay_runs::PayRunRow, BillingError> {
+        if self.stopping.load(Ordering::SeqCst) {
+            return Err(BillingError::ShuttingDown);
+        }
+        let run = pay_runs::PayRunRow {
+            id: uuid::Uuid::now_v7().to_string(),
+            trigger: trigger.as_str().to_owned(),
+            status: "running".to_owned(),
+            paid: 0,
+            failed: 0,
+            retry_later: 0,
+            error: None,
+            started_at: Utc::now().naive_utc(),
+            finished_at: None,
+        };
+        let row = run.clone();
+        db::run(&self.pool, move |c| {
+            pay_runs::insert(c, &row).map_err(DbError::from)
+        })
+        .await?;
+        Ok(run)
+    }
+
+    /// Opens a run and pays every pending invoice.
+    pub async fn pay_all(&self, trigger: Trigger) -> Result<PayRunReport, BillingError> {
+        let run = self.open_run(trigger).await?;
+        self.pay(run).await
+    }
+
+    /// Starts paying `run` on the main runtime at once; await the result or drop it.
+    pub fn spawn_pay(
+        self: &Arc<Self>,
+        run: pay_runs::PayRunRow,
+    ) -> impl std::future::Future<Output = Result<PayRunReport, BillingError>> + use<> {
+        let biller = self.clone();
+        let task = self.runtime.spawn(async move { biller.pay(run).await });
+        async move {
+            task.await
+                .map_err(|e| BillingError::Aborted(e.to_string()))?
+        }
+    }
+
+    /// Pays every invoice claimable now, batch after batch, and closes the run.
+    #[tracing::instrument(name = "pay_run", skip_all, fields(run_id = %run.id, trigger = %run.trigger))]
+    pub async fn pay(&self, mut run: pay_runs::PayRunRow) -> Result<PayRunReport, BillingError> {
+        self.active_runs.fetch_add(1, Ordering::SeqCst);
+        let started = Instant::now();
+        let result = self.pay_batches(&run.id).await;
+        self.active_runs.fetch_sub(1, Ordering::SeqCst);
+        self.metrics
+            .observe_pay_run(started.elapsed().as_secs_f64());
+
+        run.finished_at = Some(Utc::now().naive_utc());
+        match &result {
+            Ok(report) => {
+                run.status = "completed".to_owned();
+                run.paid = count(report.paid.len());
+                run.failed = count(report.failed.len());
+                run.retry_later = count(report.retry_later.len());
+                tracing::info!(
+                    paid = run.paid,
+                    failed = run.failed,
+                    retry_later = run.retry_later,
+                    "pay run finished"
+                );
+            }
+            Err(e) => {
+                run.status = "failed".to_owned();
+                run.error = Some(e.to_string());
+                tracing::error!(error = %e, "pay run failed");
+            }
+        }
+        let row = run.clone();
+        db::run(&self.pool, move |c| {
+            pay_runs::finish(c, &row).map_err(DbError::from)
+        })
+        .await?;
+        result.map(|mut report| {
+            report.run_id = run.id;
+            report
+        })
+    }
+
+    async fn pay_batches(&self, run_id: &str) -> Result<PayRunReport, BillingError> {
+        let mut report = PayRunReport::default();
+        let batch = i64::try_from(self.settings.concurrency * 4).unwrap_or(64);
+        let lease = TimeDelta::from_std(self.settings.lease).unwrap_or(TimeDelta::MAX);
+        loop {
+            if self.stopping.load(Ordering::SeqCst) {
+                break;
+            }
+            let (worker, run) = (self.worker_id.clone(), run_id.to_owned());
+            let claimed = db::run(&self.pool, move |c| {
+                let now = Utc::now().naive_utc();
+                invoices::claim(c, &worker, &run, now, now + lease, batch).map_err(DbError::from)
+            })
+            .await?;
+            if claimed.is_empty() {
+                break;
+            }
+            let settled: Vec<_> = futures_util::stream::iter(claimed)
+                .map(|row| self.pay_one(run_id, row))
+                .buffer_unordered(self.settings.concurrency)
+                .collect()
+                .await;
+            for (invoice, settlement) in settled {
+                let (invoice, settlement) = (invoice?, settlement?);
+                match settlement {
+                    Settlement::Paid { .. } => report.paid.push(invoice),
+                    Settlement::Failed { .. } => report.failed.push(invoice),
+                    Settlement::RetryLater { reason } => report.retry_later.push(RetryLater {
+                        invoice_id: invoice.id,
+                        reason,
+                    }),
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Stops starting new work, waits up to `grace` for runs in progress, then hands back
+    /// any claim still held so another replica can take it at once.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + grace;
+        while self.active_runs.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let worker = self.worker_id.clone();
+        let released = db::run(&self.pool, move |c| {
+            invoices::release_all(c, &worker, Utc::now().naive_utc()).map_err(DbError::from)
+        })
+        .await;
+        match released {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(released = n, "handed back claims on shutdown"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not hand back claims; their leases will expire")
+            }
+        }
+    }
+}
+
+fn count(n: usize) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}

@@ -1,0 +1,227 @@
+//! Settings from the environment, typed and validated once at start-up. A bad variable
+//! stops the process with one line naming it. Secrets may come from `<NAME>_FILE`.
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+use crate::db::DbUrl;
+use crate::telemetry::LogFormat;
+
+/// The provider's development token, accepted by a payment-provider started without
+/// configuration. Start-up warns when it is used.
+pub const DEV_PROVIDER_TOKEN: &str = "dev-only-insecure-token";
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {var}: {reason}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seed {
+    None,
+    /// A few dozen pending invoices for payment-provider's demo customers, into an empty table.
+    Demo,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen_addr: SocketAddr,
+    pub database_url: DbUrl,
+    pub pool_size: u32,
+    pub seed: Seed,
+    pub provider_url: String,
+    /// `None` means the development token (start-up warns).
+    pub provider_token: Option<SecretString>,
+    /// `None` when the in-process schedule is off.
+    pub pay_schedule: Option<cron::Schedule>,
+    pub pay_concurrency: usize,
+    pub charge_timeout: Duration,
+    pub retry_max_elapsed: Duration,
+    pub claim_lease: Duration,
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(&|name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |var: &'static str| env(var).filter(|v| !v.trim().is_empty());
+        let text =
+            |var: &'static str, default: &str| get(var).unwrap_or_else(|| default.to_owned());
+        let err = |var: &'static str| move |reason: String| ConfigError { var, reason };
+
+        let listen_addr = text("LISTEN_ADDR", "127.0.0.1:8081")
+            .parse()
+            .map_err(|e| err("LISTEN_ADDR")(format!("{e} (expected host:port)")))?;
+        let database_url =
+            secret(env, "DATABASE_URL")?.unwrap_or_else(|| "invoice-app.db".to_owned());
+        let database_url = DbUrl::parse(&database_url).map_err(err("DATABASE_URL"))?;
+        let seed = match text("SEED", "demo").as_str() {
+            "demo" => Seed::Demo,
+            "none" => Seed::None,
+            other => return Err(err("SEED")(format!("{other:?} is not one of demo, none"))),
+        };
+        let provider_url = text("PAYMENT_PROVIDER_URL", "http://127.0.0.1:8080");
+        if !(provider_url.starts_with("http://") || provider_url.starts_with("https://")) {
+            return Err(err("PAYMENT_PROVIDER_URL")(
+                "expected an http:// or https:// URL".into(),
+            ));
+        }
+        let provider_token = secret(env, "PAYMENT_PROVIDER_TOKEN")?.map(SecretString::from);
+        let pay_schedule = match text("PAY_SCHEDULE", "0 0 0 1 * *").as_str() {
+            "off" => None,
+            expr => Some(cron::Schedule::from_str(expr).map_err(|e| {
+                err("PAY_SCHEDULE")(format!(
+                    "{e} (expected `sec min hour day month weekday`, or off)"
+                ))
+            })?),
+        };
+        let retry_max_elapsed =
+            Duration::from_secs(number(&get, "RETRY_MAX_ELAPSED_SECS", 30, 1..=3600)?);
+        let charge_timeout =
+            Duration::from_millis(number(&get, "CHARGE_TIMEOUT_MS", 5000, 100..=120_000)?);
+        let claim_lease = Duration::from_secs(number(&get, "CLAIM_LEASE_SECS", 300, 10..=86_400)?);
+        // A claim must outlive the work done under it, or a second worker would take over
+        // an invoice that is still being charged (harmless, but wasted).
+        if claim_lease < retry_max_elapsed + charge_timeout * 2 {
+            return Err(err("CLAIM_LEASE_SECS")(
+                "must exceed RETRY_MAX_ELAPSED_SECS plus two charge timeouts".into(),
+            ));
+        }
+        Ok(Config {
+            listen_addr,
+            database_url,
+            pool_size: number(&get, "DATABASE_POOL_SIZE", 10, 1..=200)?,
+            seed,
+            provider_url,
+            provider_token,
+            pay_schedule,
+            pay_concurrency: number(&get, "PAY_CONCURRENCY", 16, 1..=256)?,
+            charge_timeout,
+            retry_max_elapsed,
+            claim_lease,
+            log_format: text("LOG_FORMAT", "auto")
+                .parse()
+                .map_err(err("LOG_FORMAT"))?,
+        })
+    }
+}
+
+/// A whole number within `range`, or the default when unset.
+fn number<T>(
+    get: &dyn Fn(&'static str) -> Option<String>,
+    var: &'static str,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, ConfigError>
+where
+    T: FromStr + PartialOrd + std::fmt::Display + Copy,
+{
+    let Some(raw) = get(var) else {
+        return Ok(default);
+    };
+    let value: T = raw.trim().parse().map_err(|_| ConfigError {
+        var,
+        reason: format!("{raw:?} is not a whole number"),
+    })?;
+    if !range.contains(&value) {
+        return Err(ConfigError {
+            var,
+            reason: format!("{value} is outside {}..={}", range.start(), range.end()),
+        });
+    }
+    Ok(value)
+}
+
+/// `NAME` or the contents of the file named by `NAME_FILE` (trailing newline dropped).
+fn secret(
+    env: &dyn Fn(&str) -> Option<String>,
+    var: &'static str,
+) -> Result<Option<String>, ConfigError> {
+    let file_var = format!("{var}_FILE");
+    match (
+        env(var).filter(|v| !v.is_empty()),
+        env(&file_var).filter(|v| !v.is_empty()),
+    ) {
+        (Some(_), Some(_)) => Err(ConfigError {
+            var,
+            reason: format!("set either {var} or {file_var}, not both"),
+        }),
+        (Some(value), None) => Ok(Some(value)),
+        (None, Some(path)) => std::fs::read_to_string(&path)
+            .map(|s| Some(s.trim_end_matches(['\n', '\r']).to_owned()))
+            .map_err(|e| ConfigError {
+                var,
+                reason: format!("cannot read {file_var}={path}: {e}"),
+            }),
+        (None, None) => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(&move |k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_need_no_configuration() {
+        let c = config(&[]).expect("defaults are valid");
+        assert_eq!(c.listen_addr.port(), 8081);
+        assert_eq!(c.provider_url, "http://127.0.0.1:8080");
+        assert!(c.pay_schedule.is_some());
+        assert_eq!(c.seed, Seed::Demo);
+    }
+
+    #[test]
+    fn monthly_schedule_fires_on_the_first() {
+        let c = config(&[]).expect("valid");
+        let schedule = c.pay_schedule.expect("on by default");
+        for next in schedule.upcoming(chrono::Utc).take(3) {
+            assert_eq!(chrono::Datelike::day(&next), 1);
+        }
+        assert!(
+            config(&[("PAY_SCHEDULE", "off")])
+                .expect("valid")
+                .pay_schedule
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (var, value) in [
+            ("LISTEN_ADDR", "nope"),
+            ("DATABASE_URL", "mysql://x/y"),
+            ("PAYMENT_PROVIDER_URL", "ftp://x"),
+            ("PAY_SCHEDULE", "every tuesday"),
+            ("PAY_CONCURRENCY", "0"),
+            ("CHARGE_TIMEOUT_MS", "abc"),
+            ("CLAIM_LEASE_SECS", "10"),
+            ("SEED", "lots"),
+        ] {
+            let e = config(&[(var, value)]).expect_err(var);
+            assert_eq!(e.var, var, "{e}");
+        }
+    }
+
+    #[test]
+    fn token_never_shows_in_debug() {
+        let c = config(&[("PAYMENT_PROVIDER_TOKEN", "very-secret-token-value")]).expect("valid");
+        assert!(!format!("{c:?}").contains("very-secret"));
+    }
+}

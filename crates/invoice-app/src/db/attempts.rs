@@ -1,0 +1,65 @@
+//! Queries on `payment_attempts`, the audit trail of every call to the provider.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::AnyConnection;
+use super::schema::payment_attempts::{self, dsl};
+
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = payment_attempts)]
+pub struct AttemptRow {
+    pub id: String,
+    pub invoice_id: String,
+    pub pay_run_id: String,
+    pub idempotency_key: String,
+    pub outcome: String,
+    pub http_status: Option<i32>,
+    pub detail: Option<String>,
+    pub charge_id: Option<String>,
+    pub started_at: NaiveDateTime,
+    pub finished_at: Option<NaiveDateTime>,
+}
+
+/// Outcome of an attempt whose result is not known yet.
+pub const STARTED: &str = "started";
+
+pub fn start(conn: &mut AnyConnection, attempt: &AttemptRow) -> QueryResult<()> {
+    diesel::insert_into(payment_attempts::table)
+        .values(attempt)
+        .execute(conn)
+        .map(|_| ())
+}
+
+pub struct Finish<'a> {
+    pub outcome: &'a str,
+    pub http_status: Option<u16>,
+    pub detail: Option<&'a str>,
+    pub charge_id: Option<&'a str>,
+}
+
+pub fn finish(
+    conn: &mut AnyConnection,
+    id: &str,
+    result: &Finish<'_>,
+    now: NaiveDateTime,
+) -> QueryResult<()> {
+    diesel::update(payment_attempts::table.find(id))
+        .set((
+            dsl::outcome.eq(result.outcome),
+            dsl::http_status.eq(result.http_status.map(i32::from)),
+            dsl::detail.eq(result.detail),
+            dsl::charge_id.eq(result.charge_id),
+            dsl::finished_at.eq(now),
+        ))
+        .execute(conn)
+        .map(|_| ())
+}
+
+pub fn for_invoice(conn: &mut AnyConnection, invoice_id: &str) -> QueryResult<Vec<AttemptRow>> {
+    payment_attempts::table
+        .filter(dsl::invoice_id.eq(invoice_id))
+        .order((dsl::started_at, dsl::id))
+        .select(AttemptRow::as_select())
+        .load(conn)
+}

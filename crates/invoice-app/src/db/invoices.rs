@@ -1,0 +1,246 @@
+//! Queries on `invoices`, including the claim that makes each invoice paid by one worker.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::AnyConnection;
+use super::schema::invoices::{self, dsl};
+use crate::domain::{Invoice, InvoiceStatus};
+
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = invoices)]
+pub struct InvoiceRow {
+    pub id: String,
+    pub customer_id: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub description: String,
+    pub status: String,
+    pub failure_reason: Option<String>,
+    pub charge_id: Option<String>,
+    pub claimed_by: Option<String>,
+    pub lease_until: Option<NaiveDateTime>,
+    pub last_run_id: Option<String>,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+    pub paid_at: Option<NaiveDateTime>,
+}
+
+impl TryFrom<InvoiceRow> for Invoice {
+    type Error = String;
+    fn try_from(row: InvoiceRow) -> Result<Self, String> {
+        let currency = row
+            .currency
+            .parse()
+            .map_err(|e| format!("invoice {}: {e}", row.id))?;
+        Ok(Invoice {
+            customer_id: api_contract::CustomerId::parse(row.customer_id)
+                .map_err(|e| e.to_string())?,
+            amount: api_contract::Money::new(row.amount_minor, currency)
+                .map_err(|e| e.to_string())?,
+            description: row.description,
+            status: row.status.parse::<InvoiceStatus>()?,
+            failure_reason: row.failure_reason,
+            charge_id: row.charge_id,
+            created_at: row.created_at.and_utc(),
+            paid_at: row.paid_at.map(|t| t.and_utc()),
+            id: row.id,
+        })
+    }
+}
+
+pub fn insert(conn: &mut AnyConnection, rows: &[InvoiceRow]) -> QueryResult<usize> {
+    conn.transaction(|c| {
+        let mut n = 0;
+        for row in rows {
+            n += diesel::insert_into(invoices::table)
+                .values(row)
+                .execute(c)?;
+        }
+        Ok(n)
+    })
+}
+
+pub fn find(conn: &mut AnyConnection, id: &str) -> QueryResult<Option<InvoiceRow>> {
+    invoices::table
+        .find(id)
+        .select(InvoiceRow::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// A page in id order (ids are time-ordered UUIDv7), after `cursor` when given.
+pub fn list(
+    conn: &mut AnyConnection,
+    status: Option<&str>,
+    cursor: Option<&str>,
+    limit: i64,
+) -> QueryResult<Vec<InvoiceRow>> {
+    let mut query = invoices::table.select(InvoiceRow::as_select()).into_boxed();
+    if let Some(status) = status {
+        query = query.filter(dsl::status.eq(status.to_owned()));
+    }
+    if let Some(cursor) = cursor {
+        query = query.filter(dsl::id.gt(cursor.to_owned()));
+    }
+    query.order(dsl::id).limit(limit).load(conn)
+}
+
+pub fn count(conn: &mut AnyConnection) -> QueryResult<i64> {
+    invoices::table.count().get_result(conn)
+}
+
+pub fn count_by_status(conn: &mut AnyConnection) -> QueryResult<Vec<(String, i64)>> {
+    invoices::table
+        .group_by(dsl::status)
+        .select((dsl::status, diesel::dsl::count_star()))
+        .load(conn)
+}
+
+/// Claims up to `limit` invoices for `worker` in one transaction: pending ones this run has
+/// not tried yet, and processing ones whose holder's lease expired. On PostgreSQL rows
+/// locked by another replica's claim are skipped, so concurrent runs never share one.
+pub fn claim(
+    conn: &mut AnyConnection,
+    worker: &str,
+    run_id: &str,
+    now: NaiveDateTime,
+    lease_until: NaiveDateTime,
+    limit: i64,
+) -> QueryResult<Vec<InvoiceRow>> {
+    macro_rules! claimable {
+        () => {
+            invoices::table
+                .select(dsl::id)
+                .filter(
+                    dsl::status
+                        .eq("pending")
+                        .and(dsl::last_run_id.is_null().or(dsl::last_run_id.ne(run_id)))
+                        .or(dsl::status.eq("processing").and(dsl::lease_until.lt(now))),
+                )
+                .order(dsl::id)
+                .limit(limit)
+        };
+    }
+    macro_rules! take {
+        ($c:expr, $ids:expr) => {{
+            diesel::update(invoices::table.filter(dsl::id.eq_any(&$ids)))
+                .set((
+                    dsl::status.eq("processing"),
+                    dsl::claimed_by.eq(worker),
+                    dsl::lease_until.eq(lease_until),
+                    dsl::last_run_id.eq(run_id),
+                    dsl::updated_at.eq(now),
+                ))
+                .execute($c)?;
+            invoices::table
+                .filter(dsl::id.eq_any(&$ids))
+                .order(dsl::id)
+                .select(InvoiceRow::as_select())
+                .load($c)
+        }};
+    }
+    match conn {
+        AnyConnection::Postgresql(pg) => pg.transaction(|c| {
+            let ids: Vec<String> = claimable!().for_update().skip_locked().load(c)?;
+            take!(c, ids)
+        }),
+        // One writer at a time: the immediate transaction takes the write lock up front.
+        AnyConnection::Sqlite(sqlite) => sqlite.immediate_transaction(|c| {
+            let ids: Vec<String> = claimable!().load(c)?;
+            take!(c, ids)
+        }),
+    }
+}
+
+/// Records the payment. Applies whoever holds the claim now: the provider's answer is the
+/// truth, and a replay of the same key gives every holder the same charge.
+pub fn mark_paid(
+    conn: &mut AnyConnection,
+    id: &str,
+    charge_id: &str,
+    now: NaiveDateTime,
+) -> QueryResult<usize> {
+    diesel::update(invoices::table.find(id).filter(dsl::status.ne("paid")))
+        .set((
+            dsl::status.eq("paid"),
+            dsl::charge_id.eq(charge_id),
+            dsl::failure_reason.eq(None::<String>),
+            dsl::claimed_by.eq(None::<String>),
+            dsl::lease_until.eq(None::<NaiveDateTime>),
+            dsl::paid_at.eq(now),
+            dsl::updated_at.eq(now),
+        ))
+        .execute(conn)
+}
+
+/// Marks a permanent failure, if `worker` still holds the claim.
+pub fn mark_failed(
+    conn: &mut AnyConnection,
+    id: &str,
+    worker: &str,
+    reason: &str,
+    now: NaiveDateTime,
+) -> QueryResult<usize> {
+    diesel::update(held_by(id, worker))
+        .set((
+            dsl::status.eq("failed"),
+            dsl::failure_reason.eq(reason),
+            dsl::claimed_by.eq(None::<String>),
+            dsl::lease_until.eq(None::<NaiveDateTime>),
+            dsl::updated_at.eq(now),
+        ))
+        .execute(conn)
+}
+
+/// Hands an invoice back to `pending` for a later run, if `worker` still holds the claim.
+pub fn release(
+    conn: &mut AnyConnection,
+    id: &str,
+    worker: &str,
+    now: NaiveDateTime,
+) -> QueryResult<usize> {
+    diesel::update(held_by(id, worker))
+        .set(released(now))
+        .execute(conn)
+}
+
+/// Hands back every claim of `worker` (graceful shutdown).
+pub fn release_all(
+    conn: &mut AnyConnection,
+    worker: &str,
+    now: NaiveDateTime,
+) -> QueryResult<usize> {
+    diesel::update(
+        invoices::table
+            .filter(dsl::status.eq("processing"))
+            .filter(dsl::claimed_by.eq(worker)),
+    )
+    .set(released(now))
+    .execute(conn)
+}
+
+#[diesel::dsl::auto_type]
+fn held_by<'a>(id: &'a str, worker: &'a str) -> _ {
+    invoices::table
+        .filter(dsl::id.eq(id))
+        .filter(dsl::status.eq("processing"))
+        .filter(dsl::claimed_by.eq(worker))
+}
+
+#[allow(clippy::type_complexity)]
+fn released(
+    now: NaiveDateTime,
+) -> (
+    diesel::dsl::Eq<dsl::status, &'static str>,
+    diesel::dsl::Eq<dsl::claimed_by, Option<String>>,
+    diesel::dsl::Eq<dsl::lease_until, Option<NaiveDateTime>>,
+    diesel::dsl::Eq<dsl::updated_at, NaiveDateTime>,
+) {
+    (
+        dsl::status.eq("pending"),
+        dsl::claimed_by.eq(None::<String>),
+        dsl::lease_until.eq(None::<NaiveDateTime>),
+        dsl::updated_at.eq(now),
+    )
+}

@@ -1,0 +1,53 @@
+// Kept in step with migrations/ by hand (both backends share it); the integration tests
+// exercise every column on both.
+
+diesel::table! {
+    invoices (id) {
+        id -> Text,
+        customer_id -> Text,
+        amount_minor -> BigInt,
+        currency -> Text,
+        description -> Text,
+        status -> Text,
+        failure_reason -> Nullable<Text>,
+        charge_id -> Nullable<Text>,
+        claimed_by -> Nullable<Text>,
+        lease_until -> Nullable<Timestamp>,
+        last_run_id -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        paid_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    pay_runs (id) {
+        id -> Text,
+        trigger -> Text,
+        status -> Text,
+        paid -> Integer,
+        failed -> Integer,
+        retry_later -> Integer,
+        error -> Nullable<Text>,
+        started_at -> Timestamp,
+        finished_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    payment_attempts (id) {
+        id -> Text,
+        invoice_id -> Text,
+        pay_run_id -> Text,
+        idempotency_key -> Text,
+        outcome -> Text,
+        http_status -> Nullable<Integer>,
+        detail -> Nullable<Text>,
+        charge_id -> Nullable<Text>,
+        started_at -> Timestamp,
+        finished_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::joinable!(payment_attempts -> invoices (invoice_id));
+diesel::allow_tables_to_appear_in_same_query!(invoices, pay_runs, payment_attempts);

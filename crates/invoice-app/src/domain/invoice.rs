@@ -1,0 +1,142 @@
+use std::fmt;
+use std::str::FromStr;
+
+use api_contract::{CustomerId, IdempotencyKey, Money};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvoiceStatus {
+    Pending,
+    /// Claimed by a worker that is charging it.
+    Processing,
+    Paid,
+    /// Permanently refused by the provider; `failure_reason` says why.
+    Failed,
+}
+
+impl InvoiceStatus {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            InvoiceStatus::Pending => "pending",
+            InvoiceStatus::Processing => "processing",
+            InvoiceStatus::Paid => "paid",
+            InvoiceStatus::Failed => "failed",
+        }
+    }
+}
+
+impl FromStr for InvoiceStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "pending" => Ok(InvoiceStatus::Pending),
+            "processing" => Ok(InvoiceStatus::Processing),
+            "paid" => Ok(InvoiceStatus::Paid),
+            "failed" => Ok(InvoiceStatus::Failed),
+            other => Err(format!(
+                "unknown status {:?}: expected pending, processing, paid or failed",
+                other.chars().take(32).collect::<String>()
+            )),
+        }
+    }
+}
+
+impl fmt::Display for InvoiceStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An invoice to be created: a customer, a positive amount, a short description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewInvoice {
+    pub customer_id: CustomerId,
+    pub amount: Money,
+    pub description: String,
+}
+
+impl NewInvoice {
+    pub const MAX_DESCRIPTION: usize = 500;
+
+    pub fn parse(
+        customer_id: CustomerId,
+        amount: Money,
+        description: Option<String>,
+    ) -> Result<Self, String> {
+        if amount.is_zero() {
+            return Err("amount.minor_units must be greater than zero".into());
+        }
+        let description = description.unwrap_or_default();
+        if description.chars().count() > Self::MAX_DESCRIPTION {
+            return Err(format!(
+                "description is longer than {} characters",
+                Self::MAX_DESCRIPTION
+            ));
+        }
+        if description.chars().any(char::is_control) {
+            return Err("description may not contain control characters".into());
+        }
+        Ok(NewInvoice {
+            customer_id,
+            amount,
+            description,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invoice {
+    pub id: String,
+    pub customer_id: CustomerId,
+    pub amount: Money,
+    pub description: String,
+    pub status: InvoiceStatus,
+    pub failure_reason: Option<String>,
+    pub charge_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub paid_at: Option<DateTime<Utc>>,
+}
+
+/// The key of every charge attempt for one invoice. Stable across retries, runs, replicas
+/// and restarts: that is what lets the provider charge it at most once.
+pub fn idempotency_key_for(invoice_id: &str) -> Result<IdempotencyKey, String> {
+    IdempotencyKey::parse(format!("invoice-{invoice_id}")).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use api_contract::Currency;
+
+    #[test]
+    fn new_invoice_rules() {
+        let c = CustomerId::parse("C001").expect("valid");
+        let m = |n| Money::new(n, Currency::Eur).expect("valid");
+        assert!(NewInvoice::parse(c.clone(), m(1), None).is_ok());
+        assert!(NewInvoice::parse(c.clone(), m(0), None).is_err());
+        assert!(NewInvoice::parse(c.clone(), m(1), Some("x".repeat(501))).is_err());
+        assert!(NewInvoice::parse(c, m(1), Some("bell\u{7}".into())).is_err());
+    }
+
+    #[test]
+    fn status_round_trip() {
+        for s in [
+            InvoiceStatus::Pending,
+            InvoiceStatus::Processing,
+            InvoiceStatus::Paid,
+            InvoiceStatus::Failed,
+        ] {
+            assert_eq!(s.as_str().parse::<InvoiceStatus>(), Ok(s));
+        }
+        assert!("PAID".parse::<InvoiceStatus>().is_err());
+    }
+
+    #[test]
+    fn key_is_stable() {
+        let a = idempotency_key_for("0193").expect("valid");
+        assert_eq!(a, idempotency_key_for("0193").expect("valid"));
+        assert_eq!(a.as_str(), "invoice-0193");
+    }
+}

@@ -1,0 +1,164 @@
+//! Error policy: `db` functions return diesel errors and `billing` returns `BillingError`;
+//! handlers turn both into `ApiError` where the meaning is known (a database that is down
+//! is a 503, never a 500), and this file alone renders errors as
+//! `application/problem+json` with a stable `code`.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, error::JsonPayloadError};
+use api_contract::{ErrorCode, PROBLEM_JSON, Problem};
+
+use crate::billing::BillingError;
+use crate::db::DbError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("malformed request: {0}")]
+    MalformedRequest(String),
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("bad query: {0}")]
+    BadQuery(String),
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    #[error("payload too large")]
+    PayloadTooLarge,
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("unavailable: {reason}")]
+    Unavailable {
+        reason: String,
+        retry_after_secs: u32,
+    },
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    fn problem(&self) -> Problem {
+        use ApiError as E;
+        let (status, code, title, detail) = match self {
+            E::MalformedRequest(d) => (
+                400,
+                ErrorCode::MalformedRequest,
+                "Malformed request",
+                Some(d.clone()),
+            ),
+            E::InvalidRequest(d) => (
+                422,
+                ErrorCode::InvalidRequest,
+                "Invalid request",
+                Some(d.clone()),
+            ),
+            E::BadQuery(d) => (
+                400,
+                ErrorCode::InvalidRequest,
+                "Invalid query",
+                Some(d.clone()),
+            ),
+            E::UnsupportedMediaType => (
+                415,
+                ErrorCode::UnsupportedMediaType,
+                "Unsupported media type",
+                Some("send the body as application/json".to_owned()),
+            ),
+            E::PayloadTooLarge => (413, ErrorCode::PayloadTooLarge, "Payload too large", None),
+            E::NotFound(d) => (404, ErrorCode::NotFound, "Not found", Some(d.clone())),
+            E::MethodNotAllowed => (405, ErrorCode::MethodNotAllowed, "Method not allowed", None),
+            E::Unavailable { reason, .. } => (
+                503,
+                ErrorCode::ServiceUnavailable,
+                "Service unavailable",
+                Some(reason.clone()),
+            ),
+            E::Internal(_) => (500, ErrorCode::InternalError, "Internal error", None),
+        };
+        Problem::new(status, code, title, detail)
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::Unavailable(reason) => {
+                tracing::warn!(%reason, "database unavailable");
+                ApiError::Unavailable {
+                    reason: "the database is unavailable".to_owned(),
+                    retry_after_secs: 1,
+                }
+            }
+            DbError::Query(e) => ApiError::Internal(e.into()),
+        }
+    }
+}
+
+impl From<BillingError> for ApiError {
+    fn from(e: BillingError) -> Self {
+        match e {
+            BillingError::Db(e) => e.into(),
+            BillingError::ShuttingDown => ApiError::Unavailable {
+                reason: "shutting down".to_owned(),
+                retry_after_secs: 5,
+            },
+            BillingError::Corrupt(e) | BillingError::Aborted(e) => {
+                ApiError::Internal(anyhow::anyhow!(e))
+            }
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.problem().status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let ApiError::Internal(e) = self {
+            tracing::error!(error = %format!("{e:#}"), "internal error");
+        }
+        let mut response = problem_response(&self.problem());
+        if let ApiError::Unavailable {
+            retry_after_secs, ..
+        } = self
+        {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        }
+        response
+    }
+}
+
+pub fn problem_response(problem: &Problem) -> HttpResponse {
+    let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    HttpResponse::build(status)
+        .insert_header((header::CONTENT_TYPE, PROBLEM_JSON))
+        .json(problem)
+}
+
+/// JSON body errors: syntax errors are 400, well-formed bodies with wrong content are 422.
+pub fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    let api = match &err {
+        JsonPayloadError::OverflowKnownLength { .. } | JsonPayloadError::Overflow { .. } => {
+            ApiError::PayloadTooLarge
+        }
+        JsonPayloadError::ContentType => ApiError::UnsupportedMediaType,
+        JsonPayloadError::Deserialize(e) if e.is_data() => ApiError::InvalidRequest(e.to_string()),
+        JsonPayloadError::Deserialize(e) => ApiError::MalformedRequest(e.to_string()),
+        other => ApiError::MalformedRequest(other.to_string()),
+    };
+    api.into()
+}
+
+pub fn query_error(
+    err: actix_web::error::QueryPayloadError,
+    _req: &HttpRequest,
+) -> actix_web::Error {
+    ApiError::BadQuery(err.to_string()).into()
+}
+
+pub fn path_error(err: actix_web::error::PathError, _req: &HttpRequest) -> actix_web::Error {
+    ApiError::NotFound(err.to_string()).into()
+}

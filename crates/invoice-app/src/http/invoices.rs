@@ -1,0 +1,157 @@
+use actix_web::http::header;
+use actix_web::{HttpResponse, web};
+use api_contract::{CustomerId, Money};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::db::{self, DbError};
+use crate::domain::{Invoice, InvoiceStatus, NewInvoice};
+use crate::error::ApiError;
+use crate::invoices;
+use crate::startup::AppState;
+
+/// An invoice as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct InvoiceResource {
+    pub id: String,
+    pub customer_id: CustomerId,
+    pub amount: Money,
+    /// For people: "12.15 EUR". Programs use `amount`.
+    pub amount_display: String,
+    pub description: String,
+    pub status: InvoiceStatus,
+    pub failure_reason: Option<String>,
+    pub charge_id: Option<String>,
+    pub created_at: String,
+    pub paid_at: Option<String>,
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+impl From<Invoice> for InvoiceResource {
+    fn from(i: Invoice) -> Self {
+        InvoiceResource {
+            amount_display: i.amount.to_string(),
+            id: i.id,
+            customer_id: i.customer_id,
+            amount: i.amount,
+            description: i.description,
+            status: i.status,
+            failure_reason: i.failure_reason,
+            charge_id: i.charge_id,
+            created_at: rfc3339(i.created_at),
+            paid_at: i.paid_at.map(rfc3339),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateInvoice {
+    customer_id: CustomerId,
+    amount: Money,
+    description: Option<String>,
+}
+
+/// `POST /invoices`
+pub async fn create(
+    body: web::Json<CreateInvoice>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let new = NewInvoice::parse(body.customer_id, body.amount, body.description)
+        .map_err(ApiError::InvalidRequest)?;
+    let invoice = invoices::create(&state.pool, vec![new])
+        .await?
+        .pop()
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("created invoice missing")))?;
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/invoices/{}", invoice.id)))
+        .json(InvoiceResource::from(invoice)))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListParams {
+    status: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Page {
+    items: Vec<InvoiceResource>,
+    /// Pass as `cursor` for the next page; null on the last one.
+    next_cursor: Option<String>,
+}
+
+const MAX_LIMIT: u32 = 1000;
+
+/// `GET /invoices?status=&limit=&cursor=`
+pub async fn list(
+    params: web::Query<ListParams>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let params = params.into_inner();
+    let status = params
+        .status
+        .map(|s| s.parse::<InvoiceStatus>())
+        .transpose()
+        .map_err(ApiError::BadQuery)?;
+    let limit = params.limit.unwrap_or(100);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::BadQuery(format!(
+            "limit must be between 1 and {MAX_LIMIT}"
+        )));
+    }
+    let cursor = params.cursor;
+    if cursor.as_ref().is_some_and(|c| c.len() > 64) {
+        return Err(ApiError::BadQuery(
+            "cursor is not one this API gave out".to_owned(),
+        ));
+    }
+    let rows = db::run(&state.pool, move |c| {
+        db::invoices::list(
+            c,
+            status.map(InvoiceStatus::as_str),
+            cursor.as_deref(),
+            i64::from(limit) + 1,
+        )
+        .map_err(DbError::from)
+    })
+    .await?;
+    let more = rows.len() > limit as usize;
+    let items = rows
+        .into_iter()
+        .take(limit as usize)
+        .map(|row| Invoice::try_from(row).map(InvoiceResource::from))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?;
+    let next_cursor = if more {
+        items.last().map(|i| i.id.clone())
+    } else {
+        None
+    };
+    Ok(HttpResponse::Ok().json(Page { items, next_cursor }))
+}
+
+/// `GET /invoices/{id}`
+pub async fn get(
+    id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let not_found = || ApiError::NotFound(format!("no invoice {id}"));
+    if id.len() > 64 {
+        return Err(not_found());
+    }
+    let lookup = id.clone();
+    let row = db::run(&state.pool, move |c| {
+        db::invoices::find(c, &lookup).map_err(DbError::from)
+    })
+    .await?
+    .ok_or_else(not_found)?;
+    let invoice = Invoice::try_from(row).map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?;
+    Ok(HttpResponse::Ok().json(InvoiceResource::from(invoice)))
+}

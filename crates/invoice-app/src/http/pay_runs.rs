@@ -1,0 +1,83 @@
+use actix_web::http::header;
+use actix_web::{HttpResponse, web};
+use chrono::{NaiveDateTime, SecondsFormat};
+use serde::Serialize;
+use serde_json::json;
+
+use super::invoices::InvoiceResource;
+use crate::billing::Trigger;
+use crate::db::{self, DbError, pay_runs::PayRunRow};
+use crate::error::ApiError;
+use crate::startup::AppState;
+
+#[derive(Debug, Serialize)]
+struct Summary {
+    paid: usize,
+    failed: usize,
+    retry_later: usize,
+}
+
+/// `POST /invoices/pay`: pays every pending invoice and answers when done.
+pub async fn pay_now(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let run = state.biller.open_run(Trigger::Api).await?;
+    let report = state.biller.spawn_pay(run).await?;
+    let retry_later: Vec<_> = report
+        .retry_later
+        .iter()
+        .map(|r| json!({"invoice_id": r.invoice_id, "reason": r.reason}))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "run_id": report.run_id,
+        "status": "completed",
+        "summary": Summary {
+            paid: report.paid.len(),
+            failed: report.failed.len(),
+            retry_later: report.retry_later.len(),
+        },
+        "paid": report.paid.into_iter().map(InvoiceResource::from).collect::<Vec<_>>(),
+        "failed": report.failed.into_iter().map(InvoiceResource::from).collect::<Vec<_>>(),
+        "retry_later": retry_later,
+    })))
+}
+
+/// `POST /pay-runs`: starts a run in the background; poll `GET /pay-runs/{id}`.
+pub async fn start(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let run = state.biller.open_run(Trigger::Api).await?;
+    let id = run.id.clone();
+    drop(state.biller.spawn_pay(run));
+    Ok(HttpResponse::Accepted()
+        .insert_header((header::LOCATION, format!("/pay-runs/{id}")))
+        .json(json!({"id": id, "status": "running"})))
+}
+
+/// `GET /pay-runs/{id}`
+pub async fn get(
+    id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let not_found = || ApiError::NotFound(format!("no pay run {id}"));
+    if id.len() > 64 {
+        return Err(not_found());
+    }
+    let lookup = id.clone();
+    let run = db::run(&state.pool, move |c| {
+        db::pay_runs::find(c, &lookup).map_err(DbError::from)
+    })
+    .await?
+    .ok_or_else(not_found)?;
+    Ok(HttpResponse::Ok().json(resource(run)))
+}
+
+fn resource(run: PayRunRow) -> serde_json::Value {
+    let time = |t: NaiveDateTime| t.and_utc().to_rfc3339_opts(SecondsFormat::Millis, true);
+    json!({
+        "id": run.id,
+        "status": run.status,
+        "trigger": run.trigger,
+        "started_at": time(run.started_at),
+        "finished_at": run.finished_at.map(time),
+        "summary": {"paid": run.paid, "failed": run.failed, "retry_later": run.retry_later},
+        "error": run.error,
+    })
+}

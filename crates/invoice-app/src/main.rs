@@ -1,0 +1,84 @@
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use invoice_app::billing::Trigger;
+use invoice_app::config::Config;
+use invoice_app::metrics::Metrics;
+use invoice_app::startup::{Application, biller, migrated_pool};
+use invoice_app::telemetry;
+
+/// Keeps invoices and pays them at payment-provider. Configured by environment variables.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Clone, Copy)]
+enum Command {
+    /// Serve the API and the in-process schedule (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Pay every pending invoice once and exit (for a Kubernetes CronJob).
+    Pay,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("invoice-app: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let _telemetry = match telemetry::init("invoice-app", config.log_format) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("invoice-app: telemetry: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(run(cli.command.unwrap_or(Command::Serve), config)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "invoice-app failed");
+            eprintln!("invoice-app: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => {
+            Application::build(config)
+                .await?
+                .run_until_stopped()
+                .await?
+        }
+        Command::Migrate => drop(migrated_pool(&config).await?),
+        Command::Pay => {
+            let pool = migrated_pool(&config).await?;
+            let biller = biller(&config, pool, Metrics::new()?)?;
+            let report = biller.pay_all(Trigger::Cli).await?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "run_id": report.run_id,
+                    "paid": report.paid.len(),
+                    "failed": report.failed.len(),
+                    "retry_later": report.retry_later.len(),
+                })
+            );
+        }
+    }
+    Ok(())
+}

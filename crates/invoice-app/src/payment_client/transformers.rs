@@ -1,0 +1,144 @@
+//! Wire → domain: HTTP answers of payment-provider as `CallOutcome`s.
+
+use std::time::Duration;
+
+use api_contract::{ChargeResponse, ErrorCode, Problem};
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+
+use crate::domain::CallOutcome;
+
+/// `Retry-After` in seconds (the provider sends seconds; an HTTP date is ignored).
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+pub fn from_send_error(e: &reqwest::Error) -> CallOutcome {
+    // Refused before anything was sent: nothing can have been charged.
+    if e.is_connect() {
+        return CallOutcome::Retryable {
+            reason: format!("payment-provider unreachable: {}", root_cause(e)),
+            retry_after: None,
+        };
+    }
+    CallOutcome::Unknown {
+        reason: if e.is_timeout() {
+            "payment-provider did not answer in time".to_owned()
+        } else {
+            format!("request failed: {}", root_cause(e))
+        },
+    }
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+pub fn from_response(
+    status: u16,
+    body: &[u8],
+    retry_after: Option<Duration>,
+    replayed: bool,
+) -> CallOutcome {
+    if status == 200 || status == 201 {
+        return match serde_json::from_slice::<ChargeResponse>(body) {
+            Ok(charge) => CallOutcome::Succeeded { charge, replayed },
+            Err(e) => CallOutcome::Unknown {
+                reason: format!("unreadable charge in a {status} answer: {e}"),
+            },
+        };
+    }
+    let problem = serde_json::from_slice::<Problem>(body).ok();
+    let code = problem.as_ref().map(|p| p.code);
+    let detail = problem
+        .as_ref()
+        .and_then(|p| p.detail.clone())
+        .unwrap_or_else(|| format!("HTTP {status}"));
+    match (status, code) {
+        (402, _)
+        | (404, Some(ErrorCode::CustomerNotFound))
+        | (
+            422,
+            Some(
+                ErrorCode::CurrencyMismatch
+                | ErrorCode::InvalidRequest
+                | ErrorCode::IdempotencyKeyReused,
+            ),
+        ) => CallOutcome::Declined {
+            code: code.unwrap_or(ErrorCode::InsufficientFunds),
+            detail,
+        },
+        (409 | 429 | 500..=599, _) => CallOutcome::Retryable {
+            reason: format!("HTTP {status}: {detail}"),
+            retry_after,
+        },
+        _ => CallOutcome::Rejected {
+            reason: format!("HTTP {status}: {detail}"),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problem(status: u16, code: &str) -> Vec<u8> {
+        format!(r#"{{"type":"urn:x","title":"t","status":{status},"code":"{code}","detail":"d"}}"#)
+            .into_bytes()
+    }
+
+    #[test]
+    fn classifies_provider_answers() {
+        let declined = |s, c| {
+            matches!(
+                from_response(s, &problem(s, c), None, false),
+                CallOutcome::Declined { .. }
+            )
+        };
+        assert!(declined(402, "insufficient_funds"));
+        assert!(declined(404, "customer_not_found"));
+        assert!(declined(422, "currency_mismatch"));
+        assert!(declined(422, "invalid_request"));
+        let retry = |s, c| {
+            matches!(
+                from_response(s, &problem(s, c), None, false),
+                CallOutcome::Retryable { .. }
+            )
+        };
+        assert!(retry(503, "service_unavailable"));
+        assert!(retry(429, "rate_limited"));
+        assert!(retry(409, "idempotency_key_in_flight"));
+        assert!(retry(500, "internal_error"));
+        let rejected = |s, c| {
+            matches!(
+                from_response(s, &problem(s, c), None, false),
+                CallOutcome::Rejected { .. }
+            )
+        };
+        assert!(rejected(401, "unauthorized"));
+        assert!(rejected(400, "missing_idempotency_key"));
+        // A 404 without the provider's code is a wrong URL, not a missing customer.
+        assert!(matches!(
+            from_response(404, b"<html>", None, false),
+            CallOutcome::Rejected { .. }
+        ));
+    }
+
+    #[test]
+    fn unreadable_success_is_unknown_not_failed() {
+        assert!(matches!(
+            from_response(201, b"{", None, false),
+            CallOutcome::Unknown { .. }
+        ));
+    }
+}

@@ -1,0 +1,132 @@
+//! Building the application: pool, migrations, seed, payment client, biller, schedule,
+//! listener.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
+use anyhow::Context;
+use secrecy::SecretString;
+
+use crate::billing::{Biller, PaySettings};
+use crate::config::{Config, DEV_PROVIDER_TOKEN, Seed};
+use crate::db::{self, DbPool};
+use crate::metrics::Metrics;
+use crate::payment_client::PaymentClient;
+use crate::{http, scheduler, seed};
+
+/// How long shutdown waits for pay runs in progress before handing back their claims.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+pub struct AppState {
+    pub pool: DbPool,
+    pub biller: Arc<Biller>,
+    pub metrics: Metrics,
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    biller: Arc<Biller>,
+    schedule: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Application {
+    /// Binds the listener first, so `127.0.0.1:0` gives tests a free port.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let pool = migrated_pool(&config).await?;
+        if config.seed == Seed::Demo {
+            let created = seed::apply_demo(&pool).await?;
+            if created > 0 {
+                tracing::info!(created, "seeded demo invoices");
+            }
+        }
+        let metrics = Metrics::new()?;
+        let biller = biller(&config, pool.clone(), metrics.clone())?;
+        let schedule = config
+            .pay_schedule
+            .clone()
+            .map(|s| scheduler::spawn(biller.clone(), s));
+        let state = web::Data::new(AppState {
+            pool,
+            biller: biller.clone(),
+            metrics,
+        });
+
+        let listener = TcpListener::bind(config.listen_addr)
+            .with_context(|| format!("binding LISTEN_ADDR {}", config.listen_addr))?;
+        let port = listener.local_addr()?.port();
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(from_fn(http::observe))
+                .app_data(state.clone())
+                .configure(http::routes)
+        })
+        .listen(listener)?
+        .shutdown_timeout(20)
+        .run();
+        tracing::info!(port, backend = config.database_url.backend(), provider = %config.provider_url, "invoice-app listening");
+        Ok(Application {
+            port,
+            server,
+            biller,
+            schedule,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until SIGTERM/SIGINT; then lets pay runs finish (for a while) and hands back
+    /// whatever they still hold.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let served = self.server.await;
+        if let Some(schedule) = self.schedule {
+            schedule.abort();
+        }
+        self.biller.shutdown(SHUTDOWN_GRACE).await;
+        served
+    }
+}
+
+/// A pool whose database has every migration applied.
+pub async fn migrated_pool(config: &Config) -> anyhow::Result<DbPool> {
+    let pool = db::pool(&config.database_url, config.pool_size);
+    let applied = db::run(&pool, db::migrate)
+        .await
+        .with_context(|| format!("preparing the {} database", config.database_url.backend()))?;
+    if applied > 0 {
+        tracing::info!(applied, "ran database migrations");
+    }
+    Ok(pool)
+}
+
+/// The biller with its payment client, as configured.
+pub fn biller(config: &Config, pool: DbPool, metrics: Metrics) -> anyhow::Result<Arc<Biller>> {
+    let token = config.provider_token.clone().unwrap_or_else(|| {
+        tracing::warn!(
+            "PAYMENT_PROVIDER_TOKEN is not set: using payment-provider's development token"
+        );
+        SecretString::from(DEV_PROVIDER_TOKEN)
+    });
+    let client = PaymentClient::new(
+        &config.provider_url,
+        token,
+        config.charge_timeout,
+        config.pay_concurrency,
+    )?;
+    let settings = PaySettings {
+        concurrency: config.pay_concurrency,
+        lease: config.claim_lease,
+        retry_max_elapsed: config.retry_max_elapsed,
+    };
+    Ok(Biller::new(pool, client, settings, metrics))
+}

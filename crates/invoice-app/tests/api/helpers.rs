@@ -1,0 +1,155 @@
+use std::time::Duration;
+
+use api_contract::{Currency, Money};
+use invoice_app::config::{Config, Seed};
+use invoice_app::startup::Application;
+pub use payment_provider::testing::Backend;
+use payment_provider::testing::{TestDb, TestProvider};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+
+/// Runs an `async fn(Backend)` test once per backend, as `sqlite::name` and `postgres::name`.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name($crate::helpers::Backend::Sqlite).await }
+            )*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name($crate::helpers::Backend::Postgres).await }
+            )*
+        }
+    };
+}
+
+pub struct TestApp {
+    pub base_url: String,
+    pub client: reqwest::Client,
+    pub provider: TestProvider,
+    pub db: TestDb,
+    pub config: Config,
+}
+
+/// A config for a test invoice-app: short retry budget, no schedule, no seed.
+pub fn test_config(db: &TestDb, provider_url: &str) -> Config {
+    let mut config = Config::from_lookup(&|_| None).expect("default configuration is valid");
+    config.listen_addr = ([127, 0, 0, 1], 0).into();
+    config.database_url = match &db.url {
+        payment_provider::db::DbUrl::Postgres(url) => invoice_app::db::DbUrl::Postgres(url.clone()),
+        payment_provider::db::DbUrl::Sqlite(path) => invoice_app::db::DbUrl::Sqlite(path.clone()),
+    };
+    config.pool_size = 8;
+    config.seed = Seed::None;
+    config.provider_url = provider_url.to_owned();
+    config.provider_token = Some(SecretString::from(payment_provider::testing::TEST_TOKEN));
+    config.pay_schedule = None;
+    config.retry_max_elapsed = Duration::from_secs(3);
+    config.charge_timeout = Duration::from_secs(2);
+    config.claim_lease = Duration::from_secs(30);
+    config
+}
+
+/// A provider and an invoice-app wired to it. `None` where the backend isn't configured.
+pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
+    spawn_app_with(backend, |_| {}, |_| {}).await
+}
+
+pub async fn spawn_app_with(
+    backend: Backend,
+    configure_provider: impl FnOnce(&mut payment_provider::config::Config),
+    configure_app: impl FnOnce(&mut Config),
+) -> Option<TestApp> {
+    let provider = TestProvider::spawn(backend, configure_provider).await?;
+    let db = TestDb::create(backend, "ia")?;
+    let mut config = test_config(&db, &provider.base_url);
+    configure_app(&mut config);
+    let app = Application::build(config.clone())
+        .await
+        .expect("invoice-app starts");
+    let base_url = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    Some(TestApp {
+        base_url,
+        client: reqwest::Client::new(),
+        provider,
+        db,
+        config,
+    })
+}
+
+pub fn money(minor: i64, currency: Currency) -> Money {
+    Money::new(minor, currency).expect("valid amount")
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// Creates an invoice through the API and returns it.
+    pub async fn create_invoice(&self, customer: &str, minor: i64, currency: &str) -> Value {
+        let response = self
+            .client
+            .post(self.url("/invoices"))
+            .json(&json!({"customer_id": customer, "amount": {"minor_units": minor, "currency": currency}}))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status().as_u16(), 201, "create invoice");
+        response.json().await.expect("invoice")
+    }
+
+    pub async fn pay(&self) -> Value {
+        let response = self
+            .client
+            .post(self.url("/invoices/pay"))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status().as_u16(), 200, "pay");
+        response.json().await.expect("report")
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        let response = self.client.get(self.url(path)).send().await.expect("sent");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Every invoice with `status`, across pages.
+    pub async fn invoices(&self, status: &str) -> Vec<Value> {
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut path = format!("/invoices?status={status}&limit=50");
+            if let Some(c) = &cursor {
+                path.push_str(&format!("&cursor={c}"));
+            }
+            let (code, page) = self.get_json(&path).await;
+            assert_eq!(code, 200);
+            all.extend(page["items"].as_array().expect("items").iter().cloned());
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => return all,
+            }
+        }
+    }
+}
+
+/// Asserts a problem+json response with `status` and `code`.
+pub async fn assert_problem(response: reqwest::Response, status: u16, code: &str) -> Value {
+    assert_eq!(response.status().as_u16(), status, "status");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let body: Value = response.json().await.expect("problem body is JSON");
+    assert_eq!(body["code"], code, "code in {body}");
+    body
+}

@@ -1,0 +1,8 @@
+//! One integration binary: the real invoice-app and the real payment-provider, each on a
+//! random port with its own fresh database, on SQLite and on PostgreSQL.
+
+mod helpers;
+
+mod api;
+mod paying;
+mod replicas;

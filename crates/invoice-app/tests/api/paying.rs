@@ -1,0 +1,257 @@
+//! Paying invoices against the real payment-provider: successes, declines, retries, outages.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use api_contract::Currency;
+use serde_json::Value;
+
+use crate::both_backends;
+use crate::helpers::{Backend, money, spawn_app, spawn_app_with};
+
+async fn every_pending_invoice_is_paid_once(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    app.provider
+        .fund("C001", money(1_000_000, Currency::Eur))
+        .await;
+    app.provider
+        .fund("C003", money(1_000_000, Currency::Dkk))
+        .await;
+    let mut expected = Vec::new();
+    for i in 0..12 {
+        let (customer, currency) = if i % 2 == 0 {
+            ("C001", "EUR")
+        } else {
+            ("C003", "DKK")
+        };
+        expected.push(
+            app.create_invoice(customer, 100 + i, currency).await["id"]
+                .as_str()
+                .expect("id")
+                .to_owned(),
+        );
+    }
+
+    let report = app.pay().await;
+
+    assert_eq!(report["summary"]["paid"], 12, "{report}");
+    assert_eq!(report["summary"]["failed"], 0);
+    let paid = app.invoices("paid").await;
+    assert_eq!(paid.len(), 12);
+    assert!(app.invoices("pending").await.is_empty());
+    // The ledger holds exactly one charge per invoice, for its amount.
+    let ledger = app.provider.ledger().await;
+    assert_eq!(ledger.len(), 12);
+    let by_invoice: HashMap<_, _> = ledger.iter().map(|c| (c.invoice_id.clone(), c)).collect();
+    for invoice in &paid {
+        let charge = by_invoice[invoice["id"].as_str().expect("id")];
+        assert_eq!(invoice["charge_id"], charge.id.as_str());
+        assert_eq!(invoice["amount"]["minor_units"], charge.amount_minor);
+    }
+    let eur_total: i64 = (0..12).step_by(2).map(|i| 100 + i).sum();
+    assert_eq!(
+        app.provider.balance("C001").await,
+        Some(1_000_000 - eur_total)
+    );
+
+    // A second run finds nothing to do and charges nothing more.
+    let again = app.pay().await;
+    assert_eq!(again["summary"]["paid"], 0);
+    assert_eq!(app.provider.ledger().await.len(), 12);
+}
+
+async fn declines_are_recorded_as_failed_with_reason(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    app.provider.fund("C001", money(1000, Currency::Eur)).await;
+    app.provider.fund("C003", money(1000, Currency::Dkk)).await;
+    let broke = app.create_invoice("C001", 5000, "EUR").await;
+    let unknown = app.create_invoice("NOBODY", 100, "EUR").await;
+    let mismatch = app.create_invoice("C003", 100, "EUR").await;
+    let fine = app.create_invoice("C001", 100, "EUR").await;
+
+    let report = app.pay().await;
+
+    assert_eq!(report["summary"]["paid"], 1, "{report}");
+    assert_eq!(report["summary"]["failed"], 3);
+    for (invoice, reason) in [
+        (&broke, "insufficient_funds"),
+        (&unknown, "customer_not_found"),
+        (&mismatch, "currency_mismatch"),
+    ] {
+        let (_, stored) = app
+            .get_json(&format!(
+                "/invoices/{}",
+                invoice["id"].as_str().expect("id")
+            ))
+            .await;
+        assert_eq!(stored["status"], "failed");
+        assert_eq!(stored["failure_reason"], reason);
+    }
+    let (_, paid) = app
+        .get_json(&format!("/invoices/{}", fine["id"].as_str().expect("id")))
+        .await;
+    assert_eq!(paid["status"], "paid");
+    assert_eq!(app.provider.ledger().await.len(), 1);
+    // Failed invoices are final: another run leaves them alone.
+    assert_eq!(app.pay().await["summary"]["failed"], 0);
+}
+
+async fn injected_unavailability_is_retried_until_paid(backend: Backend) {
+    let Some(app) = spawn_app_with(
+        backend,
+        |p| {
+            p.faults.unavailable_rate = 0.5;
+            p.faults.retry_after_secs = 0;
+        },
+        |a| a.retry_max_elapsed = Duration::from_secs(20),
+    )
+    .await
+    else {
+        return;
+    };
+    app.provider
+        .fund("C001", money(1_000_000, Currency::Eur))
+        .await;
+    for i in 0..20 {
+        app.create_invoice("C001", 100 + i, "EUR").await;
+    }
+
+    let report = app.pay().await;
+
+    assert_eq!(report["summary"]["paid"], 20, "{report}");
+    assert_eq!(app.provider.ledger().await.len(), 20);
+    let expected: i64 = (0..20).map(|i| 100 + i).sum();
+    assert_eq!(
+        app.provider.balance("C001").await,
+        Some(1_000_000 - expected)
+    );
+    // The retries are on record: more attempts than invoices, each with an outcome.
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("sent")
+        .text()
+        .await
+        .expect("text");
+    let retryable = metrics
+        .lines()
+        .find(|l| l.starts_with(r#"invoice_app_charge_attempts_total{outcome="retryable"}"#))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(retryable > 0, "no retried attempt recorded:\n{metrics}");
+}
+
+async fn provider_down_leaves_invoices_pending_and_says_so(backend: Backend) {
+    let Some(app) = spawn_app_with(
+        backend,
+        |_| {},
+        |a| a.retry_max_elapsed = Duration::from_secs(1),
+    )
+    .await
+    else {
+        return;
+    };
+    app.provider
+        .fund("C001", money(1_000_000, Currency::Eur))
+        .await;
+    for i in 0..3 {
+        app.create_invoice("C001", 100 + i, "EUR").await;
+    }
+    app.provider.handle.stop(false).await;
+
+    let report = app.pay().await;
+
+    assert_eq!(report["summary"]["paid"], 0, "{report}");
+    assert_eq!(report["summary"]["retry_later"], 3);
+    let reasons: Vec<&str> = report["retry_later"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|r| r["reason"].as_str())
+        .collect();
+    assert!(
+        reasons.iter().all(|r| r.contains("unreachable")),
+        "{reasons:?}"
+    );
+    assert_eq!(app.invoices("pending").await.len(), 3);
+    // invoice-app itself stays ready: its readiness is its own database only.
+    let (ready, _) = app.get_json("/readyz").await;
+    assert_eq!(ready, 200);
+    assert!(app.provider.ledger().await.is_empty());
+}
+
+async fn every_attempt_is_recorded(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    app.provider.fund("C001", money(1000, Currency::Eur)).await;
+    let invoice = app.create_invoice("C001", 100, "EUR").await;
+    app.pay().await;
+    let id = invoice["id"].as_str().expect("id").to_owned();
+    let pool = invoice_app::db::pool(&app.config.database_url, 1);
+    let attempts = invoice_app::db::run(&pool, move |c| {
+        invoice_app::db::attempts::for_invoice(c, &id).map_err(anyhow::Error::from)
+    })
+    .await
+    .expect("attempts");
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].outcome, "succeeded");
+    assert_eq!(attempts[0].http_status, Some(201));
+    assert!(attempts[0].finished_at.is_some());
+    assert_eq!(
+        attempts[0].idempotency_key,
+        format!("invoice-{}", invoice["id"].as_str().expect("id"))
+    );
+}
+
+async fn background_pay_run_can_be_followed(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    app.provider
+        .fund("C001", money(1_000_000, Currency::Eur))
+        .await;
+    for i in 0..5 {
+        app.create_invoice("C001", 100 + i, "EUR").await;
+    }
+    let started = app
+        .client
+        .post(app.url("/pay-runs"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(started.status().as_u16(), 202);
+    let location = started
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .expect("Location header")
+        .to_owned();
+    let mut run = Value::Null;
+    for _ in 0..100 {
+        run = app.get_json(&location).await.1;
+        if run["status"] != "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(run["status"], "completed", "{run}");
+    assert_eq!(run["summary"]["paid"], 5);
+    assert_eq!(app.invoices("paid").await.len(), 5);
+}
+
+both_backends!(
+    every_pending_invoice_is_paid_once,
+    declines_are_recorded_as_failed_with_reason,
+    injected_unavailability_is_retried_until_paid,
+    provider_down_leaves_invoices_pending_and_says_so,
+    every_attempt_is_recorded,
+    background_pay_run_can_be_followed,
+);
