@@ -1,0 +1,279 @@
+{{/* Chart name, or nameOverride. */}}
+{{- define "invoice-app.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name of the release's objects: the release name when it already holds the chart name. */}}
+{{- define "invoice-app.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "invoice-app.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "invoice-app.labels" -}}
+helm.sh/chart: {{ include "invoice-app.chart" . }}
+app.kubernetes.io/name: {{ include "invoice-app.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: invoice-platform
+{{- end }}
+
+{{/* Labels of the serving pods; the Service and the PDB select on them. */}}
+{{- define "invoice-app.selectorLabels" -}}
+{{ include "invoice-app.podSelectorLabels" . }}
+app.kubernetes.io/component: server
+{{- end }}
+
+{{/* Labels of every pod of the release (serving pods and pay runs): the NetworkPolicy and
+     payment-provider's allowed callers select on them. */}}
+{{- define "invoice-app.podSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "invoice-app.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Pods labelled this way (in the release namespace) may call the API: the helm test pod. */}}
+{{- define "invoice-app.clientLabel" -}}
+{{ include "invoice-app.fullname" . }}-client: "true"
+{{- end }}
+
+{{- define "invoice-app.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "invoice-app.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "invoice-app.image" -}}
+{{- $tag := .Values.image.tag | default .Chart.AppVersion }}
+{{- if .Values.image.digest }}
+{{- printf "%s:%s@%s" .Values.image.repository $tag .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{/* "postgres" when a PostgreSQL URL is configured, else "sqlite". */}}
+{{- define "invoice-app.databaseKind" -}}
+{{- if or .Values.database.existingSecret.name .Values.database.url }}postgres{{ else }}sqlite{{ end }}
+{{- end }}
+
+{{/* Refuse values that cannot work. SQLite is one file on one volume: a single pod, and the
+     pay-run job needs that volume. A TLS certificate is for a host. */}}
+{{- define "invoice-app.validate" -}}
+{{- if eq (include "invoice-app.databaseKind" .) "sqlite" }}
+{{- if gt (int .Values.replicaCount) 1 }}
+{{- fail "SQLite allows one replica only: set database.existingSecret (PostgreSQL) or replicaCount: 1" }}
+{{- end }}
+{{- if .Values.autoscaling.enabled }}
+{{- fail "SQLite allows one replica only: set database.existingSecret (PostgreSQL) or autoscaling.enabled: false" }}
+{{- end }}
+{{- if and .Values.payRun.cronJob.enabled (not .Values.database.sqlite.persistence.enabled) }}
+{{- fail "the pay-run CronJob needs the app's database: use PostgreSQL, database.sqlite.persistence.enabled, or payRun.cronJob.enabled: false" }}
+{{- end }}
+{{- end }}
+{{- if and .Values.ingress.enabled .Values.ingress.tls.enabled (not .Values.ingress.host) }}
+{{- fail "ingress.tls.enabled needs ingress.host" }}
+{{- end }}
+{{- end }}
+
+{{/* The chart's own Secret exists only when a secret value is given inline. */}}
+{{- define "invoice-app.chartSecretKeys" -}}
+{{- if and .Values.paymentProvider.token (not .Values.paymentProvider.existingSecret.name) }}payment-provider-token {{ end }}
+{{- if and .Values.database.url (not .Values.database.existingSecret.name) }}database-url {{ end }}
+{{- end }}
+
+{{/* Where the secret files are mounted; the app reads them through *_FILE variables. */}}
+{{- define "invoice-app.secretsDir" -}}
+/var/run/secrets/invoice-platform
+{{- end }}
+
+{{/* Sources of the projected secrets volume: each yields one file. */}}
+{{- define "invoice-app.secretSources" -}}
+{{- $fullname := include "invoice-app.fullname" . }}
+{{- with .Values.paymentProvider.existingSecret.name }}
+- secret:
+    name: {{ . }}
+    items:
+      - key: {{ $.Values.paymentProvider.existingSecret.key }}
+        path: payment-provider-token
+{{- else }}
+{{- if .Values.paymentProvider.token }}
+- secret:
+    name: {{ $fullname }}
+    items:
+      - key: payment-provider-token
+        path: payment-provider-token
+{{- end }}
+{{- end }}
+{{- with .Values.database.existingSecret.name }}
+- secret:
+    name: {{ . }}
+    items:
+      - key: {{ $.Values.database.existingSecret.key }}
+        path: database-url
+{{- else }}
+{{- if .Values.database.url }}
+- secret:
+    name: {{ $fullname }}
+    items:
+      - key: database-url
+        path: database-url
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Environment pointing the app at the secret files. */}}
+{{- define "invoice-app.secretEnv" -}}
+{{- if or .Values.paymentProvider.existingSecret.name .Values.paymentProvider.token }}
+- name: PAYMENT_PROVIDER_TOKEN_FILE
+  value: {{ include "invoice-app.secretsDir" . }}/payment-provider-token
+{{- end }}
+{{- if eq (include "invoice-app.databaseKind" .) "postgres" }}
+- name: DATABASE_URL_FILE
+  value: {{ include "invoice-app.secretsDir" . }}/database-url
+{{- end }}
+{{- end }}
+
+{{/* Pod-level settings shared by the Deployment and the pay-run CronJob. */}}
+{{- define "invoice-app.podCommon" -}}
+serviceAccountName: {{ include "invoice-app.serviceAccountName" . }}
+automountServiceAccountToken: false
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+securityContext:
+  {{- toYaml .Values.podSecurityContext | nindent 2 }}
+{{- with .Values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* Container settings shared by the Deployment and the pay-run CronJob. */}}
+{{- define "invoice-app.containerCommon" -}}
+image: {{ include "invoice-app.image" . }}
+imagePullPolicy: {{ .Values.image.pullPolicy }}
+envFrom:
+  - configMapRef:
+      name: {{ include "invoice-app.fullname" . }}
+securityContext:
+  {{- toYaml .Values.securityContext | nindent 2 }}
+resources:
+  {{- toYaml .Values.resources | nindent 2 }}
+volumeMounts:
+  # The root filesystem is read-only; /tmp is the one scratch space.
+  - name: tmp
+    mountPath: /tmp
+  {{- if eq (include "invoice-app.databaseKind" .) "sqlite" }}
+  - name: data
+    mountPath: /data
+  {{- end }}
+  {{- if include "invoice-app.secretSources" . | trim }}
+  - name: secrets
+    mountPath: {{ include "invoice-app.secretsDir" . }}
+    readOnly: true
+  {{- end }}
+{{- end }}
+
+{{/* Volumes shared by the Deployment and the pay-run CronJob. */}}
+{{- define "invoice-app.volumes" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: 64Mi
+{{- if eq (include "invoice-app.databaseKind" .) "sqlite" }}
+- name: data
+  {{- $p := .Values.database.sqlite.persistence }}
+  {{- if $p.enabled }}
+  persistentVolumeClaim:
+    claimName: {{ $p.existingClaim | default (printf "%s-data" (include "invoice-app.fullname" .)) }}
+  {{- else }}
+  emptyDir:
+    sizeLimit: 1Gi
+  {{- end }}
+{{- end }}
+{{- with include "invoice-app.secretSources" . | trim }}
+# Secrets as files, read through the *_FILE variables: never in the environment.
+- name: secrets
+  projected:
+    defaultMode: 0440
+    sources:
+      {{- . | nindent 6 }}
+{{- end }}
+{{- end }}
+
+{{/* topologySpreadConstraints from values, each selecting this release's serving pods. */}}
+{{- define "invoice-app.topologySpread" -}}
+{{- range .Values.topologySpreadConstraints }}
+- maxSkew: {{ .maxSkew }}
+  topologyKey: {{ .topologyKey }}
+  whenUnsatisfiable: {{ .whenUnsatisfiable }}
+  labelSelector:
+    matchLabels:
+      {{- include "invoice-app.selectorLabels" $ | nindent 6 }}
+  matchLabelKeys:
+    - pod-template-hash
+{{- end }}
+{{- end }}
+
+{{/* A NetworkPolicy peer from {namespace, podLabels}: pods with those labels in that namespace. */}}
+{{- define "invoice-app.peer" -}}
+- namespaceSelector:
+    matchLabels:
+      kubernetes.io/metadata.name: {{ .namespace }}
+  {{- with .podLabels }}
+  podSelector:
+    matchLabels:
+      {{- toYaml . | nindent 6 }}
+  {{- end }}
+{{- end }}
+
+{{/* Egress of the serving pods and the pay-run jobs: DNS, payment-provider, its database. */}}
+{{- define "invoice-app.egressRules" -}}
+{{- $np := .Values.networkPolicy -}}
+# Name resolution through the cluster DNS.
+- to:
+    {{- include "invoice-app.peer" $np.dns | nindent 4 }}
+  ports:
+    - protocol: UDP
+      port: 53
+    - protocol: TCP
+      port: 53
+# payment-provider's pods, on its port only.
+- to:
+    {{- include "invoice-app.peer" $np.paymentProvider | nindent 4 }}
+  ports:
+    - protocol: TCP
+      port: {{ $np.paymentProvider.port }}
+{{- if eq (include "invoice-app.databaseKind" .) "postgres" }}
+# Its own PostgreSQL, nothing else.
+- to:
+    {{- include "invoice-app.peer" (dict "namespace" ($np.database.namespace | default .Release.Namespace) "podLabels" $np.database.podLabels) | nindent 4 }}
+  ports:
+    - protocol: TCP
+      port: {{ $np.database.port }}
+{{- end }}
+{{- with $np.extraEgress }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}

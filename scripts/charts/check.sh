@@ -1,0 +1,244 @@
+#!/usr/bin/env bash
+# Offline checks of the Helm charts, for `make charts` and CI. No cluster needed.
+#
+#   scripts/charts/check.sh
+#
+# 1. helm lint --strict and helm template of every chart with every value set in
+#    charts/<chart>/ci/*.yaml; value sets in scripts/charts/values/invalid/ must be refused.
+# 2. Every rendered manifest validated strictly against the Kubernetes schema
+#    (kubernetes-validate, K8S_VERSIONS); CRD kinds are skipped with a printed reason.
+# 3. checkov over everything rendered: zero failures (skips live in the charts, with reasons).
+# 4. Every pod template meets Pod Security "restricted" (check_pss.py); RBAC assertions
+#    over the rendered team namespaces and apps (check_rbac.py).
+# 5. NetworkPolicy reachability computed by network-config-analyzer over both team
+#    namespaces, both apps and a fixture world (check_netpol.py).
+# 6. README values tables in step with values.yaml; shellcheck and yamllint when present.
+#
+# Tools come from install-tools.sh (run first, idempotent) into $TOOLS_DIR.
+# CHARTS_OUT=dir keeps the rendered manifests and tool reports there.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+HERE="$ROOT/scripts/charts"
+CHARTS="$ROOT/charts"
+export TOOLS_DIR="${TOOLS_DIR:-$HOME/.cache/invoice-platform/tools}"
+# The oldest Kubernetes the charts support (Chart.yaml kubeVersion) and the kubectl we ship.
+K8S_VERSIONS="${K8S_VERSIONS:-1.30.0 1.34.0}"
+
+if [[ -n "${CHARTS_OUT:-}" ]]; then
+  OUT="$CHARTS_OUT"
+  mkdir -p "$OUT"
+  # Clear only what an earlier run left there.
+  rm -rf "${OUT:?}"/{rendered,validate,checkov,nca} "${OUT:?}"/*.log "${OUT:?}"/*.err
+else
+  OUT="$(mktemp -d)"
+  trap 'rm -rf "$OUT"' EXIT
+fi
+
+"$HERE/install-tools.sh"
+export PATH="$TOOLS_DIR/bin:$PATH"
+PY="$TOOLS_DIR/bin/python-k8s"
+# checkov and nca stay offline: no policy download, no telemetry.
+export BC_SKIP_MAPPING=TRUE CHECKOV_SKIP_DOWNLOAD=true PYTHONWARNINGS=ignore
+
+# Where each chart is installed, and under which release name: the NetworkPolicy check
+# relies on these names.
+declare -A NAMESPACE=([team-namespace]=platform [payment-provider]=payments [invoice-app]=invoices)
+declare -A RELEASE=([team-namespace]=team [payment-provider]=payment-provider [invoice-app]=invoice-app)
+CHART_NAMES=(team-namespace payment-provider invoice-app)
+
+FAILED=()
+START=$SECONDS
+step_start=0
+step() {
+  step_start=$SECONDS
+  printf '\n=== %s\n' "$*"
+}
+done_step() { printf '    (%ss)\n' "$((SECONDS - step_start))"; }
+fail() {
+  printf '  FAIL %s\n' "$*"
+  FAILED+=("$*")
+}
+
+# render CHART VALUES OUTFILE: helm template with the chart's namespace and release name.
+render() {
+  local chart="$1" values="$2" out="$3" release="${RELEASE[$1]}"
+  # team-namespace: one release per team, named after it.
+  [[ "$chart" == team-namespace ]] && release="team-$(basename "$values" -values.yaml)"
+  helm template "$release" "$CHARTS/$chart" -n "${NAMESPACE[$chart]}" -f "$values" >"$out"
+}
+
+step "helm lint --strict and helm template, every chart with every value set"
+for chart in "${CHART_NAMES[@]}"; do
+  mkdir -p "$OUT/rendered/$chart"
+  for values in "$CHARTS/$chart"/ci/*.yaml; do
+    set_name="$(basename "$values" .yaml)"
+    set_name="${set_name%-values}"
+    if ! log="$(helm lint --strict "$CHARTS/$chart" -n "${NAMESPACE[$chart]}" -f "$values" 2>&1)"; then
+      printf '%s\n' "$log"
+      fail "helm lint $chart ($set_name)"
+      continue
+    fi
+    if ! render "$chart" "$values" "$OUT/rendered/$chart/$set_name.yaml" 2>"$OUT/render.err"; then
+      cat "$OUT/render.err"
+      fail "helm template $chart ($set_name)"
+      continue
+    fi
+    printf '  ok   %-17s %-13s lint + template (%s objects)\n' "$chart" "$set_name" \
+      "$(grep -c '^kind:' "$OUT/rendered/$chart/$set_name.yaml")"
+  done
+done
+done_step
+
+step "value sets that the schema or the templates must refuse"
+for values in "$HERE"/values/invalid/*/*.yaml; do
+  chart="$(basename "$(dirname "$values")")"
+  expect="$(sed -n 's/^# expect: //p' "$values")"
+  case_name="$chart/$(basename "$values" .yaml)"
+  if helm template x "$CHARTS/$chart" -n "${NAMESPACE[$chart]}" -f "$values" >/dev/null 2>"$OUT/refused.err"; then
+    fail "$case_name: rendered, but must be refused ($expect)"
+  elif ! grep -qF -- "$expect" "$OUT/refused.err"; then
+    cat "$OUT/refused.err"
+    fail "$case_name: refused for another reason than '$expect'"
+  else
+    printf '  ok   %-40s refused: %s\n' "$case_name" "$expect"
+  fi
+done
+done_step
+
+step "strict Kubernetes schema validation (kubernetes-validate, Kubernetes ${K8S_VERSIONS// /, })"
+# Custom resources have no schema in kubernetes-validate: take them out, and say so.
+mkdir -p "$OUT/validate"
+"$PY" - "$OUT/rendered" "$OUT/validate" <<'EOF'
+import pathlib, sys, yaml
+src, dst = map(pathlib.Path, sys.argv[1:])
+CRDS = {"monitoring.coreos.com": "Prometheus Operator CRD", "gateway.networking.k8s.io": "Gateway API CRD"}
+skipped = {}
+for f in sorted(src.glob("*/*.yaml")):
+    docs = [d for d in yaml.safe_load_all(f.read_text()) if d]
+    keep = []
+    for d in docs:
+        group = d["apiVersion"].split("/")[0] if "/" in d["apiVersion"] else ""
+        if group in CRDS:
+            skipped.setdefault(f"{d['kind']} ({d['apiVersion']})", CRDS[group])
+        else:
+            keep.append(d)
+    (dst / f"{f.parent.name}--{f.name}").write_text(yaml.safe_dump_all(keep, sort_keys=False))
+for kind, why in sorted(skipped.items()):
+    print(f"  skip {kind}: {why}, not in the Kubernetes schema; rendered and checked by checkov only")
+EOF
+for version in $K8S_VERSIONS; do
+  if kubernetes-validate --strict --quiet -k "$version" "$OUT"/validate/*.yaml >"$OUT/validate-$version.log" 2>&1 &&
+    ! grep -q . "$OUT/validate-$version.log"; then
+    printf '  ok   %s manifests valid against Kubernetes %s (strict)\n' \
+      "$(cat "$OUT"/validate/*.yaml | grep -c '^kind:')" "$version"
+  else
+    cat "$OUT/validate-$version.log"
+    fail "kubernetes-validate $version"
+  fi
+done
+done_step
+
+step "checkov over every rendered manifest"
+mkdir -p "$OUT/checkov"
+for f in "$OUT"/rendered/*/*.yaml; do
+  cp "$f" "$OUT/checkov/$(basename "$(dirname "$f")")--$(basename "$f")"
+done
+if checkov -d "$OUT/checkov" --framework kubernetes --skip-download --compact --quiet \
+  >"$OUT/checkov.log" 2>&1; then
+  sed -n 's/^\(Passed checks.*\)/  ok   \1/p' "$OUT/checkov.log"
+else
+  cat "$OUT/checkov.log"
+  fail "checkov"
+fi
+# Every skip sits in a chart as an annotation `checkov.io/skipN: CKV_ID=reason`.
+while IFS= read -r skip; do
+  if [[ "$skip" =~ ^CKV2?_[A-Z0-9_]+=.{10,}$ ]]; then
+    printf '  skip %s\n' "$skip"
+  else
+    fail "checkov skip without a reason: $skip"
+  fi
+done < <(grep -ho 'checkov.io/skip[0-9]*: .*' "$OUT"/rendered/*/*.yaml | sed 's/^[^:]*: //' | sort -u)
+done_step
+
+step "Pod Security \"restricted\", which the team namespaces enforce (check_pss.py)"
+if ! "$PY" "$HERE/check_pss.py" "$OUT"/rendered/payment-provider/*.yaml "$OUT"/rendered/invoice-app/*.yaml; then
+  fail "Pod Security restricted"
+fi
+done_step
+
+step "RBAC (check_rbac.py)"
+team_args=()
+for team in invoices payments; do
+  app=invoice-app
+  [[ "$team" == payments ]] && app=payment-provider
+  apps="$(printf '%s,' "$OUT/rendered/$app"/*.yaml)"
+  team_args+=(--team "$team=$OUT/rendered/team-namespace/$team.yaml,${apps%,}")
+done
+if ! "$PY" "$HERE/check_rbac.py" "${team_args[@]}"; then
+  fail "RBAC assertions"
+fi
+done_step
+
+step "NetworkPolicy reachability (network-config-analyzer)"
+# scenario NAME PAYMENT_PROVIDER_SET INVOICE_APP_SET CHECK_NETPOL_ARGS...
+# Each scenario is computed three times: as rendered, and with only the ingress or only
+# the egress side of every policy, so that each side must hold on its own.
+scenario() {
+  local name="$1" pp="$2" ia="$3" mode dir
+  shift 3
+  printf -- '--- %s: payment-provider %s, invoice-app %s\n' "$name" "$pp" "$ia"
+  for mode in full ingress egress; do
+    dir="$OUT/nca/$name-$mode"
+    mkdir -p "$dir"
+    cp "$OUT/rendered/team-namespace/invoices.yaml" "$OUT/rendered/team-namespace/payments.yaml" \
+      "$HERE/fixtures/netpol-world.yaml" "$dir/"
+    cp "$OUT/rendered/payment-provider/$pp.yaml" "$dir/payment-provider.yaml"
+    cp "$OUT/rendered/invoice-app/$ia.yaml" "$dir/invoice-app.yaml"
+    if [[ "$mode" != full ]] && ! "$PY" "$HERE/check_netpol.py" isolate "$dir" "$mode"; then
+      fail "isolating the $mode side ($name)"
+      continue
+    fi
+    if ! nca --connectivity -r "$dir" -o txt_no_fw_rules -f "$dir.txt" >"$dir.log" 2>&1; then
+      cat "$dir.log"
+      fail "nca ($name, $mode)"
+    elif ! "$PY" "$HERE/check_netpol.py" assert "$dir.txt" --mode "$mode" "$@"; then
+      fail "NetworkPolicy assertions ($name, $mode)"
+    fi
+  done
+}
+scenario production production production --database postgres --monitoring --cronjob
+scenario default default default --database sqlite --cronjob
+scenario minimal minimal minimal --database sqlite
+done_step
+
+step "README values tables, shell and YAML style"
+if "$PY" "$HERE/values-table.py" --check "$CHARTS"/*/; then
+  echo "  ok   README values tables match values.yaml"
+else
+  fail "README values tables (run scripts/charts/values-table.py charts/*/)"
+fi
+if command -v shellcheck >/dev/null; then
+  if shellcheck "$HERE"/*.sh; then echo "  ok   shellcheck scripts/charts/*.sh"; else fail "shellcheck"; fi
+else
+  echo "  skip shellcheck: not installed"
+fi
+if command -v yamllint >/dev/null; then
+  if yamllint -s -d '{extends: default, rules: {line-length: {max: 120}, document-start: disable}}' \
+    "$CHARTS"/*/values.yaml "$CHARTS"/*/ci "$CHARTS"/*/Chart.yaml "$HERE/values" "$HERE/fixtures"; then
+    echo "  ok   yamllint values, value sets and fixtures"
+  else
+    fail "yamllint"
+  fi
+else
+  echo "  skip yamllint: not installed (apt-get install yamllint)"
+fi
+done_step
+
+printf '\n=== charts: %ss in all\n' "$((SECONDS - START))"
+if ((${#FAILED[@]})); then
+  printf 'FAILED:\n'
+  printf '  - %s\n' "${FAILED[@]}"
+  exit 1
+fi
+echo "all chart checks passed"

