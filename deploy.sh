@@ -1,0 +1,674 @@
+#!/usr/bin/env bash
+# Deploys the invoice platform to Kubernetes: by default to a local kind cluster
+# with Calico (so NetworkPolicies are enforced) and ingress-nginx, or to an
+# existing cluster with --context. Idempotent: run it again after a change.
+# Run with --help for details.
+set -euo pipefail
+
+readonly PROG="${0##*/}"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+readonly ROOT
+
+usage() {
+  cat <<EOF
+Usage: $PROG [options]        deploy (or update) the platform
+       $PROG --down [options] remove it
+
+Without --context: creates (or reuses) the kind cluster '$CLUSTER_NAME' with the
+default CNI disabled and Calico installed (NetworkPolicy enforced), ports 80/443
+mapped to localhost and ingress-nginx; builds both images and loads them into kind.
+Then, on either kind of cluster:
+  - the CloudNativePG operator (helm chart, namespace $CNPG_NAMESPACE) unless one is installed;
+  - charts/team-namespace once per team (releases team-invoices and team-payments in
+    namespace $PLATFORM_NAMESPACE): namespaces 'invoices' and 'payments', Pod Security
+    'restricted', default-deny NetworkPolicies;
+  - per team a PostgreSQL Cluster (invoices-db, payments-db) and a NetworkPolicy that
+    lets the operator, the instances and the team's app reach it;
+  - a generated caller token, kept in Secrets and reused on later runs;
+  - charts/payment-provider in 'payments' and charts/invoice-app in 'invoices'
+    (helm upgrade --install --wait).
+Finally it prints the URL to give to ./test.sh.
+
+Options:
+  --context NAME   deploy to this existing kubectl context (also: KUBE_CONTEXT) instead
+                   of a kind cluster: no cluster, CNI or ingress controller is installed,
+                   and images are neither built nor loaded unless asked (--build, --load)
+  --build          build the images (default with kind)
+  --skip-build     do not build; use images already built locally, tagged \$IMAGE_TAG
+  --push           push the built images (to \$IMAGE_REPOSITORY_PREFIX, for a real registry)
+  --load           load the images into kind (default with kind; with --context only
+                   for a context named kind-<cluster>)
+  --no-load        do not load the images into kind
+  --down           remove everything: the kind cluster, or with --context the releases,
+                   databases and namespaces this script created
+  -h, --help       show this help
+
+Environment (optional):
+  CLUSTER_NAME             kind cluster name (default invoice-platform)
+  KUBE_CONTEXT             same as --context
+  IMAGE_REPOSITORY_PREFIX  image repositories are <prefix>/<app> (default invoice-platform)
+  IMAGE_TAG                image tag; default with --build: derived from the image's content
+                           (so an unchanged build changes nothing), else the charts' appVersion
+  KIND_NODE_IMAGE          node image for kind (default: kind's own)
+  CALICO_VERSION           default $CALICO_VERSION
+  INGRESS_NGINX_VERSION    default $INGRESS_NGINX_VERSION
+  CNPG_CHART_VERSION       cloudnative-pg chart version (default $CNPG_CHART_VERSION)
+  POSTGRES_IMAGE           PostgreSQL image of the Clusters (default: the operator's)
+  HELM_TIMEOUT             --timeout of helm --wait (default $HELM_TIMEOUT)
+
+Needs docker, kind, kubectl and helm (with --context: kubectl and helm, plus docker
+for --build and kind for --load), and curl. helm and kubectl installed by
+scripts/charts/install-tools.sh are found too.
+EOF
+}
+
+# ---------------------------------------------------------------- settings
+CLUSTER_NAME="${CLUSTER_NAME:-invoice-platform}"
+KUBE_CONTEXT="${KUBE_CONTEXT:-}"
+IMAGE_REPOSITORY_PREFIX="${IMAGE_REPOSITORY_PREFIX:-invoice-platform}"
+IMAGE_TAG="${IMAGE_TAG:-}"
+KIND_NODE_IMAGE="${KIND_NODE_IMAGE:-}"
+CALICO_VERSION="${CALICO_VERSION:-v3.30.3}"
+INGRESS_NGINX_VERSION="${INGRESS_NGINX_VERSION:-controller-v1.14.3}"
+CNPG_CHART_VERSION="${CNPG_CHART_VERSION:-0.29.0}"
+POSTGRES_IMAGE="${POSTGRES_IMAGE:-}"
+HELM_TIMEOUT="${HELM_TIMEOUT:-10m}"
+
+readonly APPS=(payment-provider invoice-app)
+readonly PLATFORM_NAMESPACE=platform
+readonly CNPG_NAMESPACE=cnpg-system
+readonly CNPG_RELEASE=cnpg
+readonly CNPG_CHART_REPO=https://cloudnative-pg.github.io/charts
+# Each app: its namespace, its PostgreSQL cluster (the charts' default
+# networkPolicy.database.podLabels name these), and the Secret with its token.
+declare -A NAMESPACE=([payment-provider]=payments [invoice-app]=invoices)
+declare -A DB_CLUSTER=([payment-provider]=payments-db [invoice-app]=invoices-db)
+readonly TOKEN_SECRET_PAYMENTS=payment-provider-caller-tokens # key caller-tokens: invoice-app:<token>
+readonly TOKEN_SECRET_INVOICES=invoice-app-payment-provider-token # key token: <token>
+
+# helm and kubectl from scripts/charts/install-tools.sh, after anything on PATH.
+PATH="$PATH:${TOOLS_DIR:-$HOME/.cache/invoice-platform/tools}/bin"
+
+# ---------------------------------------------------------------- arguments
+down=false
+build=""
+load=""
+push=false
+while (($# > 0)); do
+  case "$1" in
+    -h | --help)
+      usage
+      exit 0
+      ;;
+    --context)
+      [[ $# -ge 2 && -n "$2" ]] || { echo "$PROG: --context needs a context name" >&2; exit 2; }
+      KUBE_CONTEXT="$2"
+      shift
+      ;;
+    --context=*) KUBE_CONTEXT="${1#--context=}" ;;
+    --build) build=true ;;
+    --skip-build | --no-build) build=false ;;
+    --push) push=true ;;
+    --load) load=true ;;
+    --no-load) load=false ;;
+    --down) down=true ;;
+    *)
+      echo "$PROG: unknown argument: $1 (see --help)" >&2
+      exit 2
+      ;;
+  esac
+  shift
+done
+
+if [[ -n "$KUBE_CONTEXT" ]]; then
+  use_kind=false
+  context="$KUBE_CONTEXT"
+  build="${build:-false}"
+  load="${load:-false}"
+else
+  use_kind=true
+  context="kind-$CLUSTER_NAME"
+  build="${build:-true}"
+  load="${load:-true}"
+fi
+
+# ---------------------------------------------------------------- helpers
+if [[ -t 1 ]]; then
+  bold=$'\e[1m' red=$'\e[31m' reset=$'\e[0m'
+else
+  bold="" red="" reset=""
+fi
+step() { printf '\n%s==> %s%s\n' "$bold" "$*" "$reset"; }
+info() { printf '    %s\n' "$*"; }
+die() {
+  printf '%s%s: %s%s\n' "$red" "$PROG" "$*" "$reset" >&2
+  exit 1
+}
+
+kctl() { kubectl --context "$context" "$@"; }
+hlm() { helm --kube-context "$context" "$@"; }
+
+tmp="$(mktemp -d)"
+chmod 700 "$tmp"
+trap 'rm -rf "$tmp"' EXIT
+
+# retry ATTEMPTS DELAY CMD...: for steps that race a controller becoming ready.
+retry() {
+  local attempts="$1" delay="$2" n=1
+  shift 2
+  until "$@"; do
+    ((n >= attempts)) && return 1
+    info "retrying in ${delay}s ($n/$attempts): $*" >&2
+    sleep "$delay"
+    n=$((n + 1))
+  done
+}
+
+check_tools() {
+  local missing=() tool
+  local need=(kubectl helm curl)
+  if $use_kind; then
+    need+=(kind docker)
+  else
+    if ! $down && $build; then need+=(docker); fi
+    if ! $down && $load; then need+=(kind); fi
+  fi
+  for tool in "${need[@]}"; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+  done
+  if ((${#missing[@]} > 0)); then
+    {
+      echo "$PROG: missing tools: ${missing[*]}"
+      for tool in "${missing[@]}"; do
+        case "$tool" in
+          docker) echo "  docker:  https://docs.docker.com/engine/install/" ;;
+          kind) echo "  kind:    https://kind.sigs.k8s.io/docs/user/quick-start/#installation" ;;
+          kubectl) echo "  kubectl: https://kubernetes.io/docs/tasks/tools/ (or scripts/charts/install-tools.sh)" ;;
+          helm) echo "  helm:    https://helm.sh/docs/intro/install/ (or scripts/charts/install-tools.sh)" ;;
+          curl) echo "  curl:    your system's package manager" ;;
+        esac
+      done
+    } >&2
+    exit 1
+  fi
+  if [[ " ${need[*]} " == *" docker "* ]] && ! docker info >/dev/null 2>&1; then
+    die "docker is installed but its daemon is not reachable (is it running? may this user use it?)"
+  fi
+}
+
+kind_cluster_exists() { kind get clusters 2>/dev/null | grep -qx "$CLUSTER_NAME"; }
+
+# helm_release_status RELEASE NAMESPACE: deployed, failed, pending-install, ... or empty.
+helm_release_status() { { hlm status "$1" -n "$2" 2>/dev/null || true; } | awk '/^STATUS:/ { print $2 }'; }
+
+# helm_upgrade RELEASE NAMESPACE CHART ARGS...: upgrade --install --wait. Clears an
+# install left pending by an interrupted run, and retries once when an admission
+# webhook (ingress-nginx, CloudNativePG) was not answering yet.
+helm_upgrade() {
+  local release="$1" ns="$2" chart="$3" status
+  shift 3
+  status="$(helm_release_status "$release" "$ns")"
+  if [[ "$status" == pending-install ]]; then
+    info "release $release was left pending-install by an interrupted run: removing it first"
+    hlm uninstall "$release" -n "$ns" --wait >/dev/null
+  elif [[ "$status" == pending-* ]]; then
+    die "release $release in $ns is $status (another helm operation running, or interrupted); fix with: helm rollback $release -n $ns"
+  fi
+  local attempt
+  for attempt in 1 2; do
+    if hlm upgrade --install "$release" "$chart" -n "$ns" --wait --timeout "$HELM_TIMEOUT" "$@" >"$tmp/helm.out" 2>&1; then
+      info "$release: $(awk '/^STATUS:|^REVISION:/ { printf "%s ", $0 }' "$tmp/helm.out")"
+      return 0
+    fi
+    if ((attempt == 1)) && grep -q 'failed calling webhook' "$tmp/helm.out"; then
+      info "an admission webhook was not ready; retrying in 15s"
+      sleep 15
+      continue
+    fi
+    cat "$tmp/helm.out" >&2
+    die "helm upgrade --install $release failed"
+  done
+}
+
+# ---------------------------------------------------------------- cluster (kind)
+create_kind_cluster() {
+  step "kind cluster $CLUSTER_NAME"
+  if kind_cluster_exists; then
+    info "reusing the existing cluster"
+  else
+    cat >"$tmp/kind.yaml" <<EOF
+kind: Cluster
+apiVersion: kind.x-k8s.io/v1alpha4
+networking:
+  # kindnet enforces no NetworkPolicy: Calico replaces it.
+  disableDefaultCNI: true
+  # Calico's default IP pool.
+  podSubnet: 192.168.0.0/16
+nodes:
+  - role: control-plane
+    kubeadmConfigPatches:
+      - |
+        kind: InitConfiguration
+        nodeRegistration:
+          kubeletExtraArgs:
+            node-labels: "ingress-ready=true"
+    # ingress-nginx listens on the node's ports 80/443; only this machine reaches them.
+    extraPortMappings:
+      - containerPort: 80
+        hostPort: 80
+        listenAddress: "127.0.0.1"
+        protocol: TCP
+      - containerPort: 443
+        hostPort: 443
+        listenAddress: "127.0.0.1"
+        protocol: TCP
+EOF
+    local args=(create cluster --name "$CLUSTER_NAME" --config "$tmp/kind.yaml" --wait 0s)
+    if [[ -n "$KIND_NODE_IMAGE" ]]; then args+=(--image "$KIND_NODE_IMAGE"); fi
+    kind "${args[@]}"
+  fi
+  # (Re)writes the context, e.g. when the kubeconfig was reset since the cluster was made.
+  kind export kubeconfig --name "$CLUSTER_NAME" >/dev/null 2>&1
+  info "kubectl context: $context"
+}
+
+install_calico() {
+  step "Calico $CALICO_VERSION (CNI enforcing NetworkPolicy)"
+  # A cluster made elsewhere under the same name runs kindnet; Calico on top would break it.
+  if kctl -n kube-system get daemonset kindnet >/dev/null 2>&1; then
+    die "cluster $CLUSTER_NAME runs kindnet (it was not created by this script); remove it with '$PROG --down' and run again"
+  fi
+  # Server-side apply: the CRDs are too large for client-side apply's annotation.
+  kctl apply --server-side --force-conflicts \
+    -f "https://raw.githubusercontent.com/projectcalico/calico/$CALICO_VERSION/manifests/calico.yaml" >/dev/null
+  # Docker hosts often set loose reverse-path filtering, which Felix refuses by default.
+  kctl -n kube-system set env daemonset/calico-node FELIX_IGNORELOOSERPF=true >/dev/null
+  kctl -n kube-system rollout status daemonset/calico-node --timeout=5m
+  kctl -n kube-system rollout status deployment/calico-kube-controllers --timeout=5m
+  kctl wait --for=condition=Ready nodes --all --timeout=5m >/dev/null
+  kctl -n kube-system rollout status deployment/coredns --timeout=5m
+}
+
+install_ingress_nginx() {
+  step "ingress-nginx $INGRESS_NGINX_VERSION (kind provider: node ports 80/443)"
+  kctl apply -f "https://raw.githubusercontent.com/kubernetes/ingress-nginx/$INGRESS_NGINX_VERSION/deploy/static/provider/kind/deploy.yaml" >/dev/null
+  kctl -n ingress-nginx rollout status deployment/ingress-nginx-controller --timeout=5m
+}
+
+# ---------------------------------------------------------------- images
+declare -A image_tag=()
+
+build_images() {
+  local app revision source_url
+  revision="$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)"
+  source_url="$(git -C "$ROOT" remote get-url origin 2>/dev/null || true)"
+  for app in "${APPS[@]}"; do
+    step "Building image of $app"
+    local repo="$IMAGE_REPOSITORY_PREFIX/$app"
+    docker build --build-arg "APP=$app" --build-arg "REVISION=$revision" \
+      --build-arg "SOURCE=$source_url" -t "$repo:latest-build" "$ROOT"
+    if [[ -n "$IMAGE_TAG" ]]; then
+      image_tag[$app]="$IMAGE_TAG"
+    else
+      # Tag by content: rebuilding unchanged sources keeps the tag, so helm sees no change.
+      local id
+      id="$(docker image inspect --format '{{.Id}}' "$repo:latest-build")"
+      id="${id#sha256:}"
+      image_tag[$app]="dev-${id:0:12}"
+    fi
+    docker tag "$repo:latest-build" "$repo:${image_tag[$app]}"
+    info "$repo:${image_tag[$app]}"
+    if $push; then
+      docker push "$repo:${image_tag[$app]}"
+    fi
+  done
+}
+
+use_existing_images() {
+  local app
+  for app in "${APPS[@]}"; do
+    image_tag[$app]="$IMAGE_TAG"
+  done
+  if $load; then
+    for app in "${APPS[@]}"; do
+      docker image inspect "$IMAGE_REPOSITORY_PREFIX/$app:$IMAGE_TAG" >/dev/null 2>&1 ||
+        die "image $IMAGE_REPOSITORY_PREFIX/$app:$IMAGE_TAG not found locally; build it or drop --skip-build"
+    done
+  fi
+}
+
+load_images() {
+  local kind_name="$CLUSTER_NAME" app
+  if ! $use_kind; then
+    [[ "$context" == kind-* ]] || die "--load needs a kind context (kind-<cluster>), not '$context'"
+    kind_name="${context#kind-}"
+  fi
+  step "Loading images into kind cluster $kind_name"
+  for app in "${APPS[@]}"; do
+    kind load docker-image --name "$kind_name" "$IMAGE_REPOSITORY_PREFIX/$app:${image_tag[$app]}"
+  done
+}
+
+# ---------------------------------------------------------------- platform
+cnpg_operator_namespace=""
+
+install_cnpg_operator() {
+  step "CloudNativePG operator"
+  if [[ -z "$(helm_release_status "$CNPG_RELEASE" "$CNPG_NAMESPACE")" ]] &&
+    kctl get crd clusters.postgresql.cnpg.io >/dev/null 2>&1; then
+    info "already installed (not by this script): leaving it as it is"
+  else
+    helm_upgrade "$CNPG_RELEASE" "$CNPG_NAMESPACE" cloudnative-pg \
+      --repo "$CNPG_CHART_REPO" --version "$CNPG_CHART_VERSION" --create-namespace
+  fi
+  cnpg_operator_namespace="$(kctl get deployment -A -l app.kubernetes.io/name=cloudnative-pg \
+    -o jsonpath='{.items[0].metadata.namespace}' 2>/dev/null || true)"
+  cnpg_operator_namespace="${cnpg_operator_namespace:-$CNPG_NAMESPACE}"
+  info "operator runs in namespace $cnpg_operator_namespace"
+}
+
+install_team_namespaces() {
+  local team
+  for team in invoices payments; do
+    step "Team namespace $team (charts/team-namespace, release team-$team)"
+    helm_upgrade "team-$team" "$PLATFORM_NAMESPACE" "$ROOT/charts/team-namespace" --create-namespace \
+      --set-string "name=$team" --set-string "team.groups[0]=team-$team"
+  done
+}
+
+# The Kubernetes API as the CNPG instance manager reaches it: the Service IP (443)
+# and, since policies match after the Service's DNAT on most CNIs, its endpoints.
+api_server_peers() {
+  local service_ip ips port ip
+  service_ip="$(kctl get service kubernetes -n default -o jsonpath='{.spec.clusterIP}')"
+  ips="$(kctl get endpointslices -n default -l kubernetes.io/service-name=kubernetes \
+    -o jsonpath='{range .items[*].endpoints[*]}{.addresses[0]}{"\n"}{end}')"
+  port="$(kctl get endpointslices -n default -l kubernetes.io/service-name=kubernetes \
+    -o jsonpath='{.items[0].ports[0].port}')"
+  [[ -n "$ips" && -n "$port" ]] || die "could not read the Kubernetes API endpoints (endpointslices in default)"
+  api_ports=("443" "$port")
+  api_cidrs=("$service_ip/32")
+  while IFS= read -r ip; do
+    [[ -z "$ip" ]] && continue
+    if [[ "$ip" == *:* ]]; then api_cidrs+=("$ip/128"); else api_cidrs+=("$ip/32"); fi
+  done <<<"$ips"
+}
+
+# database_network_policy APP: what a CloudNativePG cluster needs in a default-deny
+# namespace: the operator reaches the instances (status 8000, PostgreSQL 5432), the
+# instances (and their init/join jobs) reach each other and the Kubernetes API,
+# and the team's app reaches PostgreSQL (the app's own policy allows the egress).
+database_network_policy() {
+  local app="$1" ns="${NAMESPACE[$1]}" cluster="${DB_CLUSTER[$1]}" cidr port
+  {
+    cat <<EOF
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: ${cluster}-cnpg
+  namespace: $ns
+  labels:
+    app.kubernetes.io/managed-by: deploy.sh
+    app.kubernetes.io/part-of: invoice-platform
+spec:
+  podSelector:
+    matchLabels:
+      cnpg.io/cluster: $cluster
+  policyTypes: [Ingress, Egress]
+  ingress:
+    - from:
+        - namespaceSelector:
+            matchLabels:
+              kubernetes.io/metadata.name: $cnpg_operator_namespace
+          podSelector:
+            matchLabels:
+              app.kubernetes.io/name: cloudnative-pg
+      ports:
+        - {protocol: TCP, port: 8000}
+        - {protocol: TCP, port: 5432}
+    - from:
+        - podSelector:
+            matchLabels:
+              cnpg.io/cluster: $cluster
+      ports:
+        - {protocol: TCP, port: 8000}
+        - {protocol: TCP, port: 5432}
+    - from:
+        - podSelector:
+            matchLabels:
+              app.kubernetes.io/name: $app
+      ports:
+        - {protocol: TCP, port: 5432}
+  egress:
+    - to:
+        - podSelector:
+            matchLabels:
+              cnpg.io/cluster: $cluster
+      ports:
+        - {protocol: TCP, port: 8000}
+        - {protocol: TCP, port: 5432}
+    - to:
+EOF
+    for cidr in "${api_cidrs[@]}"; do
+      printf '        - ipBlock: {cidr: "%s"}\n' "$cidr"
+    done
+    printf '      ports:\n'
+    for port in $(printf '%s\n' "${api_ports[@]}" | sort -u); do
+      printf '        - {protocol: TCP, port: %s}\n' "$port"
+    done
+  } >"$tmp/netpol-$app.yaml"
+  kctl apply -f "$tmp/netpol-$app.yaml" >/dev/null
+}
+
+database_cluster() {
+  local app="$1" ns="${NAMESPACE[$1]}" cluster="${DB_CLUSTER[$1]}"
+  step "PostgreSQL cluster $ns/$cluster"
+  database_network_policy "$app"
+  {
+    cat <<EOF
+apiVersion: postgresql.cnpg.io/v1
+kind: Cluster
+metadata:
+  name: $cluster
+  namespace: $ns
+  labels:
+    app.kubernetes.io/managed-by: deploy.sh
+    app.kubernetes.io/part-of: invoice-platform
+spec:
+  # One instance: a demo. Raise it for failover (NetworkPolicy $cluster-cnpg allows replication).
+  instances: 1
+  storage:
+    size: 1Gi
+  # Explicit, because the team namespace's ResourceQuota needs requests and limits,
+  # and its LimitRange default (256Mi) is tight for PostgreSQL.
+  resources:
+    requests: {cpu: 100m, memory: 256Mi}
+    limits: {cpu: "1", memory: 512Mi}
+  # Creates database "app" owned by "app" and the Secret $cluster-app (key uri).
+  bootstrap:
+    initdb:
+      database: app
+      owner: app
+EOF
+    if [[ -n "$POSTGRES_IMAGE" ]]; then printf '  imageName: %s\n' "$POSTGRES_IMAGE"; fi
+  } >"$tmp/cluster-$app.yaml"
+  # The operator's admission webhook may still be starting right after its install.
+  retry 12 5 kctl apply -f "$tmp/cluster-$app.yaml" >/dev/null ||
+    die "could not create the Cluster $ns/$cluster (is the CloudNativePG operator running?)"
+}
+
+wait_for_databases() {
+  local app ns cluster
+  for app in "${APPS[@]}"; do
+    ns="${NAMESPACE[$app]}" cluster="${DB_CLUSTER[$app]}"
+    step "Waiting for PostgreSQL $ns/$cluster"
+    if ! kctl wait --for=condition=Ready "cluster.postgresql.cnpg.io/$cluster" -n "$ns" --timeout=10m; then
+      kctl get pods -n "$ns" -l "cnpg.io/cluster=$cluster" -o wide >&2 || true
+      kctl get events -n "$ns" --sort-by=.lastTimestamp >&2 || true
+      die "PostgreSQL cluster $ns/$cluster did not become ready"
+    fi
+    retry 30 2 kctl get secret "$cluster-app" -n "$ns" >/dev/null ||
+      die "the Secret $ns/$cluster-app was not created"
+  done
+}
+
+# One shared caller token: payment-provider knows it as invoice-app's
+# (CALLER_TOKENS), invoice-app presents it (PAYMENT_PROVIDER_TOKEN). Generated once,
+# then read back from the Secret, so re-runs do not rotate it. Written through
+# files, never command-line arguments.
+caller_token_secrets() {
+  step "Caller token"
+  local token
+  token="$(kctl get secret "$TOKEN_SECRET_INVOICES" -n invoices -o jsonpath='{.data.token}' 2>/dev/null |
+    base64 -d 2>/dev/null || true)"
+  if [[ -z "$token" ]]; then
+    token="$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')"
+    info "generated a new token"
+  else
+    info "reusing the token in invoices/$TOKEN_SECRET_INVOICES"
+  fi
+  printf '%s' "$token" >"$tmp/token"
+  printf 'invoice-app:%s' "$token" >"$tmp/caller-tokens"
+  kctl create secret generic "$TOKEN_SECRET_INVOICES" -n invoices \
+    --from-file=token="$tmp/token" --dry-run=client -o yaml |
+    kctl label --local -f - -o yaml app.kubernetes.io/managed-by=deploy.sh |
+    kctl apply -f - >/dev/null
+  kctl create secret generic "$TOKEN_SECRET_PAYMENTS" -n payments \
+    --from-file=caller-tokens="$tmp/caller-tokens" --dry-run=client -o yaml |
+    kctl label --local -f - -o yaml app.kubernetes.io/managed-by=deploy.sh |
+    kctl apply -f - >/dev/null
+  rm -f "$tmp/token" "$tmp/caller-tokens"
+}
+
+image_args() {
+  local app="$1"
+  printf '%s\n' --set-string "image.repository=$IMAGE_REPOSITORY_PREFIX/$app"
+  if [[ -n "${image_tag[$app]:-}" ]]; then
+    printf '%s\n' --set-string "image.tag=${image_tag[$app]}"
+  fi
+}
+
+install_apps() {
+  local args
+  step "payment-provider (charts/payment-provider in payments)"
+  mapfile -t args < <(image_args payment-provider)
+  helm_upgrade payment-provider payments "$ROOT/charts/payment-provider" "${args[@]}" \
+    --set-string "database.existingSecret.name=${DB_CLUSTER[payment-provider]}-app" \
+    --set-string "database.existingSecret.key=uri" \
+    --set-string "auth.existingSecret.name=$TOKEN_SECRET_PAYMENTS" \
+    --set-string "auth.existingSecret.key=caller-tokens"
+
+  step "invoice-app (charts/invoice-app in invoices)"
+  mapfile -t args < <(image_args invoice-app)
+  helm_upgrade invoice-app invoices "$ROOT/charts/invoice-app" "${args[@]}" \
+    --set-string "database.existingSecret.name=${DB_CLUSTER[invoice-app]}-app" \
+    --set-string "database.existingSecret.key=uri" \
+    --set-string "paymentProvider.existingSecret.name=$TOKEN_SECRET_INVOICES" \
+    --set-string "paymentProvider.existingSecret.key=token" \
+    --set-string "paymentProvider.url=http://payment-provider.payments.svc.cluster.local:8080"
+}
+
+# The URL test.sh should use, once the ingress answers.
+public_url() {
+  if $use_kind; then
+    echo "http://localhost"
+    return
+  fi
+  local address
+  address="$(kctl get ingress -n invoices -l app.kubernetes.io/name=invoice-app \
+    -o jsonpath='{.items[0].status.loadBalancer.ingress[0].ip}{.items[0].status.loadBalancer.ingress[0].hostname}' 2>/dev/null || true)"
+  if [[ -n "$address" ]]; then echo "http://$address"; else echo ""; fi
+}
+
+wait_for_ingress() {
+  local url="$1" deadline=$((SECONDS + 180)) code=""
+  step "Waiting for invoice-app behind the ingress at $url"
+  while ((SECONDS < deadline)); do
+    code="$(curl -s -o /dev/null -w '%{http_code}' --connect-timeout 2 --max-time 5 "$url/readyz" || true)"
+    [[ "$code" == 200 ]] && { info "GET $url/readyz: 200"; return 0; }
+    sleep 3
+  done
+  die "invoice-app did not answer through the ingress at $url (last status: ${code:-none})"
+}
+
+# ---------------------------------------------------------------- down
+tear_down() {
+  if $use_kind; then
+    step "Deleting kind cluster $CLUSTER_NAME"
+    if kind_cluster_exists; then kind delete cluster --name "$CLUSTER_NAME"; else info "no such cluster"; fi
+    return
+  fi
+  step "Removing the platform from context $context"
+  local release ns
+  for release in invoice-app:invoices payment-provider:payments; do
+    ns="${release#*:}" release="${release%%:*}"
+    if [[ -n "$(helm_release_status "$release" "$ns")" ]]; then
+      hlm uninstall "$release" -n "$ns" --wait
+    fi
+  done
+  for app in "${APPS[@]}"; do
+    ns="${NAMESPACE[$app]}"
+    kctl delete cluster.postgresql.cnpg.io "${DB_CLUSTER[$app]}" -n "$ns" --ignore-not-found --wait=true 2>/dev/null || true
+    kctl delete networkpolicy "${DB_CLUSTER[$app]}-cnpg" -n "$ns" --ignore-not-found >/dev/null 2>&1 || true
+  done
+  kctl delete secret "$TOKEN_SECRET_INVOICES" -n invoices --ignore-not-found >/dev/null 2>&1 || true
+  kctl delete secret "$TOKEN_SECRET_PAYMENTS" -n payments --ignore-not-found >/dev/null 2>&1 || true
+  for release in team-invoices team-payments; do
+    if [[ -n "$(helm_release_status "$release" "$PLATFORM_NAMESPACE")" ]]; then
+      hlm uninstall "$release" -n "$PLATFORM_NAMESPACE" --wait
+    fi
+  done
+  # team-namespace keeps its namespaces on uninstall (data safety); here removal is the intent.
+  kctl delete namespace invoices payments isolation-probe --ignore-not-found --wait=false
+  info "the CloudNativePG operator (release $CNPG_RELEASE in $CNPG_NAMESPACE) is left in place, as other"
+  info "workloads may use it; remove it with: helm uninstall $CNPG_RELEASE -n $CNPG_NAMESPACE --kube-context $context"
+}
+
+# ---------------------------------------------------------------- main
+# Option combinations that cannot work fail here, before minutes of cluster setup.
+if ! $down && ! $build && $load && [[ -z "$IMAGE_TAG" ]]; then
+  die "loading images without building them needs IMAGE_TAG, the tag of images already built locally (or use --build)"
+fi
+check_tools
+
+if $down; then
+  tear_down
+  exit 0
+fi
+
+if $use_kind; then
+  create_kind_cluster
+  install_calico
+  install_ingress_nginx
+else
+  step "Using existing cluster, kubectl context $context"
+  kctl cluster-info >/dev/null 2>&1 || die "kubectl context '$context' does not reach a cluster"
+  info "its CNI must enforce NetworkPolicy and an ingress controller of class 'nginx' must run in"
+  info "namespace ingress-nginx (or adjust the invoice-app chart's networkPolicy.ingressControllers)"
+fi
+
+if $build; then build_images; else use_existing_images; fi
+if $load; then load_images; fi
+if ! $use_kind && $build && ! $push && ! $load; then
+  info "note: the images were built locally but neither pushed (--push) nor loaded (--load):"
+  info "the cluster must be able to pull $IMAGE_REPOSITORY_PREFIX/<app>:<tag> by itself"
+fi
+
+install_cnpg_operator
+install_team_namespaces
+api_server_peers
+for app in "${APPS[@]}"; do database_cluster "$app"; done
+wait_for_databases
+caller_token_secrets
+install_apps
+
+url="$(public_url)"
+if [[ -n "$url" ]]; then wait_for_ingress "$url"; fi
+
+step "Deployed"
+info "invoice-app:      ${url:-<the address of your ingress controller>} (Ingress)"
+info "payment-provider: in-cluster only, http://payment-provider.payments.svc.cluster.local:8080"
+info ""
+info "Check it:   ./test.sh ${url:-<URL>}"
+info "Isolation:  ./test.sh --isolation ${url:-<URL>}"
+info "Remove it:  ./deploy.sh --down${KUBE_CONTEXT:+ --context $KUBE_CONTEXT}"
