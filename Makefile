@@ -1,0 +1,58 @@
+# Developer entry points. `make help` lists them.
+SHELL := bash
+.DEFAULT_GOAL := help
+export PACT_DO_NOT_TRACK := true
+
+NEXTEST := cargo nextest run --locked
+
+.PHONY: help build test test-rust pact pact-consumer pact-verify charts lint lint-scripts fmt run run-provider run-app demo ci
+
+help: ## List the targets
+	@awk -F ':.*## ' '/^[a-z-]+:.*## / { printf "  %-14s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+
+build: ## Build both services
+	cargo build --locked --bins
+
+test: test-rust pact charts lint-scripts ## Run every test: Rust (SQLite + PostgreSQL), Pact, charts, scripts
+
+test-rust: ## Unit and integration tests on SQLite, and on PostgreSQL when TEST_DATABASE_URL is set
+	@if [ -z "$$TEST_DATABASE_URL" ]; then echo "PostgreSQL tests SKIPPED: set TEST_DATABASE_URL=postgres://user@host:5432 to run them"; fi
+	$(NEXTEST) --workspace -E 'not binary(/pact/)'
+
+pact: pact-consumer pact-verify ## Consumer tests (writes pacts/), then provider verification
+
+pact-consumer: ## invoice-app's consumer tests; fails if the committed pact is stale
+	$(NEXTEST) -p invoice-app --test pact_consumer
+	scripts/pact/check-committed.sh
+
+pact-verify: ## payment-provider verifies every pact in pacts/
+	$(NEXTEST) -p payment-provider --test pact_provider
+
+charts: ## Offline chart checks: lint, schema, checkov, NetworkPolicy reachability, RBAC
+	scripts/charts/check.sh
+
+lint: ## rustfmt, clippy, shellcheck, actionlint, yamllint
+	cargo fmt --all -- --check
+	cargo clippy --locked --workspace --all-targets -- -D warnings
+	$(MAKE) lint-scripts
+
+lint-scripts: ## shellcheck, actionlint, yamllint
+	scripts/lint/check.sh
+
+fmt: ## Format the Rust code
+	cargo fmt --all
+
+demo: ## Both services on SQLite with demo data; pay every invoice end to end, then stop
+	scripts/demo.sh demo
+
+run: ## Both services on SQLite with demo data, left running (Ctrl-C stops them)
+	scripts/demo.sh run
+
+run-provider: ## payment-provider alone, no configuration (SQLite, demo accounts, dev token)
+	cargo run -p payment-provider
+
+run-app: ## invoice-app alone, against payment-provider on 127.0.0.1:8080
+	cargo run -p invoice-app
+
+ci: ## What .ci/run does
+	bash .ci/run
