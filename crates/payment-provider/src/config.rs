@@ -78,6 +78,7 @@ impl Config {
             unavailable_rate,
             latency: Duration::from_millis(number(&get, "FAULT_LATENCY_MS", 0u64, 0..=600_000)?),
             retry_after_secs: number(&get, "FAULT_RETRY_AFTER_SECS", 1u32, 0..=3600)?,
+            outage: Default::default(),
         };
         let stale_claim_after =
             Duration::from_secs(number(&get, "IDEMPOTENCY_STALE_SECS", 60u64, 1..=86_400)?);

@@ -4,5 +4,8 @@
 mod helpers;
 
 mod api;
+mod crash;
+mod faults;
+mod fuzz;
 mod paying;
 mod replicas;

@@ -4,6 +4,8 @@
 mod helpers;
 
 mod charges;
+mod fuzz;
 mod hostile_input;
 mod idempotency;
+mod logs;
 mod operations;

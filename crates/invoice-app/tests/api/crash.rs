@@ -1,0 +1,189 @@
+//! invoice-app as a real process, killed with SIGKILL in the middle of a pay run and
+//! started again: every invoice ends paid exactly once.
+
+use std::collections::HashMap;
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use api_contract::{Currency, CustomerId};
+use diesel::{ExpressionMethods, QueryDsl, RunQueryDsl};
+use invoice_app::db::{self, schema::payment_attempts::dsl as attempts};
+use invoice_app::domain::NewInvoice;
+use payment_provider::testing::{TestDb, TestProvider};
+
+use crate::helpers::{Backend, money};
+
+const INVOICES: i64 = 2000;
+const SECRET: &str = "crash-test-token-never-in-logs-42";
+
+/// An invoice-app process on a free port; its output goes to `log`.
+fn start(db_url: &str, provider_url: &str, log: &std::path::Path) -> (Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
+    let child = Command::new(env!("CARGO_BIN_EXE_invoice-app"))
+        .env_clear()
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("DATABASE_URL", db_url)
+        .env("PAYMENT_PROVIDER_URL", provider_url)
+        .env("PAYMENT_PROVIDER_TOKEN", SECRET)
+        .env("SEED", "none")
+        .env("PAY_SCHEDULE", "off")
+        .env("CLAIM_LEASE_SECS", "10")
+        .env("RETRY_MAX_ELAPSED_SECS", "3")
+        .env("CHARGE_TIMEOUT_MS", "1000")
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "debug")
+        .stdout(log.try_clone().expect("log file"))
+        .stderr(log)
+        .spawn()
+        .expect("invoice-app starts");
+    (child, format!("http://127.0.0.1:{port}"))
+}
+
+async fn wait_ready(client: &reqwest::Client, base: &str) {
+    for _ in 0..200 {
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
+            && r.status().is_success()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("invoice-app at {base} did not become ready");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_sigkill_mid_run_then_restart_pays_each_invoice_once() {
+    let Some(provider) = TestProvider::spawn(Backend::Postgres, |c| {
+        c.callers = Some(
+            payment_provider::auth::CallerTokens::parse(&format!("invoice-app:{SECRET}"))
+                .expect("valid"),
+        );
+    })
+    .await
+    else {
+        return;
+    };
+    let funded = 1_000_000_000;
+    provider.fund("C001", money(funded, Currency::Eur)).await;
+    let db = TestDb::create(Backend::Postgres, "ia").expect("PostgreSQL configured");
+    let payment_provider::db::DbUrl::Postgres(db_url) = &db.url else {
+        unreachable!("PostgreSQL")
+    };
+    let pool = db::pool(&invoice_app::db::DbUrl::Postgres(db_url.clone()), 2);
+    db::run(&pool, db::migrate).await.expect("migrated");
+    let new: Vec<NewInvoice> = (0..INVOICES)
+        .map(|i| {
+            NewInvoice::parse(
+                CustomerId::parse("C001").expect("id"),
+                money(100 + i, Currency::Eur),
+                None,
+            )
+            .expect("valid")
+        })
+        .collect();
+    invoice_app::invoices::create(&pool, new)
+        .await
+        .expect("invoices");
+
+    let log = std::env::temp_dir().join(format!("crash-{}.log", uuid::Uuid::new_v4().simple()));
+    let client = reqwest::Client::new();
+    let (mut first, base) = start(db_url, &provider.base_url, &log);
+    wait_ready(&client, &base).await;
+    let started = client
+        .post(format!("{base}/pay-runs"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(started.status().as_u16(), 202);
+    // Kill it once a good part of the run is done, mid-flight.
+    for _ in 0..600 {
+        if provider.ledger().await.len() >= 300 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.kill().expect("SIGKILL");
+    first.wait().expect("reaped");
+    let charged_before = provider.ledger().await.len();
+    assert!(
+        charged_before < INVOICES as usize,
+        "the run finished before the kill; nothing was tested"
+    );
+
+    // The crash left attempts that were started and never completed: visible, not silent.
+    let unfinished: i64 = db::run(&pool, |c| {
+        attempts::payment_attempts
+            .filter(attempts::outcome.eq("started"))
+            .count()
+            .get_result(c)
+            .map_err(anyhow::Error::from)
+    })
+    .await
+    .expect("attempts");
+
+    let (mut second, base) = start(db_url, &provider.base_url, &log);
+    wait_ready(&client, &base).await;
+    // Claims of the dead process are taken over once their lease (10 s) runs out.
+    let mut remaining = i64::MAX;
+    for _ in 0..60 {
+        let report: serde_json::Value = client
+            .post(format!("{base}/invoices/pay"))
+            .send()
+            .await
+            .expect("sent")
+            .json()
+            .await
+            .expect("report");
+        assert_eq!(report["summary"]["failed"], 0, "{report}");
+        remaining = db::run(&pool, |c| {
+            invoice_app::db::schema::invoices::table
+                .filter(invoice_app::db::schema::invoices::status.ne("paid"))
+                .count()
+                .get_result(c)
+                .map_err(anyhow::Error::from)
+        })
+        .await
+        .expect("count");
+        if remaining == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    second.kill().expect("stopped");
+    second.wait().expect("reaped");
+
+    assert_eq!(remaining, 0, "invoices left unpaid after the restart");
+    let ledger = provider.ledger().await;
+    let mut per_invoice: HashMap<&str, usize> = HashMap::new();
+    for charge in &ledger {
+        *per_invoice.entry(charge.invoice_id.as_str()).or_default() += 1;
+    }
+    assert_eq!(per_invoice.len(), INVOICES as usize);
+    assert!(
+        per_invoice.values().all(|n| *n == 1),
+        "an invoice was charged twice"
+    );
+    let total: i64 = (0..INVOICES).map(|i| 100 + i).sum();
+    assert_eq!(provider.balance("C001").await, Some(funded - total));
+    assert!(
+        unfinished > 0,
+        "the kill left no unfinished attempt on record (killed between calls?)"
+    );
+
+    // The token was used on every call and logged on none, even at debug level.
+    let logs = std::fs::read_to_string(&log).expect("logs");
+    assert!(logs.contains("invoice-app listening"), "logs were captured");
+    assert!(
+        !logs.contains(SECRET),
+        "the provider token appeared in invoice-app's logs"
+    );
+    let _ = std::fs::remove_file(&log);
+}

@@ -1,0 +1,196 @@
+//! Things going wrong under a pay run: the provider dies and comes back, answers later than
+//! the client waits, our own database goes away. Nothing is lost or charged twice.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use api_contract::Currency;
+use invoice_app::startup::Application;
+use payment_provider::testing::{TcpProxy, TestDb, server_addr, via};
+use serde_json::Value;
+
+use crate::both_backends;
+use crate::helpers::{Backend, TestApp, assert_problem, money, spawn_app_with, test_config};
+
+/// Every invoice of `app` paid, each charged exactly once, the balance exact.
+async fn assert_each_paid_once(app: &TestApp, count: usize, funded: i64, total: i64) {
+    assert_eq!(app.invoices("paid").await.len(), count, "all paid");
+    let mut per_invoice: HashMap<String, usize> = HashMap::new();
+    for charge in app.provider.ledger().await {
+        *per_invoice.entry(charge.invoice_id).or_default() += 1;
+    }
+    assert_eq!(per_invoice.len(), count);
+    assert!(
+        per_invoice.values().all(|n| *n == 1),
+        "an invoice was charged twice"
+    );
+    assert_eq!(app.provider.balance("C001").await, Some(funded - total));
+}
+
+async fn wait_for_run(app: &TestApp, location: &str) -> Value {
+    for _ in 0..600 {
+        let (_, run) = app.get_json(location).await;
+        if run["status"] != "running" {
+            return run;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("pay run {location} did not finish");
+}
+
+async fn provider_killed_and_restarted_mid_run(backend: Backend) {
+    let Some(mut app) = spawn_app_with(
+        backend,
+        |p| {
+            p.faults.latency = Duration::from_millis(40);
+            // Keys cut off mid-flight by the kill are taken over quickly.
+            p.stale_claim_after = Duration::from_secs(2);
+        },
+        |a| a.retry_max_elapsed = Duration::from_secs(20),
+    )
+    .await
+    else {
+        return;
+    };
+    app.provider
+        .fund("C001", money(10_000_000, Currency::Eur))
+        .await;
+    for i in 0..120 {
+        app.create_invoice("C001", 100 + i, "EUR").await;
+    }
+    let started = app
+        .client
+        .post(app.url("/pay-runs"))
+        .send()
+        .await
+        .expect("sent");
+    let location = started.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_owned();
+
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    app.provider.kill().await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    app.provider.restart().await;
+
+    let run = wait_for_run(&app, &location).await;
+    assert_eq!(run["status"], "completed", "{run}");
+    // Whatever the run could not finish, the next one does.
+    app.pay().await;
+    let total: i64 = (0..120).map(|i| 100 + i).sum();
+    assert_each_paid_once(&app, 120, 10_000_000, total).await;
+}
+
+async fn answers_slower_than_the_client_waits_are_retried_with_the_same_key(backend: Backend) {
+    let Some(app) = spawn_app_with(
+        backend,
+        |p| p.faults.latency = Duration::from_millis(900),
+        |a| {
+            a.charge_timeout = Duration::from_millis(300);
+            a.retry_max_elapsed = Duration::from_secs(15);
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    app.provider
+        .fund("C001", money(1_000_000, Currency::Eur))
+        .await;
+    for i in 0..4 {
+        app.create_invoice("C001", 100 + i, "EUR").await;
+    }
+
+    let report = app.pay().await;
+
+    assert_eq!(report["summary"]["paid"], 4, "{report}");
+    assert_each_paid_once(&app, 4, 1_000_000, 100 + 101 + 102 + 103).await;
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("sent")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with(r#"invoice_app_charge_attempts_total{outcome="unknown"}"#)),
+        "timeouts must be recorded as unknown outcomes:\n{metrics}"
+    );
+}
+
+async fn database_outage_is_reported_and_recovered_from() {
+    let Some(provider_app) = spawn_app_with(Backend::Postgres, |_| {}, |_| {}).await else {
+        return;
+    };
+    // A second invoice-app whose database connection runs through a proxy we can cut.
+    let db = TestDb::create(Backend::Postgres, "ia").expect("PostgreSQL configured");
+    let payment_provider::db::DbUrl::Postgres(url) = &db.url else {
+        unreachable!("a PostgreSQL database")
+    };
+    let proxy = TcpProxy::start(server_addr(url).expect("PostgreSQL address")).expect("proxy");
+    let mut config = test_config(&db, &provider_app.provider.base_url);
+    config.database_url = invoice_app::db::DbUrl::Postgres(via(url, proxy.addr));
+    let app = Application::build(config).await.expect("starts");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    let client = reqwest::Client::new();
+    let get = |path: &str| client.get(format!("{base}{path}")).send();
+
+    assert_eq!(get("/readyz").await.expect("sent").status().as_u16(), 200);
+    proxy.cut();
+
+    assert_problem(
+        get("/readyz").await.expect("sent"),
+        503,
+        "service_unavailable",
+    )
+    .await;
+    assert_problem(
+        get("/invoices").await.expect("sent"),
+        503,
+        "service_unavailable",
+    )
+    .await;
+    let create = client
+        .post(format!("{base}/invoices"))
+        .json(&serde_json::json!({"customer_id": "C001", "amount": {"minor_units": 100, "currency": "EUR"}}))
+        .send()
+        .await
+        .expect("sent");
+    assert_problem(create, 503, "service_unavailable").await;
+    let pay = client
+        .post(format!("{base}/invoices/pay"))
+        .send()
+        .await
+        .expect("sent");
+    assert_problem(pay, 503, "service_unavailable").await;
+    // Liveness is not readiness: the process itself is fine.
+    assert_eq!(get("/healthz").await.expect("sent").status().as_u16(), 200);
+
+    proxy.restore();
+    let mut ready = false;
+    for _ in 0..50 {
+        if get("/readyz").await.expect("sent").status().as_u16() == 200 {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(ready, "invoice-app did not recover by itself");
+    assert_eq!(get("/invoices").await.expect("sent").status().as_u16(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_database_outage_is_reported_and_recovered_from() {
+    database_outage_is_reported_and_recovered_from().await;
+}
+
+both_backends!(
+    provider_killed_and_restarted_mid_run,
+    answers_slower_than_the_client_waits_are_retried_with_the_same_key,
+);

@@ -1,0 +1,468 @@
+//! Consumer side of the charge contract (DESIGN.md, "The charge call"): invoice-app's real
+//! `PaymentClient` against Pact's mock server, one interaction per behaviour of
+//! `POST /v1/charges`, each checked down to the `CallOutcome` the client makes of it.
+//!
+//! A passing run rewrites `pacts/invoice-app-payment-provider.json` (V4) from scratch: the
+//! file is committed, and payment-provider's `pact_provider` test verifies it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use api_contract::{
+    CHARGES_PATH, ChargeRequest, ChargeStatus, Currency, CustomerId, ErrorCode, InvoiceId, Money,
+    PROBLEM_JSON, headers,
+};
+use invoice_app::domain::{CallOutcome, idempotency_key_for};
+use invoice_app::payment_client::PaymentClient;
+use pact_consumer::builders::InteractionBuilder;
+use pact_consumer::patterns::{JsonPattern, Pattern};
+use pact_consumer::prelude::*;
+use pact_models::matchingrules::{MatchingRule, MatchingRuleCategory, RuleLogic};
+use pact_models::path_exp::DocPath;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+
+const CONSUMER: &str = "invoice-app";
+const PROVIDER: &str = "payment-provider";
+const PACT_FILE: &str = "invoice-app-payment-provider.json";
+
+/// The client's token in these tests. The provider never sees it: the pact has the provider
+/// state supply a token it accepts (`Bearer ${token}`), so nothing here depends on the
+/// provider's test set-up.
+const ANY_TOKEN: &str = "token-of-the-consumer-tests";
+/// A token no provider issued; the provider is sent exactly this one.
+const BAD_TOKEN: &str = "not-a-valid-token";
+
+/// Idempotency-Key: 1 to 255 visible ASCII characters.
+const KEY_SHAPE: &str = r"^[!-~]{1,255}$";
+const CURRENCY_SHAPE: &str = r"^[A-Z]{3}$";
+const CHARGE_ID_SHAPE: &str = r"^ch_[0-9a-f]{32}$";
+const RFC3339_SHAPE: &str = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$";
+
+#[tokio::test]
+async fn pact_charge_contract() {
+    // Interactions are merged into one file as each mock server closes; starting from an
+    // empty directory keeps stale or edited interactions from surviving the merge.
+    let scratch = Scratch::new();
+    let out = scratch.0.as_path();
+    new_charge(out).await;
+    replayed_charge(out).await;
+    insufficient_funds(out).await;
+    unknown_customer(out).await;
+    currency_mismatch(out).await;
+    zero_amount(out).await;
+    bad_token(out).await;
+    provider_unavailable(out).await;
+    publish(out);
+}
+
+async fn new_charge(out: &Path) {
+    let charge = Example::new("0195b4c0-7a10-7000-8000-000000000001", "C001", 1215);
+    let server = pact(out)
+        .interaction("a new charge", "", |mut i| {
+            account_state(&mut i, "C001", 1_000_000, Currency::Eur);
+            authorised_request(&mut i, &charge, integer(charge.minor_units));
+            i.response
+                .status(201)
+                .content_type("application/json")
+                .json_body(charge_body(&charge));
+            i
+        })
+        .start_mock_server(None, None);
+
+    let (outcome, status) = charge.send(server, ANY_TOKEN).await;
+    assert_eq!(status, Some(201));
+    let CallOutcome::Succeeded {
+        charge: made,
+        replayed: false,
+    } = outcome
+    else {
+        panic!("a new charge: expected a first-time success, got {outcome:?}");
+    };
+    assert!(made.id.starts_with("ch_"), "charge id {}", made.id);
+    assert_eq!(made.status, ChargeStatus::Succeeded);
+    assert_eq!(made.amount, charge.request().amount);
+}
+
+async fn replayed_charge(out: &Path) {
+    let charge = Example::new("0195b4c0-7a10-7000-8000-000000000002", "C001", 1215);
+    let server = pact(out)
+        .interaction("a retry of a charge that already succeeded", "", |mut i| {
+            // The provider makes this very charge once, so that ours is a replay.
+            i.given_with_params(
+                format!("a charge with key {} already succeeded", charge.key()),
+                &json!({
+                    "idempotency_key": charge.key(),
+                    "invoice_id": charge.invoice_id,
+                    "customer_id": charge.customer_id,
+                    "minor_units": charge.minor_units,
+                    "currency": "EUR",
+                }),
+            );
+            authorised_request(&mut i, &charge, integer(charge.minor_units));
+            i.response
+                .status(200)
+                .content_type("application/json")
+                .header(headers::IDEMPOTENT_REPLAYED, "true")
+                .json_body(charge_body(&charge));
+            i
+        })
+        .start_mock_server(None, None);
+
+    let (outcome, status) = charge.send(server, ANY_TOKEN).await;
+    assert_eq!(status, Some(200));
+    assert!(
+        matches!(outcome, CallOutcome::Succeeded { replayed: true, .. }),
+        "a replay: expected a replayed success, got {outcome:?}"
+    );
+}
+
+async fn insufficient_funds(out: &Path) {
+    let charge = Example::new("0195b4c0-7a10-7000-8000-000000000003", "C001", 1215);
+    let server = pact(out)
+        .interaction("a charge that the balance cannot cover", "", |mut i| {
+            account_state(&mut i, "C001", 500, Currency::Eur);
+            authorised_request(&mut i, &charge, integer(charge.minor_units));
+            problem(
+                &mut i,
+                402,
+                ErrorCode::InsufficientFunds,
+                "Insufficient funds",
+                "the account of customer C001 cannot cover the charge",
+            );
+            i
+        })
+        .start_mock_server(None, None);
+
+    let (outcome, _) = charge.send(server, ANY_TOKEN).await;
+    assert_declined(outcome, ErrorCode::InsufficientFunds);
+}
+
+async fn unknown_customer(out: &Path) {
+    let charge = Example::new("0195b4c0-7a10-7000-8000-000000000004", "C999", 1215);
+    let server = pact(out)
+        .interaction("a charge for an unknown customer", "", |mut i| {
+            i.given_with_params(
+                "customer C999 has no account",
+                &json!({"customer_id": "C999"}),
+            );
+            authorised_request(&mut i, &charge, integer(charge.minor_units));
+            problem(
+                &mut i,
+                404,
+                ErrorCode::CustomerNotFound,
+                "Customer not found",
+                "no account for customer C999",
+            );
+            i
+        })
+        .start_mock_server(None, None);
+
+    let (outcome, _) = charge.send(server, ANY_TOKEN).await;
+    assert_declined(outcome, ErrorCode::CustomerNotFound);
+}
+
+async fn currency_mismatch(out: &Path) {
+    let charge = Example::new("0195b4c0-7a10-7000-8000-000000000005", "C003", 1215);
+    let server = pact(out)
+        .interaction(
+            "a charge in another currency than the account's",
+            "",
+            |mut i| {
+                account_state(&mut i, "C003", 1_000_000, Currency::Dkk);
+                authorised_request(&mut i, &charge, integer(charge.minor_units));
+                problem(
+                    &mut i,
+                    422,
+                    ErrorCode::CurrencyMismatch,
+                    "Currency mismatch",
+                    "the account is kept in DKK, the charge is in EUR",
+                );
+                i
+            },
+        )
+        .start_mock_server(None, None);
+
+    let (outcome, _) = charge.send(server, ANY_TOKEN).await;
+    assert_declined(outcome, ErrorCode::CurrencyMismatch);
+}
+
+async fn zero_amount(out: &Path) {
+    let charge = Example::new("0195b4c0-7a10-7000-8000-000000000006", "C001", 0);
+    let server = pact(out)
+        .interaction("a charge of nothing", "", |mut i| {
+            account_state(&mut i, "C001", 1_000_000, Currency::Eur);
+            // Exactly zero: any other amount is a different behaviour.
+            authorised_request(&mut i, &charge, 0.into());
+            problem(
+                &mut i,
+                422,
+                ErrorCode::InvalidRequest,
+                "Invalid request",
+                "amount.minor_units must be greater than zero",
+            );
+            i
+        })
+        .start_mock_server(None, None);
+
+    let (outcome, _) = charge.send(server, ANY_TOKEN).await;
+    assert_declined(outcome, ErrorCode::InvalidRequest);
+}
+
+async fn bad_token(out: &Path) {
+    let charge = Example::new("0195b4c0-7a10-7000-8000-000000000007", "C001", 1215);
+    let server = pact(out)
+        .interaction(
+            "a charge with a token the provider did not issue",
+            "",
+            |mut i| {
+                i.given(format!("the token {BAD_TOKEN} was never issued"));
+                // Sent as it is: no provider state swaps this one for a good token.
+                i.request
+                    .header("Authorization", format!("Bearer {BAD_TOKEN}"));
+                charge_request(&mut i, &charge, integer(charge.minor_units));
+                problem(
+                    &mut i,
+                    401,
+                    ErrorCode::Unauthorized,
+                    "Unauthorized",
+                    "send a valid bearer token",
+                );
+                i
+            },
+        )
+        .start_mock_server(None, None);
+
+    let (outcome, status) = charge.send(server, BAD_TOKEN).await;
+    assert_eq!(status, Some(401));
+    // Our own request was refused: nothing about the invoice, so no decline.
+    assert!(
+        matches!(&outcome, CallOutcome::Rejected { reason } if reason.contains("401")),
+        "a bad token: expected a rejection, got {outcome:?}"
+    );
+}
+
+async fn provider_unavailable(out: &Path) {
+    let charge = Example::new("0195b4c0-7a10-7000-8000-000000000008", "C001", 1215);
+    let server = pact(out)
+        .interaction("a charge while the provider is unavailable", "", |mut i| {
+            i.given("the provider is unavailable");
+            authorised_request(&mut i, &charge, integer(charge.minor_units));
+            i.response.header("Retry-After", term!(r"^[0-9]+$", "1"));
+            problem(
+                &mut i,
+                503,
+                ErrorCode::ServiceUnavailable,
+                "Service unavailable",
+                "injected fault: try again",
+            );
+            i
+        })
+        .start_mock_server(None, None);
+
+    let (outcome, _) = charge.send(server, ANY_TOKEN).await;
+    assert!(
+        matches!(
+            outcome,
+            CallOutcome::Retryable {
+                retry_after: Some(d),
+                ..
+            } if d == Duration::from_secs(1)
+        ),
+        "an outage: expected a retry after 1s, got {outcome:?}"
+    );
+}
+
+/// One example charge of the pact, in EUR.
+struct Example {
+    invoice_id: &'static str,
+    customer_id: &'static str,
+    minor_units: i64,
+}
+
+impl Example {
+    fn new(invoice_id: &'static str, customer_id: &'static str, minor_units: i64) -> Self {
+        Example {
+            invoice_id,
+            customer_id,
+            minor_units,
+        }
+    }
+
+    /// The key invoice-app itself derives for the invoice.
+    fn key(&self) -> String {
+        idempotency_key_for(self.invoice_id)
+            .expect("valid key")
+            .as_str()
+            .to_owned()
+    }
+
+    fn request(&self) -> ChargeRequest {
+        ChargeRequest {
+            invoice_id: InvoiceId::parse(self.invoice_id).expect("valid invoice id"),
+            customer_id: CustomerId::parse(self.customer_id).expect("valid customer id"),
+            amount: Money::new(self.minor_units, Currency::Eur).expect("valid amount"),
+        }
+    }
+
+    /// The charge through the real client: its outcome and the HTTP status. The mock server
+    /// is closed right after the call, so that a request off the pact fails the test with
+    /// the mock server's account of it, before any outcome is looked at.
+    async fn send(
+        &self,
+        server: Box<dyn ValidatingMockServer>,
+        token: &str,
+    ) -> (CallOutcome, Option<u16>) {
+        let client = PaymentClient::new(
+            server.url().as_str(),
+            SecretString::from(token),
+            Duration::from_secs(5),
+            1,
+        )
+        .expect("client builds");
+        let key = idempotency_key_for(self.invoice_id).expect("valid key");
+        let result = client.charge(&key, &self.request()).await;
+        drop(server);
+        (result.outcome, result.http_status)
+    }
+}
+
+fn pact(out: &Path) -> PactBuilder {
+    let mut builder = PactBuilder::new_v4(CONSUMER, PROVIDER);
+    builder.with_output_dir(out);
+    builder
+}
+
+/// "customer C001 has 10000.00 EUR", with the account in the params for the provider.
+fn account_state(
+    i: &mut InteractionBuilder,
+    customer_id: &str,
+    minor_units: i64,
+    currency: Currency,
+) {
+    let balance = Money::new(minor_units, currency).expect("valid balance");
+    i.given_with_params(
+        format!("customer {customer_id} has {balance}"),
+        &json!({
+            "customer_id": customer_id,
+            "minor_units": minor_units,
+            "currency": currency.code(),
+        }),
+    );
+}
+
+/// The charge with a token the provider accepts, which the provider state supplies.
+fn authorised_request(i: &mut InteractionBuilder, charge: &Example, minor_units: JsonPattern) {
+    i.request.header_from_provider_state(
+        "Authorization",
+        "Bearer ${token}",
+        term!(r"^Bearer .+$", format!("Bearer {ANY_TOKEN}")),
+    );
+    charge_request(i, charge, minor_units);
+}
+
+/// `POST /v1/charges` as the client sends it, but for the Authorization header.
+fn charge_request(i: &mut InteractionBuilder, charge: &Example, minor_units: JsonPattern) {
+    i.request
+        .post()
+        .path(CHARGES_PATH)
+        .content_type("application/json")
+        .header(headers::IDEMPOTENCY_KEY, term!(KEY_SHAPE, charge.key()))
+        .json_body(json_pattern!({
+            "invoice_id": like!(charge.invoice_id),
+            "customer_id": like!(charge.customer_id),
+            "amount": {
+                "minor_units": minor_units,
+                "currency": term!(CURRENCY_SHAPE, "EUR"),
+            },
+        }));
+}
+
+/// A created or replayed charge, as the client reads it.
+fn charge_body(charge: &Example) -> JsonPattern {
+    json_pattern!({
+        "id": term!(CHARGE_ID_SHAPE, "ch_0195b4c07a107000800000000000c0de"),
+        "status": "succeeded",
+        "invoice_id": like!(charge.invoice_id),
+        "customer_id": like!(charge.customer_id),
+        "amount": {
+            "minor_units": integer(charge.minor_units),
+            "currency": term!(CURRENCY_SHAPE, "EUR"),
+        },
+        "created_at": term!(RFC3339_SHAPE, "2025-03-01T09:30:00.123Z"),
+    })
+}
+
+/// An `application/problem+json` answer. The client branches on `status` and `code`, so
+/// they are exact; the texts may say anything.
+fn problem(i: &mut InteractionBuilder, status: u16, code: ErrorCode, title: &str, detail: &str) {
+    i.response
+        .status(status)
+        .content_type(PROBLEM_JSON)
+        .json_body(json_pattern!({
+            "type": like!(format!("urn:invoice-platform:problem:{}", code.as_str())),
+            "title": like!(title),
+            "status": status,
+            "code": code.as_str(),
+            "detail": like!(detail),
+        }));
+}
+
+#[track_caller]
+fn assert_declined(outcome: CallOutcome, expected: ErrorCode) {
+    assert!(
+        matches!(&outcome, CallOutcome::Declined { code, .. } if *code == expected),
+        "expected a decline with {}, got {outcome:?}",
+        expected.as_str()
+    );
+}
+
+/// Any integer: amounts are integer minor units, never floats (a type match would take 12.5).
+#[derive(Debug)]
+struct Integer(i64);
+
+impl Pattern for Integer {
+    type Matches = Value;
+
+    fn to_example(&self) -> Value {
+        json!(self.0)
+    }
+
+    fn to_example_bytes(&self) -> Vec<u8> {
+        self.0.to_string().into_bytes()
+    }
+
+    fn extract_matching_rules(&self, path: DocPath, rules_out: &mut MatchingRuleCategory) {
+        rules_out.add_rule(path, MatchingRule::Integer, RuleLogic::And);
+    }
+}
+
+fn integer(example: i64) -> JsonPattern {
+    JsonPattern::pattern(Integer(example))
+}
+
+/// A fresh directory for this run's pact, removed when the test ends.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Self {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("pact-consumer-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch directory created");
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Replaces the committed pact with this run's, once every interaction has passed.
+fn publish(out: &Path) {
+    let pacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pacts");
+    std::fs::create_dir_all(&pacts).expect("pacts/ created");
+    std::fs::copy(out.join(PACT_FILE), pacts.join(PACT_FILE)).expect("pact copied into pacts/");
+}
