@@ -5,7 +5,7 @@ export PACT_DO_NOT_TRACK := true
 
 NEXTEST := cargo nextest run --locked
 
-.PHONY: help build test test-rust pact pact-consumer pact-verify charts lint lint-scripts fmt run run-provider run-app demo ci
+.PHONY: help build test test-rust pact pact-consumer pact-verify charts lint lint-scripts fmt run run-provider run-app demo bench ci
 
 help: ## List the targets
 	@awk -F ':.*## ' '/^[a-z-]+:.*## / { printf "  %-14s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -53,6 +53,9 @@ run-provider: ## payment-provider alone, no configuration (SQLite, demo accounts
 
 run-app: ## invoice-app alone, against payment-provider on 127.0.0.1:8080
 	cargo run -p invoice-app
+
+bench: ## Release build; pay-run throughput, API latency, memory, start-up (prints a table and JSON)
+	scripts/bench/bench.py
 
 ci: ## What .ci/run does
 	bash .ci/run

@@ -63,6 +63,12 @@ impl Config {
         let database_url =
             secret(env, "DATABASE_URL")?.unwrap_or_else(|| "invoice-app.db".to_owned());
         let database_url = DbUrl::parse(&database_url).map_err(err("DATABASE_URL"))?;
+        let pool_size = number(
+            &get,
+            "DATABASE_POOL_SIZE",
+            database_url.default_pool_size(),
+            1..=200,
+        )?;
         let seed = match text("SEED", "demo").as_str() {
             "demo" => Seed::Demo,
             "none" => Seed::None,
@@ -98,7 +104,7 @@ impl Config {
         Ok(Config {
             listen_addr,
             database_url,
-            pool_size: number(&get, "DATABASE_POOL_SIZE", 10, 1..=200)?,
+            pool_size,
             seed,
             provider_url,
             provider_token,

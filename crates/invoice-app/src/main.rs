@@ -68,14 +68,14 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Pay => {
             let pool = migrated_pool(&config).await?;
             let biller = biller(&config, pool, Metrics::new()?)?;
-            let report = biller.pay_all(Trigger::Cli).await?;
+            let report = biller.pay_all(Trigger::Cli, false).await?;
             println!(
                 "{}",
                 serde_json::json!({
                     "run_id": report.run_id,
-                    "paid": report.paid.len(),
-                    "failed": report.failed.len(),
-                    "retry_later": report.retry_later.len(),
+                    "paid": report.summary.paid,
+                    "failed": report.summary.failed,
+                    "retry_later": report.summary.retry_later,
                 })
             );
         }

@@ -12,7 +12,7 @@ pub fn spawn(biller: Arc<Biller>, schedule: cron::Schedule) -> tokio::task::Join
             tracing::info!(next = %next, "next scheduled pay run");
             let wait = (next - Utc::now()).to_std().unwrap_or_default();
             tokio::time::sleep(wait).await;
-            match biller.pay_all(Trigger::Schedule).await {
+            match biller.pay_all(Trigger::Schedule, false).await {
                 Ok(_) => {}
                 Err(BillingError::ShuttingDown) => return,
                 // Logged by the run itself; the next date is tried as usual.

@@ -57,7 +57,12 @@ impl Config {
         let database_url =
             secret(env, "DATABASE_URL")?.unwrap_or_else(|| "payment-provider.db".to_owned());
         let database_url = DbUrl::parse(&database_url).map_err(err("DATABASE_URL"))?;
-        let pool_size = number(&get, "DATABASE_POOL_SIZE", 10u32, 1..=200)?;
+        let pool_size = number(
+            &get,
+            "DATABASE_POOL_SIZE",
+            database_url.default_pool_size(),
+            1..=200,
+        )?;
         let seed = match parse("SEED", "demo")?.as_str() {
             "demo" => Seed::Demo,
             "none" => Seed::None,

@@ -141,7 +141,7 @@ impl TestProvider {
         let mut config = Config::from_lookup(&|_| None).expect("default configuration is valid");
         config.listen_addr = ([127, 0, 0, 1], 0).into();
         config.database_url = db.url.clone();
-        config.pool_size = 8;
+        config.pool_size = config.database_url.default_pool_size();
         config.seed = Seed::None;
         config.callers =
             Some(CallerTokens::parse(&format!("invoice-app:{TEST_TOKEN}")).expect("valid token"));

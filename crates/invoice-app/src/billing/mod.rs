@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use chrono::{TimeDelta, Utc};
 use futures_util::StreamExt;
 
-use crate::db::{self, DbError, DbPool, invoices, pay_runs};
+use crate::db::{self, DbError, DbPool, attempts, invoices, pay_runs};
 use crate::domain::{Invoice, Settlement};
 use crate::metrics::Metrics;
 use crate::payment_client::PaymentClient;
@@ -48,10 +48,19 @@ pub struct RetryLater {
     pub reason: String,
 }
 
-/// What a run did, invoice by invoice.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Summary {
+    pub paid: usize,
+    pub failed: usize,
+    pub retry_later: usize,
+}
+
+/// What a run did: the counts, and invoice by invoice when asked for (`itemise`), since a
+/// run of a million invoices should not hold them all in memory to say "done".
 #[derive(Debug, Clone, Default)]
 pub struct PayRunReport {
     pub run_id: String,
+    pub summary: Summary,
     pub paid: Vec<Invoice>,
     pub failed: Vec<Invoice>,
     pub retry_later: Vec<RetryLater>,
@@ -127,18 +136,25 @@ impl Biller {
     }
 
     /// Opens a run and pays every pending invoice.
-    pub async fn pay_all(&self, trigger: Trigger) -> Result<PayRunReport, BillingError> {
+    pub async fn pay_all(
+        &self,
+        trigger: Trigger,
+        itemise: bool,
+    ) -> Result<PayRunReport, BillingError> {
         let run = self.open_run(trigger).await?;
-        self.pay(run).await
+        self.pay(run, itemise).await
     }
 
     /// Starts paying `run` on the main runtime at once; await the result or drop it.
     pub fn spawn_pay(
         self: &Arc<Self>,
         run: pay_runs::PayRunRow,
+        itemise: bool,
     ) -> impl std::future::Future<Output = Result<PayRunReport, BillingError>> + use<> {
         let biller = self.clone();
-        let task = self.runtime.spawn(async move { biller.pay(run).await });
+        let task = self
+            .runtime
+            .spawn(async move { biller.pay(run, itemise).await });
         async move {
             task.await
                 .map_err(|e| BillingError::Aborted(e.to_string()))?
@@ -147,10 +163,14 @@ impl Biller {
 
     /// Pays every invoice claimable now, batch after batch, and closes the run.
     #[tracing::instrument(name = "pay_run", skip_all, fields(run_id = %run.id, trigger = %run.trigger))]
-    pub async fn pay(&self, mut run: pay_runs::PayRunRow) -> Result<PayRunReport, BillingError> {
+    pub async fn pay(
+        &self,
+        mut run: pay_runs::PayRunRow,
+        itemise: bool,
+    ) -> Result<PayRunReport, BillingError> {
         self.active_runs.fetch_add(1, Ordering::SeqCst);
         let started = Instant::now();
-        let result = self.pay_batches(&run.id).await;
+        let result = self.pay_batches(&run.id, itemise).await;
         self.active_runs.fetch_sub(1, Ordering::SeqCst);
         self.metrics
             .observe_pay_run(started.elapsed().as_secs_f64());
@@ -159,9 +179,9 @@ impl Biller {
         match &result {
             Ok(report) => {
                 run.status = "completed".to_owned();
-                run.paid = count(report.paid.len());
-                run.failed = count(report.failed.len());
-                run.retry_later = count(report.retry_later.len());
+                run.paid = count(report.summary.paid);
+                run.failed = count(report.summary.failed);
+                run.retry_later = count(report.summary.retry_later);
                 tracing::info!(
                     paid = run.paid,
                     failed = run.failed,
@@ -186,7 +206,7 @@ impl Biller {
         })
     }
 
-    async fn pay_batches(&self, run_id: &str) -> Result<PayRunReport, BillingError> {
+    async fn pay_batches(&self, run_id: &str, itemise: bool) -> Result<PayRunReport, BillingError> {
         let mut report = PayRunReport::default();
         let batch = i64::try_from(self.settings.concurrency * 4).unwrap_or(64);
         let lease = TimeDelta::from_std(self.settings.lease).unwrap_or(TimeDelta::MAX);
@@ -203,20 +223,46 @@ impl Biller {
             if claimed.is_empty() {
                 break;
             }
-            let settled: Vec<_> = futures_util::stream::iter(claimed)
-                .map(|row| self.pay_one(run_id, row))
+            // Every first attempt of the batch on record in one transaction, before any call.
+            let first: Vec<attempts::AttemptRow> = claimed
+                .iter()
+                .map(|row| pay_one::new_attempt(run_id, row))
+                .collect();
+            let ids: Vec<String> = first.iter().map(|a| a.id.clone()).collect();
+            db::run(&self.pool, move |c| {
+                attempts::start_all(c, &first).map_err(DbError::from)
+            })
+            .await?;
+
+            let charged: Vec<_> = futures_util::stream::iter(claimed.into_iter().zip(ids))
+                .map(|(row, attempt)| self.pay_one(run_id, row, attempt))
                 .buffer_unordered(self.settings.concurrency)
                 .collect()
                 .await;
-            for (invoice, settlement) in settled {
-                let (invoice, settlement) = (invoice?, settlement?);
+            let charged = charged.into_iter().collect::<Result<Vec<_>, _>>()?;
+            for (invoice, settlement) in self.settle_all(charged).await? {
                 match settlement {
-                    Settlement::Paid { .. } => report.paid.push(invoice),
-                    Settlement::Failed { .. } => report.failed.push(invoice),
-                    Settlement::RetryLater { reason } => report.retry_later.push(RetryLater {
-                        invoice_id: invoice.id,
-                        reason,
-                    }),
+                    Settlement::Paid { .. } => {
+                        report.summary.paid += 1;
+                        if itemise {
+                            report.paid.push(invoice);
+                        }
+                    }
+                    Settlement::Failed { .. } => {
+                        report.summary.failed += 1;
+                        if itemise {
+                            report.failed.push(invoice);
+                        }
+                    }
+                    Settlement::RetryLater { reason } => {
+                        report.summary.retry_later += 1;
+                        if itemise {
+                            report.retry_later.push(RetryLater {
+                                invoice_id: invoice.id,
+                                reason,
+                            });
+                        }
+                    }
                 }
             }
         }

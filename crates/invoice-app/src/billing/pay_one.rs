@@ -1,55 +1,108 @@
 //! One invoice: charge with retries and backoff, every attempt recorded, then settle.
+//!
+//! The first attempt of each invoice is recorded for the whole batch in one insert before
+//! any call is made; the last attempt's result and the invoice's new status are written in
+//! one transaction. Retries in between record and complete their own attempts.
 
 use std::time::Duration;
 
 use api_contract::{ChargeRequest, CustomerId, InvoiceId, Money};
 use backoff::ExponentialBackoffBuilder;
-use chrono::Utc;
+use chrono::{NaiveDateTime, Utc};
+use diesel::Connection;
 
 use super::{Biller, BillingError};
-use crate::db::{self, DbError, attempts, invoices};
-use crate::domain::{CallOutcome, Invoice, Settlement, idempotency_key_for};
+use crate::db::{self, AnyConnection, DbError, attempts, invoices};
+use crate::domain::{CallOutcome, Invoice, InvoiceStatus, Settlement, idempotency_key_for};
+
+/// The result of one call, as the attempt record keeps it.
+struct Recorded {
+    attempt_id: String,
+    outcome: &'static str,
+    http_status: Option<u16>,
+    detail: Option<String>,
+    charge_id: Option<String>,
+}
+
+impl Recorded {
+    fn write(&self, c: &mut AnyConnection, now: NaiveDateTime) -> diesel::QueryResult<()> {
+        let finish = attempts::Finish {
+            outcome: self.outcome,
+            http_status: self.http_status,
+            detail: self.detail.as_deref(),
+            charge_id: self.charge_id.as_deref(),
+        };
+        attempts::finish(c, &self.attempt_id, &finish, now)
+    }
+}
+
+/// An invoice charged (or given up on) and not yet settled in the database.
+pub(super) struct Charged {
+    row: invoices::InvoiceRow,
+    settlement: Settlement,
+    /// The last attempt's result, unless it is already on record.
+    last: Option<Recorded>,
+}
+
+/// Why the backoff loop stopped without a settlement.
+#[derive(Debug)]
+enum Stop {
+    /// Our own database failed: the run stops.
+    Db(BillingError),
+    /// The provider kept failing transiently until the budget ran out.
+    Transient(String),
+}
+
+/// A new attempt row for `row`, not yet completed.
+pub(super) fn new_attempt(run_id: &str, row: &invoices::InvoiceRow) -> attempts::AttemptRow {
+    attempts::AttemptRow {
+        id: uuid::Uuid::now_v7().to_string(),
+        invoice_id: row.id.clone(),
+        pay_run_id: run_id.to_owned(),
+        idempotency_key: idempotency_key_for(&row.id)
+            .map(|k| k.as_str().to_owned())
+            .unwrap_or_default(),
+        outcome: attempts::STARTED.to_owned(),
+        http_status: None,
+        detail: None,
+        charge_id: None,
+        started_at: Utc::now().naive_utc(),
+        finished_at: None,
+    }
+}
 
 impl Biller {
+    /// Charges `row`, whose first attempt `first_attempt` is already on record. The result
+    /// is written by [`Biller::settle_all`] together with the rest of its batch.
     #[tracing::instrument(name = "pay_invoice", skip_all, fields(invoice_id = %row.id))]
     pub(super) async fn pay_one(
         &self,
         run_id: &str,
         row: invoices::InvoiceRow,
-    ) -> (
-        Result<Invoice, BillingError>,
-        Result<Settlement, BillingError>,
-    ) {
-        let settlement = self.charge_with_retries(run_id, &row).await;
-        let result = match settlement {
-            Ok(settlement) => self.settle(&row.id, settlement).await,
-            Err(e) => Err(e),
-        };
-        // Show the invoice as it now stands.
-        let id = row.id.clone();
-        let current = db::run(&self.pool, move |c| {
-            invoices::find(c, &id).map_err(DbError::from)
+        first_attempt: String,
+    ) -> Result<Charged, BillingError> {
+        let (settlement, last) = self
+            .charge_with_retries(run_id, &row, first_attempt)
+            .await?;
+        Ok(Charged {
+            row,
+            settlement,
+            last,
         })
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or(row);
-        let invoice = Invoice::try_from(current).map_err(BillingError::Corrupt);
-        (invoice, result)
     }
 
+    /// Returns the settlement and, unless it is already on record, the last attempt's result.
     async fn charge_with_retries(
         &self,
         run_id: &str,
         row: &invoices::InvoiceRow,
-    ) -> Result<Settlement, BillingError> {
-        let request = match charge_request(row) {
-            Ok(request) => request,
-            Err(reason) => return Ok(Settlement::Failed { reason }),
-        };
-        let key = match idempotency_key_for(&row.id) {
-            Ok(key) => key,
-            Err(reason) => return Ok(Settlement::Failed { reason }),
+        first_attempt: String,
+    ) -> Result<(Settlement, Option<Recorded>), BillingError> {
+        let (request, key) = match (charge_request(row), idempotency_key_for(&row.id)) {
+            (Ok(request), Ok(key)) => (request, key),
+            (Err(reason), _) | (_, Err(reason)) => {
+                return Ok((Settlement::Failed { reason }, None));
+            }
         };
         let policy = ExponentialBackoffBuilder::new()
             .with_initial_interval(Duration::from_millis(100))
@@ -59,26 +112,23 @@ impl Biller {
             .with_max_elapsed_time(Some(self.settings.retry_max_elapsed))
             .build();
         let max_wait = self.settings.retry_max_elapsed;
+        let first = std::sync::Mutex::new(Some(first_attempt));
         let operation = || async {
-            let attempt = attempts::AttemptRow {
-                id: uuid::Uuid::now_v7().to_string(),
-                invoice_id: row.id.clone(),
-                pay_run_id: run_id.to_owned(),
-                idempotency_key: key.as_str().to_owned(),
-                outcome: attempts::STARTED.to_owned(),
-                http_status: None,
-                detail: None,
-                charge_id: None,
-                started_at: Utc::now().naive_utc(),
-                finished_at: None,
+            let pre_recorded = first.lock().ok().and_then(|mut f| f.take());
+            let attempt_id = match pre_recorded {
+                Some(id) => id,
+                None => {
+                    // A retry: recorded before the call, like the first attempt.
+                    let attempt = new_attempt(run_id, row);
+                    let id = attempt.id.clone();
+                    db::run(&self.pool, move |c| {
+                        attempts::start(c, &attempt).map_err(DbError::from)
+                    })
+                    .await
+                    .map_err(|e| backoff::Error::permanent(Stop::Db(e.into())))?;
+                    id
+                }
             };
-            let attempt_id = attempt.id.clone();
-            // Recorded before the call: a crash during it leaves a visible 'started' row.
-            db::run(&self.pool, move |c| {
-                attempts::start(c, &attempt).map_err(DbError::from)
-            })
-            .await
-            .map_err(|e| backoff::Error::permanent(Stop::Db(e.into())))?;
 
             let call = self.client.charge(&key, &request).await;
             self.metrics.charge_attempt(call.outcome.label());
@@ -91,22 +141,15 @@ impl Biller {
                 | CallOutcome::Unknown { reason }
                 | CallOutcome::Rejected { reason } => (Some(reason.clone()), None),
             };
-            let outcome = call.outcome.label();
-            let http_status = call.http_status;
-            db::run(&self.pool, move |c| {
-                let finish = attempts::Finish {
-                    outcome,
-                    http_status,
-                    detail: detail.as_deref(),
-                    charge_id: charge_id.as_deref(),
-                };
-                attempts::finish(c, &attempt_id, &finish, Utc::now().naive_utc())
-                    .map_err(DbError::from)
-            })
-            .await
-            .map_err(|e| backoff::Error::permanent(Stop::Db(e.into())))?;
-
-            match call.outcome {
+            let recorded = Recorded {
+                attempt_id,
+                outcome: call.outcome.label(),
+                http_status: call.http_status,
+                detail,
+                charge_id,
+            };
+            // A settlement ends the loop; a transient failure (with its Retry-After) goes on.
+            let verdict = match call.outcome {
                 CallOutcome::Succeeded { charge, .. } => Ok(Settlement::Paid {
                     charge_id: charge.id,
                 }),
@@ -119,57 +162,119 @@ impl Biller {
                     retry_after,
                 } => {
                     tracing::debug!(%reason, "charge will be retried");
-                    Err(backoff::Error::Transient {
-                        err: Stop::Transient(reason),
-                        retry_after: retry_after.map(|d| d.min(max_wait)),
-                    })
+                    Err((reason, retry_after))
                 }
                 CallOutcome::Unknown { reason } => {
                     tracing::warn!(%reason, "charge outcome unknown; retrying with the same key");
-                    Err(backoff::Error::transient(Stop::Transient(reason)))
+                    Err((reason, None))
                 }
-            }
+            };
+            let (reason, retry_after) = match verdict {
+                Ok(settlement) => return Ok((settlement, Some(recorded))),
+                Err(transient) => transient,
+            };
+            // Transient results are completed at once: the settlement comes later, if ever.
+            db::run(&self.pool, move |c| {
+                recorded
+                    .write(c, Utc::now().naive_utc())
+                    .map_err(DbError::from)
+            })
+            .await
+            .map_err(|e| backoff::Error::permanent(Stop::Db(e.into())))?;
+            Err(backoff::Error::Transient {
+                err: Stop::Transient(reason),
+                retry_after: retry_after.map(|d| d.min(max_wait)),
+            })
         };
         match backoff::future::retry(policy, operation).await {
-            Ok(settlement) => Ok(settlement),
-            Err(Stop::Transient(reason)) => Ok(Settlement::RetryLater { reason }),
+            Ok(settled) => Ok(settled),
+            Err(Stop::Transient(reason)) => Ok((Settlement::RetryLater { reason }, None)),
             Err(Stop::Db(e)) => Err(e),
         }
     }
 
-    async fn settle(
+    /// Completes the last attempts and records the settlements of a batch in one
+    /// transaction (one commit instead of one per invoice), and returns the invoices as they
+    /// now stand with their settlements. A crash before it commits loses nothing: the
+    /// invoices stay claimed until their lease runs out, and the next charge with the same
+    /// key is replayed by the provider.
+    pub(super) async fn settle_all(
         &self,
-        invoice_id: &str,
-        settlement: Settlement,
-    ) -> Result<Settlement, BillingError> {
-        let (id, worker, s) = (
-            invoice_id.to_owned(),
-            self.worker_id.clone(),
-            settlement.clone(),
-        );
-        db::run(&self.pool, move |c| {
-            let now = Utc::now().naive_utc();
-            match &s {
-                Settlement::Paid { charge_id } => invoices::mark_paid(c, &id, charge_id, now),
-                Settlement::Failed { reason } => {
-                    invoices::mark_failed(c, &id, &worker, reason, now)
-                }
-                Settlement::RetryLater { .. } => invoices::release(c, &id, &worker, now),
-            }
-            .map_err(DbError::from)
+        batch: Vec<Charged>,
+    ) -> Result<Vec<(Invoice, Settlement)>, BillingError> {
+        let worker = self.worker_id.clone();
+        let now = Utc::now().naive_utc();
+        let (batch, applied) = db::run(&self.pool, move |c| {
+            let applied = c.transaction(|c| {
+                batch
+                    .iter()
+                    .map(|charged| {
+                        if let Some(last) = &charged.last {
+                            last.write(c, now)?;
+                        }
+                        let id = &charged.row.id;
+                        let n = match &charged.settlement {
+                            Settlement::Paid { charge_id } => {
+                                invoices::mark_paid(c, id, charge_id, now)
+                            }
+                            Settlement::Failed { reason } => {
+                                invoices::mark_failed(c, id, &worker, reason, now)
+                            }
+                            Settlement::RetryLater { .. } => invoices::release(c, id, &worker, now),
+                        }?;
+                        Ok(n == 1)
+                    })
+                    .collect::<diesel::QueryResult<Vec<bool>>>()
+            });
+            applied
+                .map(|applied| (batch, applied))
+                .map_err(DbError::from)
         })
         .await?;
-        Ok(settlement)
+        let mut settled = Vec::with_capacity(batch.len());
+        for (charged, applied) in batch.into_iter().zip(applied) {
+            let current = if applied {
+                settled_row(charged.row, &charged.settlement, now)
+            } else {
+                // Another worker holds the invoice now (our lease ran out): show what is stored.
+                let id = charged.row.id.clone();
+                db::run(&self.pool, move |c| {
+                    invoices::find(c, &id).map_err(DbError::from)
+                })
+                .await?
+                .unwrap_or(charged.row)
+            };
+            let invoice = Invoice::try_from(current).map_err(BillingError::Corrupt)?;
+            settled.push((invoice, charged.settlement));
+        }
+        Ok(settled)
     }
 }
 
-/// Why the backoff loop stopped without a settlement.
-#[derive(Debug)]
-enum Stop {
-    /// Our own database failed: the run stops.
-    Db(BillingError),
-    /// The provider kept failing transiently until the budget ran out.
-    Transient(String),
+/// The row as `settle` left it, without reading it back.
+fn settled_row(
+    mut row: invoices::InvoiceRow,
+    settlement: &Settlement,
+    now: NaiveDateTime,
+) -> invoices::InvoiceRow {
+    let status = match settlement {
+        Settlement::Paid { charge_id } => {
+            row.charge_id = Some(charge_id.clone());
+            row.paid_at = Some(now);
+            row.failure_reason = None;
+            InvoiceStatus::Paid
+        }
+        Settlement::Failed { reason } => {
+            row.failure_reason = Some(reason.clone());
+            InvoiceStatus::Failed
+        }
+        Settlement::RetryLater { .. } => InvoiceStatus::Pending,
+    };
+    row.status = status.as_str().to_owned();
+    row.claimed_by = None;
+    row.lease_until = None;
+    row.updated_at = now;
+    row
 }
 
 fn charge_request(row: &invoices::InvoiceRow) -> Result<ChargeRequest, String> {

@@ -31,6 +31,25 @@ pub fn start(conn: &mut AnyConnection, attempt: &AttemptRow) -> QueryResult<()> 
         .map(|_| ())
 }
 
+/// Records many attempts at once: one statement on PostgreSQL, one transaction on SQLite
+/// (whose multi-row insert diesel builds only for the SQLite connection itself).
+pub fn start_all(conn: &mut AnyConnection, all: &[AttemptRow]) -> QueryResult<()> {
+    match conn {
+        AnyConnection::Postgresql(pg) => diesel::insert_into(payment_attempts::table)
+            .values(all)
+            .execute(pg)
+            .map(|_| ()),
+        AnyConnection::Sqlite(sqlite) => sqlite.transaction(|c| {
+            for attempt in all {
+                diesel::insert_into(payment_attempts::table)
+                    .values(attempt)
+                    .execute(c)?;
+            }
+            Ok(())
+        }),
+    }
+}
+
 pub struct Finish<'a> {
     pub outcome: &'a str,
     pub http_status: Option<u16>,

@@ -1,7 +1,6 @@
 use actix_web::http::header;
 use actix_web::{HttpResponse, web};
 use chrono::{NaiveDateTime, SecondsFormat};
-use serde::Serialize;
 use serde_json::json;
 
 use super::invoices::InvoiceResource;
@@ -10,17 +9,10 @@ use crate::db::{self, DbError, pay_runs::PayRunRow};
 use crate::error::ApiError;
 use crate::startup::AppState;
 
-#[derive(Debug, Serialize)]
-struct Summary {
-    paid: usize,
-    failed: usize,
-    retry_later: usize,
-}
-
 /// `POST /invoices/pay`: pays every pending invoice and answers when done.
 pub async fn pay_now(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let run = state.biller.open_run(Trigger::Api).await?;
-    let report = state.biller.spawn_pay(run).await?;
+    let report = state.biller.spawn_pay(run, true).await?;
     let retry_later: Vec<_> = report
         .retry_later
         .iter()
@@ -29,11 +21,7 @@ pub async fn pay_now(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
     Ok(HttpResponse::Ok().json(json!({
         "run_id": report.run_id,
         "status": "completed",
-        "summary": Summary {
-            paid: report.paid.len(),
-            failed: report.failed.len(),
-            retry_later: report.retry_later.len(),
-        },
+        "summary": report.summary,
         "paid": report.paid.into_iter().map(InvoiceResource::from).collect::<Vec<_>>(),
         "failed": report.failed.into_iter().map(InvoiceResource::from).collect::<Vec<_>>(),
         "retry_later": retry_later,
@@ -44,7 +32,7 @@ pub async fn pay_now(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
 pub async fn start(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let run = state.biller.open_run(Trigger::Api).await?;
     let id = run.id.clone();
-    drop(state.biller.spawn_pay(run));
+    drop(state.biller.spawn_pay(run, false));
     Ok(HttpResponse::Accepted()
         .insert_header((header::LOCATION, format!("/pay-runs/{id}")))
         .json(json!({"id": id, "status": "running"})))

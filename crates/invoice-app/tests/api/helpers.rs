@@ -41,7 +41,7 @@ pub fn test_config(db: &TestDb, provider_url: &str) -> Config {
         payment_provider::db::DbUrl::Postgres(url) => invoice_app::db::DbUrl::Postgres(url.clone()),
         payment_provider::db::DbUrl::Sqlite(path) => invoice_app::db::DbUrl::Sqlite(path.clone()),
     };
-    config.pool_size = 8;
+    config.pool_size = config.database_url.default_pool_size();
     config.seed = Seed::None;
     config.provider_url = provider_url.to_owned();
     config.provider_token = Some(SecretString::from(payment_provider::testing::TEST_TOKEN));
