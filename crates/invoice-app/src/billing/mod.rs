@@ -210,19 +210,23 @@ impl Biller {
         let mut report = PayRunReport::default();
         let batch = i64::try_from(self.settings.concurrency * 4).unwrap_or(64);
         let lease = TimeDelta::from_std(self.settings.lease).unwrap_or(TimeDelta::MAX);
+        let mut cursor: Option<String> = None;
         loop {
             if self.stopping.load(Ordering::SeqCst) {
                 break;
             }
-            let (worker, run) = (self.worker_id.clone(), run_id.to_owned());
+            let (worker, run, after) = (self.worker_id.clone(), run_id.to_owned(), cursor.clone());
             let claimed = db::run(&self.pool, move |c| {
                 let now = Utc::now().naive_utc();
-                invoices::claim(c, &worker, &run, now, now + lease, batch).map_err(DbError::from)
+                invoices::claim(c, &worker, &run, after.as_deref(), now, now + lease, batch)
+                    .map_err(DbError::from)
             })
             .await?;
-            if claimed.is_empty() {
+            if claimed.rows.is_empty() {
                 break;
             }
+            cursor = claimed.cursor.or(cursor);
+            let claimed = claimed.rows;
             // Every first attempt of the batch on record in one transaction, before any call.
             let first: Vec<attempts::AttemptRow> = claimed
                 .iter()

@@ -97,6 +97,13 @@ pub fn count_by_status(conn: &mut AnyConnection) -> QueryResult<Vec<(String, i64
         .load(conn)
 }
 
+/// What a claim took, and where the next claim of the same run continues among the
+/// pending invoices.
+pub struct Claimed {
+    pub rows: Vec<InvoiceRow>,
+    pub cursor: Option<String>,
+}
+
 /// Claims up to `limit` invoices for `worker` in one transaction: pending ones this run has
 /// not tried yet, and processing ones whose holder's lease expired. On PostgreSQL rows
 /// locked by another replica's claim are skipped, so concurrent runs never share one.
@@ -104,22 +111,34 @@ pub fn claim(
     conn: &mut AnyConnection,
     worker: &str,
     run_id: &str,
+    after: Option<&str>,
     now: NaiveDateTime,
     lease_until: NaiveDateTime,
     limit: i64,
-) -> QueryResult<Vec<InvoiceRow>> {
-    macro_rules! claimable {
-        () => {
+) -> QueryResult<Claimed> {
+    // Two queries, each a range of the (status, id) index: one `OR` across both statuses
+    // made PostgreSQL scan and sort the table for every batch.
+    macro_rules! expired {
+        ($limit:expr) => {
             invoices::table
                 .select(dsl::id)
-                .filter(
-                    dsl::status
-                        .eq("pending")
-                        .and(dsl::last_run_id.is_null().or(dsl::last_run_id.ne(run_id)))
-                        .or(dsl::status.eq("processing").and(dsl::lease_until.lt(now))),
-                )
+                .filter(dsl::status.eq("processing"))
+                .filter(dsl::lease_until.lt(now))
                 .order(dsl::id)
-                .limit(limit)
+                .limit($limit)
+        };
+    }
+    // From `after` on: the index entries behind it are the invoices this run already took,
+    // dead to the index until vacuum comes, and rescanning them made each batch slower.
+    macro_rules! pending {
+        ($limit:expr) => {
+            invoices::table
+                .select(dsl::id)
+                .filter(dsl::status.eq("pending"))
+                .filter(dsl::id.gt(after.unwrap_or_default()))
+                .filter(dsl::last_run_id.is_null().or(dsl::last_run_id.ne(run_id)))
+                .order(dsl::id)
+                .limit($limit)
         };
     }
     macro_rules! take {
@@ -142,13 +161,28 @@ pub fn claim(
     }
     match conn {
         AnyConnection::Postgresql(pg) => pg.transaction(|c| {
-            let ids: Vec<String> = claimable!().for_update().skip_locked().load(c)?;
-            take!(c, ids)
+            let mut ids: Vec<String> = expired!(limit).for_update().skip_locked().load(c)?;
+            let pending: Vec<String> = pending!(limit - ids.len() as i64)
+                .for_update()
+                .skip_locked()
+                .load(c)?;
+            let cursor = pending.last().cloned();
+            ids.extend(pending);
+            Ok(Claimed {
+                rows: take!(c, ids)?,
+                cursor,
+            })
         }),
         // One writer at a time: the immediate transaction takes the write lock up front.
         AnyConnection::Sqlite(sqlite) => sqlite.immediate_transaction(|c| {
-            let ids: Vec<String> = claimable!().load(c)?;
-            take!(c, ids)
+            let mut ids: Vec<String> = expired!(limit).load(c)?;
+            let pending: Vec<String> = pending!(limit - ids.len() as i64).load(c)?;
+            let cursor = pending.last().cloned();
+            ids.extend(pending);
+            Ok(Claimed {
+                rows: take!(c, ids)?,
+                cursor,
+            })
         }),
     }
 }

@@ -190,7 +190,68 @@ async fn postgres_database_outage_is_reported_and_recovered_from() {
     database_outage_is_reported_and_recovered_from().await;
 }
 
+async fn graceful_shutdown_hands_back_every_claim(backend: Backend) {
+    let Some(app) = spawn_app_with(
+        backend,
+        |p| p.faults.latency = Duration::from_millis(100),
+        |_| {},
+    )
+    .await
+    else {
+        return;
+    };
+    app.provider
+        .fund("C001", money(10_000_000, Currency::Eur))
+        .await;
+    for i in 0..200 {
+        app.create_invoice("C001", 100 + i, "EUR").await;
+    }
+    // A second instance on the same database, stopped (SIGTERM-like) in the middle of a run.
+    let instance = Application::build(test_config(&app.db, &app.provider.base_url))
+        .await
+        .expect("starts");
+    let (handle, base) = (
+        instance.handle(),
+        format!("http://127.0.0.1:{}", instance.port()),
+    );
+    let serving = tokio::spawn(instance.run_until_stopped());
+    let started = app
+        .client
+        .post(format!("{base}/pay-runs"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(started.status().as_u16(), 202);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+
+    handle.stop(true).await;
+    serving.await.expect("task").expect("stopped cleanly");
+
+    // Nothing is left claimed by the stopped instance: each invoice is paid or pending again.
+    let processing = app.invoices("processing").await;
+    assert!(
+        processing.is_empty(),
+        "claims left behind: {}",
+        processing.len()
+    );
+    let paid = app.invoices("paid").await.len();
+    assert!(
+        paid > 0 && paid < 200,
+        "the stop did not land mid-run (paid {paid})"
+    );
+    assert_eq!(
+        app.provider.ledger().await.len(),
+        paid,
+        "every charge is recorded as paid"
+    );
+    // The remaining instance finishes the job.
+    app.pay().await;
+    let total: i64 = (0..200).map(|i| 100 + i).sum();
+    assert_each_paid_once(&app, 200, 10_000_000, total).await;
+}
+
 both_backends!(
     provider_killed_and_restarted_mid_run,
     answers_slower_than_the_client_waits_are_retried_with_the_same_key,
+    graceful_shutdown_hands_back_every_claim,
 );
