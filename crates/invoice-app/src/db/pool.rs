@@ -9,8 +9,9 @@ use diesel::r2d2::{self, ManageConnection, Pool, PooledConnection, R2D2Connectio
 use diesel::{PgConnection, SqliteConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
-const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
-const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+/// One set of migrations serves both backends while their SQL is the same; a backend whose
+/// SQL must differ gets its own directory then.
+const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 /// Advisory lock id that serialises migrations of replicas starting at once.
 const MIGRATION_LOCK_ID: i64 = 0x696e_766f_6963_6531;
 
@@ -127,14 +128,12 @@ pub fn migrate(conn: &mut AnyConnection) -> anyhow::Result<usize> {
         AnyConnection::Postgresql(pg) => {
             diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK_ID})"))
                 .execute(pg)?;
-            let result = pg.run_pending_migrations(PG_MIGRATIONS).map(|v| v.len());
+            let result = pg.run_pending_migrations(MIGRATIONS).map(|v| v.len());
             diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_ID})"))
                 .execute(pg)?;
             result
         }
-        AnyConnection::Sqlite(sqlite) => sqlite
-            .run_pending_migrations(SQLITE_MIGRATIONS)
-            .map(|v| v.len()),
+        AnyConnection::Sqlite(sqlite) => sqlite.run_pending_migrations(MIGRATIONS).map(|v| v.len()),
     };
     applied.map_err(|e| anyhow::anyhow!("running migrations: {e}"))
 }

@@ -7,7 +7,6 @@ use std::time::Duration;
 use api_contract::Currency;
 use invoice_app::startup::Application;
 use payment_provider::testing::{TcpProxy, TestDb, server_addr, via};
-use serde_json::Value;
 
 use crate::both_backends;
 use crate::helpers::{Backend, TestApp, assert_problem, money, spawn_app_with, test_config};
@@ -25,17 +24,6 @@ async fn assert_each_paid_once(app: &TestApp, count: usize, funded: i64, total: 
         "an invoice was charged twice"
     );
     assert_eq!(app.provider.balance("C001").await, Some(funded - total));
-}
-
-async fn wait_for_run(app: &TestApp, location: &str) -> Value {
-    for _ in 0..600 {
-        let (_, run) = app.get_json(location).await;
-        if run["status"] != "running" {
-            return run;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("pay run {location} did not finish");
 }
 
 async fn provider_killed_and_restarted_mid_run(backend: Backend) {
@@ -58,23 +46,14 @@ async fn provider_killed_and_restarted_mid_run(backend: Backend) {
     for i in 0..120 {
         app.create_invoice("C001", 100 + i, "EUR").await;
     }
-    let started = app
-        .client
-        .post(app.url("/pay-runs"))
-        .send()
-        .await
-        .expect("sent");
-    let location = started.headers()["location"]
-        .to_str()
-        .expect("location")
-        .to_owned();
+    let location = app.start_pay_run().await;
 
     tokio::time::sleep(Duration::from_millis(150)).await;
     app.provider.kill().await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     app.provider.restart().await;
 
-    let run = wait_for_run(&app, &location).await;
+    let run = app.wait_for_run(&location).await;
     assert_eq!(run["status"], "completed", "{run}");
     // Whatever the run could not finish, the next one does.
     app.pay().await;

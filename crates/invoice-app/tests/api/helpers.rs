@@ -113,6 +113,35 @@ impl TestApp {
         response.json().await.expect("report")
     }
 
+    /// Starts a background pay run and returns its Location.
+    pub async fn start_pay_run(&self) -> String {
+        let started = self
+            .client
+            .post(self.url("/pay-runs"))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(started.status().as_u16(), 202);
+        started
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .expect("Location header")
+            .to_owned()
+    }
+
+    /// Polls a pay run until it is no longer running (at most 30 s).
+    pub async fn wait_for_run(&self, location: &str) -> Value {
+        for _ in 0..600 {
+            let (_, run) = self.get_json(location).await;
+            if run["status"] != "running" {
+                return run;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("pay run {location} did not finish");
+    }
+
     pub async fn get_json(&self, path: &str) -> (u16, Value) {
         let response = self.client.get(self.url(path)).send().await.expect("sent");
         let status = response.status().as_u16();

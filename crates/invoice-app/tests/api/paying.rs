@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use api_contract::Currency;
-use serde_json::Value;
 
 use crate::both_backends;
 use crate::helpers::{Backend, money, spawn_app, spawn_app_with};
@@ -221,27 +220,8 @@ async fn background_pay_run_can_be_followed(backend: Backend) {
     for i in 0..5 {
         app.create_invoice("C001", 100 + i, "EUR").await;
     }
-    let started = app
-        .client
-        .post(app.url("/pay-runs"))
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(started.status().as_u16(), 202);
-    let location = started
-        .headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .expect("Location header")
-        .to_owned();
-    let mut run = Value::Null;
-    for _ in 0..100 {
-        run = app.get_json(&location).await.1;
-        if run["status"] != "running" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let location = app.start_pay_run().await;
+    let run = app.wait_for_run(&location).await;
     assert_eq!(run["status"], "completed", "{run}");
     assert_eq!(run["summary"]["paid"], 5);
     assert_eq!(app.invoices("paid").await.len(), 5);

@@ -1,3 +1,0 @@
-DROP TABLE payment_attempts;
-DROP TABLE pay_runs;
-DROP TABLE invoices;
