@@ -102,6 +102,33 @@ impl TestApp {
         response.json().await.expect("invoice")
     }
 
+    /// Funds customer C001 with `funded` EUR cents and creates `count` pending invoices of
+    /// 100, 101, … cents for it; returns their total.
+    pub async fn eur_invoices(&self, funded: i64, count: i64) -> i64 {
+        self.provider
+            .fund("C001", money(funded, Currency::Eur))
+            .await;
+        for i in 0..count {
+            self.create_invoice("C001", 100 + i, "EUR").await;
+        }
+        (0..count).map(|i| 100 + i).sum()
+    }
+
+    /// The value of one Prometheus sample line of `/metrics`, e.g. `name{label="x"}`.
+    pub async fn metric(&self, sample: &str) -> Option<f64> {
+        let text = self
+            .client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("sent")
+            .text()
+            .await
+            .expect("text");
+        text.lines()
+            .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
+    }
+
     pub async fn pay(&self) -> Value {
         let response = self
             .client
