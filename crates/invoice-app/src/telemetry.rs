@@ -69,7 +69,6 @@ pub fn init(service_name: &'static str, format: LogFormat) -> anyhow::Result<Tel
         provider = provider.with_batch_exporter(exporter);
     }
     let provider = provider.build();
-    opentelemetry::global::set_tracer_provider(provider.clone());
 
     let json = match format {
         LogFormat::Json => true,
@@ -86,10 +85,34 @@ pub fn init(service_name: &'static str, format: LogFormat) -> anyhow::Result<Tel
     } else {
         tracing_subscriber::fmt::layer().compact().boxed()
     };
+    install(service_name, provider, Some(logs))
+}
+
+/// Sends every span to `exporter` as it ends, and logs nothing: for tests that look at the
+/// spans themselves.
+pub fn init_with_exporter(
+    service_name: &'static str,
+    exporter: impl opentelemetry_sdk::trace::SpanExporter + 'static,
+) -> anyhow::Result<TelemetryGuard> {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(exporter)
+        .build();
+    install(service_name, provider, None)
+}
+
+type LogLayer = Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync>;
+
+fn install(
+    service_name: &'static str,
+    provider: SdkTracerProvider,
+    logs: Option<LogLayer>,
+) -> anyhow::Result<TelemetryGuard> {
+    opentelemetry::global::set_tracer_provider(provider.clone());
     tracing_subscriber::registry()
+        .with(logs)
         .with(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .with(tracing_opentelemetry::layer().with_tracer(provider.tracer(service_name)))
-        .with(logs)
         .try_init()?;
     Ok(TelemetryGuard { provider })
 }
