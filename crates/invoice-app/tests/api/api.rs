@@ -197,23 +197,15 @@ async fn operations_endpoints(backend: Backend) {
     app.create_invoice("C001", 100, "EUR").await;
     assert_eq!(app.get_json("/healthz").await.0, 200);
     assert_eq!(app.get_json("/readyz").await.0, 200);
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("sent")
-        .text()
-        .await
-        .expect("text");
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l == r#"invoice_app_invoices{status="pending"} 1"#),
-        "{metrics}"
+    assert_eq!(
+        app.metric(r#"invoice_app_invoices{status="pending"}"#)
+            .await,
+        Some(1.0)
     );
-    assert!(
-        metrics.contains(r#"http_requests_total{method="POST",route="/invoices",status="201"} 1"#)
+    assert_eq!(
+        app.metric(r#"http_requests_total{method="POST",route="/invoices",status="201"}"#)
+            .await,
+        Some(1.0)
     );
     let (status, openapi) = app.get_json("/openapi.json").await;
     assert_eq!(status, 200);

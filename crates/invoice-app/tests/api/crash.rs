@@ -5,13 +5,12 @@ use std::collections::HashMap;
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use api_contract::{Currency, CustomerId};
+use api_contract::Currency;
 use diesel::{ExpressionMethods, QueryDsl, RunQueryDsl};
 use invoice_app::db::{self, schema::payment_attempts::dsl as attempts};
-use invoice_app::domain::NewInvoice;
 use payment_provider::testing::{TestDb, TestProvider};
 
-use crate::helpers::{Backend, money};
+use crate::helpers::{Backend, create_eur_invoices, money};
 
 const INVOICES: i64 = 2000;
 const SECRET: &str = "crash-test-token-never-in-logs-42";
@@ -79,19 +78,7 @@ async fn postgres_sigkill_mid_run_then_restart_pays_each_invoice_once() {
     };
     let pool = db::pool(&invoice_app::db::DbUrl::Postgres(db_url.clone()), 2);
     db::run(&pool, db::migrate).await.expect("migrated");
-    let new: Vec<NewInvoice> = (0..INVOICES)
-        .map(|i| {
-            NewInvoice::parse(
-                CustomerId::parse("C001").expect("id"),
-                money(100 + i, Currency::Eur),
-                None,
-            )
-            .expect("valid")
-        })
-        .collect();
-    invoice_app::invoices::create(&pool, new)
-        .await
-        .expect("invoices");
+    create_eur_invoices(&pool, INVOICES).await;
 
     let log = std::env::temp_dir().join(format!("crash-{}.log", uuid::Uuid::new_v4().simple()));
     let client = reqwest::Client::new();

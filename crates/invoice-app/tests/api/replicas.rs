@@ -6,11 +6,10 @@ use api_contract::{ChargeRequest, Currency, CustomerId, InvoiceId};
 use chrono::{TimeDelta, Utc};
 use diesel::{ExpressionMethods, QueryDsl, RunQueryDsl};
 use invoice_app::db::{self, schema::invoices::dsl};
-use invoice_app::domain::NewInvoice;
 use invoice_app::startup::Application;
 
 use crate::both_backends;
-use crate::helpers::{Backend, money, spawn_app, test_config};
+use crate::helpers::{Backend, create_eur_invoices, money, spawn_app, test_config};
 
 async fn three_concurrent_pay_runs_charge_each_invoice_once(backend: Backend) {
     let Some(app) = spawn_app(backend).await else {
@@ -20,19 +19,7 @@ async fn three_concurrent_pay_runs_charge_each_invoice_once(backend: Backend) {
         .fund("C001", money(100_000_000, Currency::Eur))
         .await;
     let pool = db::pool(&app.config.database_url, 2);
-    let new: Vec<NewInvoice> = (0..300)
-        .map(|i| {
-            NewInvoice::parse(
-                CustomerId::parse("C001").expect("id"),
-                money(100 + i, Currency::Eur),
-                None,
-            )
-            .expect("valid")
-        })
-        .collect();
-    invoice_app::invoices::create(&pool, new)
-        .await
-        .expect("created");
+    create_eur_invoices(&pool, 300).await;
 
     // Two more replicas of invoice-app on the same database.
     let mut urls = vec![app.base_url.clone()];
