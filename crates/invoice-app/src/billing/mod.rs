@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{TimeDelta, Utc};
-use futures_util::StreamExt;
+use futures_util::{StreamExt, stream};
+use tokio::sync::mpsc;
 
 use crate::db::{self, DbError, DbPool, attempts, invoices, pay_runs};
 use crate::domain::{Invoice, Settlement};
@@ -64,6 +65,34 @@ pub struct PayRunReport {
     pub paid: Vec<Invoice>,
     pub failed: Vec<Invoice>,
     pub retry_later: Vec<RetryLater>,
+}
+
+impl PayRunReport {
+    fn add(&mut self, invoice: Invoice, settlement: Settlement, itemise: bool) {
+        match settlement {
+            Settlement::Paid { .. } => {
+                self.summary.paid += 1;
+                if itemise {
+                    self.paid.push(invoice);
+                }
+            }
+            Settlement::Failed { .. } => {
+                self.summary.failed += 1;
+                if itemise {
+                    self.failed.push(invoice);
+                }
+            }
+            Settlement::RetryLater { reason } => {
+                self.summary.retry_later += 1;
+                if itemise {
+                    self.retry_later.push(RetryLater {
+                        invoice_id: invoice.id,
+                        reason,
+                    });
+                }
+            }
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -206,71 +235,98 @@ impl Biller {
         })
     }
 
+    /// Pays in a pipeline, so the provider is never left idle while this side writes: one
+    /// task claims batches (one batch ahead), one keeps `concurrency` charges in flight
+    /// across batch boundaries, and one settles whatever has been charged, in one
+    /// transaction per call. A failed claim stops new work but what is in flight is still
+    /// settled; a failed settlement stops the run.
     async fn pay_batches(&self, run_id: &str, itemise: bool) -> Result<PayRunReport, BillingError> {
-        let mut report = PayRunReport::default();
-        let batch = i64::try_from(self.settings.concurrency * 4).unwrap_or(64);
-        let lease = TimeDelta::from_std(self.settings.lease).unwrap_or(TimeDelta::MAX);
-        let mut cursor: Option<String> = None;
-        loop {
-            if self.stopping.load(Ordering::SeqCst) {
-                break;
-            }
-            let (worker, run, after) = (self.worker_id.clone(), run_id.to_owned(), cursor.clone());
-            let claimed = db::run(&self.pool, move |c| {
-                let now = Utc::now().naive_utc();
-                invoices::claim(c, &worker, &run, after.as_deref(), now, now + lease, batch)
-                    .map_err(DbError::from)
-            })
-            .await?;
-            if claimed.rows.is_empty() {
-                break;
-            }
-            cursor = claimed.cursor.or(cursor);
-            let claimed = claimed.rows;
-            // Every first attempt of the batch on record in one transaction, before any call.
-            let first: Vec<attempts::AttemptRow> = claimed
-                .iter()
-                .map(|row| pay_one::new_attempt(run_id, row))
-                .collect();
-            let ids: Vec<String> = first.iter().map(|a| a.id.clone()).collect();
-            db::run(&self.pool, move |c| {
-                attempts::start_all(c, &first).map_err(DbError::from)
-            })
-            .await?;
+        let batch = self.settings.concurrency.max(1) * 4;
+        let (claimed_tx, claimed_rx) = mpsc::channel::<Vec<(invoices::InvoiceRow, String)>>(1);
+        let (charged_tx, mut charged_rx) = mpsc::channel::<pay_one::Charged>(batch);
 
-            let charged: Vec<_> = futures_util::stream::iter(claimed.into_iter().zip(ids))
-                .map(|(row, attempt)| self.pay_one(run_id, row, attempt))
-                .buffer_unordered(self.settings.concurrency)
-                .collect()
-                .await;
-            let charged = charged.into_iter().collect::<Result<Vec<_>, _>>()?;
-            for (invoice, settlement) in self.settle_all(charged).await? {
-                match settlement {
-                    Settlement::Paid { .. } => {
-                        report.summary.paid += 1;
-                        if itemise {
-                            report.paid.push(invoice);
-                        }
-                    }
-                    Settlement::Failed { .. } => {
-                        report.summary.failed += 1;
-                        if itemise {
-                            report.failed.push(invoice);
-                        }
-                    }
-                    Settlement::RetryLater { reason } => {
-                        report.summary.retry_later += 1;
-                        if itemise {
-                            report.retry_later.push(RetryLater {
-                                invoice_id: invoice.id,
-                                reason,
-                            });
-                        }
-                    }
+        let claimer = async move {
+            let mut cursor: Option<String> = None;
+            while !self.stopping.load(Ordering::SeqCst) {
+                let (rows, next) = self.claim_batch(run_id, cursor.clone(), batch).await?;
+                if rows.is_empty() {
+                    break;
+                }
+                cursor = next.or(cursor);
+                if claimed_tx.send(rows).await.is_err() {
+                    break; // the charger stopped: the run is failing already
                 }
             }
-        }
+            Ok::<_, BillingError>(())
+        };
+
+        let charger = async move {
+            let claimed = stream::unfold(claimed_rx, |mut rx| async move {
+                rx.recv().await.map(|rows| (stream::iter(rows), rx))
+            });
+            let mut charged = std::pin::pin!(
+                claimed
+                    .flatten()
+                    .map(|(row, attempt)| self.pay_one(run_id, row, attempt))
+                    .buffer_unordered(self.settings.concurrency.max(1))
+            );
+            while let Some(one) = charged.next().await {
+                if charged_tx.send(one?).await.is_err() {
+                    break; // the settler stopped on an error of its own
+                }
+            }
+            Ok::<_, BillingError>(())
+        };
+
+        let settler = async move {
+            let mut report = PayRunReport::default();
+            let mut ready = Vec::with_capacity(batch);
+            while charged_rx.recv_many(&mut ready, batch).await > 0 {
+                for (invoice, settlement) in self.settle_all(std::mem::take(&mut ready)).await? {
+                    report.add(invoice, settlement, itemise);
+                }
+            }
+            Ok::<_, BillingError>(report)
+        };
+
+        let (claimed, charged, settled) = tokio::join!(claimer, charger, settler);
+        let report = settled?;
+        charged?;
+        claimed?;
         Ok(report)
+    }
+
+    /// Claims up to `limit` invoices for this run and records the first attempt of each,
+    /// all before any call is made. Returns them with their attempt ids and the cursor.
+    async fn claim_batch(
+        &self,
+        run_id: &str,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<(Vec<(invoices::InvoiceRow, String)>, Option<String>), BillingError> {
+        let lease = TimeDelta::from_std(self.settings.lease).unwrap_or(TimeDelta::MAX);
+        let limit = i64::try_from(limit).unwrap_or(64);
+        let (worker, run) = (self.worker_id.clone(), run_id.to_owned());
+        let claimed = db::run(&self.pool, move |c| {
+            let now = Utc::now().naive_utc();
+            invoices::claim(c, &worker, &run, after.as_deref(), now, now + lease, limit)
+                .map_err(DbError::from)
+        })
+        .await?;
+        if claimed.rows.is_empty() {
+            return Ok((Vec::new(), claimed.cursor));
+        }
+        let first: Vec<attempts::AttemptRow> = claimed
+            .rows
+            .iter()
+            .map(|row| pay_one::new_attempt(run_id, row))
+            .collect();
+        let ids: Vec<String> = first.iter().map(|a| a.id.clone()).collect();
+        db::run(&self.pool, move |c| {
+            attempts::start_all(c, &first).map_err(DbError::from)
+        })
+        .await?;
+        Ok((claimed.rows.into_iter().zip(ids).collect(), claimed.cursor))
     }
 
     /// Stops starting new work, waits up to `grace` for runs in progress, then hands back

@@ -4,6 +4,7 @@
 //! any call is made; the last attempt's result and the invoice's new status are written in
 //! one transaction. Retries in between record and complete their own attempts.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use api_contract::{ChargeRequest, CustomerId, InvoiceId, Money};
@@ -25,14 +26,17 @@ struct Recorded {
 }
 
 impl Recorded {
-    fn write(&self, c: &mut AnyConnection, now: NaiveDateTime) -> diesel::QueryResult<()> {
-        let finish = attempts::Finish {
+    fn finish(&self) -> attempts::Finish<'_> {
+        attempts::Finish {
             outcome: self.outcome,
             http_status: self.http_status,
             detail: self.detail.as_deref(),
             charge_id: self.charge_id.as_deref(),
-        };
-        attempts::finish(c, &self.attempt_id, &finish, now)
+        }
+    }
+
+    fn write(&self, c: &mut AnyConnection, now: NaiveDateTime) -> diesel::QueryResult<()> {
+        attempts::finish(c, &self.attempt_id, &self.finish(), now)
     }
 }
 
@@ -205,27 +209,7 @@ impl Biller {
         let worker = self.worker_id.clone();
         let now = Utc::now().naive_utc();
         let (batch, applied) = db::run(&self.pool, move |c| {
-            let applied = c.transaction(|c| {
-                batch
-                    .iter()
-                    .map(|charged| {
-                        if let Some(last) = &charged.last {
-                            last.write(c, now)?;
-                        }
-                        let id = &charged.row.id;
-                        let n = match &charged.settlement {
-                            Settlement::Paid { charge_id } => {
-                                invoices::mark_paid(c, id, charge_id, now)
-                            }
-                            Settlement::Failed { reason } => {
-                                invoices::mark_failed(c, id, &worker, reason, now)
-                            }
-                            Settlement::RetryLater { .. } => invoices::release(c, id, &worker, now),
-                        }?;
-                        Ok(n == 1)
-                    })
-                    .collect::<diesel::QueryResult<Vec<bool>>>()
-            });
+            let applied = c.transaction(|c| settle_in(c, &batch, &worker, now));
             applied
                 .map(|applied| (batch, applied))
                 .map_err(DbError::from)
@@ -249,6 +233,45 @@ impl Biller {
         }
         Ok(settled)
     }
+}
+
+/// Writes a batch's last attempts and settlements; says for each invoice whether this
+/// worker's settlement applied.
+fn settle_in(
+    c: &mut AnyConnection,
+    batch: &[Charged],
+    worker: &str,
+    now: NaiveDateTime,
+) -> diesel::QueryResult<Vec<bool>> {
+    let finished: Vec<_> = batch
+        .iter()
+        .filter_map(|charged| charged.last.as_ref())
+        .map(|last| (last.attempt_id.as_str(), last.finish()))
+        .collect();
+    attempts::finish_all(c, &finished, now)?;
+    let paid: Vec<(&str, &str)> = batch
+        .iter()
+        .filter_map(|charged| match &charged.settlement {
+            Settlement::Paid { charge_id } => Some((charged.row.id.as_str(), charge_id.as_str())),
+            _ => None,
+        })
+        .collect();
+    let changed: HashSet<String> = invoices::mark_all_paid(c, &paid, now)?
+        .into_iter()
+        .collect();
+    batch
+        .iter()
+        .map(|charged| {
+            let id = &charged.row.id;
+            Ok(match &charged.settlement {
+                Settlement::Paid { .. } => changed.contains(id),
+                Settlement::Failed { reason } => {
+                    invoices::mark_failed(c, id, worker, reason, now)? == 1
+                }
+                Settlement::RetryLater { .. } => invoices::release(c, id, worker, now)? == 1,
+            })
+        })
+        .collect()
 }
 
 /// The row as `settle` left it, without reading it back.

@@ -208,6 +208,52 @@ pub fn mark_paid(
         .execute(conn)
 }
 
+/// [`mark_paid`] for many invoices, given as (invoice id, charge id); returns the ids it
+/// changed. One statement on PostgreSQL, one update each on SQLite.
+pub fn mark_all_paid(
+    conn: &mut AnyConnection,
+    all: &[(&str, &str)],
+    now: NaiveDateTime,
+) -> QueryResult<Vec<String>> {
+    use diesel::sql_types::{Array, Text, Timestamp};
+    #[derive(QueryableByName)]
+    struct Changed {
+        #[diesel(sql_type = Text)]
+        id: String,
+    }
+    match conn {
+        AnyConnection::Postgresql(pg) => {
+            if all.is_empty() {
+                return Ok(Vec::new());
+            }
+            let ids: Vec<&str> = all.iter().map(|(id, _)| *id).collect();
+            let charges: Vec<&str> = all.iter().map(|(_, charge)| *charge).collect();
+            let changed: Vec<Changed> = diesel::sql_query(
+                "UPDATE invoices AS i \
+                 SET status = 'paid', charge_id = v.charge_id, failure_reason = NULL, \
+                     claimed_by = NULL, lease_until = NULL, paid_at = $3, updated_at = $3 \
+                 FROM unnest($1::text[], $2::text[]) AS v (id, charge_id) \
+                 WHERE i.id = v.id AND i.status <> 'paid' \
+                 RETURNING i.id",
+            )
+            .bind::<Array<Text>, _>(ids)
+            .bind::<Array<Text>, _>(charges)
+            .bind::<Timestamp, _>(now)
+            .load(pg)?;
+            Ok(changed.into_iter().map(|c| c.id).collect())
+        }
+        AnyConnection::Sqlite(_) => {
+            let mut changed = Vec::with_capacity(all.len());
+            for (id, charge_id) in all {
+                if mark_paid(conn, id, charge_id, now)? == 1 {
+                    changed.push((*id).to_owned());
+                }
+            }
+            Ok(changed)
+        }
+    }
+}
+
 /// Marks a permanent failure, if `worker` still holds the claim.
 pub fn mark_failed(
     conn: &mut AnyConnection,
