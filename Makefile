@@ -5,7 +5,7 @@ export PACT_DO_NOT_TRACK := true
 
 NEXTEST := cargo nextest run --locked
 
-.PHONY: help build test test-rust pact pact-consumer pact-verify charts lint lint-scripts fmt run run-provider run-app demo bench ci
+.PHONY: help build test test-rust pact pact-consumer pact-verify pact-standalone charts lint lint-scripts fmt run run-provider run-app demo bench ci
 
 help: ## List the targets
 	@awk -F ':.*## ' '/^[a-z-]+:.*## / { printf "  %-14s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -19,7 +19,7 @@ test-rust: ## Unit and integration tests on SQLite, and on PostgreSQL when TEST_
 	@if [ -z "$$TEST_DATABASE_URL" ]; then echo "PostgreSQL tests SKIPPED: set TEST_DATABASE_URL=postgres://user@host:5432 to run them"; fi
 	$(NEXTEST) --workspace -E 'not binary(/pact/)'
 
-pact: pact-consumer pact-verify ## Consumer tests (writes pacts/), then provider verification
+pact: pact-consumer pact-verify pact-standalone ## Consumer tests (writes pacts/), then provider verification, in-repo and standalone
 
 pact-consumer: ## invoice-app's consumer tests; fails if the committed pact is stale
 	$(NEXTEST) -p invoice-app --test pact_consumer
@@ -27,6 +27,9 @@ pact-consumer: ## invoice-app's consumer tests; fails if the committed pact is s
 
 pact-verify: ## payment-provider verifies every pact in pacts/
 	$(NEXTEST) -p payment-provider --test pact_provider
+
+pact-standalone: ## The committed pacts verified against the running binary by pact-python's verifier
+	scripts/pact/verify-standalone.py
 
 charts: ## Offline chart checks: lint, schema, checkov, NetworkPolicy reachability, RBAC
 	scripts/charts/check.sh

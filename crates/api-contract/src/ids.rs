@@ -35,6 +35,13 @@ fn is_id_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
 }
 
+/// Whether `s` has the shape of every id on this platform (invoices, charges, pay runs,
+/// customers): 1 to 64 letters, digits, '_' and '-'. Anything else names nothing, so it is
+/// answered before any query (PostgreSQL would refuse a NUL byte with an error).
+pub fn is_id(s: &str) -> bool {
+    check(s, "id", 64, is_id_byte, "").is_ok()
+}
+
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident, $what:literal, $max:literal, $ok:expr, $allowed:literal) => {
         $(#[$doc])*
@@ -102,6 +109,16 @@ mod tests {
         assert!(IdempotencyKey::parse("").is_err());
         assert!(IdempotencyKey::parse("has space").is_err());
         assert!(IdempotencyKey::parse("ключ").is_err());
+    }
+
+    #[test]
+    fn id_shape() {
+        assert!(is_id("0195b4c0-7a10-7000-8000-000000000002"));
+        assert!(is_id("ch_0195b4c07a10700080000000000000"));
+        assert!(!is_id(""));
+        assert!(!is_id("a\0b"));
+        assert!(!is_id("é"));
+        assert!(!is_id(&"x".repeat(65)));
     }
 
     #[test]

@@ -10,7 +10,7 @@ mod money;
 mod problem;
 
 pub use charge::{AccountResponse, ChargeRequest, ChargeResponse, ChargeStatus};
-pub use ids::{CustomerId, IdError, IdempotencyKey, InvoiceId};
+pub use ids::{CustomerId, IdError, IdempotencyKey, InvoiceId, is_id};
 pub use money::{Currency, Money, MoneyError};
 pub use problem::{ErrorCode, Problem};
 

@@ -25,8 +25,9 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("not found: {0}")]
     NotFound(String),
+    /// With the methods the resource does answer, for the `Allow` header.
     #[error("method not allowed")]
-    MethodNotAllowed,
+    MethodNotAllowed { allow: &'static str },
     #[error("unavailable: {reason}")]
     Unavailable {
         reason: String,
@@ -66,7 +67,12 @@ impl ApiError {
             ),
             E::PayloadTooLarge => (413, ErrorCode::PayloadTooLarge, "Payload too large", None),
             E::NotFound(d) => (404, ErrorCode::NotFound, "Not found", Some(d.clone())),
-            E::MethodNotAllowed => (405, ErrorCode::MethodNotAllowed, "Method not allowed", None),
+            E::MethodNotAllowed { allow } => (
+                405,
+                ErrorCode::MethodNotAllowed,
+                "Method not allowed",
+                Some(format!("this resource answers {allow}")),
+            ),
             E::Unavailable { reason, .. } => (
                 503,
                 ErrorCode::ServiceUnavailable,
@@ -119,13 +125,20 @@ impl ResponseError for ApiError {
             tracing::error!(error = %format!("{e:#}"), "internal error");
         }
         let mut response = problem_response(&self.problem());
-        if let ApiError::Unavailable {
-            retry_after_secs, ..
-        } = self
-        {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        match self {
+            ApiError::Unavailable {
+                retry_after_secs, ..
+            } => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            ApiError::MethodNotAllowed { allow } => {
+                response
+                    .headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            _ => {}
         }
         response
     }

@@ -37,6 +37,8 @@ pub struct Config {
     /// An in-flight idempotency claim older than this belongs to a request that died.
     pub stale_claim_after: Duration,
     pub log_format: LogFormat,
+    /// Serve `POST /_pact/provider-states` (test mode; see `pact_states`).
+    pub pact_states: bool,
 }
 
 impl Config {
@@ -91,6 +93,22 @@ impl Config {
             .parse()
             .map_err(err("LOG_FORMAT"))?;
 
+        let pact_states = match parse("PACT_PROVIDER_STATES", "off")?.as_str() {
+            "off" => false,
+            "on" => true,
+            other => {
+                return Err(err("PACT_PROVIDER_STATES")(format!(
+                    "{other:?}: expected on or off"
+                )));
+            }
+        };
+        // State changes empty the ledger: never next to real data or real callers.
+        if pact_states && (callers.is_some() || matches!(database_url, DbUrl::Postgres(_))) {
+            return Err(err("PACT_PROVIDER_STATES")(
+                "on empties the ledger at every state change: allowed only on SQLite with the development token (CALLER_TOKENS unset)".into(),
+            ));
+        }
+
         Ok(Config {
             listen_addr,
             database_url,
@@ -100,6 +118,7 @@ impl Config {
             faults,
             stale_claim_after,
             log_format,
+            pact_states,
         })
     }
 }
@@ -188,9 +207,28 @@ mod tests {
             ("FAULT_LATENCY_MS", "-3"),
             ("CALLER_TOKENS", "invoice-app:short"),
             ("LOG_FORMAT", "xml"),
+            ("PACT_PROVIDER_STATES", "yes"),
         ] {
             let e = config(&[(var, value)]).expect_err(var);
             assert_eq!(e.var, var, "{e}");
+        }
+    }
+
+    #[test]
+    fn pact_states_never_run_next_to_real_data_or_callers() {
+        assert!(!config(&[]).expect("valid").pact_states);
+        let on = ("PACT_PROVIDER_STATES", "on");
+        assert!(
+            config(&[on])
+                .expect("SQLite, development token")
+                .pact_states
+        );
+        for other in [
+            ("DATABASE_URL", "postgres://u@h/db"),
+            ("CALLER_TOKENS", "invoice-app:a-real-token-0123456789"),
+        ] {
+            let e = config(&[on, other]).expect_err(other.0);
+            assert_eq!(e.var, "PACT_PROVIDER_STATES", "{e}");
         }
     }
 

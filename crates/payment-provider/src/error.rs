@@ -32,8 +32,9 @@ pub enum ApiError {
     Unauthorized,
     #[error("not found: {0}")]
     NotFound(String),
+    /// With the methods the resource does answer, for the `Allow` header.
     #[error("method not allowed")]
-    MethodNotAllowed,
+    MethodNotAllowed { allow: &'static str },
     #[error("unavailable: {reason}")]
     Unavailable {
         reason: String,
@@ -100,7 +101,12 @@ impl ApiError {
                 Some("send a valid bearer token".to_owned()),
             ),
             E::NotFound(d) => (404, ErrorCode::NotFound, "Not found", Some(d.clone())),
-            E::MethodNotAllowed => (405, ErrorCode::MethodNotAllowed, "Method not allowed", None),
+            E::MethodNotAllowed { allow } => (
+                405,
+                ErrorCode::MethodNotAllowed,
+                "Method not allowed",
+                Some(format!("this resource answers {allow}")),
+            ),
             E::Unavailable { reason, .. } => (
                 503,
                 ErrorCode::ServiceUnavailable,
@@ -147,6 +153,9 @@ impl ResponseError for ApiError {
             }
             ApiError::Unauthorized => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::MethodNotAllowed { allow } => {
+                headers.insert(header::ALLOW, HeaderValue::from_static(allow));
             }
             _ => {}
         }

@@ -10,6 +10,7 @@ pub mod error;
 pub mod faults;
 pub mod http;
 pub mod metrics;
+pub mod pact_states;
 pub mod seed;
 pub mod startup;
 pub mod telemetry;

@@ -59,11 +59,23 @@ impl Application {
         let listener = TcpListener::bind(config.listen_addr)
             .with_context(|| format!("binding LISTEN_ADDR {}", config.listen_addr))?;
         let port = listener.local_addr()?.port();
+        let pact_states = config.pact_states;
+        if pact_states {
+            tracing::warn!(
+                path = http::PACT_STATES_PATH,
+                "PACT_PROVIDER_STATES is on: every state change empties the ledger; for contract verification only"
+            );
+        }
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(from_fn(http::observe))
                 .app_data(state.clone())
-                .configure(http::routes)
+                .configure(|cfg| {
+                    if pact_states {
+                        http::pact_state_routes(cfg);
+                    }
+                    http::routes(cfg);
+                })
         })
         .listen(listener)?
         .shutdown_timeout(20)

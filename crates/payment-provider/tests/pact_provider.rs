@@ -1,28 +1,20 @@
 //! Provider side of the charge contract: the real payment-provider, on a random port with a
 //! fresh SQLite database, verifies every pact in `pacts/` (written by invoice-app's
-//! `pact_consumer` test). Provider states are set up through the provider's own db and seed
-//! functions, and each interaction starts from an empty ledger.
+//! `pact_consumer` test). Provider states are set up over HTTP through the provider's own
+//! `POST /_pact/provider-states` (`PACT_PROVIDER_STATES=on`), the same way any other Pact
+//! verifier would set them up, and each starts from an empty ledger.
 
-use std::collections::HashMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::{Context, bail};
-use api_contract::{CHARGES_PATH, ChargeRequest, CustomerId, InvoiceId, Money, headers};
-use async_trait::async_trait;
-use diesel::RunQueryDsl;
-use pact_models::provider_states::ProviderState;
-use pact_verifier::callback_executors::ProviderStateExecutor;
+use pact_verifier::callback_executors::HttpRequestProviderStateExecutor;
 use pact_verifier::verification_result::VerificationMismatchResult;
 use pact_verifier::{
     FilterInfo, NullRequestFilterExecutor, PactSource, ProviderInfo, ProviderTransport,
     VerificationOptions, verify_provider_async,
 };
-use payment_provider::db::{self, schema};
-use payment_provider::testing::{Backend, TEST_TOKEN, TestProvider};
-use serde_json::{Value, json};
+use payment_provider::http::PACT_STATES_PATH;
+use payment_provider::testing::{Backend, TestProvider};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pact_verification() {
@@ -31,9 +23,10 @@ async fn pact_verification() {
         .map(|file| PactSource::File(file.to_string_lossy().into_owned()))
         .collect();
 
-    let outage = Arc::new(AtomicBool::new(false));
+    // Test mode as a verifier elsewhere would run it: state changes on, development token.
     let provider = TestProvider::spawn(Backend::Sqlite, |config| {
-        config.faults.outage = outage.clone();
+        config.callers = None;
+        config.pact_states = true;
     })
     .await
     .expect("SQLite needs no configuration");
@@ -57,12 +50,12 @@ async fn pact_verification() {
         coloured_output: false,
         ..VerificationOptions::default()
     };
-    let states = Arc::new(States {
-        provider,
-        outage,
-        http: reqwest::Client::new(),
+    let states = Arc::new(HttpRequestProviderStateExecutor {
+        state_change_url: Some(format!("{}{PACT_STATES_PATH}", provider.base_url)),
+        state_change_teardown: true,
+        state_change_body: true,
+        retries: 0,
     });
-
     let result = verify_provider_async(
         info,
         sources,
@@ -122,146 +115,4 @@ fn describe(why: &VerificationMismatchResult) -> String {
             .join("; "),
         VerificationMismatchResult::Error { error, .. } => error.clone(),
     }
-}
-
-/// Sets up the provider states the pacts name.
-struct States {
-    provider: TestProvider,
-    outage: Arc<AtomicBool>,
-    http: reqwest::Client,
-}
-
-impl fmt::Debug for States {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("States")
-            .field("base_url", &self.provider.base_url)
-            .finish_non_exhaustive()
-    }
-}
-
-#[async_trait]
-impl ProviderStateExecutor for States {
-    async fn call(
-        self: Arc<Self>,
-        _interaction_id: Option<String>,
-        state: &ProviderState,
-        setup: bool,
-        _client: Option<&reqwest_pact::Client>,
-    ) -> anyhow::Result<HashMap<String, Value>> {
-        let done = if setup {
-            self.set_up(state).await
-        } else {
-            self.reset().await
-        };
-        // The verifier only logs a failed state change; say why where the test shows it.
-        if let Err(e) = &done {
-            eprintln!("provider state {:?}: {e:#}", state.name);
-        }
-        done?;
-        // `Bearer ${token}` in the pact: the token this provider accepts from invoice-app.
-        Ok(HashMap::from([("token".to_owned(), json!(TEST_TOKEN))]))
-    }
-
-    /// Teardown empties the ledger, so no interaction sees another's data.
-    fn teardown(&self) -> bool {
-        true
-    }
-}
-
-impl States {
-    async fn set_up(&self, state: &ProviderState) -> anyhow::Result<()> {
-        let name = state.name.as_str();
-        match name {
-            // An interaction without a state.
-            "" => {}
-            "the provider is unavailable" => self.outage.store(true, Ordering::Relaxed),
-            // TEST_TOKEN is the only token this provider accepts.
-            _ if name.starts_with("the token ") && name.ends_with(" was never issued") => {}
-            _ if name.starts_with("customer ") && name.ends_with(" has no account") => {
-                let customer_id = text(state, "customer_id")?;
-                if self.provider.balance(customer_id).await.is_some() {
-                    bail!("customer {customer_id} has an account");
-                }
-            }
-            _ if name.starts_with("customer ") && name.contains(" has ") => {
-                let customer_id = text(state, "customer_id")?;
-                let balance = money(state)?;
-                if self.provider.balance(customer_id).await.is_some() {
-                    bail!("customer {customer_id} is set up twice");
-                }
-                self.provider.fund(customer_id, balance).await;
-            }
-            _ if name.starts_with("a charge with key ") && name.ends_with(" already succeeded") => {
-                self.charge_once(state).await?;
-            }
-            _ => bail!("no set-up for this provider state"),
-        }
-        Ok(())
-    }
-
-    /// Makes the charge the state describes, as invoice-app would: its key is then completed.
-    async fn charge_once(&self, state: &ProviderState) -> anyhow::Result<()> {
-        let request = ChargeRequest {
-            invoice_id: InvoiceId::parse(text(state, "invoice_id")?)?,
-            customer_id: CustomerId::parse(text(state, "customer_id")?)?,
-            amount: money(state)?,
-        };
-        if self
-            .provider
-            .balance(request.customer_id.as_str())
-            .await
-            .is_none()
-        {
-            self.provider
-                .fund(request.customer_id.as_str(), request.amount)
-                .await;
-        }
-        let response = self
-            .http
-            .post(format!("{}{CHARGES_PATH}", self.provider.base_url))
-            .bearer_auth(TEST_TOKEN)
-            .header(headers::IDEMPOTENCY_KEY, text(state, "idempotency_key")?)
-            .json(&request)
-            .send()
-            .await?;
-        if response.status().as_u16() != 201 {
-            bail!(
-                "the first charge answered {}: {}",
-                response.status(),
-                response.text().await.unwrap_or_default()
-            );
-        }
-        Ok(())
-    }
-
-    /// Back to a provider with no accounts, charges or keys, and no outage.
-    async fn reset(&self) -> anyhow::Result<()> {
-        self.outage.store(false, Ordering::Relaxed);
-        db::run(&self.provider.pool, |c| {
-            diesel::delete(schema::idempotency_keys::table).execute(c)?;
-            diesel::delete(schema::charges::table).execute(c)?;
-            diesel::delete(schema::accounts::table).execute(c)?;
-            Ok::<_, anyhow::Error>(())
-        })
-        .await
-    }
-}
-
-fn text<'a>(state: &'a ProviderState, param: &str) -> anyhow::Result<&'a str> {
-    state
-        .params
-        .get(param)
-        .and_then(Value::as_str)
-        .with_context(|| format!("param {param:?} (a string) is missing"))
-}
-
-/// The `minor_units` and `currency` params.
-fn money(state: &ProviderState) -> anyhow::Result<Money> {
-    let minor_units = state
-        .params
-        .get("minor_units")
-        .and_then(Value::as_i64)
-        .context("param \"minor_units\" (an integer) is missing")?;
-    let currency = text(state, "currency")?.parse()?;
-    Ok(Money::new(minor_units, currency)?)
 }

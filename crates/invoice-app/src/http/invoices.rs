@@ -106,7 +106,7 @@ pub async fn list(
         )));
     }
     let cursor = params.cursor;
-    if cursor.as_ref().is_some_and(|c| c.len() > 64) {
+    if cursor.as_ref().is_some_and(|c| !api_contract::is_id(c)) {
         return Err(ApiError::BadQuery(
             "cursor is not one this API gave out".to_owned(),
         ));
@@ -143,7 +143,7 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let not_found = || ApiError::NotFound(format!("no invoice {id}"));
-    if id.len() > 64 {
+    if !api_contract::is_id(&id) {
         return Err(not_found());
     }
     let lookup = id.clone();

@@ -5,7 +5,7 @@ mod invoices;
 mod observe;
 mod pay_runs;
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpResponse, guard, web};
 
 pub use observe::observe;
 
@@ -23,40 +23,31 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .app_data(web::PathConfig::default().error_handler(path_error))
     .app_data(web::QueryConfig::default().error_handler(query_error))
     .service(
-        web::resource("/invoices")
-            .route(web::get().to(invoices::list))
-            .route(web::post().to(invoices::create))
-            .default_service(web::to(method_not_allowed)),
+        resource("/invoices", "GET, HEAD, POST")
+            .route(get().to(invoices::list))
+            .route(web::post().to(invoices::create)),
     )
-    .service(
-        web::resource("/invoices/pay")
-            .route(web::post().to(pay_runs::pay_now))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/invoices/{id}")
-            .route(web::get().to(invoices::get))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/pay-runs")
-            .route(web::post().to(pay_runs::start))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/pay-runs/{id}")
-            .route(web::get().to(pay_runs::get))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .route("/healthz", web::get().to(health::healthz))
-    .route("/readyz", web::get().to(health::readyz))
-    .route("/metrics", web::get().to(health::metrics))
-    .route("/openapi.json", web::get().to(health::openapi))
+    .service(resource("/invoices/pay", "POST").route(web::post().to(pay_runs::pay_now)))
+    .service(resource("/invoices/{id}", "GET, HEAD").route(get().to(invoices::get)))
+    .service(resource("/pay-runs", "POST").route(web::post().to(pay_runs::start)))
+    .service(resource("/pay-runs/{id}", "GET, HEAD").route(get().to(pay_runs::get)))
+    .service(resource("/healthz", "GET, HEAD").route(get().to(health::healthz)))
+    .service(resource("/readyz", "GET, HEAD").route(get().to(health::readyz)))
+    .service(resource("/metrics", "GET, HEAD").route(get().to(health::metrics)))
+    .service(resource("/openapi.json", "GET, HEAD").route(get().to(health::openapi)))
     .default_service(web::to(not_found));
 }
 
-async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed)
+/// A resource that answers any method other than `allow` with 405 and an `Allow` header.
+fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move || async move {
+        Err::<HttpResponse, _>(ApiError::MethodNotAllowed { allow })
+    }))
+}
+
+/// GET, and HEAD with it (actix sends HEAD answers without their body).
+fn get() -> actix_web::Route {
+    web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
 }
 
 async fn not_found() -> Result<HttpResponse, ApiError> {

@@ -45,7 +45,7 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let not_found = || ApiError::NotFound(format!("no pay run {id}"));
-    if id.len() > 64 {
+    if !api_contract::is_id(&id) {
         return Err(not_found());
     }
     let lookup = id.clone();

@@ -48,6 +48,28 @@ async fn create_and_read_an_invoice(backend: Backend) {
     let (status, fetched) = app.get_json(&location).await;
     assert_eq!(status, 200);
     assert_eq!(fetched, created);
+
+    // HEAD answers like GET, without the body.
+    let head = app
+        .client
+        .head(app.url(&location))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(head.status().as_u16(), 200);
+    assert!(head.bytes().await.expect("body").is_empty());
+
+    // A null description is no description, as the OpenAPI document says.
+    let response = app
+        .client
+        .post(app.url("/invoices"))
+        .json(&json!({"customer_id": "C001", "amount": {"minor_units": 1, "currency": "EUR"}, "description": null}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status().as_u16(), 201);
+    let created: Value = response.json().await.expect("invoice");
+    assert_eq!(created["description"], "");
 }
 
 async fn listing_filters_and_pages(backend: Backend) {
@@ -154,6 +176,9 @@ async fn bad_input_gets_problem_json(backend: Backend) {
         "limit=100000",
         "limit=abc",
         "status=PAID",
+        // A NUL byte once reached PostgreSQL, which answered with an error (a 500).
+        "cursor=a%00b",
+        "cursor=%C3%A9",
     ] {
         let response = app
             .client
@@ -163,27 +188,42 @@ async fn bad_input_gets_problem_json(backend: Backend) {
             .expect("sent");
         assert_problem(response, 400, "invalid_request").await;
     }
-    let missing = app
-        .client
-        .get(app.url("/invoices/nope"))
-        .send()
-        .await
-        .expect("sent");
-    assert_problem(missing, 404, "not_found").await;
-    let run = app
-        .client
-        .get(app.url("/pay-runs/nope"))
-        .send()
-        .await
-        .expect("sent");
-    assert_problem(run, 404, "not_found").await;
+    for path in [
+        "/invoices/nope",
+        "/invoices/a%00b",
+        "/pay-runs/nope",
+        "/pay-runs/a%00b",
+    ] {
+        let missing = app.client.get(app.url(path)).send().await.expect("sent");
+        assert_problem(missing, 404, "not_found").await;
+    }
     let wrong_method = app
         .client
         .delete(app.url("/invoices"))
         .send()
         .await
         .expect("sent");
+    assert_eq!(
+        wrong_method
+            .headers()
+            .get("allow")
+            .and_then(|v| v.to_str().ok()),
+        Some("GET, HEAD, POST"),
+        "a 405 names the methods that work"
+    );
     assert_problem(wrong_method, 405, "method_not_allowed").await;
+    for (path, allow) in [("/healthz", "GET, HEAD"), ("/invoices/pay", "POST")] {
+        let response = app.client.put(app.url(path)).send().await.expect("sent");
+        assert_eq!(
+            response
+                .headers()
+                .get("allow")
+                .and_then(|v| v.to_str().ok()),
+            Some(allow),
+            "{path}"
+        );
+        assert_problem(response, 405, "method_not_allowed").await;
+    }
     assert!(
         app.invoices("pending").await.is_empty(),
         "nothing was created"

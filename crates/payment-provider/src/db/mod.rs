@@ -59,6 +59,15 @@ where
     })
 }
 
+/// Deletes every key, charge and account: Pact provider states only (see `pact_states`).
+pub fn wipe(conn: &mut AnyConnection) -> diesel::QueryResult<()> {
+    use diesel::RunQueryDsl;
+    diesel::delete(schema::idempotency_keys::table).execute(conn)?;
+    diesel::delete(schema::charges::table).execute(conn)?;
+    diesel::delete(schema::accounts::table).execute(conn)?;
+    Ok(())
+}
+
 /// Whether a diesel error is a unique-key violation (an intended conflict, not a fault).
 pub fn is_unique_violation(e: &DieselError) -> bool {
     matches!(

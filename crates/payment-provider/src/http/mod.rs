@@ -5,8 +5,9 @@ mod auth;
 mod charges;
 mod health;
 mod observe;
+mod pact_states;
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpResponse, guard, web};
 
 pub use auth::Caller;
 pub use observe::observe;
@@ -23,29 +24,44 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .error_handler(json_error),
     )
     .app_data(web::PathConfig::default().error_handler(path_error))
+    .service(resource(api_contract::CHARGES_PATH, "POST").route(web::post().to(charges::create)))
     .service(
-        web::resource(api_contract::CHARGES_PATH)
-            .route(web::post().to(charges::create))
-            .default_service(web::to(method_not_allowed)),
+        resource(
+            &format!("{}/{{id}}", api_contract::CHARGES_PATH),
+            "GET, HEAD",
+        )
+        .route(get().to(charges::get)),
     )
     .service(
-        web::resource(format!("{}/{{id}}", api_contract::CHARGES_PATH))
-            .route(web::get().to(charges::get))
-            .default_service(web::to(method_not_allowed)),
+        resource(
+            &format!("{}/{{customer_id}}", api_contract::ACCOUNTS_PATH),
+            "GET, HEAD",
+        )
+        .route(get().to(accounts::get)),
     )
-    .service(
-        web::resource(format!("{}/{{customer_id}}", api_contract::ACCOUNTS_PATH))
-            .route(web::get().to(accounts::get))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .route("/healthz", web::get().to(health::healthz))
-    .route("/readyz", web::get().to(health::readyz))
-    .route("/metrics", web::get().to(health::metrics))
+    .service(resource("/healthz", "GET, HEAD").route(get().to(health::healthz)))
+    .service(resource("/readyz", "GET, HEAD").route(get().to(health::readyz)))
+    .service(resource("/metrics", "GET, HEAD").route(get().to(health::metrics)))
     .default_service(web::to(not_found));
 }
 
-async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed)
+/// Where Pact verifiers send state changes when `PACT_PROVIDER_STATES=on`.
+pub const PACT_STATES_PATH: &str = "/_pact/provider-states";
+
+pub fn pact_state_routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource(PACT_STATES_PATH, "POST").route(web::post().to(pact_states::change)));
+}
+
+/// A resource that answers any method other than `allow` with 405 and an `Allow` header.
+fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move || async move {
+        Err::<HttpResponse, _>(ApiError::MethodNotAllowed { allow })
+    }))
+}
+
+/// GET, and HEAD with it (actix sends HEAD answers without their body).
+fn get() -> actix_web::Route {
+    web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
 }
 
 async fn not_found() -> Result<HttpResponse, ApiError> {

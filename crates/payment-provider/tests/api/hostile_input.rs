@@ -158,14 +158,42 @@ async fn unknown_routes_and_methods_are_problems(backend: Backend) {
         return;
     };
     assert_problem(app.get("/nope").await, 404, "not_found").await;
-    assert_problem(app.get("/v1/charges").await, 405, "method_not_allowed").await;
-    assert_problem(
-        app.get("/v1/charges/ch_doesnotexist").await,
-        404,
-        "not_found",
-    )
-    .await;
-    assert_problem(app.get("/v1/accounts/bad%20id").await, 404, "not_found").await;
+    let wrong_method = app.get("/v1/charges").await;
+    assert_eq!(
+        wrong_method
+            .headers()
+            .get("allow")
+            .and_then(|v| v.to_str().ok()),
+        Some("POST"),
+        "a 405 names the methods that work"
+    );
+    assert_problem(wrong_method, 405, "method_not_allowed").await;
+    let health = app
+        .client
+        .put(app.url("/healthz"))
+        .send()
+        .await
+        .expect("sent");
+    assert_problem(health, 405, "method_not_allowed").await;
+    // A NUL byte once reached PostgreSQL, which answered with an error (a 500).
+    for path in [
+        "/v1/charges/ch_doesnotexist",
+        "/v1/charges/ch%00x",
+        "/v1/accounts/bad%20id",
+        "/v1/accounts/C%00",
+    ] {
+        assert_problem(app.get(path).await, 404, "not_found").await;
+    }
+    app.provider.fund("C001", eur(100)).await;
+    let head = app
+        .client
+        .head(app.url("/v1/accounts/C001"))
+        .bearer_auth(&app.provider.token)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(head.status().as_u16(), 200, "HEAD is answered like GET");
+    assert!(head.bytes().await.expect("body").is_empty());
 }
 
 both_backends!(

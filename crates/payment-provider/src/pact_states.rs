@@ -1,0 +1,128 @@
+//! Pact provider states over HTTP, so any Pact verifier (not only this repository's test)
+//! can check the committed pact against a running provider. Test mode only: it is off
+//! unless `PACT_PROVIDER_STATES=on`, which start-up accepts only on SQLite with the
+//! development token, because every state change empties the ledger.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
+use anyhow::{Context, bail};
+use api_contract::{ChargeRequest, CustomerId, IdempotencyKey, InvoiceId, Money};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::auth::DEV_TOKEN;
+use crate::charging::{self, ChargeReply};
+use crate::db::{self, DbError};
+use crate::domain::ChargeCommand;
+use crate::seed;
+use crate::startup::AppState;
+
+/// The caller the pact's consumer is.
+const CONSUMER: &str = "invoice-app";
+
+/// A verifier's state-change request, as Pact verifiers send it.
+#[derive(Debug, Deserialize)]
+pub struct StateChange {
+    pub state: String,
+    #[serde(default)]
+    pub params: HashMap<String, Value>,
+    #[serde(default)]
+    pub action: Action,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    #[default]
+    Setup,
+    Teardown,
+}
+
+/// Applies `change` to an empty ledger (so it works whether or not the verifier sends
+/// teardowns) and returns the values the pact's provider-state generators ask for.
+pub async fn apply(state: &AppState, change: &StateChange) -> anyhow::Result<Value> {
+    state.faults.outage.store(false, Ordering::Relaxed);
+    db::run(&state.pool, |c| db::wipe(c).map_err(DbError::from)).await?;
+    if change.action == Action::Setup {
+        set_up(state, change).await?;
+    }
+    // `Bearer ${token}` in the pact: the token this provider accepts from invoice-app.
+    Ok(serde_json::json!({ "token": DEV_TOKEN }))
+}
+
+async fn set_up(state: &AppState, change: &StateChange) -> anyhow::Result<()> {
+    let name = change.state.as_str();
+    match name {
+        "" => {}
+        "the provider is unavailable" => state.faults.outage.store(true, Ordering::Relaxed),
+        // The development token is the only one accepted here.
+        _ if name.starts_with("the token ") && name.ends_with(" was never issued") => {
+            if name.contains(DEV_TOKEN) {
+                bail!("that token is the one this provider accepts");
+            }
+        }
+        // The ledger is empty: nobody has an account.
+        _ if name.starts_with("customer ") && name.ends_with(" has no account") => {
+            text(change, "customer_id")?;
+        }
+        _ if name.starts_with("customer ") && name.contains(" has ") => {
+            fund(
+                state,
+                CustomerId::parse(text(change, "customer_id")?)?,
+                money(change)?,
+            )
+            .await?;
+        }
+        _ if name.starts_with("a charge with key ") && name.ends_with(" already succeeded") => {
+            charge_once(state, change).await?;
+        }
+        _ => bail!("no set-up for provider state {name:?}"),
+    }
+    Ok(())
+}
+
+async fn fund(state: &AppState, customer_id: CustomerId, balance: Money) -> anyhow::Result<()> {
+    let account = api_contract::AccountResponse {
+        customer_id,
+        balance,
+    };
+    seed::insert(&state.pool, vec![account]).await.map(|_| ())
+}
+
+/// Makes the charge the state describes, as invoice-app would: its key is then completed.
+async fn charge_once(state: &AppState, change: &StateChange) -> anyhow::Result<()> {
+    let request = ChargeRequest {
+        invoice_id: InvoiceId::parse(text(change, "invoice_id")?)?,
+        customer_id: CustomerId::parse(text(change, "customer_id")?)?,
+        amount: money(change)?,
+    };
+    fund(state, request.customer_id.clone(), request.amount).await?;
+    let key = IdempotencyKey::parse(text(change, "idempotency_key")?)?;
+    let cmd =
+        ChargeCommand::parse(CONSUMER.to_owned(), key, request).map_err(anyhow::Error::msg)?;
+    match charging::charge(state, cmd).await {
+        Ok(ChargeReply::Created(_)) => Ok(()),
+        Ok(other) => bail!("the first charge did not succeed: {other:?}"),
+        Err(e) => bail!("the first charge failed: {e}"),
+    }
+}
+
+fn text<'a>(change: &'a StateChange, param: &str) -> anyhow::Result<&'a str> {
+    change
+        .params
+        .get(param)
+        .and_then(Value::as_str)
+        .with_context(|| format!("param {param:?} (a string) is missing"))
+}
+
+/// The `minor_units` and `currency` params.
+fn money(change: &StateChange) -> anyhow::Result<Money> {
+    let minor_units = change
+        .params
+        .get("minor_units")
+        .and_then(Value::as_i64)
+        .context("param \"minor_units\" (an integer) is missing")?;
+    let currency = text(change, "currency")?.parse()?;
+    Ok(Money::new(minor_units, currency)?)
+}
