@@ -113,8 +113,43 @@ pub struct Money {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct MoneyWire {
+    #[serde(deserialize_with = "whole_number")]
     minor_units: i64,
     currency: Currency,
+}
+
+/// A JSON integer. JSON (and JSON Schema) also count `1215.0` as the integer 1215, so a
+/// number whose fraction is zero is taken as that integer; any other fraction is refused,
+/// never rounded. Beyond 2^53 a double no longer tells integers apart, so those are refused
+/// too (amounts end at `Money::MAX_MINOR_UNITS`, far below).
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    struct WholeNumber;
+    impl serde::de::Visitor<'_> for WholeNumber {
+        type Value = i64;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a whole number of minor units")
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<i64, E> {
+            Ok(v)
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<i64, E> {
+            i64::try_from(v).map_err(|_| E::custom("minor_units is out of range"))
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<i64, E> {
+            const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+            if v.fract() != 0.0 || !v.is_finite() {
+                return Err(E::custom(format!(
+                    "minor_units must be a whole number of minor units, not {v}"
+                )));
+            }
+            if v.abs() > EXACT {
+                return Err(E::custom("minor_units is out of range"));
+            }
+            // Whole and within 2^53: the conversion is exact.
+            Ok(v as i64)
+        }
+    }
+    d.deserialize_any(WholeNumber)
 }
 
 impl TryFrom<MoneyWire> for Money {
@@ -301,9 +336,28 @@ mod tests {
     }
 
     #[test]
+    fn a_number_with_a_zero_fraction_is_that_integer() {
+        for (json, minor) in [
+            (r#"{"minor_units": 1215.0, "currency": "EUR"}"#, 1215),
+            (r#"{"minor_units": 1.215e3, "currency": "EUR"}"#, 1215),
+            (
+                r#"{"minor_units": 1e12, "currency": "EUR"}"#,
+                Money::MAX_MINOR_UNITS,
+            ),
+        ] {
+            let m: Money = serde_json::from_str(json).expect(json);
+            assert_eq!(m.minor_units(), minor, "{json}");
+        }
+    }
+
+    #[test]
     fn serde_rejects_floats_unknown_currency_and_negatives() {
         for bad in [
             r#"{"minor_units": 12.15, "currency": "EUR"}"#,
+            r#"{"minor_units": 0.5, "currency": "EUR"}"#,
+            r#"{"minor_units": 1e300, "currency": "EUR"}"#,
+            r#"{"minor_units": -5.0, "currency": "EUR"}"#,
+            r#"{"minor_units": "1215", "currency": "EUR"}"#,
             r#"{"minor_units": 1215, "currency": "eur"}"#,
             r#"{"minor_units": 1215, "currency": "XXX"}"#,
             r#"{"minor_units": -5, "currency": "EUR"}"#,

@@ -247,6 +247,20 @@ async fn operations_endpoints(backend: Backend) {
             .await,
         Some(1.0)
     );
+    // An invented method must not become a label value of its own.
+    let invented = reqwest::Method::from_bytes(b"BREW").expect("a valid token");
+    let brewed = app
+        .client
+        .request(invented, app.url("/healthz"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(brewed.status().as_u16(), 405);
+    assert_eq!(
+        app.metric(r#"http_requests_total{method="_OTHER",route="/healthz",status="405"}"#)
+            .await,
+        Some(1.0)
+    );
     let (status, openapi) = app.get_json("/openapi.json").await;
     assert_eq!(status, 200);
     for path in [

@@ -3,6 +3,7 @@ use std::time::Instant;
 use actix_web::Error;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::web;
 use tracing::Instrument;
@@ -20,7 +21,7 @@ pub async fn observe(
     let route = req
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_owned());
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method());
     let parent = opentelemetry::global::get_text_map_propagator(|p| {
         p.extract(&HeaderExtractor(req.headers()))
     });
@@ -45,7 +46,19 @@ pub async fn observe(
     if let Some(state) = state {
         state
             .metrics
-            .observe_request(&method, &route, status, started.elapsed().as_secs_f64());
+            .observe_request(method, &route, status, started.elapsed().as_secs_f64());
     }
     response
+}
+
+/// Standard methods by name, anything else as `_OTHER` (OpenTelemetry's convention): a
+/// client inventing method names must not add label values without bound.
+fn method_label(method: &Method) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT",
+    ];
+    KNOWN
+        .into_iter()
+        .find(|known| *known == method.as_str())
+        .unwrap_or("_OTHER")
 }

@@ -34,6 +34,15 @@ async fn metrics_count_requests_and_outcomes(backend: Backend) {
         .await;
     app.charge("k1", &charge_body("inv-1", "C001", 100, "EUR"))
         .await;
+    // An invented method must not become a label value of its own.
+    let invented = reqwest::Method::from_bytes(b"BREW").expect("a valid token");
+    let brewed = app
+        .client
+        .request(invented, app.url("/healthz"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(brewed.status().as_u16(), 405);
     let text = app
         .client
         .get(app.url("/metrics"))
@@ -49,9 +58,11 @@ async fn metrics_count_requests_and_outcomes(backend: Backend) {
         r#"payment_provider_charges_total{outcome="replayed"} 1"#,
         r#"http_requests_total{method="POST",route="/v1/charges",status="201"} 1"#,
         r#"http_requests_total{method="POST",route="/v1/charges",status="402"} 1"#,
+        r#"http_requests_total{method="_OTHER",route="/healthz",status="405"} 1"#,
     ] {
         assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
     }
+    assert!(!text.contains("BREW"), "{text}");
     assert!(text.contains("http_request_duration_seconds_bucket"));
 }
 
