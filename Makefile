@@ -5,15 +5,15 @@ export PACT_DO_NOT_TRACK := true
 
 NEXTEST := cargo nextest run --locked
 
-.PHONY: help build test test-rust pact pact-consumer pact-verify pact-standalone charts lint lint-scripts fmt run run-provider run-app demo bench ci
+.PHONY: help build test test-rust pact pact-consumer pact-verify pact-standalone fuzz-api charts lint lint-scripts fmt run run-provider run-app demo bench ci
 
 help: ## List the targets
-	@awk -F ':.*## ' '/^[a-z-]+:.*## / { printf "  %-14s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+	@awk -F ':.*## ' '/^[a-z-]+:.*## / { printf "  %-16s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 
 build: ## Build both services
 	cargo build --locked --bins
 
-test: test-rust pact charts lint-scripts ## Run every test: Rust (SQLite + PostgreSQL), Pact, charts, scripts
+test: test-rust pact fuzz-api charts lint-scripts ## Run every test: Rust (SQLite + PostgreSQL), Pact, API fuzzing, charts, scripts
 
 test-rust: ## Unit and integration tests on SQLite, and on PostgreSQL when TEST_DATABASE_URL is set
 	@if [ -z "$$TEST_DATABASE_URL" ]; then echo "PostgreSQL tests SKIPPED: set TEST_DATABASE_URL=postgres://user@host:5432 to run them"; fi
@@ -30,6 +30,9 @@ pact-verify: ## payment-provider verifies every pact in pacts/
 
 pact-standalone: ## The committed pacts verified against the running binary by pact-python's verifier
 	scripts/pact/verify-standalone.py
+
+fuzz-api: ## schemathesis against invoice-app from its OpenAPI document (SQLite, and PostgreSQL with TEST_DATABASE_URL)
+	scripts/api/fuzz-openapi.py
 
 charts: ## Offline chart checks: lint, schema, checkov, NetworkPolicy reachability, RBAC
 	scripts/charts/check.sh

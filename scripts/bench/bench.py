@@ -20,7 +20,6 @@ quick look: BENCH_SIZES=1000,5000.
 import json
 import os
 import shutil
-import signal
 import sqlite3
 import statistics
 import subprocess
@@ -31,8 +30,9 @@ import urllib.request
 import uuid
 from datetime import datetime
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from services import ROOT, TARGET, Service  # noqa: E402
+
 BIN = os.path.join(TARGET, "release")
 PG = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432").rstrip("/")
 SIZES = [int(s) for s in os.environ.get("BENCH_SIZES", "10000,100000").split(",")]
@@ -50,13 +50,6 @@ def http(method, url, timeout=30):
     req = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
     with urllib.request.urlopen(req, timeout=timeout) as resp:
         return resp.status, json.loads(resp.read() or b"null")
-
-
-def free_port():
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def psql(sql, db="postgres"):
@@ -98,44 +91,6 @@ class Database:
             psql(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
 
 
-class Service:
-    def __init__(self, name, env):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {"PATH": os.environ["PATH"], "LISTEN_ADDR": f"127.0.0.1:{self.port}",
-               "LOG_FORMAT": "json", "RUST_LOG": "warn", **env}
-        self.started = time.perf_counter()
-        self.proc = subprocess.Popen([os.path.join(BIN, name)], env=env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.ready_after = self.wait_ready()
-
-    def wait_ready(self):
-        deadline = time.perf_counter() + 30
-        while time.perf_counter() < deadline:
-            try:
-                if http("GET", f"{self.url}/readyz", timeout=1)[0] == 200:
-                    return time.perf_counter() - self.started
-            except OSError:
-                time.sleep(0.002)
-        raise RuntimeError(f"{self.url} did not become ready")
-
-    def memory_kib(self):
-        """(current, peak) resident set size in KiB."""
-        fields = {}
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                fields[key] = value.split()[0] if value.split() else "0"
-        return int(fields.get("VmRSS", 0)), int(fields.get("VmHWM", 0))
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-
-
 def seed_invoices(db, count):
     """Pending invoices spread over the demo customers, inserted in bulk."""
     customers = ", ".join(f"('{c}', '{cur}')" for c, cur in CUSTOMERS)
@@ -161,9 +116,9 @@ def seed_invoices(db, count):
 
 def start_pair(backend):
     pp_db, ia_db = Database(backend, "pp"), Database(backend, "ia")
-    provider = Service("payment-provider", {"DATABASE_URL": pp_db.url, "SEED": "demo",
+    provider = Service(os.path.join(BIN, "payment-provider"), {"DATABASE_URL": pp_db.url, "SEED": "demo",
                                             "CALLER_TOKENS": f"invoice-app:{TOKEN}"})
-    app = Service("invoice-app", {"DATABASE_URL": ia_db.url, "SEED": "none", "PAY_SCHEDULE": "off",
+    app = Service(os.path.join(BIN, "invoice-app"), {"DATABASE_URL": ia_db.url, "SEED": "none", "PAY_SCHEDULE": "off",
                                   "PAYMENT_PROVIDER_URL": provider.url,
                                   "PAYMENT_PROVIDER_TOKEN": TOKEN})
     return pp_db, ia_db, provider, app
@@ -271,7 +226,7 @@ def startup():
         times = []
         for _ in range(5):
             db = Database("sqlite", "startup")
-            svc = Service(name, {"DATABASE_URL": db.url, "SEED": "none", "PAY_SCHEDULE": "off"})
+            svc = Service(os.path.join(BIN, name), {"DATABASE_URL": db.url, "SEED": "none", "PAY_SCHEDULE": "off"})
             times.append(svc.ready_after * 1000)
             svc.stop()
             db.drop()

@@ -1,0 +1,76 @@
+"""What the Python scripts share: running a service binary on a free loopback port until it
+is ready, and a cached virtualenv holding one pinned tool."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Service:
+    """A service binary on 127.0.0.1:<free port>, started with only `env` (plus PATH), ready
+    (`/readyz` 200) when the constructor returns; `ready_after` is how long that took."""
+
+    def __init__(self, binary, env, log=subprocess.DEVNULL):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {"PATH": os.environ["PATH"], "LISTEN_ADDR": f"127.0.0.1:{self.port}",
+               "LOG_FORMAT": "json", "RUST_LOG": "warn", **env}
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen([binary], env=env, stdout=log, stderr=log)
+        self.ready_after = self.wait_ready()
+
+    def wait_ready(self, timeout=30):
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.proc.args[0]} exited with {self.proc.returncode}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/readyz", timeout=1) as r:
+                    if r.status == 200:
+                        return time.perf_counter() - self.started
+            except OSError:
+                time.sleep(0.002)
+        raise RuntimeError(f"{self.url} did not become ready")
+
+    def memory_kib(self):
+        """(current, peak) resident set size in KiB."""
+        fields = {}
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                fields[key] = value.split()[0] if value.split() else "0"
+        return int(fields.get("VmRSS", 0)), int(fields.get("VmHWM", 0))
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def venv(name, requirement):
+    """The python of ~/.cache/invoice-platform/<name> holding `requirement`, created or
+    updated only when the pinned requirement changed."""
+    path = os.path.expanduser(f"~/.cache/invoice-platform/{name}")
+    python = os.path.join(path, "bin", "python")
+    stamp = os.path.join(path, ".stamp")
+    if not (os.path.exists(stamp) and open(stamp).read() == requirement):
+        subprocess.run([sys.executable, "-m", "venv", path], check=True)
+        subprocess.run([python, "-m", "pip", "install", "-q", requirement], check=True)
+        with open(stamp, "w") as f:
+            f.write(requirement)
+    return python
