@@ -112,32 +112,48 @@ fn execute(
     lock_token: &str,
 ) -> Result<ChargeReply, ApiError> {
     let now = now();
+    let currency = cmd.amount.currency().code();
+    let charge = charges::Charge {
+        id: format!("ch_{}", uuid::Uuid::now_v7().simple()),
+        caller: cmd.caller.clone(),
+        idempotency_key: cmd.key.as_str().to_owned(),
+        invoice_id: cmd.invoice_id.as_str().to_owned(),
+        customer_id: cmd.customer_id.as_str().to_owned(),
+        amount_minor: cmd.amount.minor_units(),
+        currency: currency.to_owned(),
+        status: "succeeded".to_owned(),
+        created_at: now,
+    };
+    let created = || {
+        ChargeReply::Created(ChargeResponse {
+            id: charge.id.clone(),
+            status: ChargeStatus::Succeeded,
+            invoice_id: cmd.invoice_id.clone(),
+            customer_id: cmd.customer_id.clone(),
+            amount: cmd.amount,
+            created_at: rfc3339(now),
+        })
+    };
     let outcome = conn.transaction::<_, ExecError, _>(|c| {
-        let currency = cmd.amount.currency().code();
-        let minor = cmd.amount.minor_units();
-        // The debit comes first: a write that takes the lock at once on SQLite, and a
-        // conditional update that cannot overdraw on either backend.
-        let reply = if accounts::debit(c, cmd.customer_id.as_str(), currency, minor, now)? {
-            let charge = charges::Charge {
-                id: format!("ch_{}", uuid::Uuid::now_v7().simple()),
-                caller: cmd.caller.clone(),
-                idempotency_key: cmd.key.as_str().to_owned(),
-                invoice_id: cmd.invoice_id.as_str().to_owned(),
-                customer_id: cmd.customer_id.as_str().to_owned(),
-                amount_minor: minor,
-                currency: currency.to_owned(),
-                status: "succeeded".to_owned(),
-                created_at: now,
-            };
+        // The debit comes first: a conditional update that cannot overdraw, and on SQLite a
+        // write that takes the lock at once. PostgreSQL also writes the ledger row and the
+        // response in the same statement.
+        let debited = match c {
+            AnyConnection::Postgresql(pg) => {
+                let (status, body) = stored_response(&created());
+                match charges::debit_and_record(pg, &charge, lock_token, status, &body)? {
+                    charges::Recorded::Charged => return Ok(created()),
+                    charges::Recorded::ClaimLost => return Err(ExecError::LostClaim),
+                    charges::Recorded::NotDebited => false,
+                }
+            }
+            AnyConnection::Sqlite(_) => {
+                accounts::debit(c, &charge.customer_id, currency, charge.amount_minor, now)?
+            }
+        };
+        let reply = if debited {
             charges::insert(c, &charge)?;
-            ChargeReply::Created(ChargeResponse {
-                id: charge.id,
-                status: ChargeStatus::Succeeded,
-                invoice_id: cmd.invoice_id.clone(),
-                customer_id: cmd.customer_id.clone(),
-                amount: cmd.amount,
-                created_at: rfc3339(now),
-            })
+            created()
         } else {
             ChargeReply::Declined(match accounts::find(c, cmd.customer_id.as_str())? {
                 None => Decline::CustomerNotFound(cmd.customer_id.clone()),

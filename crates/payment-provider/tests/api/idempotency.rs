@@ -130,6 +130,38 @@ async fn key_in_flight_is_409(backend: Backend) {
     assert_eq!(app.provider.balance("C001").await, Some(10_000 - 100));
 }
 
+/// A request that stalls past IDEMPOTENCY_STALE_SECS loses its key to a retry; when it
+/// wakes up, its debit must roll back (409), and the retry's is the only one.
+async fn stalled_request_loses_its_stale_claim_and_charges_nothing(backend: Backend) {
+    let Some(app) = spawn_app_with(backend, |c| {
+        c.faults.latency = Duration::from_millis(1500);
+        c.stale_claim_after = Duration::from_secs(1);
+    })
+    .await
+    else {
+        return;
+    };
+    app.provider.fund("C001", eur(10_000)).await;
+    let app = std::sync::Arc::new(app);
+    let body = charge_body("inv-1", "C001", 100, "EUR");
+    let stalled = {
+        let (app, body) = (app.clone(), body.clone());
+        tokio::spawn(async move { app.charge("key-1", &body).await })
+    };
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let retry = app.charge("key-1", &body).await;
+    assert_problem(
+        stalled.await.expect("task"),
+        409,
+        "idempotency_key_in_flight",
+    )
+    .await;
+    assert_eq!(retry.status().as_u16(), 201, "the retry took the key over");
+    assert_eq!(app.provider.balance("C001").await, Some(10_000 - 100));
+    assert_eq!(app.provider.ledger().await.len(), 1);
+    assert_eq!(app.charge("key-1", &body).await.status().as_u16(), 200);
+}
+
 async fn injected_unavailability_charges_nothing_and_retry_succeeds(backend: Backend) {
     let Some(app) = spawn_app_with(backend, |c| {
         c.faults.unavailable_rate = 1.0;
@@ -161,5 +193,6 @@ both_backends!(
     same_key_other_body_is_422,
     concurrent_same_key_debits_once,
     key_in_flight_is_409,
+    stalled_request_loses_its_stale_claim_and_charges_nothing,
     injected_unavailability_charges_nothing_and_retry_succeeds,
 );
