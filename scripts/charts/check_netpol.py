@@ -34,6 +34,10 @@ DNS = "kube-system/coredns[Pod]"
 PROMETHEUS = "monitoring/prometheus[Pod]"
 BYSTANDER = "unrelated/bystander[Pod]"
 IMPOSTOR = "unrelated/impostor[Pod]"  # wears invoice-app's label in the wrong namespace
+INVOICES_INTRUDER = "invoices/intruder[Pod]"
+PAYMENTS_INTRUDER = "payments/intruder[Pod]"
+PAYMENTS_IMPOSTOR = "payments/impostor[Pod]"  # invoice-app's label, in the provider's namespace
+INTRUDERS = [INVOICES_INTRUDER, PAYMENTS_INTRUDER, PAYMENTS_IMPOSTOR]
 INVOICE_APP = "invoices/invoice-app[Deployment]"
 PAY_RUN = "invoices/invoice-app-pay-run[CronJob]"
 INVOICE_TEST = "invoices/invoice-app-test-readyz[Pod]"
@@ -84,7 +88,7 @@ def isolate(directory: str, keep: str) -> None:
 def expected_map(mode: str, pg: bool, monitoring: bool, cronjob: bool) -> dict[tuple[str, str], str]:
     """The allowed connections that touch the team namespaces, for one mode."""
     app_pods = [INVOICE_APP, PROVIDER] + ([PAY_RUN] if cronjob else [])
-    team_pods = app_pods + [INVOICE_TEST, PROVIDER_TEST, INVOICES_DB, PAYMENTS_DB]
+    team_pods = app_pods + [INVOICE_TEST, PROVIDER_TEST, INVOICES_DB, PAYMENTS_DB] + INTRUDERS
     calls = {
         (INVOICE_APP, PROVIDER): HTTP,
         (INVOICE_TEST, INVOICE_APP): HTTP,
@@ -150,6 +154,10 @@ def check(args: argparse.Namespace) -> int:
         expect(PROMETHEUS, PROVIDER, HTTP if args.monitoring else DENIED, "monitoring -> payment-provider")
         expect(PROMETHEUS, INVOICE_APP, HTTP if args.monitoring else DENIED, "monitoring -> invoice-app")
         expect(INVOICE_TEST, INVOICE_APP, HTTP, "invoice-app's helm test pod -> invoice-app")
+        for intruder in INTRUDERS:
+            for target in (PROVIDER, INVOICE_APP, INVOICES_DB, PAYMENTS_DB):
+                expect(intruder, target, DENIED, f"{intruder} -> {target}")
+            expect(intruder, OUTSIDE, DENIED, f"{intruder} -> the internet")
         expect(PROVIDER_TEST, PROVIDER, HTTP, "payment-provider's helm test pod -> payment-provider")
 
     # The whole map in scope, nothing more and nothing less.
