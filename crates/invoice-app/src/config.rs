@@ -40,6 +40,8 @@ pub struct Config {
     /// `None` when the in-process schedule is off.
     pub pay_schedule: Option<cron::Schedule>,
     pub pay_concurrency: usize,
+    /// Pay runs this process works on at once (API, schedule and CLI together).
+    pub pay_max_runs: usize,
     pub charge_timeout: Duration,
     pub retry_max_elapsed: Duration,
     pub claim_lease: Duration,
@@ -110,6 +112,7 @@ impl Config {
             provider_token,
             pay_schedule,
             pay_concurrency: number(&get, "PAY_CONCURRENCY", 16, 1..=256)?,
+            pay_max_runs: number(&get, "PAY_MAX_RUNS", 4, 1..=64)?,
             charge_timeout,
             retry_max_elapsed,
             claim_lease,
@@ -216,6 +219,7 @@ mod tests {
             ("PAYMENT_PROVIDER_URL", "ftp://x"),
             ("PAY_SCHEDULE", "every tuesday"),
             ("PAY_CONCURRENCY", "0"),
+            ("PAY_MAX_RUNS", "0"),
             ("CHARGE_TIMEOUT_MS", "abc"),
             ("CLAIM_LEASE_SECS", "10"),
             ("SEED", "lots"),

@@ -33,6 +33,12 @@ pub enum ApiError {
         reason: String,
         retry_after_secs: u32,
     },
+    /// Too much of this kind of work in progress; try again later.
+    #[error("busy: {reason}")]
+    Busy {
+        reason: String,
+        retry_after_secs: u32,
+    },
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -73,6 +79,12 @@ impl ApiError {
                 "Method not allowed",
                 Some(format!("this resource answers {allow}")),
             ),
+            E::Busy { reason, .. } => (
+                429,
+                ErrorCode::RateLimited,
+                "Too many requests",
+                Some(reason.clone()),
+            ),
             E::Unavailable { reason, .. } => (
                 503,
                 ErrorCode::ServiceUnavailable,
@@ -108,6 +120,12 @@ impl From<BillingError> for ApiError {
                 reason: "shutting down".to_owned(),
                 retry_after_secs: 5,
             },
+            BillingError::Busy(max) => ApiError::Busy {
+                reason: format!(
+                    "{max} pay runs are in progress already; they pay every pending invoice, so try again when one has finished"
+                ),
+                retry_after_secs: 5,
+            },
             BillingError::Corrupt(e) | BillingError::Aborted(e) => {
                 ApiError::Internal(anyhow::anyhow!(e))
             }
@@ -127,6 +145,9 @@ impl ResponseError for ApiError {
         let mut response = problem_response(&self.problem());
         match self {
             ApiError::Unavailable {
+                retry_after_secs, ..
+            }
+            | ApiError::Busy {
                 retry_after_secs, ..
             } => {
                 response

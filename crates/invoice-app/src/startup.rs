@@ -127,6 +127,7 @@ pub fn biller(config: &Config, pool: DbPool, metrics: Metrics) -> anyhow::Result
         concurrency: config.pay_concurrency,
         lease: config.claim_lease,
         retry_max_elapsed: config.retry_max_elapsed,
+        max_runs: config.pay_max_runs,
     };
     Ok(Biller::new(pool, client, settings, metrics))
 }

@@ -24,6 +24,9 @@ pub struct PaySettings {
     pub lease: Duration,
     /// Retry budget of one invoice within a run.
     pub retry_max_elapsed: Duration,
+    /// Runs this process pays at once; more are refused until one ends, so a flood of
+    /// pay requests cannot pile up background work.
+    pub max_runs: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,12 +98,28 @@ impl PayRunReport {
     }
 }
 
+/// A run that holds one of the process's run slots until it is dropped.
+pub struct OpenRun {
+    pub row: pay_runs::PayRunRow,
+    _slot: RunSlot,
+}
+
+struct RunSlot(Arc<AtomicUsize>);
+
+impl Drop for RunSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BillingError {
     #[error(transparent)]
     Db(#[from] DbError),
     #[error("shutting down")]
     ShuttingDown,
+    #[error("{0} pay runs are in progress already")]
+    Busy(usize),
     #[error("stored invoice does not parse: {0}")]
     Corrupt(String),
     #[error("pay run task ended: {0}")]
@@ -115,7 +134,8 @@ pub struct Biller {
     /// Names this process's claims: host name plus a random suffix.
     worker_id: String,
     stopping: AtomicBool,
-    active_runs: AtomicUsize,
+    /// Runs opened and not yet finished (see [`OpenRun`]).
+    active_runs: Arc<AtomicUsize>,
     /// The process's main runtime: runs outlive the HTTP worker that started them.
     runtime: tokio::runtime::Handle,
 }
@@ -135,16 +155,23 @@ impl Biller {
             metrics,
             worker_id: format!("{host}-{}", uuid::Uuid::new_v4().simple()),
             stopping: AtomicBool::new(false),
-            active_runs: AtomicUsize::new(0),
+            active_runs: Arc::new(AtomicUsize::new(0)),
             runtime: tokio::runtime::Handle::current(),
         })
     }
 
-    /// Records a new run and returns its row, without paying anything yet.
-    pub async fn open_run(&self, trigger: Trigger) -> Result<pay_runs::PayRunRow, BillingError> {
+    /// Takes a run slot and records a new run, without paying anything yet.
+    pub async fn open_run(&self, trigger: Trigger) -> Result<OpenRun, BillingError> {
         if self.stopping.load(Ordering::SeqCst) {
             return Err(BillingError::ShuttingDown);
         }
+        let max = self.settings.max_runs;
+        self.active_runs
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .map_err(|_| BillingError::Busy(max))?;
+        let slot = RunSlot(self.active_runs.clone());
         let run = pay_runs::PayRunRow {
             id: uuid::Uuid::now_v7().to_string(),
             trigger: trigger.as_str().to_owned(),
@@ -161,7 +188,10 @@ impl Biller {
             pay_runs::insert(c, &row).map_err(DbError::from)
         })
         .await?;
-        Ok(run)
+        Ok(OpenRun {
+            row: run,
+            _slot: slot,
+        })
     }
 
     /// Opens a run and pays every pending invoice.
@@ -177,7 +207,7 @@ impl Biller {
     /// Starts paying `run` on the main runtime at once; await the result or drop it.
     pub fn spawn_pay(
         self: &Arc<Self>,
-        run: pay_runs::PayRunRow,
+        run: OpenRun,
         itemise: bool,
     ) -> impl std::future::Future<Output = Result<PayRunReport, BillingError>> + use<> {
         let biller = self.clone();
@@ -190,17 +220,16 @@ impl Biller {
         }
     }
 
-    /// Pays every invoice claimable now, batch after batch, and closes the run.
-    #[tracing::instrument(name = "pay_run", skip_all, fields(run_id = %run.id, trigger = %run.trigger))]
-    pub async fn pay(
-        &self,
-        mut run: pay_runs::PayRunRow,
-        itemise: bool,
-    ) -> Result<PayRunReport, BillingError> {
-        self.active_runs.fetch_add(1, Ordering::SeqCst);
+    /// Pays every invoice claimable now, batch after batch, and closes the run; its slot
+    /// is free again when this returns.
+    #[tracing::instrument(name = "pay_run", skip_all, fields(run_id = %open.row.id, trigger = %open.row.trigger))]
+    pub async fn pay(&self, open: OpenRun, itemise: bool) -> Result<PayRunReport, BillingError> {
+        let OpenRun {
+            row: mut run,
+            _slot,
+        } = open;
         let started = Instant::now();
         let result = self.pay_batches(&run.id, itemise).await;
-        self.active_runs.fetch_sub(1, Ordering::SeqCst);
         self.metrics
             .observe_pay_run(started.elapsed().as_secs_f64());
 

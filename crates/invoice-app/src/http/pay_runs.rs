@@ -31,7 +31,7 @@ pub async fn pay_now(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
 /// `POST /pay-runs`: starts a run in the background; poll `GET /pay-runs/{id}`.
 pub async fn start(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let run = state.biller.open_run(Trigger::Api).await?;
-    let id = run.id.clone();
+    let id = run.row.id.clone();
     drop(state.biller.spawn_pay(run, false));
     Ok(HttpResponse::Accepted()
         .insert_header((header::LOCATION, format!("/pay-runs/{id}")))

@@ -6,7 +6,7 @@ use std::time::Duration;
 use api_contract::Currency;
 
 use crate::both_backends;
-use crate::helpers::{Backend, money, spawn_app, spawn_app_with};
+use crate::helpers::{Backend, assert_problem, money, spawn_app, spawn_app_with};
 
 async fn every_pending_invoice_is_paid_once(backend: Backend) {
     let Some(app) = spawn_app(backend).await else {
@@ -199,6 +199,36 @@ async fn background_pay_run_can_be_followed(backend: Backend) {
     assert_eq!(app.invoices("paid").await.len(), 5);
 }
 
+async fn pay_runs_beyond_the_limit_are_refused_until_one_ends(backend: Backend) {
+    let Some(app) = spawn_app_with(
+        backend,
+        |p| p.faults.latency = Duration::from_millis(2000),
+        |c| c.pay_max_runs = 1,
+    )
+    .await
+    else {
+        return;
+    };
+    app.eur_invoices(1_000_000, 2).await;
+    let location = app.start_pay_run().await;
+    for path in ["/pay-runs", "/invoices/pay"] {
+        let refused = app.client.post(app.url(path)).send().await.expect("sent");
+        assert_eq!(
+            refused
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok()),
+            Some("5"),
+            "{path}"
+        );
+        assert_problem(refused, 429, "rate_limited").await;
+    }
+    let run = app.wait_for_run(&location).await;
+    assert_eq!(run["summary"]["paid"], 2, "{run}");
+    // The slot is free again once the run has ended.
+    app.start_pay_run().await;
+}
+
 both_backends!(
     every_pending_invoice_is_paid_once,
     declines_are_recorded_as_failed_with_reason,
@@ -206,4 +236,5 @@ both_backends!(
     provider_down_leaves_invoices_pending_and_says_so,
     every_attempt_is_recorded,
     background_pay_run_can_be_followed,
+    pay_runs_beyond_the_limit_are_refused_until_one_ends,
 );
