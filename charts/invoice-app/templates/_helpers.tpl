@@ -71,7 +71,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/* Refuse values that cannot work. SQLite is one file on one volume: a single pod, and the
-     pay-run job needs that volume. A TLS certificate is for a host. */}}
+     pay-run job needs that volume. A TLS certificate is for a host. A claim must outlive
+     the work done under it (the app checks the same at start-up). */}}
 {{- define "invoice-app.validate" -}}
 {{- if eq (include "invoice-app.databaseKind" .) "sqlite" }}
 {{- if gt (int .Values.replicaCount) 1 }}
@@ -86,6 +87,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- if and .Values.ingress.enabled .Values.ingress.tls.enabled (not .Values.ingress.host) }}
 {{- fail "ingress.tls.enabled needs ingress.host" }}
+{{- end }}
+{{- with .Values.config }}
+{{- if lt (mul (int .claimLeaseSecs) 1000) (add (mul (int .retryMaxElapsedSecs) 1000) (mul (int .chargeTimeoutMs) 2)) }}
+{{- fail "config.claimLeaseSecs must cover config.retryMaxElapsedSecs plus two config.chargeTimeoutMs (invoice-app refuses to start otherwise)" }}
+{{- end }}
 {{- end }}
 {{- end }}
 
