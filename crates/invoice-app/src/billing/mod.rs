@@ -221,15 +221,17 @@ impl Biller {
     }
 
     /// Pays every invoice claimable now, batch after batch, and closes the run; its slot
-    /// is free again when this returns.
+    /// is free again by the time the run is recorded as finished.
     #[tracing::instrument(name = "pay_run", skip_all, fields(run_id = %open.row.id, trigger = %open.row.trigger))]
     pub async fn pay(&self, open: OpenRun, itemise: bool) -> Result<PayRunReport, BillingError> {
         let OpenRun {
             row: mut run,
-            _slot,
+            _slot: slot,
         } = open;
         let started = Instant::now();
         let result = self.pay_batches(&run.id, itemise).await;
+        // Free before the run shows as finished, so whoever sees it finished may start one.
+        drop(slot);
         self.metrics
             .observe_pay_run(started.elapsed().as_secs_f64());
 
