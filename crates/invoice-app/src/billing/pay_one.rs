@@ -1,8 +1,9 @@
 //! One invoice: charge with retries and backoff, every attempt recorded, then settle.
 //!
-//! The first attempt of each invoice is recorded for the whole batch in one insert before
-//! any call is made; the last attempt's result and the invoice's new status are written in
-//! one transaction. Retries in between record and complete their own attempts.
+//! The first attempt of each invoice is recorded with the rest of its claimed batch in one
+//! insert before any call is made; the last attempt's result and the invoice's new status
+//! are written with whatever else finished meanwhile, in one transaction. Retries in
+//! between record and complete their own attempts.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -77,7 +78,7 @@ pub(super) fn new_attempt(run_id: &str, row: &invoices::InvoiceRow) -> attempts:
 
 impl Biller {
     /// Charges `row`, whose first attempt `first_attempt` is already on record. The result
-    /// is written by [`Biller::settle_all`] together with the rest of its batch.
+    /// is written by [`Biller::settle_all`] together with others that finished meanwhile.
     #[tracing::instrument(name = "pay_invoice", skip_all, fields(invoice_id = %row.id))]
     pub(super) async fn pay_one(
         &self,
@@ -197,8 +198,8 @@ impl Biller {
         }
     }
 
-    /// Completes the last attempts and records the settlements of a batch in one
-    /// transaction (one commit instead of one per invoice), and returns the invoices as they
+    /// Completes the last attempts and records the settlements of a group of charged
+    /// invoices in one transaction (one commit instead of one per invoice), and returns the invoices as they
     /// now stand with their settlements. A crash before it commits loses nothing: the
     /// invoices stay claimed until their lease runs out, and the next charge with the same
     /// key is replayed by the provider.
@@ -235,7 +236,7 @@ impl Biller {
     }
 }
 
-/// Writes a batch's last attempts and settlements; says for each invoice whether this
+/// Writes a group's last attempts and settlements; says for each invoice whether this
 /// worker's settlement applied.
 fn settle_in(
     c: &mut AnyConnection,
