@@ -31,7 +31,7 @@ pact-verify: ## payment-provider verifies every pact in pacts/
 pact-standalone: ## The committed pacts verified against the running binary by pact-python's verifier
 	scripts/pact/verify-standalone.py
 
-fuzz-api: ## schemathesis against invoice-app from its OpenAPI document (SQLite, and PostgreSQL with TEST_DATABASE_URL)
+fuzz-api: ## OpenAPI document validated, then schemathesis against invoice-app from it (SQLite, and PostgreSQL with TEST_DATABASE_URL)
 	scripts/api/fuzz-openapi.py
 
 charts: ## Offline chart checks: lint, schema, checkov, NetworkPolicy reachability, RBAC

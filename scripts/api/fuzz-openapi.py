@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Fuzzes invoice-app from its own OpenAPI document with schemathesis (every check; the
-coverage, fuzzing and stateful phases; a fixed seed so a failure replays), on SQLite and,
-when TEST_DATABASE_URL names a PostgreSQL server, on PostgreSQL too. Fails on any finding:
+"""Validates invoice-app's OpenAPI document (openapi-spec-validator), then fuzzes the app
+from it with schemathesis (every check; the coverage, fuzzing and stateful phases; a fixed
+seed so a failure replays), on SQLite and, when TEST_DATABASE_URL names a PostgreSQL
+server, on PostgreSQL too. Fails on any finding:
 a 5xx, an answer the document does not describe, valid input refused or invalid accepted.
 
     scripts/api/fuzz-openapi.py      # or: make fuzz-api
@@ -20,6 +21,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from services import ROOT, TARGET, Service, venv  # noqa: E402
 
 SCHEMATHESIS = "schemathesis==4.32.5"
+SPEC_VALIDATOR = "openapi-spec-validator==0.9.0"
+DOCUMENT = os.path.join(ROOT, "crates", "invoice-app", "openapi.json")
 SEED = "20261122"
 EXAMPLES = os.environ.get("FUZZ_EXAMPLES", "100")
 
@@ -64,8 +67,11 @@ def fuzz(backend, schemathesis, provider_url, scratch):
 
 
 def main():
-    python = venv("schemathesis-venv", SCHEMATHESIS)
-    schemathesis = os.path.join(os.path.dirname(python), "schemathesis")
+    python = venv("schemathesis-venv", SCHEMATHESIS, SPEC_VALIDATOR)
+    tools = os.path.dirname(python)
+    schemathesis = os.path.join(tools, "schemathesis")
+    # The document the app serves (compiled in from this file) must be valid OpenAPI first.
+    subprocess.run([os.path.join(tools, "openapi-spec-validator"), DOCUMENT], check=True)
     subprocess.run(["cargo", "build", "--locked", "-q", "--bins"], cwd=ROOT, check=True)
     backends = ["sqlite"] + (["postgres"] if os.environ.get("TEST_DATABASE_URL") else [])
     with tempfile.TemporaryDirectory() as scratch:

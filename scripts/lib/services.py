@@ -1,5 +1,5 @@
 """What the Python scripts share: running a service binary on a free loopback port until it
-is ready, and a cached virtualenv holding one pinned tool."""
+is ready, and a cached virtualenv holding pinned tools."""
 
 import os
 import signal
@@ -62,15 +62,16 @@ class Service:
             self.proc.kill()
 
 
-def venv(name, requirement):
-    """The python of ~/.cache/invoice-platform/<name> holding `requirement`, created or
-    updated only when the pinned requirement changed."""
+def venv(name, *requirements):
+    """The python of ~/.cache/invoice-platform/<name> holding `requirements`, created or
+    updated only when the pinned requirements changed."""
     path = os.path.expanduser(f"~/.cache/invoice-platform/{name}")
     python = os.path.join(path, "bin", "python")
     stamp = os.path.join(path, ".stamp")
-    if not (os.path.exists(stamp) and open(stamp).read() == requirement):
+    wanted = " ".join(requirements)
+    if not (os.path.exists(stamp) and open(stamp).read() == wanted):
         subprocess.run([sys.executable, "-m", "venv", path], check=True)
-        subprocess.run([python, "-m", "pip", "install", "-q", requirement], check=True)
+        subprocess.run([python, "-m", "pip", "install", "-q", *requirements], check=True)
         with open(stamp, "w") as f:
-            f.write(requirement)
+            f.write(wanted)
     return python
