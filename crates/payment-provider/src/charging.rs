@@ -124,25 +124,24 @@ fn execute(
         status: "succeeded".to_owned(),
         created_at: now,
     };
-    let created = || {
-        ChargeReply::Created(ChargeResponse {
-            id: charge.id.clone(),
-            status: ChargeStatus::Succeeded,
-            invoice_id: cmd.invoice_id.clone(),
-            customer_id: cmd.customer_id.clone(),
-            amount: cmd.amount,
-            created_at: rfc3339(now),
-        })
-    };
+    // The answer if the debit goes through; replays get the same from the stored response.
+    let created = ChargeReply::Created(ChargeResponse {
+        id: charge.id.clone(),
+        status: ChargeStatus::Succeeded,
+        invoice_id: cmd.invoice_id.clone(),
+        customer_id: cmd.customer_id.clone(),
+        amount: cmd.amount,
+        created_at: rfc3339(now),
+    });
     let outcome = conn.transaction::<_, ExecError, _>(|c| {
         // The debit comes first: a conditional update that cannot overdraw, and on SQLite a
         // write that takes the lock at once. PostgreSQL also writes the ledger row and the
         // response in the same statement.
         let debited = match c {
             AnyConnection::Postgresql(pg) => {
-                let (status, body) = stored_response(&created());
+                let (status, body) = stored_response(&created);
                 match charges::debit_and_record(pg, &charge, lock_token, status, &body)? {
-                    charges::Recorded::Charged => return Ok(created()),
+                    charges::Recorded::Charged => return Ok(created),
                     charges::Recorded::ClaimLost => return Err(ExecError::LostClaim),
                     charges::Recorded::NotDebited => false,
                 }
@@ -153,7 +152,7 @@ fn execute(
         };
         let reply = if debited {
             charges::insert(c, &charge)?;
-            created()
+            created
         } else {
             ChargeReply::Declined(match accounts::find(c, cmd.customer_id.as_str())? {
                 None => Decline::CustomerNotFound(cmd.customer_id.clone()),

@@ -272,7 +272,8 @@ impl Biller {
     /// transaction per call. A failed claim stops new work but what is in flight is still
     /// settled; a failed settlement stops the run.
     async fn pay_batches(&self, run_id: &str, itemise: bool) -> Result<PayRunReport, BillingError> {
-        let batch = self.settings.concurrency.max(1) * 4;
+        let concurrency = self.settings.concurrency.max(1);
+        let batch = concurrency * 4;
         let (claimed_tx, claimed_rx) = mpsc::channel::<Vec<(invoices::InvoiceRow, String)>>(1);
         let (charged_tx, mut charged_rx) = mpsc::channel::<pay_one::Charged>(batch);
 
@@ -299,7 +300,7 @@ impl Biller {
                 claimed
                     .flatten()
                     .map(|(row, attempt)| self.pay_one(run_id, row, attempt))
-                    .buffer_unordered(self.settings.concurrency.max(1))
+                    .buffer_unordered(concurrency)
             );
             while let Some(one) = charged.next().await {
                 if charged_tx.send(one?).await.is_err() {
