@@ -97,7 +97,10 @@ impl Config {
             Duration::from_millis(number(&get, "CHARGE_TIMEOUT_MS", 5000, 100..=120_000)?);
         let claim_lease = Duration::from_secs(number(&get, "CLAIM_LEASE_SECS", 300, 10..=86_400)?);
         // A claim must outlive the work done under it, or a second worker would take over
-        // an invoice that is still being charged (harmless, but wasted).
+        // an invoice that is still being charged (harmless, but wasted). It is renewed as
+        // each call starts; no call starts after the budget, and a call ends within one
+        // timeout: so between renewals at most budget + one timeout pass, and the second
+        // timeout is the margin for recording the result.
         if claim_lease < retry_max_elapsed + charge_timeout * 2 {
             return Err(err("CLAIM_LEASE_SECS")(
                 "must exceed RETRY_MAX_ELAPSED_SECS plus two charge timeouts".into(),

@@ -24,6 +24,7 @@ pub async fn create(pool: &DbPool, new: Vec<NewInvoice>) -> Result<Vec<Invoice>,
             created_at: now,
             updated_at: now,
             paid_at: None,
+            attention: None,
         })
         .collect();
     let stored = rows.clone();

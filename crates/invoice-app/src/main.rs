@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use invoice_app::billing::Trigger;
+use invoice_app::billing::{Detail, Trigger};
 use invoice_app::config::Config;
 use invoice_app::metrics::Metrics;
 use invoice_app::startup::{Application, biller, migrated_pool};
@@ -68,16 +68,21 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Pay => {
             let pool = migrated_pool(&config).await?;
             let biller = biller(&config, pool, Metrics::new()?)?;
-            let report = biller.pay_all(Trigger::Cli, false).await?;
+            let report = biller.pay_all(Trigger::Cli, Detail::Counts).await?;
             println!(
                 "{}",
                 serde_json::json!({
                     "run_id": report.run_id,
+                    "status": report.status.as_str(),
                     "paid": report.summary.paid,
                     "failed": report.summary.failed,
                     "retry_later": report.summary.retry_later,
+                    "error": report.error,
                 })
             );
+            if let Some(error) = report.error {
+                anyhow::bail!("pay run {} stopped: {error}", report.run_id);
+            }
         }
     }
     Ok(())

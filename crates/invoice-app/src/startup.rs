@@ -46,6 +46,7 @@ impl Application {
         }
         let metrics = Metrics::new()?;
         let biller = biller(&config, pool.clone(), metrics.clone())?;
+        biller.close_abandoned().await?;
         let schedule = config
             .pay_schedule
             .clone()

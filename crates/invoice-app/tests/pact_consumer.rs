@@ -237,7 +237,7 @@ async fn bad_token(out: &Path) {
     assert_eq!(status, Some(401));
     // Our own request was refused: nothing about the invoice, so no decline.
     assert!(
-        matches!(&outcome, CallOutcome::Rejected { reason } if reason.contains("401")),
+        matches!(&outcome, CallOutcome::Attention { reason } if reason.contains("401")),
         "a bad token: expected a rejection, got {outcome:?}"
     );
 }

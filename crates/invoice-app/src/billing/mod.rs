@@ -1,18 +1,23 @@
 //! Paying invoices: pay runs claim pending invoices in batches, charge each at the provider
 //! with retries (every attempt recorded), and settle it as paid, failed or back to pending.
+//! A run's row is kept true throughout: counts written with the rows they count, a
+//! heartbeat while it works, and `abandoned` when its process died.
 
 mod pay_one;
+mod periods;
+mod settle;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{TimeDelta, Utc};
+use diesel::Connection;
 use futures_util::{StreamExt, stream};
 use tokio::sync::mpsc;
 
 use crate::db::{self, DbError, DbPool, attempts, invoices, pay_runs};
-use crate::domain::{Invoice, Settlement};
+use crate::domain::{Invoice, RunStatus, Settlement};
 use crate::metrics::Metrics;
 use crate::payment_client::PaymentClient;
 
@@ -20,7 +25,8 @@ use crate::payment_client::PaymentClient;
 pub struct PaySettings {
     /// Charges in flight at once.
     pub concurrency: usize,
-    /// How long a claim stays ours; longer than one invoice's whole retry budget.
+    /// How long a claim stays ours from the start of a call; longer than the retry budget
+    /// plus a call's timeout (see `config`).
     pub lease: Duration,
     /// Retry budget of one invoice within a run.
     pub retry_max_elapsed: Duration,
@@ -59,11 +65,23 @@ pub struct Summary {
     pub retry_later: usize,
 }
 
-/// What a run did: the counts, and invoice by invoice when asked for (`itemise`), since a
-/// run of a million invoices should not hold them all in memory to say "done".
-#[derive(Debug, Clone, Default)]
+/// How much a report says: a run of a million invoices should not hold them all in memory
+/// to say "done".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    Counts,
+    /// Every invoice the run changed, as it now stands.
+    Itemised,
+}
+
+/// What a run did: exactly the invoices whose rows it changed (the same counts its row
+/// holds), invoice by invoice when asked for.
+#[derive(Debug, Clone)]
 pub struct PayRunReport {
     pub run_id: String,
+    pub status: RunStatus,
+    /// Why the run stopped, when it failed.
+    pub error: Option<String>,
     pub summary: Summary,
     pub paid: Vec<Invoice>,
     pub failed: Vec<Invoice>,
@@ -71,7 +89,20 @@ pub struct PayRunReport {
 }
 
 impl PayRunReport {
-    fn add(&mut self, invoice: Invoice, settlement: Settlement, itemise: bool) {
+    fn new(run_id: &str) -> Self {
+        PayRunReport {
+            run_id: run_id.to_owned(),
+            status: RunStatus::Running,
+            error: None,
+            summary: Summary::default(),
+            paid: Vec::new(),
+            failed: Vec::new(),
+            retry_later: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, invoice: Invoice, settlement: Settlement, detail: Detail) {
+        let itemise = detail == Detail::Itemised;
         match settlement {
             Settlement::Paid { .. } => {
                 self.summary.paid += 1;
@@ -85,7 +116,7 @@ impl PayRunReport {
                     self.failed.push(invoice);
                 }
             }
-            Settlement::RetryLater { reason } => {
+            Settlement::RetryLater { reason } | Settlement::Attention { reason } => {
                 self.summary.retry_later += 1;
                 if itemise {
                     self.retry_later.push(RetryLater {
@@ -131,7 +162,7 @@ pub struct Biller {
     client: PaymentClient,
     settings: PaySettings,
     metrics: Metrics,
-    /// Names this process's claims: host name plus a random suffix.
+    /// Names this process's claims and runs: host name plus a random suffix.
     worker_id: String,
     stopping: AtomicBool,
     /// Runs opened and not yet finished (see [`OpenRun`]).
@@ -162,6 +193,19 @@ impl Biller {
 
     /// Takes a run slot and records a new run, without paying anything yet.
     pub async fn open_run(&self, trigger: Trigger) -> Result<OpenRun, BillingError> {
+        let slot = self.take_slot()?;
+        // Whoever notices first closes the runs of processes that died.
+        self.close_abandoned().await?;
+        let row = self.new_run_row(trigger);
+        let stored = row.clone();
+        db::run(&self.pool, move |c| {
+            pay_runs::insert(c, &stored).map_err(DbError::from)
+        })
+        .await?;
+        Ok(OpenRun { row, _slot: slot })
+    }
+
+    fn take_slot(&self) -> Result<RunSlot, BillingError> {
         if self.stopping.load(Ordering::SeqCst) {
             return Err(BillingError::ShuttingDown);
         }
@@ -171,110 +215,113 @@ impl Biller {
                 (n < max).then_some(n + 1)
             })
             .map_err(|_| BillingError::Busy(max))?;
-        let slot = RunSlot(self.active_runs.clone());
-        let run = pay_runs::PayRunRow {
+        Ok(RunSlot(self.active_runs.clone()))
+    }
+
+    fn new_run_row(&self, trigger: Trigger) -> pay_runs::PayRunRow {
+        let now = Utc::now().naive_utc();
+        pay_runs::PayRunRow {
             id: uuid::Uuid::now_v7().to_string(),
             trigger: trigger.as_str().to_owned(),
-            status: "running".to_owned(),
+            status: RunStatus::Running.as_str().to_owned(),
             paid: 0,
             failed: 0,
             retry_later: 0,
             error: None,
-            started_at: Utc::now().naive_utc(),
+            started_at: now,
             finished_at: None,
-        };
-        let row = run.clone();
-        db::run(&self.pool, move |c| {
-            pay_runs::insert(c, &row).map_err(DbError::from)
-        })
-        .await?;
-        Ok(OpenRun {
-            row: run,
-            _slot: slot,
-        })
+            worker_id: Some(self.worker_id.clone()),
+            heartbeat_at: Some(now),
+        }
     }
 
     /// Opens a run and pays every pending invoice.
     pub async fn pay_all(
         &self,
         trigger: Trigger,
-        itemise: bool,
+        detail: Detail,
     ) -> Result<PayRunReport, BillingError> {
         let run = self.open_run(trigger).await?;
-        self.pay(run, itemise).await
+        self.pay(run, detail).await
     }
 
     /// Starts paying `run` on the main runtime at once; await the result or drop it.
     pub fn spawn_pay(
         self: &Arc<Self>,
         run: OpenRun,
-        itemise: bool,
+        detail: Detail,
     ) -> impl std::future::Future<Output = Result<PayRunReport, BillingError>> + use<> {
         let biller = self.clone();
         let task = self
             .runtime
-            .spawn(async move { biller.pay(run, itemise).await });
+            .spawn(async move { biller.pay(run, detail).await });
         async move {
             task.await
                 .map_err(|e| BillingError::Aborted(e.to_string()))?
         }
     }
 
-    /// Pays every invoice claimable now, batch after batch, and closes the run; its slot
-    /// is free again by the time the run is recorded as finished.
+    /// Pays every invoice claimable now and closes the run, `completed` or `failed`; its
+    /// slot is free again by the time the run is recorded as finished. A failed run's
+    /// report still holds everything it settled.
     #[tracing::instrument(name = "pay_run", skip_all, fields(run_id = %open.row.id, trigger = %open.row.trigger))]
-    pub async fn pay(&self, open: OpenRun, itemise: bool) -> Result<PayRunReport, BillingError> {
+    pub async fn pay(&self, open: OpenRun, detail: Detail) -> Result<PayRunReport, BillingError> {
         let OpenRun {
-            row: mut run,
+            row: run,
             _slot: slot,
         } = open;
         let started = Instant::now();
-        let result = self.pay_batches(&run.id, itemise).await;
+        let (mut report, stopped) = tokio::select! {
+            done = self.pipeline(&run.id, detail) => done,
+            never = self.heartbeat(&run.id) => match never {},
+        };
         // Free before the run shows as finished, so whoever sees it finished may start one.
         drop(slot);
         self.metrics
             .observe_pay_run(started.elapsed().as_secs_f64());
-
-        run.finished_at = Some(Utc::now().naive_utc());
-        match &result {
-            Ok(report) => {
-                run.status = "completed".to_owned();
-                run.paid = count(report.summary.paid);
-                run.failed = count(report.summary.failed);
-                run.retry_later = count(report.summary.retry_later);
-                tracing::info!(
-                    paid = run.paid,
-                    failed = run.failed,
-                    retry_later = run.retry_later,
-                    "pay run finished"
-                );
-            }
-            Err(e) => {
-                run.status = "failed".to_owned();
-                run.error = Some(e.to_string());
-                tracing::error!(error = %e, "pay run failed");
-            }
+        report.status = match &stopped {
+            None => RunStatus::Completed,
+            Some(_) => RunStatus::Failed,
+        };
+        report.error = stopped.map(|e| e.to_string());
+        match &report.error {
+            None => tracing::info!(summary = ?report.summary, "pay run finished"),
+            Some(error) => tracing::error!(%error, summary = ?report.summary, "pay run failed"),
         }
-        let row = run.clone();
+        let (id, status, error) = (run.id.clone(), report.status, report.error.clone());
         db::run(&self.pool, move |c| {
-            pay_runs::finish(c, &row).map_err(DbError::from)
+            pay_runs::finish(c, &id, status, error.as_deref(), Utc::now().naive_utc())
+                .map_err(DbError::from)
         })
         .await?;
-        result.map(|mut report| {
-            report.run_id = run.id;
-            report
-        })
+        Ok(report)
+    }
+
+    /// Shows the run alive while it works, so one whose process died can be told apart.
+    async fn heartbeat(&self, run_id: &str) -> std::convert::Infallible {
+        let every = (self.settings.lease / 4).max(Duration::from_secs(1));
+        loop {
+            tokio::time::sleep(every).await;
+            let id = run_id.to_owned();
+            let beat = db::run(&self.pool, move |c| {
+                pay_runs::heartbeat(c, &id, Utc::now().naive_utc()).map_err(DbError::from)
+            })
+            .await;
+            if let Err(e) = beat {
+                tracing::warn!(error = %e, "could not record the run's heartbeat");
+            }
+        }
     }
 
     /// Pays in a pipeline, so the provider is never left idle while this side writes: one
     /// task claims batches (one batch ahead), one keeps `concurrency` charges in flight
-    /// across batch boundaries, and one settles whatever has been charged, in one
-    /// transaction per call. A failed claim stops new work but what is in flight is still
-    /// settled; a failed settlement stops the run.
-    async fn pay_batches(&self, run_id: &str, itemise: bool) -> Result<PayRunReport, BillingError> {
+    /// across batch boundaries, and one settles whatever has been charged, a group per
+    /// transaction. A failed claim stops new work but what is in flight is still settled; a
+    /// failed settlement stops the run. Returns what was settled and why it stopped early.
+    async fn pipeline(&self, run_id: &str, detail: Detail) -> (PayRunReport, Option<BillingError>) {
         let concurrency = self.settings.concurrency.max(1);
         let batch = concurrency * 4;
-        let (claimed_tx, claimed_rx) = mpsc::channel::<Vec<(invoices::InvoiceRow, String)>>(1);
+        let (claimed_tx, claimed_rx) = mpsc::channel::<Vec<invoices::InvoiceRow>>(1);
         let (charged_tx, mut charged_rx) = mpsc::channel::<pay_one::Charged>(batch);
 
         let claimer = async move {
@@ -299,11 +346,12 @@ impl Biller {
             let mut charged = std::pin::pin!(
                 claimed
                     .flatten()
-                    .map(|(row, attempt)| self.pay_one(run_id, row, attempt))
+                    .map(|row| self.pay_one(run_id, row))
                     .buffer_unordered(concurrency)
             );
             while let Some(one) = charged.next().await {
-                if charged_tx.send(one?).await.is_err() {
+                let Some(one) = one? else { continue };
+                if charged_tx.send(one).await.is_err() {
                     break; // the settler stopped on an error of its own
                 }
             }
@@ -311,31 +359,32 @@ impl Biller {
         };
 
         let settler = async move {
-            let mut report = PayRunReport::default();
+            let mut report = PayRunReport::new(run_id);
             let mut ready = Vec::with_capacity(batch);
             while charged_rx.recv_many(&mut ready, batch).await > 0 {
-                for (invoice, settlement) in self.settle_all(std::mem::take(&mut ready)).await? {
-                    report.add(invoice, settlement, itemise);
+                match self.settle(run_id, std::mem::take(&mut ready)).await {
+                    Ok(settled) => {
+                        for (invoice, settlement) in settled {
+                            report.add(invoice, settlement, detail);
+                        }
+                    }
+                    Err(e) => return (report, Some(e)),
                 }
             }
-            Ok::<_, BillingError>(report)
+            (report, None)
         };
 
-        let (claimed, charged, settled) = tokio::join!(claimer, charger, settler);
-        let report = settled?;
-        charged?;
-        claimed?;
-        Ok(report)
+        let (claimed, charged, (report, settled)) = tokio::join!(claimer, charger, settler);
+        (report, settled.or(charged.err()).or(claimed.err()))
     }
 
-    /// Claims up to `limit` invoices for this run and records the first attempt of each,
-    /// all before any call is made. Returns them with their attempt ids and the cursor.
+    /// Claims up to `limit` invoices for this run. Returns them and the cursor.
     async fn claim_batch(
         &self,
         run_id: &str,
         after: Option<String>,
         limit: usize,
-    ) -> Result<(Vec<(invoices::InvoiceRow, String)>, Option<String>), BillingError> {
+    ) -> Result<(Vec<invoices::InvoiceRow>, Option<String>), BillingError> {
         let lease = TimeDelta::from_std(self.settings.lease).unwrap_or(TimeDelta::MAX);
         let limit = i64::try_from(limit).unwrap_or(64);
         let (worker, run) = (self.worker_id.clone(), run_id.to_owned());
@@ -345,24 +394,35 @@ impl Biller {
                 .map_err(DbError::from)
         })
         .await?;
-        if claimed.rows.is_empty() {
-            return Ok((Vec::new(), claimed.cursor));
-        }
-        let first: Vec<attempts::AttemptRow> = claimed
-            .rows
-            .iter()
-            .map(|row| pay_one::new_attempt(run_id, row))
-            .collect();
-        let ids: Vec<String> = first.iter().map(|a| a.id.clone()).collect();
-        db::run(&self.pool, move |c| {
-            attempts::start_all(c, &first).map_err(DbError::from)
+        Ok((claimed.rows, claimed.cursor))
+    }
+
+    /// Closes as `abandoned` every run whose heartbeat stopped for a whole lease (its
+    /// process died), and marks the attempts they left started as interrupted. Any replica
+    /// may call it; returns how many runs it closed.
+    pub async fn close_abandoned(&self) -> Result<usize, BillingError> {
+        let lease = TimeDelta::from_std(self.settings.lease).unwrap_or(TimeDelta::MAX);
+        let closed = db::run(&self.pool, move |c| {
+            let now = Utc::now().naive_utc();
+            let runs = pay_runs::open_runs(c, now - lease, None)?;
+            close(
+                c,
+                &runs,
+                "its process stopped sending heartbeats (it died)",
+                now,
+            )
+            .map_err(DbError::from)
         })
         .await?;
-        Ok((claimed.rows.into_iter().zip(ids).collect(), claimed.cursor))
+        if closed > 0 {
+            tracing::warn!(closed, "closed pay runs whose process died as abandoned");
+        }
+        Ok(closed)
     }
 
     /// Stops starting new work, waits up to `grace` for runs in progress, then hands back
-    /// any claim still held so another replica can take it at once.
+    /// any claim still held so another replica can take it at once, and closes the runs
+    /// still open as abandoned (their counts say what they did).
     pub async fn shutdown(&self, grace: Duration) {
         self.stopping.store(true, Ordering::SeqCst);
         let deadline = Instant::now() + grace;
@@ -371,12 +431,18 @@ impl Biller {
         }
         let worker = self.worker_id.clone();
         let released = db::run(&self.pool, move |c| {
-            invoices::release_all(c, &worker, Utc::now().naive_utc()).map_err(DbError::from)
+            let now = Utc::now().naive_utc();
+            let released = invoices::release_all(c, &worker, now)?;
+            let runs = pay_runs::open_runs(c, now, Some(&worker))?;
+            let closed = close(c, &runs, "the process stopped before the run finished", now)?;
+            Ok::<_, DbError>((released, closed))
         })
         .await;
         match released {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(released = n, "handed back claims on shutdown"),
+            Ok((0, 0)) => {}
+            Ok((released, abandoned)) => {
+                tracing::info!(released, abandoned, "handed back claims on shutdown")
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "could not hand back claims; their leases will expire")
             }
@@ -384,6 +450,21 @@ impl Biller {
     }
 }
 
-fn count(n: usize) -> i32 {
-    i32::try_from(n).unwrap_or(i32::MAX)
+/// Closes `runs` as abandoned and their attempts still started as interrupted, together.
+/// The write comes first in the transaction: a SQLite transaction that reads first cannot
+/// take the write lock once another writer has committed.
+fn close(
+    c: &mut db::AnyConnection,
+    runs: &[String],
+    why: &str,
+    now: chrono::NaiveDateTime,
+) -> diesel::QueryResult<usize> {
+    if runs.is_empty() {
+        return Ok(0);
+    }
+    c.transaction(|c| {
+        let closed = pay_runs::abandon(c, runs, why, now)?;
+        attempts::interrupt(c, runs, now)?;
+        Ok(closed)
+    })
 }

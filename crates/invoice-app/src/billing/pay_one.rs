@@ -1,304 +1,280 @@
-//! One invoice: charge with retries and backoff, every attempt recorded, then settle.
+//! One invoice: one call per attempt, a retry policy with a hard budget, every attempt
+//! recorded when its call starts.
 //!
-//! The first attempt of each invoice is recorded with the rest of its claimed batch in one
-//! insert before any call is made; the last attempt's result and the invoice's new status
-//! are written with whatever else finished meanwhile, in one transaction. Retries in
-//! between record and complete their own attempts.
+//! An attempt begins by renewing the run's claim and recording the attempt, in one
+//! transaction, right before the call: an invoice another worker took over is never called,
+//! the lease runs from the call (not from the claim), and the audit trail holds calls made,
+//! not calls planned. The last attempt's result and the invoice's new status are written
+//! later, with whatever else finished meanwhile, in one transaction (see `settle`).
 
-use std::collections::HashSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use api_contract::{ChargeRequest, CustomerId, InvoiceId, Money};
-use backoff::ExponentialBackoffBuilder;
-use chrono::{NaiveDateTime, Utc};
+use backoff::ExponentialBackoff;
+use backoff::backoff::Backoff;
+use chrono::{TimeDelta, Utc};
 use diesel::Connection;
 
 use super::{Biller, BillingError};
-use crate::db::{self, AnyConnection, DbError, attempts, invoices};
-use crate::domain::{CallOutcome, Invoice, InvoiceStatus, Settlement, idempotency_key_for};
+use crate::db::{self, DbError, attempts, invoices};
+use crate::domain::{CallOutcome, Settlement, idempotency_key_for};
+use crate::payment_client::CallResult;
+
+/// The longest wait between two attempts.
+const MAX_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The result of one call, as the attempt record keeps it.
-struct Recorded {
+pub(super) struct Recorded {
     attempt_id: String,
     outcome: &'static str,
+    sent: &'static str,
     http_status: Option<u16>,
     detail: Option<String>,
     charge_id: Option<String>,
 }
 
 impl Recorded {
-    fn finish(&self) -> attempts::Finish<'_> {
-        attempts::Finish {
-            outcome: self.outcome,
-            http_status: self.http_status,
-            detail: self.detail.as_deref(),
-            charge_id: self.charge_id.as_deref(),
+    fn of(attempt_id: String, call: &CallResult) -> Self {
+        let (detail, charge_id) = match &call.outcome {
+            CallOutcome::Succeeded { charge, .. } => (None, Some(charge.id.clone())),
+            CallOutcome::Declined { code, detail } => {
+                (Some(format!("{}: {detail}", code.as_str())), None)
+            }
+            CallOutcome::Retryable { reason, .. }
+            | CallOutcome::Unknown { reason }
+            | CallOutcome::Attention { reason } => (Some(reason.clone()), None),
+        };
+        Recorded {
+            attempt_id,
+            outcome: call.outcome.label(),
+            sent: call.sent.as_str(),
+            http_status: call.http_status,
+            detail,
+            charge_id,
         }
     }
 
-    fn write(&self, c: &mut AnyConnection, now: NaiveDateTime) -> diesel::QueryResult<()> {
-        attempts::finish(c, &self.attempt_id, &self.finish(), now)
+    pub(super) fn finish(&self) -> (&str, attempts::Finish<'_>) {
+        (
+            self.attempt_id.as_str(),
+            attempts::Finish {
+                outcome: self.outcome,
+                sent: self.sent,
+                http_status: self.http_status,
+                detail: self.detail.as_deref(),
+                charge_id: self.charge_id.as_deref(),
+            },
+        )
     }
 }
 
 /// An invoice charged (or given up on) and not yet settled in the database.
 pub(super) struct Charged {
-    row: invoices::InvoiceRow,
-    settlement: Settlement,
+    pub(super) row: invoices::InvoiceRow,
+    pub(super) settlement: Settlement,
     /// The last attempt's result, unless it is already on record.
-    last: Option<Recorded>,
+    pub(super) last: Option<Recorded>,
 }
 
-/// Why the backoff loop stopped without a settlement.
-#[derive(Debug)]
-enum Stop {
-    /// Our own database failed: the run stops.
-    Db(BillingError),
-    /// The provider kept failing transiently until the budget ran out.
-    Transient(String),
+/// What the provider's answer means for the loop.
+enum Verdict {
+    Settle(Settlement),
+    /// Not settled; worth another attempt if the budget allows.
+    Transient {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
 }
 
-/// A new attempt row for `row`, not yet completed.
-pub(super) fn new_attempt(run_id: &str, row: &invoices::InvoiceRow) -> attempts::AttemptRow {
+fn verdict(outcome: CallOutcome) -> Verdict {
+    match outcome {
+        CallOutcome::Succeeded { charge, .. } => Verdict::Settle(Settlement::Paid {
+            charge_id: charge.id,
+        }),
+        CallOutcome::Declined { code, .. } => Verdict::Settle(Settlement::Failed {
+            reason: code.as_str().to_owned(),
+        }),
+        CallOutcome::Attention { reason } => Verdict::Settle(Settlement::Attention { reason }),
+        CallOutcome::Retryable {
+            reason,
+            retry_after,
+        } => Verdict::Transient {
+            reason,
+            retry_after,
+        },
+        // Retried with the same key: the provider's replay tells what happened.
+        CallOutcome::Unknown { reason } => Verdict::Transient {
+            reason,
+            retry_after: None,
+        },
+    }
+}
+
+/// The retry policy of one invoice in one run: exponential backoff with jitter, waits no
+/// shorter than the provider's `Retry-After`, and no attempt starting after the budget.
+/// `Retry-After` can only end the turn sooner, never extend it.
+pub(super) struct RetryBudget {
+    deadline: Instant,
+    intervals: ExponentialBackoff,
+}
+
+impl RetryBudget {
+    pub(super) fn new(budget: Duration, now: Instant) -> Self {
+        let intervals = ExponentialBackoff {
+            initial_interval: Duration::from_millis(100),
+            current_interval: Duration::from_millis(100),
+            multiplier: 2.0,
+            randomization_factor: 0.5,
+            max_interval: MAX_INTERVAL,
+            // The deadline below is the budget; the crate's own check is skipped whenever a
+            // Retry-After is given, so it is not relied on.
+            max_elapsed_time: None,
+            ..ExponentialBackoff::default()
+        };
+        RetryBudget {
+            deadline: now + budget,
+            intervals,
+        }
+    }
+
+    /// How long to wait before the next attempt, or why none starts within the budget.
+    pub(super) fn next_wait(
+        &mut self,
+        retry_after: Option<Duration>,
+        now: Instant,
+    ) -> Result<Duration, String> {
+        let interval = self.intervals.next_backoff().unwrap_or(MAX_INTERVAL);
+        let wait = retry_after.map_or(interval, |asked| asked.max(interval));
+        let left = self.deadline.saturating_duration_since(now);
+        if wait < left {
+            return Ok(wait);
+        }
+        Err(match retry_after {
+            Some(asked) if asked >= left => format!(
+                "Retry-After of {}s is beyond the {:.1}s left of the retry budget",
+                asked.as_secs(),
+                left.as_secs_f64()
+            ),
+            _ => "retry budget used up".to_owned(),
+        })
+    }
+}
+
+impl Biller {
+    /// Charges `row` until it settles or its budget is spent. `None` when another worker
+    /// took the invoice over before a call started: this run leaves it alone.
+    #[tracing::instrument(name = "pay_invoice", skip_all, fields(invoice_id = %row.id))]
+    pub(super) async fn pay_one(
+        &self,
+        run_id: &str,
+        row: invoices::InvoiceRow,
+    ) -> Result<Option<Charged>, BillingError> {
+        let (request, key) = match (charge_request(&row), idempotency_key_for(&row.id)) {
+            (Ok(request), Ok(key)) => (request, key),
+            (Err(reason), _) | (_, Err(reason)) => {
+                let settlement = Settlement::Failed { reason };
+                return Ok(Some(Charged {
+                    row,
+                    settlement,
+                    last: None,
+                }));
+            }
+        };
+        let mut budget = RetryBudget::new(self.settings.retry_max_elapsed, Instant::now());
+        loop {
+            let Some(attempt_id) = self.begin_attempt(run_id, &row).await? else {
+                tracing::info!("claim taken over by another worker; not calling");
+                return Ok(None);
+            };
+            let call = self.client.charge(&key, &request).await;
+            self.metrics.charge_attempt(call.outcome.label());
+            let recorded = Recorded::of(attempt_id, &call);
+            let (reason, retry_after) = match verdict(call.outcome) {
+                Verdict::Settle(settlement) => {
+                    return Ok(Some(Charged {
+                        row,
+                        settlement,
+                        last: Some(recorded),
+                    }));
+                }
+                Verdict::Transient {
+                    reason,
+                    retry_after,
+                } => (reason, retry_after),
+            };
+            // Transient results are completed at once: the settlement comes later, if ever.
+            self.finish_attempt(recorded).await?;
+            match budget.next_wait(retry_after, Instant::now()) {
+                Ok(wait) => {
+                    tracing::debug!(%reason, ?wait, "charge will be retried");
+                    tokio::time::sleep(wait).await;
+                }
+                Err(why) => {
+                    let settlement = Settlement::RetryLater {
+                        reason: format!("{reason}; {why}"),
+                    };
+                    return Ok(Some(Charged {
+                        row,
+                        settlement,
+                        last: None,
+                    }));
+                }
+            }
+        }
+    }
+
+    /// Renews the run's claim and records a new attempt, in one transaction; the attempt's
+    /// id, or `None` when the claim is no longer this run's.
+    async fn begin_attempt(
+        &self,
+        run_id: &str,
+        row: &invoices::InvoiceRow,
+    ) -> Result<Option<String>, BillingError> {
+        let lease = TimeDelta::from_std(self.settings.lease).unwrap_or(TimeDelta::MAX);
+        let worker = self.worker_id.clone();
+        let (run_id, invoice_id) = (run_id.to_owned(), row.id.clone());
+        let held = db::run(&self.pool, move |c| {
+            let now = Utc::now().naive_utc();
+            c.transaction::<_, diesel::result::Error, _>(|c| {
+                if !invoices::renew(c, &invoice_id, &worker, &run_id, now, now + lease)? {
+                    return Ok(None);
+                }
+                let attempt = new_attempt(&run_id, &invoice_id, now);
+                attempts::start(c, &attempt)?;
+                Ok(Some(attempt.id))
+            })
+            .map_err(DbError::from)
+        })
+        .await?;
+        Ok(held)
+    }
+
+    async fn finish_attempt(&self, recorded: Recorded) -> Result<(), BillingError> {
+        db::run(&self.pool, move |c| {
+            let (id, finish) = recorded.finish();
+            attempts::finish(c, id, &finish, Utc::now().naive_utc()).map_err(DbError::from)
+        })
+        .await
+        .map_err(BillingError::from)
+    }
+}
+
+fn new_attempt(run_id: &str, invoice_id: &str, now: chrono::NaiveDateTime) -> attempts::AttemptRow {
     attempts::AttemptRow {
         id: uuid::Uuid::now_v7().to_string(),
-        invoice_id: row.id.clone(),
+        invoice_id: invoice_id.to_owned(),
         pay_run_id: run_id.to_owned(),
-        idempotency_key: idempotency_key_for(&row.id)
+        idempotency_key: idempotency_key_for(invoice_id)
             .map(|k| k.as_str().to_owned())
             .unwrap_or_default(),
         outcome: attempts::STARTED.to_owned(),
         http_status: None,
         detail: None,
         charge_id: None,
-        started_at: Utc::now().naive_utc(),
+        started_at: now,
         finished_at: None,
+        sent: None,
     }
-}
-
-impl Biller {
-    /// Charges `row`, whose first attempt `first_attempt` is already on record. The result
-    /// is written by [`Biller::settle_all`] together with others that finished meanwhile.
-    #[tracing::instrument(name = "pay_invoice", skip_all, fields(invoice_id = %row.id))]
-    pub(super) async fn pay_one(
-        &self,
-        run_id: &str,
-        row: invoices::InvoiceRow,
-        first_attempt: String,
-    ) -> Result<Charged, BillingError> {
-        let (settlement, last) = self
-            .charge_with_retries(run_id, &row, first_attempt)
-            .await?;
-        Ok(Charged {
-            row,
-            settlement,
-            last,
-        })
-    }
-
-    /// Returns the settlement and, unless it is already on record, the last attempt's result.
-    async fn charge_with_retries(
-        &self,
-        run_id: &str,
-        row: &invoices::InvoiceRow,
-        first_attempt: String,
-    ) -> Result<(Settlement, Option<Recorded>), BillingError> {
-        let (request, key) = match (charge_request(row), idempotency_key_for(&row.id)) {
-            (Ok(request), Ok(key)) => (request, key),
-            (Err(reason), _) | (_, Err(reason)) => {
-                return Ok((Settlement::Failed { reason }, None));
-            }
-        };
-        let policy = ExponentialBackoffBuilder::new()
-            .with_initial_interval(Duration::from_millis(100))
-            .with_multiplier(2.0)
-            .with_randomization_factor(0.5)
-            .with_max_interval(Duration::from_secs(5))
-            .with_max_elapsed_time(Some(self.settings.retry_max_elapsed))
-            .build();
-        let max_wait = self.settings.retry_max_elapsed;
-        let first = std::sync::Mutex::new(Some(first_attempt));
-        let operation = || async {
-            let pre_recorded = first.lock().ok().and_then(|mut f| f.take());
-            let attempt_id = match pre_recorded {
-                Some(id) => id,
-                None => {
-                    // A retry: recorded before the call, like the first attempt.
-                    let attempt = new_attempt(run_id, row);
-                    let id = attempt.id.clone();
-                    db::run(&self.pool, move |c| {
-                        attempts::start(c, &attempt).map_err(DbError::from)
-                    })
-                    .await
-                    .map_err(|e| backoff::Error::permanent(Stop::Db(e.into())))?;
-                    id
-                }
-            };
-
-            let call = self.client.charge(&key, &request).await;
-            self.metrics.charge_attempt(call.outcome.label());
-            let (detail, charge_id) = match &call.outcome {
-                CallOutcome::Succeeded { charge, .. } => (None, Some(charge.id.clone())),
-                CallOutcome::Declined { code, detail } => {
-                    (Some(format!("{}: {detail}", code.as_str())), None)
-                }
-                CallOutcome::Retryable { reason, .. }
-                | CallOutcome::Unknown { reason }
-                | CallOutcome::Rejected { reason } => (Some(reason.clone()), None),
-            };
-            let recorded = Recorded {
-                attempt_id,
-                outcome: call.outcome.label(),
-                http_status: call.http_status,
-                detail,
-                charge_id,
-            };
-            // A settlement ends the loop; a transient failure (with its Retry-After) goes on.
-            let verdict = match call.outcome {
-                CallOutcome::Succeeded { charge, .. } => Ok(Settlement::Paid {
-                    charge_id: charge.id,
-                }),
-                CallOutcome::Declined { code, .. } => Ok(Settlement::Failed {
-                    reason: code.as_str().to_owned(),
-                }),
-                CallOutcome::Rejected { reason } => Ok(Settlement::RetryLater { reason }),
-                CallOutcome::Retryable {
-                    reason,
-                    retry_after,
-                } => {
-                    tracing::debug!(%reason, "charge will be retried");
-                    Err((reason, retry_after))
-                }
-                CallOutcome::Unknown { reason } => {
-                    tracing::warn!(%reason, "charge outcome unknown; retrying with the same key");
-                    Err((reason, None))
-                }
-            };
-            let (reason, retry_after) = match verdict {
-                Ok(settlement) => return Ok((settlement, Some(recorded))),
-                Err(transient) => transient,
-            };
-            // Transient results are completed at once: the settlement comes later, if ever.
-            db::run(&self.pool, move |c| {
-                recorded
-                    .write(c, Utc::now().naive_utc())
-                    .map_err(DbError::from)
-            })
-            .await
-            .map_err(|e| backoff::Error::permanent(Stop::Db(e.into())))?;
-            Err(backoff::Error::Transient {
-                err: Stop::Transient(reason),
-                retry_after: retry_after.map(|d| d.min(max_wait)),
-            })
-        };
-        match backoff::future::retry(policy, operation).await {
-            Ok(settled) => Ok(settled),
-            Err(Stop::Transient(reason)) => Ok((Settlement::RetryLater { reason }, None)),
-            Err(Stop::Db(e)) => Err(e),
-        }
-    }
-
-    /// Completes the last attempts and records the settlements of a group of charged
-    /// invoices in one transaction (one commit instead of one per invoice), and returns the invoices as they
-    /// now stand with their settlements. A crash before it commits loses nothing: the
-    /// invoices stay claimed until their lease runs out, and the next charge with the same
-    /// key is replayed by the provider.
-    pub(super) async fn settle_all(
-        &self,
-        batch: Vec<Charged>,
-    ) -> Result<Vec<(Invoice, Settlement)>, BillingError> {
-        let worker = self.worker_id.clone();
-        let now = Utc::now().naive_utc();
-        let (batch, applied) = db::run(&self.pool, move |c| {
-            let applied = c.transaction(|c| settle_in(c, &batch, &worker, now));
-            applied
-                .map(|applied| (batch, applied))
-                .map_err(DbError::from)
-        })
-        .await?;
-        let mut settled = Vec::with_capacity(batch.len());
-        for (charged, applied) in batch.into_iter().zip(applied) {
-            let current = if applied {
-                settled_row(charged.row, &charged.settlement, now)
-            } else {
-                // Another worker holds the invoice now (our lease ran out): show what is stored.
-                let id = charged.row.id.clone();
-                db::run(&self.pool, move |c| {
-                    invoices::find(c, &id).map_err(DbError::from)
-                })
-                .await?
-                .unwrap_or(charged.row)
-            };
-            let invoice = Invoice::try_from(current).map_err(BillingError::Corrupt)?;
-            settled.push((invoice, charged.settlement));
-        }
-        Ok(settled)
-    }
-}
-
-/// Writes a group's last attempts and settlements; says for each invoice whether this
-/// worker's settlement applied.
-fn settle_in(
-    c: &mut AnyConnection,
-    batch: &[Charged],
-    worker: &str,
-    now: NaiveDateTime,
-) -> diesel::QueryResult<Vec<bool>> {
-    let finished: Vec<_> = batch
-        .iter()
-        .filter_map(|charged| charged.last.as_ref())
-        .map(|last| (last.attempt_id.as_str(), last.finish()))
-        .collect();
-    attempts::finish_all(c, &finished, now)?;
-    let paid: Vec<(&str, &str)> = batch
-        .iter()
-        .filter_map(|charged| match &charged.settlement {
-            Settlement::Paid { charge_id } => Some((charged.row.id.as_str(), charge_id.as_str())),
-            _ => None,
-        })
-        .collect();
-    let changed: HashSet<String> = invoices::mark_all_paid(c, &paid, now)?
-        .into_iter()
-        .collect();
-    batch
-        .iter()
-        .map(|charged| {
-            let id = &charged.row.id;
-            Ok(match &charged.settlement {
-                Settlement::Paid { .. } => changed.contains(id),
-                Settlement::Failed { reason } => {
-                    invoices::mark_failed(c, id, worker, reason, now)? == 1
-                }
-                Settlement::RetryLater { .. } => invoices::release(c, id, worker, now)? == 1,
-            })
-        })
-        .collect()
-}
-
-/// The row as `settle` left it, without reading it back.
-fn settled_row(
-    mut row: invoices::InvoiceRow,
-    settlement: &Settlement,
-    now: NaiveDateTime,
-) -> invoices::InvoiceRow {
-    let status = match settlement {
-        Settlement::Paid { charge_id } => {
-            row.charge_id = Some(charge_id.clone());
-            row.paid_at = Some(now);
-            row.failure_reason = None;
-            InvoiceStatus::Paid
-        }
-        Settlement::Failed { reason } => {
-            row.failure_reason = Some(reason.clone());
-            InvoiceStatus::Failed
-        }
-        Settlement::RetryLater { .. } => InvoiceStatus::Pending,
-    };
-    row.status = status.as_str().to_owned();
-    row.claimed_by = None;
-    row.lease_until = None;
-    row.updated_at = now;
-    row
 }
 
 fn charge_request(row: &invoices::InvoiceRow) -> Result<ChargeRequest, String> {
@@ -311,4 +287,47 @@ fn charge_request(row: &invoices::InvoiceRow) -> Result<ChargeRequest, String> {
         customer_id: CustomerId::parse(row.customer_id.clone()).map_err(|e| e.to_string())?,
         amount: Money::new(row.amount_minor, currency).map_err(|e| e.to_string())?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_never_extends_the_budget() {
+        let start = Instant::now();
+        let mut budget = RetryBudget::new(Duration::from_secs(2), start);
+        // Retry-After longer than what is left ends the turn at once.
+        let why = budget
+            .next_wait(Some(Duration::from_secs(3)), start)
+            .expect_err("beyond the budget");
+        assert!(why.contains("Retry-After of 3s"), "{why}");
+        // A short Retry-After is honoured (never waited less than it).
+        let wait = budget
+            .next_wait(Some(Duration::from_secs(1)), start)
+            .expect("within the budget");
+        assert!(wait >= Duration::from_secs(1));
+        // Nothing starts once the deadline has passed, whatever is asked.
+        let late = start + Duration::from_secs(2);
+        assert!(budget.next_wait(Some(Duration::ZERO), late).is_err());
+        assert!(budget.next_wait(None, late).is_err());
+    }
+
+    #[test]
+    fn backoff_grows_and_stays_within_the_budget() {
+        let start = Instant::now();
+        let mut budget = RetryBudget::new(Duration::from_secs(60), start);
+        let mut now = start;
+        let mut waits = Vec::new();
+        while let Ok(wait) = budget.next_wait(None, now) {
+            now += wait;
+            waits.push(wait);
+        }
+        assert!(now <= start + Duration::from_secs(60));
+        assert!(
+            waits.iter().all(|w| *w <= MAX_INTERVAL.mul_f64(1.5)),
+            "{waits:?}"
+        );
+        assert!(waits.len() > 5, "{waits:?}");
+    }
 }

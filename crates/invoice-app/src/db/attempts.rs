@@ -19,10 +19,13 @@ pub struct AttemptRow {
     pub charge_id: Option<String>,
     pub started_at: NaiveDateTime,
     pub finished_at: Option<NaiveDateTime>,
+    pub sent: Option<String>,
 }
 
-/// Outcome of an attempt whose result is not known yet.
+/// Outcome of an attempt whose call is being made.
 pub const STARTED: &str = "started";
+/// Outcome of an attempt whose process died during the call.
+pub const INTERRUPTED: &str = "interrupted";
 
 pub fn start(conn: &mut AnyConnection, attempt: &AttemptRow) -> QueryResult<()> {
     diesel::insert_into(payment_attempts::table)
@@ -52,6 +55,8 @@ pub fn start_all(conn: &mut AnyConnection, all: &[AttemptRow]) -> QueryResult<()
 
 pub struct Finish<'a> {
     pub outcome: &'a str,
+    /// Whether the request left: `yes`, `no` or `unknown`.
+    pub sent: &'a str,
     pub http_status: Option<u16>,
     pub detail: Option<&'a str>,
     pub charge_id: Option<&'a str>,
@@ -66,6 +71,7 @@ pub fn finish(
     diesel::update(payment_attempts::table.find(id))
         .set((
             dsl::outcome.eq(result.outcome),
+            dsl::sent.eq(result.sent),
             dsl::http_status.eq(result.http_status.map(i32::from)),
             dsl::detail.eq(result.detail),
             dsl::charge_id.eq(result.charge_id),
@@ -90,6 +96,7 @@ pub fn finish_all(
             }
             let ids: Vec<&str> = all.iter().map(|(id, _)| *id).collect();
             let outcomes: Vec<&str> = all.iter().map(|(_, f)| f.outcome).collect();
+            let sent: Vec<&str> = all.iter().map(|(_, f)| f.sent).collect();
             let statuses: Vec<Option<i32>> = all
                 .iter()
                 .map(|(_, f)| f.http_status.map(i32::from))
@@ -98,14 +105,15 @@ pub fn finish_all(
             let charges: Vec<Option<&str>> = all.iter().map(|(_, f)| f.charge_id).collect();
             diesel::sql_query(
                 "UPDATE payment_attempts AS a \
-                 SET outcome = v.outcome, http_status = v.http_status, detail = v.detail, \
-                     charge_id = v.charge_id, finished_at = $6 \
-                 FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::text[]) \
-                     AS v (id, outcome, http_status, detail, charge_id) \
+                 SET outcome = v.outcome, sent = v.sent, http_status = v.http_status, \
+                     detail = v.detail, charge_id = v.charge_id, finished_at = $7 \
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::int4[], $5::text[], \
+                     $6::text[]) AS v (id, outcome, sent, http_status, detail, charge_id) \
                  WHERE a.id = v.id",
             )
             .bind::<Array<Text>, _>(ids)
             .bind::<Array<Text>, _>(outcomes)
+            .bind::<Array<Text>, _>(sent)
             .bind::<Array<Nullable<Integer>>, _>(statuses)
             .bind::<Array<Nullable<Text>>, _>(details)
             .bind::<Array<Nullable<Text>>, _>(charges)
@@ -117,6 +125,27 @@ pub fn finish_all(
             .iter()
             .try_for_each(|(id, result)| finish(conn, id, result, now)),
     }
+}
+
+/// Closes the attempts of `runs` still marked started: their process died during the
+/// call, so nobody knows whether it arrived (the next call with the same key tells).
+pub fn interrupt(
+    conn: &mut AnyConnection,
+    runs: &[String],
+    now: NaiveDateTime,
+) -> QueryResult<usize> {
+    diesel::update(
+        payment_attempts::table
+            .filter(dsl::outcome.eq(STARTED))
+            .filter(dsl::pay_run_id.eq_any(runs)),
+    )
+    .set((
+        dsl::outcome.eq(INTERRUPTED),
+        dsl::sent.eq("unknown"),
+        dsl::detail.eq("the process stopped during the call; the next call with the same key tells whether it was charged"),
+        dsl::finished_at.eq(now),
+    ))
+    .execute(conn)
 }
 
 pub fn for_invoice(conn: &mut AnyConnection, invoice_id: &str) -> QueryResult<Vec<AttemptRow>> {

@@ -24,6 +24,7 @@ pub struct InvoiceRow {
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
     pub paid_at: Option<NaiveDateTime>,
+    pub attention: Option<String>,
 }
 
 impl TryFrom<InvoiceRow> for Invoice {
@@ -42,6 +43,7 @@ impl TryFrom<InvoiceRow> for Invoice {
             status: row.status.parse::<InvoiceStatus>()?,
             failure_reason: row.failure_reason,
             charge_id: row.charge_id,
+            attention: row.attention,
             created_at: row.created_at.and_utc(),
             paid_at: row.paid_at.map(|t| t.and_utc()),
             id: row.id,
@@ -105,7 +107,7 @@ pub struct Claimed {
 }
 
 /// Claims up to `limit` invoices for `worker` in one transaction: pending ones this run has
-/// not tried yet, and processing ones whose holder's lease expired. On PostgreSQL rows
+/// not tried yet, and processing ones whose holder's lease expired (other runs' only). On PostgreSQL rows
 /// locked by another replica's claim are skipped, so concurrent runs never share one.
 pub fn claim(
     conn: &mut AnyConnection,
@@ -124,6 +126,9 @@ pub fn claim(
                 .select(dsl::id)
                 .filter(dsl::status.eq("processing"))
                 .filter(dsl::lease_until.lt(now))
+                // A run never re-takes its own claims: one waiting in its queue is still
+                // live, and its lease is renewed when its call starts.
+                .filter(dsl::last_run_id.is_null().or(dsl::last_run_id.ne(run_id)))
                 .order(dsl::id)
                 .limit($limit)
         };
@@ -200,6 +205,7 @@ pub fn mark_paid(
             dsl::status.eq("paid"),
             dsl::charge_id.eq(charge_id),
             dsl::failure_reason.eq(None::<String>),
+            dsl::attention.eq(None::<String>),
             dsl::claimed_by.eq(None::<String>),
             dsl::lease_until.eq(None::<NaiveDateTime>),
             dsl::paid_at.eq(now),
@@ -230,7 +236,7 @@ pub fn mark_all_paid(
             let charges: Vec<&str> = all.iter().map(|(_, charge)| *charge).collect();
             let changed: Vec<Changed> = diesel::sql_query(
                 "UPDATE invoices AS i \
-                 SET status = 'paid', charge_id = v.charge_id, failure_reason = NULL, \
+                 SET status = 'paid', charge_id = v.charge_id, failure_reason = NULL, attention = NULL, \
                      claimed_by = NULL, lease_until = NULL, paid_at = $3, updated_at = $3 \
                  FROM unnest($1::text[], $2::text[]) AS v (id, charge_id) \
                  WHERE i.id = v.id AND i.status <> 'paid' \
@@ -266,6 +272,7 @@ pub fn mark_failed(
         .set((
             dsl::status.eq("failed"),
             dsl::failure_reason.eq(reason),
+            dsl::attention.eq(None::<String>),
             dsl::claimed_by.eq(None::<String>),
             dsl::lease_until.eq(None::<NaiveDateTime>),
             dsl::updated_at.eq(now),
@@ -282,6 +289,36 @@ pub fn release(
 ) -> QueryResult<usize> {
     diesel::update(held_by(id, worker))
         .set(released(now))
+        .execute(conn)
+}
+
+/// Renews `worker`'s claim for the call about to start, if `run_id` of that worker still
+/// holds it; false means another worker took it over and this run must not call.
+pub fn renew(
+    conn: &mut AnyConnection,
+    id: &str,
+    worker: &str,
+    run_id: &str,
+    now: NaiveDateTime,
+    lease_until: NaiveDateTime,
+) -> QueryResult<bool> {
+    diesel::update(held_by(id, worker).filter(dsl::last_run_id.eq(run_id)))
+        .set((dsl::lease_until.eq(lease_until), dsl::updated_at.eq(now)))
+        .execute(conn)
+        .map(|n| n == 1)
+}
+
+/// Hands an invoice back to `pending` with the reason a person should look at it, if
+/// `worker` still holds the claim.
+pub fn release_for_attention(
+    conn: &mut AnyConnection,
+    id: &str,
+    worker: &str,
+    reason: &str,
+    now: NaiveDateTime,
+) -> QueryResult<usize> {
+    diesel::update(held_by(id, worker))
+        .set((released(now), dsl::attention.eq(reason)))
         .execute(conn)
 }
 

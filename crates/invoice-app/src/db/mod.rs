@@ -2,6 +2,7 @@
 //! take a connection and return diesel errors; callers decide what those mean.
 
 pub mod attempts;
+pub mod billing_periods;
 pub mod invoices;
 pub mod pay_runs;
 mod pool;

@@ -6,6 +6,11 @@ use diesel::prelude::*;
 use super::AnyConnection;
 use super::schema::pay_runs::{self, dsl};
 
+use crate::domain::RunStatus;
+
+const RUNNING: &str = RunStatus::Running.as_str();
+const ABANDONED: &str = RunStatus::Abandoned.as_str();
+
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
 #[diesel(table_name = pay_runs)]
 pub struct PayRunRow {
@@ -18,6 +23,16 @@ pub struct PayRunRow {
     pub error: Option<String>,
     pub started_at: NaiveDateTime,
     pub finished_at: Option<NaiveDateTime>,
+    pub worker_id: Option<String>,
+    pub heartbeat_at: Option<NaiveDateTime>,
+}
+
+/// What a run has written so far, added to its row in the transaction that wrote it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub paid: i32,
+    pub failed: i32,
+    pub retry_later: i32,
 }
 
 pub fn insert(conn: &mut AnyConnection, run: &PayRunRow) -> QueryResult<()> {
@@ -27,18 +42,91 @@ pub fn insert(conn: &mut AnyConnection, run: &PayRunRow) -> QueryResult<()> {
         .map(|_| ())
 }
 
-pub fn finish(conn: &mut AnyConnection, run: &PayRunRow) -> QueryResult<()> {
-    diesel::update(pay_runs::table.find(&run.id))
+/// Adds to the run's counts and shows it alive.
+pub fn add(
+    conn: &mut AnyConnection,
+    id: &str,
+    counts: Counts,
+    now: NaiveDateTime,
+) -> QueryResult<()> {
+    diesel::update(pay_runs::table.find(id))
         .set((
-            dsl::status.eq(&run.status),
-            dsl::paid.eq(run.paid),
-            dsl::failed.eq(run.failed),
-            dsl::retry_later.eq(run.retry_later),
-            dsl::error.eq(&run.error),
-            dsl::finished_at.eq(run.finished_at),
+            dsl::paid.eq(dsl::paid + counts.paid),
+            dsl::failed.eq(dsl::failed + counts.failed),
+            dsl::retry_later.eq(dsl::retry_later + counts.retry_later),
+            dsl::heartbeat_at.eq(now),
         ))
         .execute(conn)
         .map(|_| ())
+}
+
+pub fn heartbeat(conn: &mut AnyConnection, id: &str, now: NaiveDateTime) -> QueryResult<()> {
+    diesel::update(pay_runs::table.find(id).filter(dsl::status.eq(RUNNING)))
+        .set(dsl::heartbeat_at.eq(now))
+        .execute(conn)
+        .map(|_| ())
+}
+
+/// Closes a run with its final status; the counts are already on the row. A run closed as
+/// abandoned by mistake (its heartbeat was late) is closed again with what it really did.
+pub fn finish(
+    conn: &mut AnyConnection,
+    id: &str,
+    status: RunStatus,
+    error: Option<&str>,
+    now: NaiveDateTime,
+) -> QueryResult<()> {
+    diesel::update(pay_runs::table.find(id))
+        .set((
+            dsl::status.eq(status.as_str()),
+            dsl::error.eq(error),
+            dsl::finished_at.eq(now),
+            dsl::heartbeat_at.eq(now),
+        ))
+        .execute(conn)
+        .map(|_| ())
+}
+
+/// The running runs whose heartbeat is older than `stale_before` (their process died), or,
+/// with `worker`, that worker's running runs (it is stopping).
+pub fn open_runs(
+    conn: &mut AnyConnection,
+    stale_before: NaiveDateTime,
+    worker: Option<&str>,
+) -> QueryResult<Vec<String>> {
+    let query = pay_runs::table
+        .select(dsl::id)
+        .filter(dsl::status.eq(RUNNING))
+        .into_boxed();
+    match worker {
+        Some(worker) => query.filter(dsl::worker_id.eq(worker.to_owned())),
+        None => query.filter(
+            dsl::heartbeat_at.lt(stale_before).or(dsl::heartbeat_at
+                .is_null()
+                .and(dsl::started_at.lt(stale_before))),
+        ),
+    }
+    .load(conn)
+}
+
+/// Closes those of `ids` still running as abandoned, with `why`; their counts stay.
+pub fn abandon(
+    conn: &mut AnyConnection,
+    ids: &[String],
+    why: &str,
+    now: NaiveDateTime,
+) -> QueryResult<usize> {
+    diesel::update(
+        pay_runs::table
+            .filter(dsl::id.eq_any(ids))
+            .filter(dsl::status.eq(RUNNING)),
+    )
+    .set((
+        dsl::status.eq(ABANDONED),
+        dsl::error.eq(why),
+        dsl::finished_at.eq(now),
+    ))
+    .execute(conn)
 }
 
 pub fn find(conn: &mut AnyConnection, id: &str) -> QueryResult<Option<PayRunRow>> {

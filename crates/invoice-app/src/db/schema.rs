@@ -17,6 +17,7 @@ diesel::table! {
         created_at -> Timestamp,
         updated_at -> Timestamp,
         paid_at -> Nullable<Timestamp>,
+        attention -> Nullable<Text>,
     }
 }
 
@@ -31,6 +32,8 @@ diesel::table! {
         error -> Nullable<Text>,
         started_at -> Timestamp,
         finished_at -> Nullable<Timestamp>,
+        worker_id -> Nullable<Text>,
+        heartbeat_at -> Nullable<Timestamp>,
     }
 }
 
@@ -46,8 +49,23 @@ diesel::table! {
         charge_id -> Nullable<Text>,
         started_at -> Timestamp,
         finished_at -> Nullable<Timestamp>,
+        sent -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    billing_periods (period) {
+        period -> Text,
+        kind -> Text,
+        run_id -> Nullable<Text>,
+        taken_at -> Timestamp,
     }
 }
 
 diesel::joinable!(payment_attempts -> invoices (invoice_id));
-diesel::allow_tables_to_appear_in_same_query!(invoices, pay_runs, payment_attempts);
+diesel::allow_tables_to_appear_in_same_query!(
+    billing_periods,
+    invoices,
+    pay_runs,
+    payment_attempts
+);

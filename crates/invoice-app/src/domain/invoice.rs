@@ -95,6 +95,9 @@ pub struct Invoice {
     pub status: InvoiceStatus,
     pub failure_reason: Option<String>,
     pub charge_id: Option<String>,
+    /// Why a person should look at this pending invoice (a key conflict, an answer we do
+    /// not understand, our credential refused); cleared when it is paid or failed.
+    pub attention: Option<String>,
     pub created_at: DateTime<Utc>,
     pub paid_at: Option<DateTime<Utc>>,
 }

@@ -4,4 +4,4 @@ mod invoice;
 mod outcome;
 
 pub use invoice::{Invoice, InvoiceStatus, NewInvoice, idempotency_key_for};
-pub use outcome::{CallOutcome, Settlement};
+pub use outcome::{CallOutcome, RunStatus, Sent, Settlement};

@@ -20,9 +20,10 @@ pub enum CallOutcome {
     /// The request may or may not have been charged (timeout, connection lost after
     /// sending, an unreadable success). Retried with the same key; the replay tells.
     Unknown { reason: String },
-    /// Our own request was refused (bad token, missing key): retrying won't help, and it is
-    /// no fault of the invoice, so it stays payable.
-    Rejected { reason: String },
+    /// An answer that needs a person, never a decline: our credential or request refused,
+    /// the key held for another request (charged or not, we cannot tell), or a code we do
+    /// not know. Retrying now won't help; the invoice stays payable and says why.
+    Attention { reason: String },
 }
 
 impl CallOutcome {
@@ -33,7 +34,7 @@ impl CallOutcome {
             CallOutcome::Declined { .. } => "declined",
             CallOutcome::Retryable { .. } => "retryable",
             CallOutcome::Unknown { .. } => "unknown",
-            CallOutcome::Rejected { .. } => "rejected",
+            CallOutcome::Attention { .. } => "attention",
         }
     }
 }
@@ -51,4 +52,51 @@ pub enum Settlement {
     RetryLater {
         reason: String,
     },
+    /// Back to pending, marked for a person to look at.
+    Attention {
+        reason: String,
+    },
+}
+
+/// Whether an attempt's request left this service, as its record says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// An answer came back.
+    Yes,
+    /// Refused before anything was sent (connection refused).
+    No,
+    /// A timeout or a lost connection: it may have arrived.
+    Unknown,
+}
+
+impl Sent {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Sent::Yes => "yes",
+            Sent::No => "no",
+            Sent::Unknown => "unknown",
+        }
+    }
+}
+
+/// Where a pay run stands, as its row says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStatus {
+    Running,
+    Completed,
+    /// Stopped by an error of this service (its database); the counts say what it did.
+    Failed,
+    /// Its process died or stopped first; closed by whoever noticed.
+    Abandoned,
+}
+
+impl RunStatus {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Completed => "completed",
+            RunStatus::Failed => "failed",
+            RunStatus::Abandoned => "abandoned",
+        }
+    }
 }

@@ -22,6 +22,7 @@ pub struct InvoiceResource {
     pub status: InvoiceStatus,
     pub failure_reason: Option<String>,
     pub charge_id: Option<String>,
+    pub attention: Option<String>,
     pub created_at: String,
     pub paid_at: Option<String>,
 }
@@ -41,6 +42,7 @@ impl From<Invoice> for InvoiceResource {
             status: i.status,
             failure_reason: i.failure_reason,
             charge_id: i.charge_id,
+            attention: i.attention,
             created_at: rfc3339(i.created_at),
             paid_at: i.paid_at.map(rfc3339),
         }

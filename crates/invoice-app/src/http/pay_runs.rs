@@ -4,7 +4,7 @@ use chrono::{NaiveDateTime, SecondsFormat};
 use serde_json::json;
 
 use super::invoices::InvoiceResource;
-use crate::billing::Trigger;
+use crate::billing::{Detail, Trigger};
 use crate::db::{self, DbError, pay_runs::PayRunRow};
 use crate::error::ApiError;
 use crate::startup::AppState;
@@ -12,7 +12,18 @@ use crate::startup::AppState;
 /// `POST /invoices/pay`: pays every pending invoice and answers when done.
 pub async fn pay_now(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let run = state.biller.open_run(Trigger::Api).await?;
-    let report = state.biller.spawn_pay(run, true).await?;
+    let report = state.biller.spawn_pay(run, Detail::Itemised).await?;
+    if let Some(error) = &report.error {
+        // What it settled is on the run's row; say where, and why it stopped.
+        let (id, s) = (&report.run_id, report.summary);
+        return Err(ApiError::Unavailable {
+            reason: format!(
+                "pay run {id} stopped after {} paid, {} failed and {} handed back: {error}; see /pay-runs/{id}",
+                s.paid, s.failed, s.retry_later
+            ),
+            retry_after_secs: 5,
+        });
+    }
     let retry_later: Vec<_> = report
         .retry_later
         .iter()
@@ -32,7 +43,7 @@ pub async fn pay_now(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
 pub async fn start(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let run = state.biller.open_run(Trigger::Api).await?;
     let id = run.row.id.clone();
-    drop(state.biller.spawn_pay(run, false));
+    drop(state.biller.spawn_pay(run, Detail::Counts));
     Ok(HttpResponse::Accepted()
         .insert_header((header::LOCATION, format!("/pay-runs/{id}")))
         .json(json!({"id": id, "status": "running"})))

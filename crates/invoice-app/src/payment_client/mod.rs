@@ -12,7 +12,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::domain::CallOutcome;
+use crate::domain::{CallOutcome, Sent};
 
 #[derive(Clone)]
 pub struct PaymentClient {
@@ -21,10 +21,11 @@ pub struct PaymentClient {
     token: SecretString,
 }
 
-/// A single call's outcome and the HTTP status, when one came back.
+/// A single call's outcome, the HTTP status when one came back, and whether it left.
 pub struct CallResult {
     pub outcome: CallOutcome,
     pub http_status: Option<u16>,
+    pub sent: Sent,
 }
 
 impl PaymentClient {
@@ -69,6 +70,12 @@ impl PaymentClient {
                 return CallResult {
                     outcome: transformers::from_send_error(&e),
                     http_status: None,
+                    // Refused at connect: nothing left. Anything later: it may have arrived.
+                    sent: if e.is_connect() {
+                        Sent::No
+                    } else {
+                        Sent::Unknown
+                    },
                 };
             }
         };
@@ -88,6 +95,7 @@ impl PaymentClient {
         CallResult {
             outcome,
             http_status: Some(status),
+            sent: Sent::Yes,
         }
     }
 }

@@ -65,25 +65,23 @@ pub fn from_response(
         .and_then(|p| p.detail.clone())
         .unwrap_or_else(|| format!("HTTP {status}"));
     match (status, code) {
-        (402, _)
-        | (404, Some(ErrorCode::CustomerNotFound))
-        | (
-            422,
-            Some(
-                ErrorCode::CurrencyMismatch
-                | ErrorCode::InvalidRequest
-                | ErrorCode::IdempotencyKeyReused,
-            ),
-        ) => CallOutcome::Declined {
-            code: code.unwrap_or(ErrorCode::InsufficientFunds),
-            detail,
-        },
+        // Only the codes that say the customer's charge was refused are declines.
+        (402, Some(code @ ErrorCode::InsufficientFunds))
+        | (404, Some(code @ ErrorCode::CustomerNotFound))
+        | (422, Some(code @ (ErrorCode::CurrencyMismatch | ErrorCode::InvalidRequest))) => {
+            CallOutcome::Declined { code, detail }
+        }
         (409 | 429 | 500..=599, _) => CallOutcome::Retryable {
             reason: format!("HTTP {status}: {detail}"),
             retry_after,
         },
-        _ => CallOutcome::Rejected {
-            reason: format!("HTTP {status}: {detail}"),
+        // A key conflict may hide a charge made with another body (version skew, a changed
+        // fingerprint): never a decline.
+        (_, Some(code)) => CallOutcome::Attention {
+            reason: format!("HTTP {status} {}: {detail}", code.as_str()),
+        },
+        (_, None) => CallOutcome::Attention {
+            reason: format!("HTTP {status} without a code this service knows: {detail}"),
         },
     }
 }
@@ -119,18 +117,26 @@ mod tests {
         assert!(retry(429, "rate_limited"));
         assert!(retry(409, "idempotency_key_in_flight"));
         assert!(retry(500, "internal_error"));
-        let rejected = |s, c| {
+        let attention = |s, c| {
             matches!(
                 from_response(s, &problem(s, c), None, false),
-                CallOutcome::Rejected { .. }
+                CallOutcome::Attention { .. }
             )
         };
-        assert!(rejected(401, "unauthorized"));
-        assert!(rejected(400, "missing_idempotency_key"));
+        assert!(attention(401, "unauthorized"));
+        assert!(attention(400, "missing_idempotency_key"));
+        // A key conflict may hide a charge: never a decline.
+        assert!(attention(422, "idempotency_key_reused"));
+        // A 402 whose code we do not know is not guessed to be insufficient funds.
+        assert!(attention(402, "card_expired_some_day"));
+        assert!(matches!(
+            from_response(402, b"", None, false),
+            CallOutcome::Attention { .. }
+        ));
         // A 404 without the provider's code is a wrong URL, not a missing customer.
         assert!(matches!(
             from_response(404, b"<html>", None, false),
-            CallOutcome::Rejected { .. }
+            CallOutcome::Attention { .. }
         ));
     }
 

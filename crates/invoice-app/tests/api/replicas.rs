@@ -48,7 +48,9 @@ async fn three_concurrent_pay_runs_charge_each_invoice_once(backend: Backend) {
     let mut paid_by_runs = 0;
     for run in runs {
         let report = run.await.expect("task").expect("report");
-        paid_by_runs += report["summary"]["paid"].as_u64().expect("count");
+        paid_by_runs += report["summary"]["paid"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{report}"));
     }
 
     assert_eq!(

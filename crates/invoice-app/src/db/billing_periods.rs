@@ -1,0 +1,97 @@
+//! Queries on `billing_periods`: one row per scheduled fire time, so each period is paid by
+//! one run across replicas, and caught up by whoever starts first after it was due.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::schema::billing_periods::{self, dsl};
+use super::schema::pay_runs;
+use super::{AnyConnection, is_unique_violation, pay_runs::PayRunRow};
+use crate::domain::RunStatus;
+
+const BASELINE: &str = "baseline";
+const RUN: &str = "run";
+
+/// What became of an attempt to take a period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Take {
+    /// The run was recorded as this period's.
+    Ours,
+    /// Another run has it (running or done).
+    Taken,
+    /// The first period ever seen: recorded as the baseline, not owed a run.
+    Baseline,
+}
+
+/// Takes `period` for `run` (recording the run with it) unless a live or finished run has
+/// it; a period whose run was abandoned or failed is taken over.
+pub fn take(
+    conn: &mut AnyConnection,
+    period: &str,
+    run: &PayRunRow,
+    now: NaiveDateTime,
+) -> QueryResult<Take> {
+    let any: i64 = billing_periods::table.count().get_result(conn)?;
+    if any == 0 {
+        let baseline = diesel::insert_into(billing_periods::table)
+            .values((
+                dsl::period.eq(period),
+                dsl::kind.eq(BASELINE),
+                dsl::taken_at.eq(now),
+            ))
+            .execute(conn);
+        return match baseline {
+            Ok(_) => Ok(Take::Baseline),
+            Err(e) if is_unique_violation(&e) => Ok(Take::Taken),
+            Err(e) => Err(e),
+        };
+    }
+    // The period row and the run row are written together or not at all.
+    let inserted = conn.transaction(|c| {
+        super::pay_runs::insert(c, run)?;
+        diesel::insert_into(billing_periods::table)
+            .values((
+                dsl::period.eq(period),
+                dsl::kind.eq(RUN),
+                dsl::run_id.eq(&run.id),
+                dsl::taken_at.eq(now),
+            ))
+            .execute(c)
+    });
+    match inserted {
+        Ok(_) => return Ok(Take::Ours),
+        Err(e) if is_unique_violation(&e) => {}
+        Err(e) => return Err(e),
+    }
+    let holder: Option<(String, Option<String>)> = billing_periods::table
+        .find(period)
+        .select((dsl::kind, dsl::run_id))
+        .first(conn)
+        .optional()?;
+    let Some((_, Some(old_run))) = holder.filter(|(kind, _)| kind == RUN) else {
+        return Ok(Take::Taken);
+    };
+    let status: Option<String> = pay_runs::table
+        .find(&old_run)
+        .select(pay_runs::status)
+        .first(conn)
+        .optional()?;
+    let dead = [RunStatus::Abandoned, RunStatus::Failed].map(RunStatus::as_str);
+    if !status.is_some_and(|s| dead.contains(&s.as_str())) {
+        return Ok(Take::Taken);
+    }
+    conn.transaction(|c| {
+        let moved = diesel::update(
+            billing_periods::table
+                .find(period)
+                .filter(dsl::run_id.eq(&old_run)),
+        )
+        .set((dsl::run_id.eq(&run.id), dsl::taken_at.eq(now)))
+        .execute(c)?;
+        if moved == 0 {
+            return Ok(Take::Taken);
+        }
+        super::pay_runs::insert(c, run)?;
+        Ok(Take::Ours)
+    })
+}
