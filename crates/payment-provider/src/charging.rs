@@ -39,7 +39,7 @@ pub async fn charge(state: &AppState, cmd: ChargeCommand) -> Result<ChargeReply,
                 c,
                 &cmd.caller,
                 cmd.key.as_str(),
-                &cmd.request_hash,
+                &cmd.request_hashes,
                 now(),
                 stale,
             )

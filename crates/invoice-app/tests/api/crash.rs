@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use api_contract::Currency;
 use diesel::{ExpressionMethods, QueryDsl, RunQueryDsl};
-use invoice_app::db::{self, schema::payment_attempts::dsl as attempts};
+use invoice_app::db::{
+    self, schema::pay_runs::dsl as runs, schema::payment_attempts::dsl as attempts,
+};
 use payment_provider::testing::{TestDb, TestProvider};
 
 use crate::helpers::{Backend, create_eur_invoices, money};
@@ -90,6 +92,13 @@ async fn postgres_sigkill_mid_run_then_restart_pays_each_invoice_once() {
         .await
         .expect("sent");
     assert_eq!(started.status().as_u16(), 202);
+    let killed_run = started
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .expect("Location")
+        .trim_start_matches("/pay-runs/")
+        .to_owned();
     // Kill it once a good part of the run is done, mid-flight.
     for _ in 0..600 {
         if provider.ledger().await.len() >= 300 {
@@ -144,8 +153,76 @@ async fn postgres_sigkill_mid_run_then_restart_pays_each_invoice_once() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // One more run after the dead one's heartbeat has lapsed: whoever opens a run closes
+    // the runs of dead processes.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let last = client
+        .post(format!("{base}/invoices/pay"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(last.status().as_u16(), 200);
     second.kill().expect("stopped");
     second.wait().expect("reaped");
+
+    // The records tell what happened: the killed run is closed as abandoned, every payment
+    // is counted by exactly one run, and the trail holds calls made, not calls planned.
+    let killed = killed_run.clone();
+    let status: String = db::run(&pool, move |c| {
+        runs::pay_runs
+            .find(killed)
+            .select(runs::status)
+            .first(c)
+            .map_err(anyhow::Error::from)
+    })
+    .await
+    .expect("killed run");
+    assert_eq!(status, "abandoned", "the killed run is closed");
+    let open: i64 = db::run(&pool, |c| {
+        runs::pay_runs
+            .filter(runs::status.eq("running"))
+            .count()
+            .get_result(c)
+            .map_err(anyhow::Error::from)
+    })
+    .await
+    .expect("runs");
+    assert_eq!(open, 0, "no run left running");
+    assert_eq!(
+        crate::records::run_totals(&pool).await,
+        (INVOICES, 0),
+        "the runs' counts add up to the invoices paid"
+    );
+    let trail: Vec<(String, String)> = db::run(&pool, |c| {
+        attempts::payment_attempts
+            .select((attempts::idempotency_key, attempts::outcome))
+            .load(c)
+            .map_err(anyhow::Error::from)
+    })
+    .await
+    .expect("attempts");
+    assert!(
+        trail.iter().all(|(_, outcome)| outcome != "started"),
+        "attempts left started after every run was closed"
+    );
+    // Every recorded call reached the provider, but the few in flight at the kill that had
+    // not yet left (there are at most PAY_CONCURRENCY in flight).
+    let seen: std::collections::HashSet<String> = payment_provider::db::run(&provider.pool, |c| {
+        use payment_provider::db::schema::idempotency_keys::dsl as keys;
+        keys::idempotency_keys
+            .select(keys::idempotency_key)
+            .load(c)
+            .map_err(anyhow::Error::from)
+    })
+    .await
+    .expect("provider keys")
+    .into_iter()
+    .collect();
+    let never_sent = trail.iter().filter(|(key, _)| !seen.contains(key)).count();
+    assert!(
+        never_sent <= 16,
+        "{never_sent} attempts on record for calls the provider never saw"
+    );
 
     assert_eq!(remaining, 0, "invoices left unpaid after the restart");
     let ledger = provider.ledger().await;

@@ -8,4 +8,5 @@ mod crash;
 mod faults;
 mod fuzz;
 mod paying;
+mod records;
 mod replicas;

@@ -73,6 +73,8 @@ async fn three_concurrent_pay_runs_charge_each_invoice_once(backend: Backend) {
         Some(100_000_000 - expected)
     );
     assert_eq!(app.invoices("paid").await.len(), 300);
+    // The runs' records agree: each payment counted by exactly one run.
+    assert_eq!(crate::records::run_totals(&pool).await, (300, 0));
 }
 
 async fn expired_claim_of_a_crashed_worker_is_taken_over_without_a_second_charge(backend: Backend) {

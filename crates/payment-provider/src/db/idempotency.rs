@@ -42,10 +42,12 @@ pub fn begin(
     conn: &mut AnyConnection,
     caller: &str,
     key: &str,
-    request_hash: &str,
+    request_hashes: &[String],
     now: NaiveDateTime,
     stale_after: TimeDelta,
 ) -> QueryResult<Begin> {
+    // A new key stores the first (current) fingerprint; a stored one may be any of them.
+    let request_hash = request_hashes.first().map_or("", String::as_str);
     let lock_token = uuid::Uuid::new_v4().to_string();
     // A key released between our insert and our read is simply tried again.
     for _ in 0..3 {
@@ -72,7 +74,7 @@ pub fn begin(
         else {
             continue;
         };
-        if row.request_hash != request_hash {
+        if !request_hashes.contains(&row.request_hash) {
             return Ok(Begin::Reused);
         }
         if row.state == COMPLETED {

@@ -188,7 +188,51 @@ async fn injected_unavailability_charges_nothing_and_retry_succeeds(backend: Bac
     assert_eq!(app.provider.balance("C001").await, Some(10_000));
 }
 
+/// A key stored by a release that fingerprinted the re-serialised JSON still replays: an
+/// upgrade must not turn a charged invoice's retry into a key conflict.
+async fn key_stored_with_the_earlier_fingerprint_still_replays(backend: Backend) {
+    use diesel::{ExpressionMethods, QueryDsl, RunQueryDsl};
+    use payment_provider::db::{self, schema::idempotency_keys::dsl};
+    use sha2::{Digest, Sha256};
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    app.provider.fund("C001", eur(10_000)).await;
+    let body = charge_body("inv-1", "C001", 1215, "EUR");
+    assert_eq!(app.charge("key-1", &body).await.status().as_u16(), 201);
+    // Rewrite the stored fingerprint the way earlier releases computed it.
+    let legacy = hex::encode(Sha256::digest(
+        r#"{"invoice_id":"inv-1","customer_id":"C001","amount":{"minor_units":1215,"currency":"EUR"}}"#,
+    ));
+    let updated = db::run(&app.provider.pool, move |c| {
+        diesel::update(dsl::idempotency_keys.filter(dsl::idempotency_key.eq("key-1")))
+            .set(dsl::request_hash.eq(legacy))
+            .execute(c)
+            .map_err(anyhow::Error::from)
+    })
+    .await
+    .expect("rewritten");
+    assert_eq!(updated, 1);
+
+    let replay = app.charge("key-1", &body).await;
+    assert_eq!(
+        replay.status().as_u16(),
+        200,
+        "replayed, not a key conflict"
+    );
+    assert_problem(
+        app.charge("key-1", &charge_body("inv-1", "C001", 1216, "EUR"))
+            .await,
+        422,
+        "idempotency_key_reused",
+    )
+    .await;
+    assert_eq!(app.provider.ledger().await.len(), 1);
+    assert_eq!(app.provider.balance("C001").await, Some(10_000 - 1215));
+}
+
 both_backends!(
+    key_stored_with_the_earlier_fingerprint_still_replays,
     replay_returns_stored_charge_without_second_debit,
     replayed_decline_stays_a_decline,
     same_key_other_body_is_422,

@@ -1,0 +1,244 @@
+//! The records of a pay run tell the truth: the retry budget holds whatever the provider
+//! asks, a run calls an invoice once unless a retry is due, its counts are the rows it
+//! changed, a key conflict is never a decline, and a failed run keeps what it settled.
+//! Each test reads the databases, not only the API's answers.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use api_contract::Currency;
+use diesel::{ExpressionMethods, QueryDsl, RunQueryDsl};
+use invoice_app::db::{self, schema};
+use serde_json::{Value, json};
+
+use crate::both_backends;
+use crate::helpers::{Backend, TestApp, create_eur_invoices, money, spawn_app_with};
+
+/// Calls recorded per invoice, from the audit trail.
+async fn attempts_per_invoice(app: &TestApp) -> HashMap<String, i64> {
+    use schema::payment_attempts::dsl;
+    let pool = db::pool(&app.config.database_url, 1);
+    let rows: Vec<(String, i64)> = db::run(&pool, |c| {
+        dsl::payment_attempts
+            .group_by(dsl::invoice_id)
+            .select((dsl::invoice_id, diesel::dsl::count_star()))
+            .load(c)
+            .map_err(anyhow::Error::from)
+    })
+    .await
+    .expect("attempts");
+    rows.into_iter().collect()
+}
+
+/// A pay run must end: a hung one fails the test instead of the suite.
+async fn pay_within(app: &TestApp, limit: Duration) -> Value {
+    tokio::time::timeout(limit, app.pay())
+        .await
+        .expect("the pay run ended within its retry budget")
+}
+
+async fn retry_after_beyond_the_budget_ends_the_turn_at_once(backend: Backend) {
+    let Some(app) = spawn_app_with(
+        backend,
+        |p| {
+            p.faults.unavailable_rate = 1.0;
+            p.faults.retry_after_secs = 30;
+        },
+        |a| a.retry_max_elapsed = Duration::from_secs(3),
+    )
+    .await
+    else {
+        return;
+    };
+    app.eur_invoices(1_000_000, 3).await;
+
+    let report = pay_within(&app, Duration::from_secs(20)).await;
+
+    assert_eq!(report["summary"]["retry_later"], 3, "{report}");
+    for item in report["retry_later"].as_array().expect("list") {
+        let reason = item["reason"].as_str().expect("reason");
+        assert!(reason.contains("Retry-After"), "{reason}");
+    }
+    let calls = attempts_per_invoice(&app).await;
+    assert_eq!(calls.len(), 3);
+    assert!(
+        calls.values().all(|n| *n == 1),
+        "a Retry-After beyond the budget must end the turn after one call: {calls:?}"
+    );
+    assert_eq!(app.invoices("pending").await.len(), 3);
+    assert!(app.provider.ledger().await.is_empty());
+}
+
+async fn retry_after_within_the_budget_is_honoured_and_the_budget_still_ends(backend: Backend) {
+    let Some(app) = spawn_app_with(
+        backend,
+        |p| {
+            p.faults.unavailable_rate = 1.0;
+            p.faults.retry_after_secs = 1;
+        },
+        |a| a.retry_max_elapsed = Duration::from_secs(3),
+    )
+    .await
+    else {
+        return;
+    };
+    app.eur_invoices(1_000_000, 2).await;
+
+    let report = pay_within(&app, Duration::from_secs(20)).await;
+
+    assert_eq!(report["summary"]["retry_later"], 2, "{report}");
+    // Calls at 0 s, then no sooner than 1 s apart, and none starting after 3 s.
+    let calls = attempts_per_invoice(&app).await;
+    assert!(
+        calls.values().all(|n| (2..=3).contains(n)),
+        "expected 2 or 3 calls each within a 3 s budget and 1 s Retry-After: {calls:?}"
+    );
+}
+
+async fn queued_claims_are_called_once_per_run(backend: Backend) {
+    // One call at a time, 400 ms each, and a 3 s lease: invoices claimed ahead wait in the
+    // run's queue longer than the lease, and must still be called once.
+    let Some(app) = spawn_app_with(
+        backend,
+        |p| p.faults.latency = Duration::from_millis(400),
+        |a| {
+            a.pay_concurrency = 1;
+            a.claim_lease = Duration::from_secs(3);
+            a.retry_max_elapsed = Duration::from_secs(1);
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    app.provider
+        .fund("C001", money(100_000_000, Currency::Eur))
+        .await;
+    let pool = db::pool(&app.config.database_url, 1);
+    create_eur_invoices(&pool, 16).await;
+
+    let report = pay_within(&app, Duration::from_secs(60)).await;
+
+    assert_eq!(report["summary"]["paid"], 16, "{report}");
+    let calls = attempts_per_invoice(&app).await;
+    assert_eq!(calls.len(), 16);
+    assert!(
+        calls.values().all(|n| *n == 1),
+        "an invoice waiting in the run's own queue was called twice: {calls:?}"
+    );
+    assert_eq!(app.provider.ledger().await.len(), 16);
+    assert_eq!(run_totals(&pool).await, (16, 0));
+}
+
+/// Σ paid and Σ failed over every run, from the `pay_runs` table.
+pub async fn run_totals(pool: &db::DbPool) -> (i64, i64) {
+    use schema::pay_runs::dsl;
+    let counts: Vec<(i32, i32)> = db::run(pool, |c| {
+        dsl::pay_runs
+            .select((dsl::paid, dsl::failed))
+            .load(c)
+            .map_err(anyhow::Error::from)
+    })
+    .await
+    .expect("runs");
+    counts.iter().fold((0, 0), |(p, f), (paid, failed)| {
+        (p + i64::from(*paid), f + i64::from(*failed))
+    })
+}
+
+async fn key_conflict_is_not_a_decline(backend: Backend) {
+    let Some(app) = spawn_app_with(backend, |_| {}, |_| {}).await else {
+        return;
+    };
+    app.provider
+        .fund("C001", money(10_000, Currency::Eur))
+        .await;
+    let invoice = app.create_invoice("C001", 1215, "EUR").await;
+    let id = invoice["id"].as_str().expect("id");
+    // The provider already holds the invoice's key for another request (a charge made by
+    // a release that fingerprinted differently, say): charged or not, nobody can tell.
+    let charged = app
+        .client
+        .post(format!("{}/v1/charges", app.provider.base_url))
+        .bearer_auth(&app.provider.token)
+        .header("Idempotency-Key", format!("invoice-{id}"))
+        .json(&json!({"invoice_id": id, "customer_id": "C001",
+            "amount": {"minor_units": 1000, "currency": "EUR"}}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(charged.status().as_u16(), 201);
+
+    let report = app.pay().await;
+
+    assert_eq!(report["summary"]["failed"], 0, "{report}");
+    assert_eq!(report["summary"]["retry_later"], 1, "{report}");
+    let (_, stored) = app.get_json(&format!("/invoices/{id}")).await;
+    assert_eq!(stored["status"], "pending", "never failed: {stored}");
+    let attention = stored["attention"].as_str().unwrap_or_default();
+    assert!(attention.contains("idempotency_key_reused"), "{stored}");
+    assert_eq!(app.provider.ledger().await.len(), 1, "no second charge");
+}
+
+both_backends!(
+    retry_after_beyond_the_budget_ends_the_turn_at_once,
+    retry_after_within_the_budget_is_honoured_and_the_budget_still_ends,
+    queued_claims_are_called_once_per_run,
+    key_conflict_is_not_a_decline,
+);
+
+/// A claim that fails mid-run stops the run; what it settled before stays on its record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_failed_claim_keeps_what_the_run_settled() {
+    use diesel::Connection;
+    use diesel::connection::SimpleConnection;
+    let Some(app) = spawn_app_with(Backend::Postgres, |_| {}, |a| a.pay_concurrency = 4).await
+    else {
+        return;
+    };
+    app.provider
+        .fund("C001", money(100_000_000, Currency::Eur))
+        .await;
+    let pool = db::pool(&app.config.database_url, 1);
+    create_eur_invoices(&pool, 60).await;
+    // From the 30th invoice on, claiming fails (batches are 16 and in id order).
+    let db::DbUrl::Postgres(url) = &app.config.database_url else {
+        unreachable!("PostgreSQL")
+    };
+    let mut pg = diesel::PgConnection::establish(url).expect("connected");
+    let ids: Vec<String> = schema::invoices::table
+        .select(schema::invoices::id)
+        .order(schema::invoices::id)
+        .load(&mut pg)
+        .expect("ids");
+    pg.batch_execute(&format!(
+        "CREATE FUNCTION refuse_late_claims() RETURNS trigger AS $$ BEGIN \
+           IF NEW.status = 'processing' AND OLD.status = 'pending' AND NEW.id >= '{}' THEN \
+             RAISE EXCEPTION 'claim refused by the test'; \
+           END IF; RETURN NEW; END $$ LANGUAGE plpgsql; \
+         CREATE TRIGGER refuse_late_claims BEFORE UPDATE ON invoices \
+           FOR EACH ROW EXECUTE FUNCTION refuse_late_claims();",
+        ids[29]
+    ))
+    .expect("trigger installed");
+
+    let location = app.start_pay_run().await;
+    let run = app.wait_for_run(&location).await;
+
+    assert_eq!(run["status"], "failed", "{run}");
+    let paid = schema::invoices::table
+        .filter(schema::invoices::status.eq("paid"))
+        .count()
+        .get_result::<i64>(&mut pg)
+        .expect("count");
+    assert!(
+        paid >= 16,
+        "the first batch was paid before the claim failed"
+    );
+    assert_eq!(
+        run["summary"]["paid"].as_i64(),
+        Some(paid),
+        "the failed run's record keeps what it paid: {run}"
+    );
+    assert_eq!(app.provider.ledger().await.len() as i64, paid);
+}
