@@ -10,3 +10,4 @@ mod fuzz;
 mod paying;
 mod records;
 mod replicas;
+mod schedule;

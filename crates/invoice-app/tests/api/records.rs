@@ -180,7 +180,56 @@ async fn key_conflict_is_not_a_decline(backend: Backend) {
     assert_eq!(app.provider.ledger().await.len(), 1, "no second charge");
 }
 
+async fn payment_settled_by_two_runs_is_counted_once(backend: Backend) {
+    // A stalls: its call outlives its lease (a pause, a slow network), so B takes the
+    // invoice over and both settle the same payment. Only the run whose write changed the
+    // row may count it.
+    let Some(app) = spawn_app_with(
+        backend,
+        |p| p.faults.latency = Duration::from_millis(2500),
+        |a| {
+            a.claim_lease = Duration::from_millis(1000);
+            a.charge_timeout = Duration::from_secs(5);
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    app.provider
+        .fund("C001", money(10_000, Currency::Eur))
+        .await;
+    app.create_invoice("C001", 1215, "EUR").await;
+    let mut config = crate::helpers::test_config(&app.db, &app.provider.base_url);
+    config.claim_lease = Duration::from_millis(1000);
+    config.retry_max_elapsed = Duration::from_secs(6);
+    let b = invoice_app::startup::Application::build(config)
+        .await
+        .expect("replica starts");
+    let b_url = format!("http://127.0.0.1:{}/invoices/pay", b.port());
+    tokio::spawn(b.run_until_stopped());
+
+    let a_run = tokio::spawn({
+        let (client, url) = (app.client.clone(), app.url("/invoices/pay"));
+        async move { client.post(url).send().await.expect("sent").status() }
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let b_run = app.client.post(b_url).send().await.expect("sent");
+    assert_eq!(b_run.status().as_u16(), 200);
+    assert_eq!(a_run.await.expect("A").as_u16(), 200);
+
+    let pool = db::pool(&app.config.database_url, 1);
+    assert_eq!(app.provider.ledger().await.len(), 1);
+    assert_eq!(app.invoices("paid").await.len(), 1);
+    assert_eq!(
+        run_totals(&pool).await,
+        (1, 0),
+        "one payment, counted by one run"
+    );
+}
+
 both_backends!(
+    payment_settled_by_two_runs_is_counted_once,
     retry_after_beyond_the_budget_ends_the_turn_at_once,
     retry_after_within_the_budget_is_honoured_and_the_budget_still_ends,
     queued_claims_are_called_once_per_run,
