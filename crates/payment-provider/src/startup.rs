@@ -45,7 +45,7 @@ impl Application {
             );
             CallerTokens::dev_default()
         });
-        if config.faults.unavailable_rate > 0.0 || !config.faults.latency.is_zero() {
+        if config.faults.configured() {
             tracing::warn!(faults = ?config.faults, "fault injection is on");
         }
         let state = web::Data::new(AppState {
