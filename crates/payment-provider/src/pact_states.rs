@@ -4,8 +4,8 @@
 //! development token, because every state change empties the ledger.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
 use std::sync::atomic::Ordering;
+use std::sync::{Mutex, PoisonError};
 
 use anyhow::{Context, bail};
 use api_contract::{ChargeRequest, CustomerId, IdempotencyKey, InvoiceId, Money};
