@@ -53,6 +53,10 @@ async fn pact_charge_contract() {
     zero_amount(out).await;
     bad_token(out).await;
     provider_unavailable(out).await;
+    key_in_flight(out).await;
+    key_reused(out).await;
+    rate_limited(out).await;
+    database_unavailable(out).await;
     publish(out);
 }
 
@@ -91,13 +95,7 @@ async fn replayed_charge(out: &Path) {
             // The provider makes this very charge once, so that ours is a replay.
             i.given_with_params(
                 format!("a charge with key {} already succeeded", charge.key()),
-                &json!({
-                    "idempotency_key": charge.key(),
-                    "invoice_id": charge.invoice_id,
-                    "customer_id": charge.customer_id,
-                    "minor_units": charge.minor_units,
-                    "currency": "EUR",
-                }),
+                &charge.params(charge.minor_units),
             );
             authorised_request(&mut i, &charge, integer(charge.minor_units));
             i.response
@@ -273,6 +271,149 @@ async fn provider_unavailable(out: &Path) {
     );
 }
 
+async fn key_in_flight(out: &Path) {
+    let charge = Example::new("0195b4c0-7a10-7000-8000-000000000009", "C001", 1215);
+    let server = pact(out)
+        .interaction(
+            "a retry while the first request with its key is still processed",
+            "",
+            |mut i| {
+                // Another request holds the key; the account could pay, so a provider
+                // that ignored the claim would charge.
+                i.given_with_params(
+                    format!("a request with key {} is in flight", charge.key()),
+                    &charge.params(charge.minor_units),
+                );
+                authorised_request(&mut i, &charge, integer(charge.minor_units));
+                problem(
+                    &mut i,
+                    409,
+                    ErrorCode::IdempotencyKeyInFlight,
+                    "Request in flight",
+                    "a request with this key is still being processed; retry later",
+                );
+                i
+            },
+        )
+        .start_mock_server(None, None);
+
+    let (outcome, _) = charge.send(server, ANY_TOKEN).await;
+    assert!(
+        matches!(
+            &outcome,
+            CallOutcome::Retryable { reason, retry_after: None } if reason.contains("409")
+        ),
+        "a key in flight: expected a retry with backoff, got {outcome:?}"
+    );
+}
+
+async fn key_reused(out: &Path) {
+    let charge = Example::new("0195b4c0-7a10-7000-8000-000000000010", "C001", 1215);
+    let server = pact(out)
+        .interaction(
+            "a charge whose key was used for a charge of another amount",
+            "",
+            |mut i| {
+                // The earlier charge, made under the same key: 9.99 EUR, not 12.15.
+                i.given_with_params(
+                    format!(
+                        "key {} was used for a charge of another amount",
+                        charge.key()
+                    ),
+                    &charge.params(999),
+                );
+                authorised_request(&mut i, &charge, integer(charge.minor_units));
+                problem(
+                    &mut i,
+                    422,
+                    ErrorCode::IdempotencyKeyReused,
+                    "Idempotency-Key reused",
+                    "this key was used with a different request body",
+                );
+                i
+            },
+        )
+        .start_mock_server(None, None);
+
+    let (outcome, _) = charge.send(server, ANY_TOKEN).await;
+    // Money may have moved under this key: a person looks, the invoice is not declined.
+    assert!(
+        matches!(
+            &outcome,
+            CallOutcome::Attention { reason } if reason.contains("idempotency_key_reused")
+        ),
+        "a reused key: expected it to need attention, got {outcome:?}"
+    );
+}
+
+async fn rate_limited(out: &Path) {
+    let charge = Example::new("0195b4c0-7a10-7000-8000-000000000011", "C001", 1215);
+    let server = pact(out)
+        .interaction(
+            "a charge while the provider limits its rate",
+            "",
+            |mut i| {
+                i.given("the provider is rate limiting invoice-app");
+                authorised_request(&mut i, &charge, integer(charge.minor_units));
+                i.response.header("Retry-After", term!(r"^[0-9]+$", "2"));
+                problem(
+                    &mut i,
+                    429,
+                    ErrorCode::RateLimited,
+                    "Too many requests",
+                    "slow down: retry after the time Retry-After gives",
+                );
+                i
+            },
+        )
+        .start_mock_server(None, None);
+
+    let (outcome, _) = charge.send(server, ANY_TOKEN).await;
+    assert!(
+        matches!(
+            outcome,
+            CallOutcome::Retryable {
+                retry_after: Some(d),
+                ..
+            } if d == Duration::from_secs(2)
+        ),
+        "a rate limit: expected a retry after 2s, got {outcome:?}"
+    );
+}
+
+async fn database_unavailable(out: &Path) {
+    let charge = Example::new("0195b4c0-7a10-7000-8000-000000000012", "C001", 1215);
+    let server = pact(out)
+        .interaction(
+            "a charge while the provider's database is unavailable",
+            "",
+            |mut i| {
+                i.given("the database is unavailable");
+                authorised_request(&mut i, &charge, integer(charge.minor_units));
+                // Status and Retry-After only, no body: invoice-app must not need a problem
+                // document to retry a 5xx (a proxy in between sends none).
+                i.response
+                    .status(503)
+                    .header("Retry-After", term!(r"^[0-9]+$", "1"));
+                i
+            },
+        )
+        .start_mock_server(None, None);
+
+    let (outcome, status) = charge.send(server, ANY_TOKEN).await;
+    assert_eq!(status, Some(503));
+    assert!(
+        matches!(
+            outcome,
+            CallOutcome::Retryable {
+                retry_after: Some(d),
+                ..
+            } if d == Duration::from_secs(1)
+        ),
+        "a bare 503: expected a retry after 1s, got {outcome:?}"
+    );
+}
+
 /// One example charge of the pact, in EUR.
 struct Example {
     invoice_id: &'static str,
@@ -295,6 +436,17 @@ impl Example {
             .expect("valid key")
             .as_str()
             .to_owned()
+    }
+
+    /// A provider state's params: this charge by invoice-app, for `minor_units` EUR.
+    fn params(&self, minor_units: i64) -> Value {
+        json!({
+            "idempotency_key": self.key(),
+            "invoice_id": self.invoice_id,
+            "customer_id": self.customer_id,
+            "minor_units": minor_units,
+            "currency": "EUR",
+        })
     }
 
     fn request(&self) -> ChargeRequest {

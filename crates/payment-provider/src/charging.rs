@@ -8,6 +8,7 @@ use diesel::Connection;
 use crate::db::{self, AnyConnection, DbError, accounts, charges, idempotency};
 use crate::domain::{ChargeCommand, Decline};
 use crate::error::ApiError;
+use crate::faults::Injected;
 use crate::startup::AppState;
 
 /// What the handler answers.
@@ -23,12 +24,21 @@ pub enum ChargeReply {
 }
 
 pub async fn charge(state: &AppState, cmd: ChargeCommand) -> Result<ChargeReply, ApiError> {
-    if state.faults.should_fail() {
-        state.metrics.charge_outcome("fault_injected");
-        return Err(ApiError::Unavailable {
-            reason: "injected fault: try again".to_owned(),
-            retry_after_secs: state.faults.retry_after_secs,
-        });
+    match state.faults.roll() {
+        None => {}
+        Some(Injected::Unavailable) => {
+            state.metrics.charge_outcome("fault_injected");
+            return Err(ApiError::Unavailable {
+                reason: "injected fault: try again".to_owned(),
+                retry_after_secs: state.faults.retry_after_secs,
+            });
+        }
+        Some(Injected::RateLimited) => {
+            state.metrics.charge_outcome("rate_limited");
+            return Err(ApiError::RateLimited {
+                retry_after_secs: state.faults.retry_after_secs,
+            });
+        }
     }
 
     let stale = TimeDelta::from_std(state.stale_claim_after).unwrap_or(TimeDelta::MAX);

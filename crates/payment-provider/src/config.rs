@@ -83,9 +83,10 @@ impl Config {
         }
         let faults = Faults {
             unavailable_rate,
+            rate_limited_rate: rate(&get, "FAULT_RATE_LIMITED_RATE")?,
             latency: Duration::from_millis(number(&get, "FAULT_LATENCY_MS", 0u64, 0..=600_000)?),
             retry_after_secs: number(&get, "FAULT_RETRY_AFTER_SECS", 1u32, 0..=3600)?,
-            outage: Default::default(),
+            ..Faults::default()
         };
         let stale_claim_after =
             Duration::from_secs(number(&get, "IDEMPOTENCY_STALE_SECS", 60u64, 1..=86_400)?);
@@ -149,6 +150,23 @@ where
     Ok(value)
 }
 
+/// A share between 0 and 1, or 0 when unset.
+fn rate(
+    get: &dyn Fn(&'static str) -> Option<String>,
+    var: &'static str,
+) -> Result<f64, ConfigError> {
+    let Some(raw) = get(var) else {
+        return Ok(0.0);
+    };
+    match raw.trim().parse::<f64>() {
+        Ok(value) if (0.0..=1.0).contains(&value) => Ok(value),
+        _ => Err(ConfigError {
+            var,
+            reason: format!("{raw:?} is not a share between 0 and 1"),
+        }),
+    }
+}
+
 /// `NAME` or the contents of the file named by `NAME_FILE` (trailing newline dropped).
 fn secret(
     env: &dyn Fn(&str) -> Option<String>,
@@ -195,6 +213,7 @@ mod tests {
         assert_eq!(c.seed, Seed::Demo);
         assert!(c.callers.is_none());
         assert_eq!(c.faults.unavailable_rate, 0.0);
+        assert_eq!(c.faults.rate_limited_rate, 0.0);
     }
 
     #[test]
@@ -205,6 +224,8 @@ mod tests {
             ("DATABASE_POOL_SIZE", "0"),
             ("FAULT_UNAVAILABLE_RATE", "1.5"),
             ("FAULT_LATENCY_MS", "-3"),
+            ("FAULT_RATE_LIMITED_RATE", "2"),
+            ("FAULT_RATE_LIMITED_RATE", "NaN"),
             ("CALLER_TOKENS", "invoice-app:short"),
             ("LOG_FORMAT", "xml"),
             ("PACT_PROVIDER_STATES", "yes"),

@@ -35,6 +35,9 @@ pub enum ApiError {
     /// With the methods the resource does answer, for the `Allow` header.
     #[error("method not allowed")]
     MethodNotAllowed { allow: &'static str },
+    /// Only injected (`FAULT_RATE_LIMITED_RATE`): the provider limits no one by itself.
+    #[error("rate limited")]
+    RateLimited { retry_after_secs: u32 },
     #[error("unavailable: {reason}")]
     Unavailable {
         reason: String,
@@ -107,6 +110,12 @@ impl ApiError {
                 "Method not allowed",
                 Some(format!("this resource answers {allow}")),
             ),
+            E::RateLimited { .. } => (
+                429,
+                ErrorCode::RateLimited,
+                "Too many requests",
+                Some("slow down: retry after the time Retry-After gives".to_owned()),
+            ),
             E::Unavailable { reason, .. } => (
                 503,
                 ErrorCode::ServiceUnavailable,
@@ -148,7 +157,8 @@ impl ResponseError for ApiError {
         match self {
             ApiError::Unavailable {
                 retry_after_secs, ..
-            } => {
+            }
+            | ApiError::RateLimited { retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             ApiError::Unauthorized => {

@@ -5,15 +5,17 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::sync::{Mutex, PoisonError};
 
 use anyhow::{Context, bail};
 use api_contract::{ChargeRequest, CustomerId, IdempotencyKey, InvoiceId, Money};
+use chrono::{TimeDelta, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::auth::DEV_TOKEN;
 use crate::charging::{self, ChargeReply};
-use crate::db::{self, DbError};
+use crate::db::{self, DbConn, DbError, idempotency};
 use crate::domain::ChargeCommand;
 use crate::seed;
 use crate::startup::AppState;
@@ -39,10 +41,26 @@ pub enum Action {
     Teardown,
 }
 
-/// Applies `change` to an empty ledger (so it works whether or not the verifier sends
-/// teardowns) and returns the values the pact's provider-state generators ask for.
+/// Database connections a state holds until the next state change, so that the provider
+/// finds none (see "the database is unavailable").
+#[derive(Default)]
+pub struct HeldConnections(Mutex<Vec<DbConn>>);
+
+impl HeldConnections {
+    /// Holds `connections` instead of what was held (nothing, to let go of them all).
+    fn replace(&self, connections: Vec<DbConn>) {
+        // A lock poisoned by a panic elsewhere guards nothing half-done: use it anyway.
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = connections;
+    }
+}
+
+/// Applies `change` to an empty ledger and a provider without faults (so it works whether
+/// or not the verifier sends teardowns) and returns the values the pact's provider-state
+/// generators ask for.
 pub async fn apply(state: &AppState, change: &StateChange) -> anyhow::Result<Value> {
+    state.pact_held.replace(Vec::new());
     state.faults.outage.store(false, Ordering::Relaxed);
+    state.faults.rate_limited.store(false, Ordering::Relaxed);
     db::run(&state.pool, |c| db::wipe(c).map_err(DbError::from)).await?;
     if change.action == Action::Setup {
         set_up(state, change).await?;
@@ -56,6 +74,11 @@ async fn set_up(state: &AppState, change: &StateChange) -> anyhow::Result<()> {
     match name {
         "" => {}
         "the provider is unavailable" => state.faults.outage.store(true, Ordering::Relaxed),
+        // The provider limits no one by itself: this is its injected 429 (faults.rs).
+        "the provider is rate limiting invoice-app" => {
+            state.faults.rate_limited.store(true, Ordering::Relaxed);
+        }
+        "the database is unavailable" => hold_every_connection(state).await?,
         // The development token is the only one accepted here.
         _ if name.starts_with("the token ") && name.ends_with(" was never issued") => {
             if name.contains(DEV_TOKEN) {
@@ -77,6 +100,15 @@ async fn set_up(state: &AppState, change: &StateChange) -> anyhow::Result<()> {
         _ if name.starts_with("a charge with key ") && name.ends_with(" already succeeded") => {
             charge_once(state, change).await?;
         }
+        // The params are the earlier charge, which the pact's request differs from.
+        _ if name.starts_with("key ")
+            && name.ends_with(" was used for a charge of another amount") =>
+        {
+            charge_once(state, change).await?;
+        }
+        _ if name.starts_with("a request with key ") && name.ends_with(" is in flight") => {
+            hold_in_flight(state, change).await?;
+        }
         _ => bail!("no set-up for provider state {name:?}"),
     }
     Ok(())
@@ -92,6 +124,55 @@ async fn fund(state: &AppState, customer_id: CustomerId, balance: Money) -> anyh
 
 /// Makes the charge the state describes, as invoice-app would: its key is then completed.
 async fn charge_once(state: &AppState, change: &StateChange) -> anyhow::Result<()> {
+    let cmd = funded_command(state, change).await?;
+    match charging::charge(state, cmd).await {
+        Ok(ChargeReply::Created(_)) => Ok(()),
+        Ok(other) => bail!("the first charge did not succeed: {other:?}"),
+        Err(e) => bail!("the first charge failed: {e}"),
+    }
+}
+
+/// Claims the key for the charge the state describes, as the provider does when a request
+/// arrives, and leaves the claim fresh and unfinished: another request is processing it.
+/// The account could pay, so only the key stands between a retry and a charge.
+async fn hold_in_flight(state: &AppState, change: &StateChange) -> anyhow::Result<()> {
+    let cmd = funded_command(state, change).await?;
+    let stale = TimeDelta::from_std(state.stale_claim_after)?;
+    let begin = db::run(&state.pool, move |c| {
+        idempotency::begin(
+            c,
+            &cmd.caller,
+            cmd.key.as_str(),
+            &cmd.request_hashes,
+            Utc::now().naive_utc(),
+            stale,
+        )
+        .map_err(DbError::from)
+    })
+    .await?;
+    match begin {
+        idempotency::Begin::Acquired { .. } => Ok(()),
+        other => bail!("the key could not be claimed: {other:?}"),
+    }
+}
+
+/// Takes every connection of the pool until the next state change: a charge then waits
+/// for one as long as the pool lets it and fails the way it does when the database
+/// accepts no connection (a 503 with `Retry-After`).
+async fn hold_every_connection(state: &AppState) -> anyhow::Result<()> {
+    let pool = state.pool.clone();
+    let held = tokio::task::spawn_blocking(move || {
+        (0..pool.max_size())
+            .map(|_| pool.get())
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await??;
+    state.pact_held.replace(held);
+    Ok(())
+}
+
+/// The charge command the state's params describe, by invoice-app, its account funded.
+async fn funded_command(state: &AppState, change: &StateChange) -> anyhow::Result<ChargeCommand> {
     let request = ChargeRequest {
         invoice_id: InvoiceId::parse(text(change, "invoice_id")?)?,
         customer_id: CustomerId::parse(text(change, "customer_id")?)?,
@@ -99,13 +180,7 @@ async fn charge_once(state: &AppState, change: &StateChange) -> anyhow::Result<(
     };
     fund(state, request.customer_id.clone(), request.amount).await?;
     let key = IdempotencyKey::parse(text(change, "idempotency_key")?)?;
-    let cmd =
-        ChargeCommand::parse(CONSUMER.to_owned(), key, request).map_err(anyhow::Error::msg)?;
-    match charging::charge(state, cmd).await {
-        Ok(ChargeReply::Created(_)) => Ok(()),
-        Ok(other) => bail!("the first charge did not succeed: {other:?}"),
-        Err(e) => bail!("the first charge failed: {e}"),
-    }
+    ChargeCommand::parse(CONSUMER.to_owned(), key, request).map_err(anyhow::Error::msg)
 }
 
 fn text<'a>(change: &'a StateChange, param: &str) -> anyhow::Result<&'a str> {

@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::db::{self, DbPool};
 use crate::faults::Faults;
 use crate::metrics::Metrics;
-use crate::{http, seed};
+use crate::{http, pact_states, seed};
 
 /// Shared by every worker.
 pub struct AppState {
@@ -22,6 +22,8 @@ pub struct AppState {
     pub faults: Faults,
     pub stale_claim_after: Duration,
     pub metrics: Metrics,
+    /// Used by Pact provider states only.
+    pub pact_held: pact_states::HeldConnections,
 }
 
 pub struct Application {
@@ -45,7 +47,7 @@ impl Application {
             );
             CallerTokens::dev_default()
         });
-        if config.faults.unavailable_rate > 0.0 || !config.faults.latency.is_zero() {
+        if config.faults.configured() {
             tracing::warn!(faults = ?config.faults, "fault injection is on");
         }
         let state = web::Data::new(AppState {
@@ -54,6 +56,7 @@ impl Application {
             faults: config.faults.clone(),
             stale_claim_after: config.stale_claim_after,
             metrics: Metrics::new()?,
+            pact_held: Default::default(),
         });
 
         let listener = TcpListener::bind(config.listen_addr)

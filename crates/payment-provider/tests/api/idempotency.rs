@@ -231,6 +231,32 @@ async fn key_stored_with_the_earlier_fingerprint_still_replays(backend: Backend)
     assert_eq!(app.provider.balance("C001").await, Some(10_000 - 1215));
 }
 
+/// `FAULT_RATE_LIMITED_RATE`: the 429 invoice-app must handle, which the pact checks too.
+async fn injected_rate_limit_is_429_with_retry_after_and_charges_nothing(backend: Backend) {
+    let Some(app) = spawn_app_with(backend, |c| {
+        c.faults.rate_limited_rate = 1.0;
+        c.faults.retry_after_secs = 2;
+    })
+    .await
+    else {
+        return;
+    };
+    app.provider.fund("C001", eur(10_000)).await;
+    let response = app
+        .charge("key-1", &charge_body("inv-1", "C001", 100, "EUR"))
+        .await;
+    assert_eq!(
+        response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("2")
+    );
+    assert_problem(response, 429, "rate_limited").await;
+    assert!(app.provider.ledger().await.is_empty());
+    assert_eq!(app.provider.balance("C001").await, Some(10_000));
+}
+
 both_backends!(
     key_stored_with_the_earlier_fingerprint_still_replays,
     replay_returns_stored_charge_without_second_debit,
@@ -240,4 +266,5 @@ both_backends!(
     key_in_flight_is_409,
     stalled_request_loses_its_stale_claim_and_charges_nothing,
     injected_unavailability_charges_nothing_and_retry_succeeds,
+    injected_rate_limit_is_429_with_retry_after_and_charges_nothing,
 );
