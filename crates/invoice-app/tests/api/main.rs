@@ -4,6 +4,7 @@
 mod helpers;
 
 mod api;
+mod claims_model;
 mod crash;
 mod faults;
 mod fuzz;
