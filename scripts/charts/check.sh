@@ -9,10 +9,14 @@
 #    (kubernetes-validate, K8S_VERSIONS); CRD kinds are skipped with a printed reason.
 # 3. checkov over everything rendered: zero failures (skips live in the charts, with reasons).
 # 4. Every pod template meets Pod Security "restricted" (check_pss.py); RBAC assertions
-#    over the rendered team namespaces and apps (check_rbac.py).
-# 5. NetworkPolicy reachability computed by network-config-analyzer over both team
-#    namespaces, both apps and a fixture world (check_netpol.py).
-# 6. README values tables in step with values.yaml; shellcheck and yamllint when present.
+#    over the rendered team namespaces and apps, and the apps' instructions against the
+#    team Role (check_rbac.py); what the charts expose (check_exposure.py).
+# 5. The team namespaces' admission policies evaluated with two CEL implementations against
+#    fixture requests and the apps' own pods (check_admission.py).
+# 6. NetworkPolicy reachability computed by network-config-analyzer over both team
+#    namespaces, both apps (and a second invoice-app release) and a fixture world, for
+#    every value set in ci/ (check_netpol.py).
+# 7. README values tables in step with values.yaml; shellcheck and yamllint when present.
 #
 # Tools come from install-tools.sh (run first, idempotent) into $TOOLS_DIR.
 # CHARTS_OUT=dir keeps the rendered manifests and tool reports there.
@@ -29,7 +33,7 @@ if [[ -n "${CHARTS_OUT:-}" ]]; then
   OUT="$CHARTS_OUT"
   mkdir -p "$OUT"
   # Clear only what an earlier run left there.
-  rm -rf "${OUT:?}"/{rendered,validate,checkov,nca} "${OUT:?}"/*.log "${OUT:?}"/*.err
+  rm -rf "${OUT:?}"/{rendered,canary,validate,checkov,nca} "${OUT:?}"/*.log "${OUT:?}"/*.err
 else
   OUT="$(mktemp -d)"
   trap 'rm -rf "$OUT"' EXIT
@@ -88,14 +92,28 @@ for chart in "${CHART_NAMES[@]}"; do
       "$(grep -c '^kind:' "$OUT/rendered/$chart/$set_name.yaml")"
   done
 done
+# A second invoice-app release in invoices, for the NetworkPolicy and admission checks.
+mkdir -p "$OUT/canary"
+for values in "$CHARTS"/invoice-app/ci/*.yaml; do
+  set_name="$(basename "$values" -values.yaml)"
+  if ! helm template canary "$CHARTS/invoice-app" -n invoices -f "$values" >"$OUT/canary/$set_name.yaml"; then
+    fail "helm template invoice-app as release canary ($set_name)"
+  fi
+done
 done_step
 
 step "value sets that the schema or the templates must refuse"
+# Each case is one mistake on top of the chart's ci/default-values.yaml (a set that renders),
+# so it is refused for that mistake alone; `# base: none` starts from the bare defaults.
 for values in "$HERE"/values/invalid/*/*.yaml; do
   chart="$(basename "$(dirname "$values")")"
   expect="$(sed -n 's/^# expect: //p' "$values")"
   case_name="$chart/$(basename "$values" .yaml)"
-  if helm template x "$CHARTS/$chart" -n "${NAMESPACE[$chart]}" -f "$values" >/dev/null 2>"$OUT/refused.err"; then
+  base=()
+  if [[ -f "$CHARTS/$chart/ci/default-values.yaml" ]] && ! grep -q '^# base: none$' "$values"; then
+    base=(-f "$CHARTS/$chart/ci/default-values.yaml")
+  fi
+  if helm template x "$CHARTS/$chart" -n "${NAMESPACE[$chart]}" "${base[@]}" -f "$values" >/dev/null 2>"$OUT/refused.err"; then
     fail "$case_name: rendered, but must be refused ($expect)"
   elif ! grep -qF -- "$expect" "$OUT/refused.err"; then
     cat "$OUT/refused.err"
@@ -175,26 +193,52 @@ for team in invoices payments; do
   apps="$(printf '%s,' "$OUT/rendered/$app"/*.yaml)"
   team_args+=(--team "$team=$OUT/rendered/team-namespace/$team.yaml,${apps%,}")
 done
-if ! "$PY" "$HERE/check_rbac.py" "${team_args[@]}"; then
+# The commands the apps' NOTES and READMEs give the team must be within the team Role.
+instructions=()
+for app in invoice-app payment-provider; do
+  instructions+=(--instructions "$CHARTS/$app/templates/NOTES.txt" --instructions "$CHARTS/$app/README.md")
+done
+if ! "$PY" "$HERE/check_rbac.py" "${team_args[@]}" "${instructions[@]}"; then
   fail "RBAC assertions"
 fi
 done_step
 
+step "What the charts expose (check_exposure.py)"
+if ! "$PY" "$HERE/check_exposure.py" "$CHARTS" "$OUT/rendered/payment-provider" "$OUT/rendered/invoice-app"; then
+  fail "exposure assertions"
+fi
+done_step
+
+step "Admission policies, evaluated with real CEL (check_admission.py)"
+admission_args=()
+for f in "$OUT"/rendered/invoice-app/*.yaml; do admission_args+=(--app "invoices=$f"); done
+for f in "$OUT"/rendered/payment-provider/*.yaml; do admission_args+=(--app "payments=$f"); done
+# The second release's ServiceAccount is not allowed to wear invoice-app's label.
+admission_args+=(--refused-app "invoices=$OUT/canary/production.yaml")
+if ! "$PY" "$HERE/check_admission.py" \
+  --policies "$OUT/rendered/team-namespace/invoices.yaml" "$OUT/rendered/team-namespace/payments.yaml" \
+  --cases "$HERE/fixtures/admission-cases.yaml" "${admission_args[@]}"; then
+  fail "admission policies"
+fi
+done_step
+
 step "NetworkPolicy reachability (network-config-analyzer)"
-# scenario NAME PAYMENT_PROVIDER_SET INVOICE_APP_SET CHECK_NETPOL_ARGS...
-# Each scenario is computed three times: as rendered, and with only the ingress or only
-# the egress side of every policy, so that each side must hold on its own.
+# scenario VALUE_SET CHECK_NETPOL_ARGS...: both apps rendered with ci/VALUE_SET-values.yaml,
+# and invoice-app once more as release canary. Each scenario is computed three times: as
+# rendered, and with only the ingress or only the egress side of every policy, so that each
+# side must hold on its own.
 scenario() {
-  local name="$1" pp="$2" ia="$3" mode dir
-  shift 3
-  printf -- '--- %s: payment-provider %s, invoice-app %s\n' "$name" "$pp" "$ia"
+  local name="$1" mode dir
+  shift
+  printf -- '--- value set %s (both apps, and invoice-app again as release canary)\n' "$name"
   for mode in full ingress egress; do
     dir="$OUT/nca/$name-$mode"
     mkdir -p "$dir"
     cp "$OUT/rendered/team-namespace/invoices.yaml" "$OUT/rendered/team-namespace/payments.yaml" \
       "$HERE/fixtures/netpol-world.yaml" "$dir/"
-    cp "$OUT/rendered/payment-provider/$pp.yaml" "$dir/payment-provider.yaml"
-    cp "$OUT/rendered/invoice-app/$ia.yaml" "$dir/invoice-app.yaml"
+    cp "$OUT/rendered/payment-provider/$name.yaml" "$dir/payment-provider.yaml"
+    cp "$OUT/rendered/invoice-app/$name.yaml" "$dir/invoice-app.yaml"
+    cp "$OUT/canary/$name.yaml" "$dir/invoice-app-canary.yaml"
     if [[ "$mode" != full ]] && ! "$PY" "$HERE/check_netpol.py" isolate "$dir" "$mode"; then
       fail "isolating the $mode side ($name)"
       continue
@@ -207,9 +251,22 @@ scenario() {
     fi
   done
 }
-scenario production production production --database postgres --monitoring --cronjob
-scenario default default default --database sqlite --cronjob
-scenario minimal minimal minimal --database sqlite
+# What each value set asks for (see charts/*/ci/): the databases, Prometheus, the pay-run
+# CronJob, the ways in, the API server payment-provider reads the JWKS from, and the
+# identity provider invoice-app reads it from.
+scenario production --invoices-db --payments-db --monitoring --cronjob --way-in gateway --way-in ingress \
+  --api-server 10.96.0.1 --api-server 172.18.0.2-172.18.0.4 \
+  --idp 'identity/keycloak[Pod]={protocols:TCP,dst_ports:8443}'
+scenario default --cronjob --way-in gateway --api-server 10.96.0.1 --api-server 172.18.0.2
+scenario postgres-url --payments-db --cronjob --way-in ingress --api-server 10.96.0.1 --api-server-ports 443 \
+  --idp '203.0.113.10={protocols:TCP,dst_ports:443}'
+scenario minimal
+scenario demo --cronjob --way-in gateway
+# Every value set has its scenario.
+for values in "$CHARTS"/invoice-app/ci/*.yaml "$CHARTS"/payment-provider/ci/*.yaml; do
+  set_name="$(basename "$values" -values.yaml)"
+  [[ -d "$OUT/nca/$set_name-full" ]] || fail "value set $set_name has no NetworkPolicy scenario"
+done
 done_step
 
 step "README values tables, shell and YAML style"

@@ -7,13 +7,16 @@ Usage:
       of a connection is checked on its own (a widened ingress rule must not hide behind
       the caller's tight egress rule, and the other way round).
   check_netpol.py assert CONNECTIVITY.txt --mode {full,ingress,egress}
-                  --database {postgres,sqlite} [--monitoring] [--cronjob]
+                  [--invoices-db] [--payments-db] [--monitoring] [--cronjob]
+                  [--way-in {gateway,ingress}]... [--api-server NODE]... [--api-server-ports P,P]
+                  [--idp NODE=CONNECTIONS]...
 
 CONNECTIVITY.txt is the output of
     nca --connectivity -r DIR -o txt_no_fw_rules
 over the rendered team-namespace (invoices, payments), both app charts (releases named
-invoice-app and payment-provider) and scripts/charts/fixtures/netpol-world.yaml. Each
-line reads `SRC => DST : CONNECTIONS`; a pair that is missing is denied.
+invoice-app and payment-provider, and a second invoice-app release named canary) and
+scripts/charts/fixtures/netpol-world.yaml. Each line reads `SRC => DST : CONNECTIONS`; a
+pair that is missing is denied.
 
 In full mode the issue's questions come first, one by one. In every mode the whole map of
 connections into (ingress mode) and/or out of (egress mode) the two team namespaces must
@@ -30,23 +33,31 @@ import yaml
 
 OUTSIDE = "0.0.0.0-255.255.255.255"
 INGRESS = "ingress-nginx/ingress-nginx-controller[Pod]"
+GATEWAY = "gateway-system/envoy-public[Pod]"  # the Gateway's proxy
+GATEWAY_OTHER = "gateway-system/gateway-controller[Pod]"  # not a proxy
 DNS = "kube-system/coredns[Pod]"
 PROMETHEUS = "monitoring/prometheus[Pod]"
+GRAFANA = "monitoring/grafana[Pod]"  # in the monitoring namespace, not Prometheus
 BYSTANDER = "unrelated/bystander[Pod]"
 IMPOSTOR = "unrelated/impostor[Pod]"  # wears invoice-app's label in the wrong namespace
 INVOICES_INTRUDER = "invoices/intruder[Pod]"
 PAYMENTS_INTRUDER = "payments/intruder[Pod]"
 PAYMENTS_IMPOSTOR = "payments/impostor[Pod]"  # invoice-app's label, in the provider's namespace
 INTRUDERS = [INVOICES_INTRUDER, PAYMENTS_INTRUDER, PAYMENTS_IMPOSTOR]
+LABEL_THIEF = "invoices/label-thief[Pod]"  # every label of invoice-app's serving pods, in invoices
 INVOICE_APP = "invoices/invoice-app[Deployment]"
 PAY_RUN = "invoices/invoice-app-pay-run[CronJob]"
 INVOICE_TEST = "invoices/invoice-app-test-readyz[Pod]"
+CANARY = "invoices/canary-invoice-app[Deployment]"  # a second invoice-app release
+CANARY_PAY_RUN = "invoices/canary-invoice-app-pay-run[CronJob]"
+CANARY_TEST = "invoices/canary-invoice-app-test-readyz[Pod]"
 INVOICES_DB = "invoices/invoices-db-1[Pod]"
 PROVIDER = "payments/payment-provider[Deployment]"
 PROVIDER_TEST = "payments/payment-provider-test-readyz[Pod]"
 PAYMENTS_DB = "payments/payments-db-1[Pod]"
 
 HTTP = "{protocols:TCP,dst_ports:8080}"
+METRICS = "{protocols:TCP,dst_ports:9090}"
 POSTGRES = "{protocols:TCP,dst_ports:5432}"
 DNS_PORTS = "{protocols:TCP, UDP,dst_ports:53}"
 DENIED = None
@@ -85,29 +96,55 @@ def isolate(directory: str, keep: str) -> None:
         path.write_text(yaml.safe_dump_all(docs, sort_keys=False), encoding="utf-8")
 
 
-def expected_map(mode: str, pg: bool, monitoring: bool, cronjob: bool) -> dict[tuple[str, str], str]:
-    """The allowed connections that touch the team namespaces, for one mode."""
-    app_pods = [INVOICE_APP, PROVIDER] + ([PAY_RUN] if cronjob else [])
-    team_pods = app_pods + [INVOICE_TEST, PROVIDER_TEST, INVOICES_DB, PAYMENTS_DB] + INTRUDERS
-    calls = {
-        (INVOICE_APP, PROVIDER): HTTP,
-        (INVOICE_TEST, INVOICE_APP): HTTP,
-        (PROVIDER_TEST, PROVIDER): HTTP,
-    }
-    if cronjob:
-        calls[(PAY_RUN, PROVIDER)] = HTTP
-    db = {(INVOICE_APP, INVOICES_DB): POSTGRES, (PROVIDER, PAYMENTS_DB): POSTGRES}
-    if cronjob:
-        db[(PAY_RUN, INVOICES_DB)] = POSTGRES
-    scrape = {(PROMETHEUS, INVOICE_APP): HTTP, (PROMETHEUS, PROVIDER): HTTP} if monitoring else {}
-    dns = {(pod, DNS): DNS_PORTS for pod in team_pods}
+class World:
+    """Which pods exist and what they are, for one value set."""
 
-    if mode == "ingress":  # what the team pods admit; every caller's egress is open
-        # The database fixtures admit their app whatever database the app uses.
-        return {(INGRESS, INVOICE_APP): HTTP, **calls, **db, **scrape}
-    if mode == "egress":  # what the team pods may reach; every destination is open
-        return {**calls, **(db if pg else {}), **dns}
-    return {(INGRESS, INVOICE_APP): HTTP, **calls, **(db if pg else {}), **scrape, **dns}
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        # (server, pay run, helm test pod) of each invoice-app release.
+        self.releases = [(INVOICE_APP, PAY_RUN, INVOICE_TEST), (CANARY, CANARY_PAY_RUN, CANARY_TEST)]
+        self.pay_runs = [r[1] for r in self.releases] if args.cronjob else []
+        # Pods that the invoice-app policies select: each release's serving pods, and the label
+        # thief, which the first release's policy cannot tell from its own pods.
+        self.servers = [INVOICE_APP, LABEL_THIEF, CANARY]
+        self.callers = self.servers + self.pay_runs  # every pod with invoice-app's egress
+        self.team_pods = (self.callers + [PROVIDER, INVOICE_TEST, CANARY_TEST, PROVIDER_TEST,
+                                          INVOICES_DB, PAYMENTS_DB] + INTRUDERS)
+        self.ways_in = {"gateway": GATEWAY, "ingress": INGRESS}
+        ports = ",".join(args.api_server_ports.split(","))
+        self.api_server = {node: f"{{protocols:TCP,dst_ports:{ports}}}" for node in args.api_server}
+        self.idp = dict(item.split("=", 1) for item in args.idp)
+
+    def test_targets(self, test: str) -> list[str]:
+        """The serving pods a release's helm test pod reaches: its own release's."""
+        return [INVOICE_APP, LABEL_THIEF] if test == INVOICE_TEST else [CANARY]
+
+    def expected(self, mode: str) -> dict[tuple[str, str], str]:
+        """The allowed connections that touch the team namespaces, for one mode."""
+        a = self.args
+        calls = {(c, PROVIDER): HTTP for c in self.callers}
+        calls[(PROVIDER_TEST, PROVIDER)] = HTTP
+        for _, _, test in self.releases:
+            calls.update({(test, t): HTTP for t in self.test_targets(test)})
+        ways_in = {(self.ways_in[w], s): HTTP for w in a.way_in for s in self.servers}
+        scrape = {}
+        if a.monitoring:
+            scrape = {(PROMETHEUS, t): METRICS for t in self.servers + [PROVIDER]}
+        # The database fixtures admit their app's label whatever database the app uses.
+        db_ingress = {(c, INVOICES_DB): POSTGRES for c in self.callers}
+        db_ingress[(PROVIDER, PAYMENTS_DB)] = POSTGRES
+        db_egress = {(c, INVOICES_DB): POSTGRES for c in self.callers} if a.invoices_db else {}
+        if a.payments_db:
+            db_egress[(PROVIDER, PAYMENTS_DB)] = POSTGRES
+        dns = {(pod, DNS): DNS_PORTS for pod in self.team_pods}
+        outbound = {(PROVIDER, node): conn for node, conn in self.api_server.items()}
+        outbound.update({(c, node): conn for node, conn in self.idp.items() for c in self.callers})
+
+        if mode == "ingress":  # what the team pods admit; every caller's egress is open
+            return {**ways_in, **calls, **db_ingress, **scrape}
+        if mode == "egress":  # what the team pods may reach; every destination is open
+            return {**calls, **db_egress, **dns, **outbound}
+        return {**ways_in, **calls, **db_egress, **scrape, **dns, **outbound}
 
 
 def in_scope(mode: str, pair: tuple[str, str]) -> bool:
@@ -117,7 +154,7 @@ def in_scope(mode: str, pair: tuple[str, str]) -> bool:
 
 def check(args: argparse.Namespace) -> int:
     conns = parse(args.connectivity)
-    pg = args.database == "postgres"
+    world = World(args)
     failures = 0
 
     def expect(src: str, dst: str, want: str | None, why: str) -> None:
@@ -131,29 +168,53 @@ def check(args: argparse.Namespace) -> int:
 
     print(f"NetworkPolicy reachability (nca, {args.mode}):")
     if args.mode == "full":
+        gateway, ingress = "gateway" in args.way_in, "ingress" in args.way_in
         expect(OUTSIDE, PROVIDER, DENIED, "outside the cluster -> payment-provider")
         expect(BYSTANDER, PROVIDER, DENIED, "unrelated namespace -> payment-provider")
         expect(IMPOSTOR, PROVIDER, DENIED, "pod labelled invoice-app in another namespace -> payment-provider")
         expect(INGRESS, PROVIDER, DENIED, "ingress controller -> payment-provider")
+        expect(GATEWAY, PROVIDER, DENIED, "Gateway proxy -> payment-provider")
         expect(INVOICE_APP, PROVIDER, HTTP, "invoice-app -> payment-provider, port 8080 only")
         if args.cronjob:
             expect(PAY_RUN, PROVIDER, HTTP, "invoice-app pay run -> payment-provider, port 8080 only")
-        expect(INGRESS, INVOICE_APP, HTTP, "ingress controller -> invoice-app, port 8080 only")
+        expect(LABEL_THIEF, PROVIDER, HTTP,
+               "a pod wearing all of invoice-app's labels in invoices -> payment-provider: the port is "
+               "open to it (labels are not an identity); payment-provider refuses its calls by workload "
+               "identity (its ServiceAccount is not invoice-app's), and team-namespace's label policy "
+               "refuses to admit such a pod")
+        expect(CANARY, PROVIDER, HTTP,
+               "a second invoice-app release (canary) -> payment-provider: the port is open to it; its "
+               "calls are refused by workload identity until payment-provider lists its ServiceAccount, "
+               "and its pods are refused by the label policy until the team allows that ServiceAccount")
+        expect(INGRESS, INVOICE_APP, HTTP if ingress else DENIED,
+               f"ingress controller -> invoice-app ({'Ingress on' if ingress else 'no Ingress'})")
+        expect(GATEWAY, INVOICE_APP, HTTP if gateway else DENIED,
+               f"Gateway proxy -> invoice-app ({'HTTPRoute on' if gateway else 'no HTTPRoute'})")
+        expect(GATEWAY_OTHER, INVOICE_APP, DENIED, "a gateway-system pod that is not a proxy -> invoice-app")
         expect(BYSTANDER, INVOICE_APP, DENIED, "unrelated pod -> invoice-app")
-        expect(OUTSIDE, INVOICE_APP, DENIED, "outside the cluster -> invoice-app, bypassing the ingress")
+        expect(OUTSIDE, INVOICE_APP, DENIED, "outside the cluster -> invoice-app, bypassing the way in")
         expect(PROVIDER, INVOICE_APP, DENIED, "payment-provider -> invoice-app")
         expect(INVOICE_APP, OUTSIDE, DENIED, "invoice-app -> the internet")
         expect(PROVIDER, OUTSIDE, DENIED, "payment-provider -> the internet")
+        for node, conn in world.api_server.items():
+            expect(PROVIDER, node, conn, f"payment-provider -> the API server at {node} (JWKS)")
+        for node, conn in world.idp.items():
+            expect(INVOICE_APP, node, conn, f"invoice-app -> the identity provider at {node} (JWKS)")
         expect(INVOICE_APP, BYSTANDER, DENIED, "invoice-app -> unrelated pod")
         expect(INVOICE_APP, DNS, DNS_PORTS, "invoice-app -> cluster DNS, port 53 only")
         expect(PROVIDER, DNS, DNS_PORTS, "payment-provider -> cluster DNS, port 53 only")
-        expect(INVOICE_APP, INVOICES_DB, POSTGRES if pg else DENIED, "invoice-app -> its PostgreSQL")
+        expect(INVOICE_APP, INVOICES_DB, POSTGRES if args.invoices_db else DENIED, "invoice-app -> its PostgreSQL")
         expect(INVOICE_APP, PAYMENTS_DB, DENIED, "invoice-app -> payment-provider's PostgreSQL")
-        expect(PROVIDER, PAYMENTS_DB, POSTGRES if pg else DENIED, "payment-provider -> its PostgreSQL")
+        expect(PROVIDER, PAYMENTS_DB, POSTGRES if args.payments_db else DENIED, "payment-provider -> its PostgreSQL")
         expect(PROVIDER, INVOICES_DB, DENIED, "payment-provider -> invoice-app's PostgreSQL")
-        expect(PROMETHEUS, PROVIDER, HTTP if args.monitoring else DENIED, "monitoring -> payment-provider")
-        expect(PROMETHEUS, INVOICE_APP, HTTP if args.monitoring else DENIED, "monitoring -> invoice-app")
+        for target in (PROVIDER, INVOICE_APP):
+            expect(PROMETHEUS, target, METRICS if args.monitoring else DENIED,
+                   f"Prometheus -> {target}: the metrics port only, never the API")
+            expect(GRAFANA, target, DENIED, f"another pod of the monitoring namespace -> {target}")
         expect(INVOICE_TEST, INVOICE_APP, HTTP, "invoice-app's helm test pod -> invoice-app")
+        expect(INVOICE_TEST, CANARY, DENIED, "invoice-app's helm test pod -> the other release")
+        expect(CANARY_TEST, INVOICE_APP, DENIED, "the other release's helm test pod -> invoice-app")
+        expect(INVOICE_APP, CANARY, DENIED, "invoice-app -> the other release")
         for intruder in INTRUDERS:
             for target in (PROVIDER, INVOICE_APP, INVOICES_DB, PAYMENTS_DB):
                 expect(intruder, target, DENIED, f"{intruder} -> {target}")
@@ -161,7 +222,7 @@ def check(args: argparse.Namespace) -> int:
         expect(PROVIDER_TEST, PROVIDER, HTTP, "payment-provider's helm test pod -> payment-provider")
 
     # The whole map in scope, nothing more and nothing less.
-    expected = expected_map(args.mode, pg, args.monitoring, args.cronjob)
+    expected = world.expected(args.mode)
     actual = {pair: conn for pair, conn in conns.items() if in_scope(args.mode, pair)}
     extra = {p: c for p, c in actual.items() if expected.get(p) != c}
     missing = {p: c for p, c in expected.items() if actual.get(p) != c and p not in extra}
@@ -191,10 +252,20 @@ def main() -> int:
     chk = sub.add_parser("assert")
     chk.add_argument("connectivity")
     chk.add_argument("--mode", choices=["full", "ingress", "egress"], default="full")
-    chk.add_argument("--database", choices=["postgres", "sqlite"], required=True)
+    chk.add_argument("--invoices-db", action="store_true",
+                     help="invoice-app's PostgreSQL is the invoices-db fixture")
+    chk.add_argument("--payments-db", action="store_true",
+                     help="payment-provider's PostgreSQL is the payments-db fixture")
     chk.add_argument("--monitoring", action="store_true",
-                     help="monitoringNamespace=monitoring is set in both apps")
+                     help="networkPolicy.prometheus names the Prometheus pods in both apps")
     chk.add_argument("--cronjob", action="store_true", help="the pay-run CronJob is on")
+    chk.add_argument("--way-in", action="append", default=[], choices=["gateway", "ingress"],
+                     help="invoice-app's HTTPRoute (gateway) or Ingress is on")
+    chk.add_argument("--api-server", action="append", default=[],
+                     help="nca's name of an API server address payment-provider reaches")
+    chk.add_argument("--api-server-ports", default="443,6443")
+    chk.add_argument("--idp", action="append", default=[],
+                     help="NODE=CONNECTIONS: invoice-app's identity provider, as nca names it")
     args = parser.parse_args()
     if args.command == "isolate":
         isolate(args.directory, args.keep)

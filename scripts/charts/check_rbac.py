@@ -2,6 +2,7 @@
 """RBAC assertions over rendered manifests (no cluster needed).
 
 Usage: check_rbac.py --team NAMESPACE=TEAM_RENDER.yaml[,APP_RENDER.yaml...] ... [--other FILE ...]
+                     [--instructions FILE ...]
 
 For each team: the rendered team-namespace chart, then the rendered app charts that team
 deploys (so the CI deployer's Role can be checked against what `helm upgrade --install`
@@ -17,11 +18,17 @@ Asserts:
   * each team's groups and deployer are bound in their own namespace only, never in
     another team's;
   * the deployer may create/update/delete every kind its team's charts render, plus the
-    Secrets in which helm keeps its releases.
+    Secrets in which helm keeps its releases;
+  * the team's people may do what the apps' NOTES.txt and READMEs tell them to do
+    (--instructions): `helm test`, `kubectl port-forward`, `kubectl create job --from`,
+    `kubectl logs`; and nothing those files ask for is beyond the team Role (no exec).
+The admission policies the team chart renders (cluster-scoped, bound to the namespace) are
+checked by check_admission.py.
 """
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections import defaultdict
 
@@ -39,7 +46,24 @@ FORBIDDEN_RESOURCES = {
     ("", "resourcequotas"), ("", "limitranges"),
 }
 READ_ONLY_OK = {("", "resourcequotas"), ("", "limitranges")}
+# The team's people (not the deployer) may port-forward to their own pods: the NOTES use it.
+PEOPLE_ONLY = {("", "pods/portforward")}
 FORBIDDEN_VERBS = {"escalate", "bind", "impersonate", "*"}
+# Cluster-scoped objects the team chart may render: its admission policies.
+ADMISSION_KINDS = {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+# What a documented command needs of the team Role: (apiGroup, resource) -> verbs.
+INSTRUCTIONS = [
+    (re.compile(r"\bhelm test\b"), "helm test",
+     {("", "pods"): {"get", "create", "delete"}, ("", "secrets"): {"get", "list"}}),
+    (re.compile(r"\bhelm test\b.*--logs"), "helm test --logs", {("", "pods/log"): {"get"}}),
+    (re.compile(r"\bkubectl\b.*\bport-forward\b"), "kubectl port-forward",
+     {("", "pods/portforward"): {"create"}, ("", "pods"): {"get", "list"}, ("", "services"): {"get"}}),
+    (re.compile(r"\bkubectl\b.*\bcreate job\b.*--from=cronjob/"), "kubectl create job --from",
+     {("batch", "jobs"): {"create"}, ("batch", "cronjobs"): {"get"}}),
+    (re.compile(r"\bkubectl\b.*\blogs\b"), "kubectl logs", {("", "pods/log"): {"get"}}),
+    (re.compile(r"\bkubectl\b.*\b(exec|attach|debug)\b"), "kubectl exec/attach/debug",
+     {("", "pods/exec"): {"create"}}),
+]
 DEPLOY_VERBS = {"get", "list", "create", "update", "patch", "delete"}
 # helm only creates and deletes its test pods (hook-delete-policy), never updates them.
 HOOK_VERBS = {"get", "list", "create", "delete"}
@@ -94,7 +118,7 @@ def grants(role: dict) -> dict[tuple[str, str], set[str]]:
     return out
 
 
-def check_rule_shapes(role: dict) -> None:
+def check_rule_shapes(role: dict, people: bool) -> None:
     name = ident(role)
     for i, rule in enumerate(role.get("rules") or []):
         for field in ("apiGroups", "resources", "verbs", "resourceNames"):
@@ -111,6 +135,8 @@ def check_rule_shapes(role: dict) -> None:
                 if key in FORBIDDEN_RESOURCES:
                     if key in READ_ONLY_OK and verbs <= {"get", "list", "watch"}:
                         continue
+                    if people and key in PEOPLE_ONLY:
+                        continue
                     fail(f"{name} rule {i}: grants {sorted(verbs)} on {group or 'core'}/{res}")
 
 
@@ -120,6 +146,8 @@ def main() -> int:
                         help="NAMESPACE=team-namespace.yaml[,app.yaml...]")
     parser.add_argument("--other", action="append", default=[],
                         help="rendered manifests that must contain no RBAC objects")
+    parser.add_argument("--instructions", action="append", default=[],
+                        help="NOTES.txt or README files whose commands the team must be able to run")
     args = parser.parse_args()
 
     teams: dict[str, dict] = {}
@@ -140,14 +168,18 @@ def main() -> int:
         for doc in docs:
             if doc["kind"] in CLUSTER_KINDS:
                 fail(f"{ident(doc)}: cluster-scoped RBAC")
+            elif doc["kind"] in ADMISSION_KINDS:
+                continue
             elif doc["kind"] != "Namespace" and doc["metadata"].get("namespace") != ns:
                 fail(f"{ident(doc)}: not in namespace {ns}")
         roles = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Role"}
         bindings = [d for d in docs if d["kind"] == "RoleBinding"]
         if not roles or not bindings:
             fail(f"{ns}: no Role/RoleBinding rendered")
+        people_roles = {rb.get("roleRef", {}).get("name") for rb in bindings
+                        if any(sj.get("kind") == "Group" for sj in rb.get("subjects") or [])}
         for role in roles.values():
-            check_rule_shapes(role)
+            check_rule_shapes(role, role["metadata"]["name"] in people_roles)
         deployer_grants: dict[tuple[str, str], set[str]] | None = None
         team_grants: dict[tuple[str, str], set[str]] | None = None
         for rb in bindings:
@@ -208,6 +240,23 @@ def main() -> int:
             if "get" not in verbs or not verbs <= {"get", "list", "watch"}:
                 fail(f"{ns}: team should read {key[1]} and no more, has {sorted(verbs)}")
         ok("team group manages the same kinds; logs and events read-only")
+
+        # What the apps' instructions ask of the team's people.
+        asked = 0
+        for path in args.instructions:
+            with open(path, encoding="utf-8") as fh:
+                for lineno, line in enumerate(fh, 1):
+                    for pattern, what, needs in INSTRUCTIONS:
+                        if not pattern.search(line):
+                            continue
+                        asked += 1
+                        for key, verbs in needs.items():
+                            missing = verbs - team_grants.get(key, set())
+                            if missing:
+                                fail(f"{ns}: {path}:{lineno} says `{what}`, but the team Role lacks "
+                                     f"{sorted(missing)} on {key[0] or 'core'}/{key[1]}")
+        if args.instructions:
+            ok(f"team group can run the {asked} documented commands (helm test, port-forward, ...)")
 
     print("RBAC across teams:")
     for (kind, name), namespaces in sorted(bound_in.items()):

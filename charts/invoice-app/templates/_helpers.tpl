@@ -70,9 +70,41 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if or .Values.database.existingSecret.name .Values.database.url }}postgres{{ else }}sqlite{{ end }}
 {{- end }}
 
-{{/* Refuse values that cannot work. SQLite is one file on one volume: a single pod, and the
-     pay-run job needs that volume. A TLS certificate is for a host. A claim must outlive
-     the work done under it (the app checks the same at start-up). */}}
+{{/* The API paths routed from outside; health, metrics and /openapi.json stay in the cluster. */}}
+{{- define "invoice-app.apiPaths" -}}
+["/invoices", "/pay-runs"]
+{{- end }}
+
+{{/* "true" when the API accepts OAuth2/OIDC tokens or API keys. */}}
+{{- define "invoice-app.apiCredentials" -}}
+{{- with .Values.apiAuth }}{{ if or .issuer .apiKeys .existingSecret.name }}true{{ end }}{{ end }}
+{{- end }}
+
+{{/* "true" in demo mode with no API credentials: the chart itself configures the app's
+     well-known dev key (the binary accepts it unasked only on a loopback address). */}}
+{{- define "invoice-app.demoApiKey" -}}
+{{- if and .Values.demo (not (include "invoice-app.apiCredentials" .)) }}true{{ end }}
+{{- end }}
+
+{{/* "true" when a static payment-provider token is configured. */}}
+{{- define "invoice-app.staticToken" -}}
+{{- if or .Values.paymentProvider.existingSecret.name .Values.paymentProvider.token }}true{{ end }}
+{{- end }}
+
+{{/* API_KEYS_FILE content of the chart's Secret: the listed keys, or in demo mode the dev key. */}}
+{{- define "invoice-app.apiKeysJson" -}}
+{{- if .Values.apiAuth.apiKeys }}
+{{- toJson .Values.apiAuth.apiKeys }}
+{{- else if include "invoice-app.demoApiKey" . }}
+{{- toJson (list (dict "client" "demo" "scopes" (list "invoices:read" "invoices:write" "invoices:pay") "sha256" (sha256sum "dev-only-insecure-api-key"))) }}
+{{- end }}
+{{- end }}
+
+{{/* Refuse values that cannot work or that would fail open. SQLite is one file on one
+     volume: a single pod, and the pay-run job needs that volume. The API needs credentials
+     (or an explicit demo), a way in needs a host, and every NetworkPolicy peer the app
+     depends on must be named. A claim must outlive the work done under it (the app checks
+     the same at start-up). */}}
 {{- define "invoice-app.validate" -}}
 {{- if eq (include "invoice-app.databaseKind" .) "sqlite" }}
 {{- if gt (int .Values.replicaCount) 1 }}
@@ -85,8 +117,41 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- fail "the pay-run CronJob needs the app's database: use PostgreSQL, database.sqlite.persistence.enabled, or payRun.cronJob.enabled: false" }}
 {{- end }}
 {{- end }}
-{{- if and .Values.ingress.enabled .Values.ingress.tls.enabled (not .Values.ingress.host) }}
-{{- fail "ingress.tls.enabled needs ingress.host" }}
+{{- if not (or (include "invoice-app.apiCredentials" .) .Values.demo) }}
+{{- fail "invoice-app's API has no credentials configured: set apiAuth.issuer and apiAuth.audience (OAuth2/OIDC bearer tokens), or apiAuth.existingSecret / apiAuth.apiKeys (API keys); demo: true accepts the well-known dev key instead" }}
+{{- end }}
+{{- if and .Values.apiAuth.issuer (not .Values.apiAuth.audience) }}
+{{- fail "apiAuth.issuer needs apiAuth.audience: the audience its tokens must carry" }}
+{{- end }}
+{{- if and .Values.apiAuth.apiKeys .Values.apiAuth.existingSecret.name }}
+{{- fail "set apiAuth.apiKeys or apiAuth.existingSecret, not both" }}
+{{- end }}
+{{- if .Values.paymentProvider.serviceAccountToken.enabled }}
+{{- if include "invoice-app.staticToken" . }}
+{{- fail "paymentProvider: a static token (token or existingSecret) needs serviceAccountToken.enabled: false; the app presents one credential" }}
+{{- end }}
+{{- else if not (or (include "invoice-app.staticToken" .) .Values.demo) }}
+{{- fail "invoice-app has no credential for payment-provider: keep paymentProvider.serviceAccountToken.enabled, or set paymentProvider.existingSecret / paymentProvider.token; demo: true sends the well-known dev token instead" }}
+{{- end }}
+{{- if and .Values.ingress.enabled (not .Values.ingress.host) }}
+{{- fail "ingress.host is required: the chart never renders a catch-all Ingress" }}
+{{- end }}
+{{- if and .Values.httpRoute.enabled (not .Values.httpRoute.hostnames) }}
+{{- fail "httpRoute.hostnames is required: the chart never renders a catch-all HTTPRoute" }}
+{{- end }}
+{{- if .Values.networkPolicy.enabled }}
+{{- if and .Values.httpRoute.enabled (not .Values.networkPolicy.gatewayProxies) }}
+{{- fail "httpRoute.enabled needs networkPolicy.gatewayProxies: the Gateway's proxy pods" }}
+{{- end }}
+{{- if and .Values.ingress.enabled (not .Values.networkPolicy.ingressControllers) }}
+{{- fail "ingress.enabled needs networkPolicy.ingressControllers: the ingress controller's pods" }}
+{{- end }}
+{{- if and .Values.apiAuth.issuer (not .Values.networkPolicy.identityProvider.to) }}
+{{- fail "apiAuth.issuer needs networkPolicy.identityProvider.to: the app fetches the issuer's keys" }}
+{{- end }}
+{{- if and .Values.serviceMonitor.enabled (not .Values.networkPolicy.prometheus) }}
+{{- fail "serviceMonitor.enabled needs networkPolicy.prometheus: the pods Prometheus scrapes from" }}
+{{- end }}
 {{- end }}
 {{- with .Values.config }}
 {{- if lt (mul (int .claimLeaseSecs) 1000) (add (mul (int .retryMaxElapsedSecs) 1000) (mul (int .chargeTimeoutMs) 2)) }}
@@ -98,6 +163,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{/* The chart's own Secret exists only when a secret value is given inline. */}}
 {{- define "invoice-app.chartSecretKeys" -}}
 {{- if and .Values.paymentProvider.token (not .Values.paymentProvider.existingSecret.name) }}payment-provider-token {{ end }}
+{{- if include "invoice-app.apiKeysJson" . }}api-keys {{ end }}
 {{- if and .Values.database.url (not .Values.database.existingSecret.name) }}database-url {{ end }}
 {{- end }}
 
@@ -109,20 +175,26 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{/* Sources of the projected secrets volume: each yields one file. */}}
 {{- define "invoice-app.secretSources" -}}
 {{- $fullname := include "invoice-app.fullname" . }}
-{{- with .Values.paymentProvider.existingSecret.name }}
+{{- $sat := .Values.paymentProvider.serviceAccountToken }}
+{{- if $sat.enabled }}
+# payment-provider knows the caller by this token: the pods' ServiceAccount, short-lived,
+# renewed by the kubelet (the app re-reads the file).
+- serviceAccountToken:
+    audience: {{ $sat.audience }}
+    expirationSeconds: {{ $sat.expirationSeconds }}
+    path: payment-provider-token
+{{- else if .Values.paymentProvider.existingSecret.name }}
 - secret:
-    name: {{ . }}
+    name: {{ .Values.paymentProvider.existingSecret.name }}
     items:
-      - key: {{ $.Values.paymentProvider.existingSecret.key }}
+      - key: {{ .Values.paymentProvider.existingSecret.key }}
         path: payment-provider-token
-{{- else }}
-{{- if .Values.paymentProvider.token }}
+{{- else if .Values.paymentProvider.token }}
 - secret:
     name: {{ $fullname }}
     items:
       - key: payment-provider-token
         path: payment-provider-token
-{{- end }}
 {{- end }}
 {{- with .Values.database.existingSecret.name }}
 - secret:
@@ -139,17 +211,36 @@ app.kubernetes.io/instance: {{ .Release.Name }}
         path: database-url
 {{- end }}
 {{- end }}
+{{- with .Values.apiAuth.existingSecret.name }}
+- secret:
+    name: {{ . }}
+    items:
+      - key: {{ $.Values.apiAuth.existingSecret.key }}
+        path: api-keys
+{{- else }}
+{{- if include "invoice-app.apiKeysJson" . }}
+- secret:
+    name: {{ $fullname }}
+    items:
+      - key: api-keys
+        path: api-keys
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/* Environment pointing the app at the secret files. */}}
 {{- define "invoice-app.secretEnv" -}}
-{{- if or .Values.paymentProvider.existingSecret.name .Values.paymentProvider.token }}
+{{- if or .Values.paymentProvider.serviceAccountToken.enabled (include "invoice-app.staticToken" .) }}
 - name: PAYMENT_PROVIDER_TOKEN_FILE
   value: {{ include "invoice-app.secretsDir" . }}/payment-provider-token
 {{- end }}
 {{- if eq (include "invoice-app.databaseKind" .) "postgres" }}
 - name: DATABASE_URL_FILE
   value: {{ include "invoice-app.secretsDir" . }}/database-url
+{{- end }}
+{{- if or .Values.apiAuth.existingSecret.name (include "invoice-app.apiKeysJson" .) }}
+- name: API_KEYS_FILE
+  value: {{ include "invoice-app.secretsDir" . }}/api-keys
 {{- end }}
 {{- end }}
 
@@ -254,7 +345,8 @@ volumeMounts:
   {{- end }}
 {{- end }}
 
-{{/* Egress of the serving pods and the pay-run jobs: DNS, payment-provider, its database. */}}
+{{/* Egress of the serving pods and the pay-run jobs: DNS, payment-provider, its database,
+     the identity provider's keys. */}}
 {{- define "invoice-app.egressRules" -}}
 {{- $np := .Values.networkPolicy -}}
 # Name resolution through the cluster DNS.
@@ -278,6 +370,16 @@ volumeMounts:
   ports:
     - protocol: TCP
       port: {{ $np.database.port }}
+{{- end }}
+{{- if and .Values.apiAuth.issuer $np.identityProvider.to }}
+# The identity provider, for the keys of the API's bearer tokens.
+- to:
+    {{- toYaml $np.identityProvider.to | nindent 4 }}
+  ports:
+    {{- range $np.identityProvider.ports }}
+    - protocol: TCP
+      port: {{ . }}
+    {{- end }}
 {{- end }}
 {{- with $np.extraEgress }}
 {{ toYaml . }}

@@ -64,7 +64,34 @@ app.kubernetes.io/component: server
 {{- if or .Values.database.existingSecret.name .Values.database.url }}postgres{{ else }}sqlite{{ end }}
 {{- end }}
 
-{{/* SQLite is one file on one volume: a single pod. Refuse anything that scales it out. */}}
+{{/* "true" when callers are known by workload identity (projected ServiceAccount tokens). */}}
+{{- define "payment-provider.workloadIdentity" -}}
+{{- if and .Values.auth.workloadIdentity.enabled .Values.auth.workloadIdentity.callers }}true{{ end }}
+{{- end }}
+
+{{/* "true" when static caller tokens are configured (inline or from a Secret you manage). */}}
+{{- define "payment-provider.staticTokens" -}}
+{{- if or .Values.auth.existingSecret.name .Values.auth.callerTokens }}true{{ end }}
+{{- end }}
+
+{{/* "true" in demo mode with no caller configured: the chart itself hands invoice-app the
+     app's well-known dev token (the binary accepts it unasked only on a loopback address). */}}
+{{- define "payment-provider.demoToken" -}}
+{{- if and .Values.demo (not (include "payment-provider.workloadIdentity" .)) (not (include "payment-provider.staticTokens" .)) }}true{{ end }}
+{{- end }}
+
+{{/* CALLER_SUBJECTS: caller=system:serviceaccount:<ns>:<sa>[,...] */}}
+{{- define "payment-provider.callerSubjects" -}}
+{{- $pairs := list }}
+{{- range .Values.auth.workloadIdentity.callers }}
+{{- $pairs = append $pairs (printf "%s=%s" .caller .subject) }}
+{{- end }}
+{{- join "," $pairs }}
+{{- end }}
+
+{{/* Refuse values that cannot work or that would fail open. SQLite is one file on one
+     volume: a single pod. Without a configured caller the app would fall back to a
+     well-known token: only in demo mode, said explicitly. */}}
 {{- define "payment-provider.validate" -}}
 {{- if eq (include "payment-provider.databaseKind" .) "sqlite" }}
 {{- if gt (int .Values.replicaCount) 1 }}
@@ -74,15 +101,27 @@ app.kubernetes.io/component: server
 {{- fail "SQLite allows one replica only: set database.existingSecret (PostgreSQL) or autoscaling.enabled: false" }}
 {{- end }}
 {{- end }}
+{{- if not (or (include "payment-provider.workloadIdentity" .) (include "payment-provider.staticTokens" .) .Values.demo) }}
+{{- fail "payment-provider has no caller configured: set auth.workloadIdentity.callers (ServiceAccounts), auth.existingSecret or auth.callerTokens (static tokens); demo: true accepts the well-known dev token instead" }}
+{{- end }}
+{{- if .Values.networkPolicy.enabled }}
+{{- if and (include "payment-provider.workloadIdentity" .) (not .Values.networkPolicy.apiServer.cidrs) }}
+{{- fail "workload identity fetches the issuer's keys from the API server: set networkPolicy.apiServer.cidrs (the kubernetes Service IP and its endpoints), or auth.workloadIdentity.enabled: false" }}
+{{- end }}
+{{- if and .Values.serviceMonitor.enabled (not .Values.networkPolicy.prometheus) }}
+{{- fail "serviceMonitor.enabled needs networkPolicy.prometheus: the pods Prometheus scrapes from" }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/* The chart's own Secret exists only when a secret value is given inline. */}}
 {{- define "payment-provider.chartSecretKeys" -}}
-{{- if and .Values.auth.callerTokens (not .Values.auth.existingSecret.name) }}caller-tokens {{ end }}
+{{- if or (and .Values.auth.callerTokens (not .Values.auth.existingSecret.name)) (include "payment-provider.demoToken" .) }}caller-tokens {{ end }}
 {{- if and .Values.database.url (not .Values.database.existingSecret.name) }}database-url {{ end }}
 {{- end }}
 
-{{/* Where the secret files are mounted; the app reads them through *_FILE variables. */}}
+{{/* Where the secret files (and projected tokens) are mounted; the app reads them through
+     *_FILE variables. */}}
 {{- define "payment-provider.secretsDir" -}}
 /var/run/secrets/invoice-platform
 {{- end }}
@@ -97,7 +136,7 @@ app.kubernetes.io/component: server
       - key: {{ $.Values.auth.existingSecret.key }}
         path: caller-tokens
 {{- else }}
-{{- if .Values.auth.callerTokens }}
+{{- if or .Values.auth.callerTokens (include "payment-provider.demoToken" .) }}
 - secret:
     name: {{ $fullname }}
     items:
@@ -120,11 +159,24 @@ app.kubernetes.io/component: server
         path: database-url
 {{- end }}
 {{- end }}
+{{- if and (include "payment-provider.workloadIdentity" .) .Values.auth.workloadIdentity.jwksFromApiServer }}
+# The API server serves the issuer's keys to any ServiceAccount (ClusterRoleBinding
+# system:service-account-issuer-discovery): a short-lived token of the pod's own, and the
+# cluster CA to check the server.
+- serviceAccountToken:
+    expirationSeconds: 3600
+    path: kube-api-token
+- configMap:
+    name: kube-root-ca.crt
+    items:
+      - key: ca.crt
+        path: kube-ca.crt
+{{- end }}
 {{- end }}
 
 {{/* Environment pointing the app at the secret files. */}}
 {{- define "payment-provider.secretEnv" -}}
-{{- if or .Values.auth.existingSecret.name .Values.auth.callerTokens }}
+{{- if or (include "payment-provider.staticTokens" .) (include "payment-provider.demoToken" .) }}
 - name: CALLER_TOKENS_FILE
   value: {{ include "payment-provider.secretsDir" . }}/caller-tokens
 {{- end }}
