@@ -98,13 +98,24 @@ both_backends!(
 async fn dev_token_is_refused_off_loopback() {
     let dir = std::env::temp_dir().join(format!("pp-dev-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_payment-provider"))
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_payment-provider"))
         .env_clear()
         .env("LISTEN_ADDR", "0.0.0.0:0")
         .env("METRICS_ADDR", "127.0.0.1:0")
         .env("DATABASE_URL", dir.join("pp.db"))
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("payment-provider runs");
+    // A provider that starts serves until stopped: give it a while, then call it a failure.
+    for _ in 0..100 {
+        if child.try_wait().expect("waits").is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let output = child.wait_with_output().expect("output");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     for var in ["CALLER_TOKENS", "CALLER_SUBJECTS", "LISTEN_ADDR"] {
