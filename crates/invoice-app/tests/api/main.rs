@@ -8,4 +8,5 @@ mod crash;
 mod faults;
 mod fuzz;
 mod paying;
+mod provider_token;
 mod replicas;
