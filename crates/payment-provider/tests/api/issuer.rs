@@ -208,6 +208,21 @@ impl Issuer {
         self.published.jwks_fetches.load(Ordering::SeqCst)
     }
 
+    /// The plain HTTP address, for a TLS front.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        let url = self.published.url.lock().expect("lock").clone();
+        url.trim_start_matches("http://")
+            .parse()
+            .expect("host:port")
+    }
+
+    /// Serves discovery as the issuer at `url` (e.g. behind TLS): tokens' `iss` and the
+    /// `jwks_uri` follow it.
+    pub fn serve_as(&mut self, url: &str) {
+        *self.published.url.lock().expect("lock") = url.to_owned();
+        self.url = url.to_owned();
+    }
+
     pub fn authorizations(&self) -> Vec<Option<String>> {
         self.published.authorizations.lock().expect("lock").clone()
     }
@@ -269,4 +284,73 @@ async fn jwks(published: web::Data<Published>, req: HttpRequest) -> HttpResponse
     published.jwks_fetches.fetch_add(1, Ordering::SeqCst);
     let keys = published.keys.lock().expect("lock").clone();
     HttpResponse::Ok().json(json!({ "keys": keys }))
+}
+
+/// TLS in front of a plain server, with a certificate for 127.0.0.1 from a CA the test
+/// makes: the issuer as a pod reaches the API server, trusting the cluster's CA bundle.
+pub struct TlsFront {
+    pub port: u16,
+    /// The CA's certificate, PEM: what `SA_JWKS_CA_FILE` would hold.
+    pub ca_pem: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TlsFront {
+    pub async fn start(target: std::net::SocketAddr) -> TlsFront {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        use tokio_rustls::rustls::{self, pki_types::PrivateKeyDer};
+
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "test cluster CA");
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key"))
+            .expect("CA certificate");
+        let server_key = KeyPair::generate().expect("key");
+        let server_cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .expect("params")
+            .signed_by(&server_key, &ca)
+            .expect("server certificate");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![server_cert.der().clone()],
+                PrivateKeyDer::Pkcs8(server_key.serialize_der().into()),
+            )
+            .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("free port");
+        let port = listener.local_addr().expect("addr").port();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    // A client that refuses our certificate simply ends the connection.
+                    let Ok(mut tls) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    if let Ok(mut plain) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                    }
+                });
+            }
+        });
+        TlsFront {
+            port,
+            ca_pem: ca.pem(),
+            task,
+        }
+    }
+}
+
+impl Drop for TlsFront {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::both_backends;
 use crate::helpers::{Backend, TestApp, assert_problem, charge_body, eur, spawn_app_with};
-use crate::issuer::{Issuer, JWKS_PATH, SigningKey, hs256, now, signing_input};
+use crate::issuer::{Issuer, JWKS_PATH, SigningKey, TlsFront, hs256, now, signing_input};
 
 const INVOICE_APP: &str = "invoice-app=system:serviceaccount:invoices:invoice-app";
 
@@ -388,7 +388,54 @@ async fn unreachable_issuer_is_503_not_401(backend: Backend) {
     );
 }
 
+/// The keys fetched over TLS, trusting the CA in SA_JWKS_CA_FILE (as a pod trusts the
+/// cluster's CA bundle) and nothing else: without the CA the fetch fails, and the token
+/// cannot be checked (503), rather than being checked against keys from anywhere.
+async fn keys_over_tls_trust_the_configured_ca(backend: Backend) {
+    let key = SigningKey::rsa("rsa-1");
+    let mut issuer = Issuer::start(&[&key]).await;
+    let tls = TlsFront::start(issuer.addr()).await;
+    issuer.serve_as(&format!("https://127.0.0.1:{}", tls.port));
+    let dir = std::env::temp_dir().join(format!("pp-ca-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let ca_file = dir.join("ca.crt");
+    std::fs::write(&ca_file, &tls.ca_pem).expect("write");
+    let base = [
+        ("CALLER_SUBJECTS", INVOICE_APP.to_owned()),
+        ("SA_TOKEN_ISSUER", issuer.url.clone()),
+    ];
+    let with_ca = workload_from(
+        &[
+            base.as_slice(),
+            &[("SA_JWKS_CA_FILE", ca_file.display().to_string())],
+        ]
+        .concat(),
+    );
+    let token = key.sign(&issuer.claims("invoices", "invoice-app"));
+
+    let Some(trusting) = provider_for(backend, &issuer, |w| *w = with_ca).await else {
+        return;
+    };
+    assert_eq!(
+        charge_with(&trusting, &token, "k1").await.status().as_u16(),
+        201
+    );
+
+    let system_roots = workload_from(&base);
+    let Some(distrusting) = provider_for(backend, &issuer, |w| *w = system_roots).await else {
+        return;
+    };
+    assert_problem(
+        charge_with(&distrusting, &token, "k1").await,
+        503,
+        "service_unavailable",
+    )
+    .await;
+    std::fs::remove_dir_all(dir).ok();
+}
+
 both_backends!(
+    keys_over_tls_trust_the_configured_ca,
     service_account_tokens_are_accepted,
     hostile_service_account_tokens_are_refused,
     rotated_keys_need_no_restart,
