@@ -26,8 +26,9 @@ class Service:
     def __init__(self, binary, env, log=subprocess.DEVNULL):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # Metrics on any free port: several services (and a `make run`) may share the machine.
         env = {"PATH": os.environ["PATH"], "LISTEN_ADDR": f"127.0.0.1:{self.port}",
-               "LOG_FORMAT": "json", "RUST_LOG": "warn", **env}
+               "METRICS_ADDR": "127.0.0.1:0", "LOG_FORMAT": "json", "RUST_LOG": "warn", **env}
         self.started = time.perf_counter()
         self.proc = subprocess.Popen([binary], env=env, stdout=log, stderr=log)
         self.ready_after = self.wait_ready()

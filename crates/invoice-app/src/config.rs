@@ -37,6 +37,8 @@ pub struct Config {
     pub provider_url: String,
     /// `None` means the development token (start-up warns).
     pub provider_token: Option<SecretString>,
+    /// `PAYMENT_PROVIDER_TOKEN_FILE`: read again when it changes (rotated tokens).
+    pub provider_token_file: Option<std::path::PathBuf>,
     /// `None` when the in-process schedule is off.
     pub pay_schedule: Option<cron::Schedule>,
     pub pay_concurrency: usize,
@@ -83,6 +85,7 @@ impl Config {
             ));
         }
         let provider_token = secret(env, "PAYMENT_PROVIDER_TOKEN")?.map(SecretString::from);
+        let provider_token_file = get("PAYMENT_PROVIDER_TOKEN_FILE").map(Into::into);
         let pay_schedule = match text("PAY_SCHEDULE", "0 0 0 1 * *").as_str() {
             "off" => None,
             expr => Some(cron::Schedule::from_str(expr).map_err(|e| {
@@ -113,6 +116,7 @@ impl Config {
             seed,
             provider_url,
             provider_token,
+            provider_token_file,
             pay_schedule,
             pay_concurrency: number(&get, "PAY_CONCURRENCY", 16, 1..=256)?,
             pay_max_runs: number(&get, "PAY_MAX_RUNS", 4, 1..=64)?,

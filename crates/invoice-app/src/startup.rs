@@ -15,7 +15,7 @@ use crate::billing::{Biller, PaySettings};
 use crate::config::{Config, DEV_PROVIDER_TOKEN, Seed};
 use crate::db::{self, DbPool};
 use crate::metrics::Metrics;
-use crate::payment_client::PaymentClient;
+use crate::payment_client::{PaymentClient, ProviderToken};
 use crate::{http, scheduler, seed};
 
 /// How long shutdown waits for pay runs in progress before handing back their claims.
@@ -118,6 +118,10 @@ pub fn biller(config: &Config, pool: DbPool, metrics: Metrics) -> anyhow::Result
         );
         SecretString::from(DEV_PROVIDER_TOKEN)
     });
+    let token = match &config.provider_token_file {
+        Some(path) => ProviderToken::file(path.clone(), token),
+        None => token.into(),
+    };
     let client = PaymentClient::new(
         &config.provider_url,
         token,

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::auth::CallerTokens;
+use crate::auth::{CallerSubjects, CallerTokens, WorkloadConfig, dev_token_allowed};
 use crate::db::DbUrl;
 use crate::faults::Faults;
 use crate::telemetry::LogFormat;
@@ -28,11 +28,16 @@ pub enum Seed {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen_addr: SocketAddr,
+    /// `/metrics` is served here only, off the API port.
+    pub metrics_addr: SocketAddr,
     pub database_url: DbUrl,
     pub pool_size: u32,
     pub seed: Seed,
-    /// `None` means the built-in development token (start-up warns).
+    /// Static tokens. With no workload identity either, the built-in development token,
+    /// and only on a loopback `LISTEN_ADDR` (start-up warns).
     pub callers: Option<CallerTokens>,
+    /// Kubernetes ServiceAccount tokens (`CALLER_SUBJECTS`, `SA_*`).
+    pub workload: Option<WorkloadConfig>,
     pub faults: Faults,
     /// An in-flight idempotency claim older than this belongs to a request that died.
     pub stale_claim_after: Duration,
@@ -53,9 +58,17 @@ impl Config {
         };
         let err = |var: &'static str| move |reason: String| ConfigError { var, reason };
 
-        let listen_addr = parse("LISTEN_ADDR", "127.0.0.1:8080")?
+        let listen_addr: SocketAddr = parse("LISTEN_ADDR", "127.0.0.1:8080")?
             .parse()
             .map_err(|e| err("LISTEN_ADDR")(format!("{e} (expected host:port)")))?;
+        let metrics_addr: SocketAddr = parse("METRICS_ADDR", "127.0.0.1:9080")?
+            .parse()
+            .map_err(|e| err("METRICS_ADDR")(format!("{e} (expected host:port)")))?;
+        if metrics_addr == listen_addr && listen_addr.port() != 0 {
+            return Err(err("METRICS_ADDR")(
+                "must differ from LISTEN_ADDR: metrics stay off the API port".into(),
+            ));
+        }
         let database_url =
             secret(env, "DATABASE_URL")?.unwrap_or_else(|| "payment-provider.db".to_owned());
         let database_url = DbUrl::parse(&database_url).map_err(err("DATABASE_URL"))?;
@@ -73,6 +86,13 @@ impl Config {
         let callers = secret(env, "CALLER_TOKENS")?
             .map(|spec| CallerTokens::parse(&spec).map_err(err("CALLER_TOKENS")))
             .transpose()?;
+        let workload = workload(&get)?;
+        // The development token is public: only where nobody else can reach the port.
+        if callers.is_none() && workload.is_none() && !dev_token_allowed(listen_addr) {
+            return Err(err("CALLER_TOKENS")(format!(
+                "not set, and LISTEN_ADDR {listen_addr} is not a loopback address: the development token is accepted only on loopback; set CALLER_TOKENS (or CALLER_TOKENS_FILE), or CALLER_SUBJECTS with SA_TOKEN_ISSUER"
+            )));
+        }
         let unavailable_rate: f64 = parse("FAULT_UNAVAILABLE_RATE", "0")?
             .parse()
             .map_err(|e| err("FAULT_UNAVAILABLE_RATE")(format!("{e}")))?;
@@ -104,24 +124,112 @@ impl Config {
             }
         };
         // State changes empty the ledger: never next to real data or real callers.
-        if pact_states && (callers.is_some() || matches!(database_url, DbUrl::Postgres(_))) {
+        if pact_states
+            && (callers.is_some()
+                || workload.is_some()
+                || matches!(database_url, DbUrl::Postgres(_)))
+        {
             return Err(err("PACT_PROVIDER_STATES")(
-                "on empties the ledger at every state change: allowed only on SQLite with the development token (CALLER_TOKENS unset)".into(),
+                "on empties the ledger at every state change: allowed only on SQLite with the development token (CALLER_TOKENS and CALLER_SUBJECTS unset)".into(),
             ));
         }
 
         Ok(Config {
             listen_addr,
+            metrics_addr,
             database_url,
             pool_size,
             seed,
             callers,
+            workload,
             faults,
             stale_claim_after,
             log_format,
             pact_states,
         })
     }
+}
+
+/// Workload identity: on with `CALLER_SUBJECTS` and `SA_TOKEN_ISSUER` together; the other
+/// `SA_*` settings alone are a mistake, named as such.
+fn workload(
+    get: &dyn Fn(&'static str) -> Option<String>,
+) -> Result<Option<WorkloadConfig>, ConfigError> {
+    let err = |var: &'static str| move |reason: String| ConfigError { var, reason };
+    let subjects = get("CALLER_SUBJECTS")
+        .map(|spec| CallerSubjects::parse(&spec).map_err(err("CALLER_SUBJECTS")))
+        .transpose()?;
+    let (subjects, issuer) = match (subjects, get("SA_TOKEN_ISSUER")) {
+        (Some(subjects), Some(issuer)) => (subjects, issuer),
+        (Some(_), None) => {
+            return Err(err("SA_TOKEN_ISSUER")(
+                "required with CALLER_SUBJECTS: the iss of the cluster's ServiceAccount tokens"
+                    .into(),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(err("CALLER_SUBJECTS")(
+                "required with SA_TOKEN_ISSUER: which ServiceAccount speaks for which caller"
+                    .into(),
+            ));
+        }
+        (None, None) => {
+            let settings = [
+                "SA_TOKEN_AUDIENCE",
+                "SA_JWKS_URL",
+                "SA_JWKS_CA_FILE",
+                "SA_JWKS_TOKEN_FILE",
+                "SA_TOKEN_MAX_LIFETIME_SECS",
+            ];
+            return match settings.into_iter().find(|var| get(var).is_some()) {
+                Some(var) => Err(err(var)(
+                    "has no effect without CALLER_SUBJECTS (which ServiceAccount speaks for which caller)".into(),
+                )),
+                None => Ok(None),
+            };
+        }
+    };
+    let mut config =
+        WorkloadConfig::new(issuer.trim(), subjects).map_err(err("SA_TOKEN_ISSUER"))?;
+    if let Some(audience) = get("SA_TOKEN_AUDIENCE") {
+        config.audience = audience.trim().to_owned();
+    }
+    match get("SA_JWKS_URL") {
+        Some(url) => {
+            let url =
+                reqwest::Url::parse(url.trim()).map_err(|e| err("SA_JWKS_URL")(e.to_string()))?;
+            config.jwks_url = Some(url);
+            config.check().map_err(err("SA_JWKS_URL"))?;
+        }
+        None => config
+            .check()
+            .map_err(|e| err("SA_TOKEN_ISSUER")(format!("{e} (or set SA_JWKS_URL)")))?,
+    }
+    if let Some(path) = get("SA_JWKS_CA_FILE") {
+        let pem = std::fs::read(&path)
+            .map_err(|e| err("SA_JWKS_CA_FILE")(format!("cannot read {path}: {e}")))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| err("SA_JWKS_CA_FILE")(format!("{path}: {e}")))?;
+        if certs.is_empty() {
+            return Err(err("SA_JWKS_CA_FILE")(format!(
+                "{path} holds no PEM certificate"
+            )));
+        }
+        config.ca_certificates = certs;
+    }
+    if let Some(path) = get("SA_JWKS_TOKEN_FILE") {
+        // Read again at every fetch (it rotates); here only to fail early on a wrong path.
+        std::fs::metadata(&path)
+            .map_err(|e| err("SA_JWKS_TOKEN_FILE")(format!("cannot read {path}: {e}")))?;
+        config.bearer_file = Some(PathBuf::from(path));
+    }
+    config.max_lifetime = Duration::from_secs(number(
+        get,
+        "SA_TOKEN_MAX_LIFETIME_SECS",
+        config.max_lifetime.as_secs(),
+        600..=31_536_000,
+    )?);
+    Ok(Some(config))
 }
 
 /// A whole number within `range`, or the default when unset.
@@ -227,6 +335,9 @@ mod tests {
             ("FAULT_RATE_LIMITED_RATE", "2"),
             ("FAULT_RATE_LIMITED_RATE", "NaN"),
             ("CALLER_TOKENS", "invoice-app:short"),
+            ("CALLER_SUBJECTS", "invoice-app"),
+            ("METRICS_ADDR", "nope"),
+            ("METRICS_ADDR", "127.0.0.1:8080"),
             ("LOG_FORMAT", "xml"),
             ("PACT_PROVIDER_STATES", "yes"),
         ] {
@@ -251,7 +362,140 @@ mod tests {
             let e = config(&[on, other]).expect_err(other.0);
             assert_eq!(e.var, "PACT_PROVIDER_STATES", "{e}");
         }
+        let e = config(&[on, SUBJECTS, ISSUER]).expect_err("workload identity");
+        assert_eq!(e.var, "PACT_PROVIDER_STATES", "{e}");
     }
+
+    const SUBJECTS: (&str, &str) = (
+        "CALLER_SUBJECTS",
+        "invoice-app=system:serviceaccount:invoices:invoice-app",
+    );
+    const ISSUER: (&str, &str) = (
+        "SA_TOKEN_ISSUER",
+        "https://kubernetes.default.svc.cluster.local",
+    );
+
+    #[test]
+    fn metrics_have_their_own_address() {
+        let c = config(&[]).expect("defaults");
+        assert_eq!(c.metrics_addr.to_string(), "127.0.0.1:9080");
+        let c = config(&[("METRICS_ADDR", "0.0.0.0:9090")]).expect("valid");
+        assert_eq!(c.metrics_addr.port(), 9090);
+    }
+
+    #[test]
+    fn dev_token_only_on_loopback() {
+        let open = ("LISTEN_ADDR", "0.0.0.0:8080");
+        let e = config(&[open]).expect_err("no callers off loopback");
+        assert_eq!(e.var, "CALLER_TOKENS");
+        assert!(e.reason.contains("CALLER_SUBJECTS"), "{e}");
+        for loopback in ["127.0.0.1:8080", "[::1]:8080", "127.0.0.2:80"] {
+            let c = config(&[("LISTEN_ADDR", loopback)]).expect(loopback);
+            assert!(c.callers.is_none() && c.workload.is_none());
+        }
+        let tokens = ("CALLER_TOKENS", "invoice-app:a-real-token-0123456789");
+        assert!(config(&[open, tokens]).is_ok());
+        assert!(config(&[open, SUBJECTS, ISSUER]).is_ok());
+    }
+
+    #[test]
+    fn workload_identity_settings() {
+        let c = config(&[SUBJECTS, ISSUER]).expect("valid");
+        let w = c.workload.expect("on");
+        assert_eq!(w.issuer, ISSUER.1);
+        assert_eq!(w.audience, "payment-provider");
+        assert_eq!(w.jwks_url, None);
+        assert_eq!(w.max_lifetime, Duration::from_secs(86_400));
+        assert_eq!(
+            w.subjects
+                .caller_for("system:serviceaccount:invoices:invoice-app"),
+            Some("invoice-app")
+        );
+
+        let dir = std::env::temp_dir().join(format!("pp-sa-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let (ca, token, not_pem) = (dir.join("ca.crt"), dir.join("token"), dir.join("x"));
+        std::fs::write(&ca, TEST_CA).expect("write");
+        std::fs::write(&token, "a-token").expect("write");
+        std::fs::write(&not_pem, "not a certificate").expect("write");
+        let path = |p: &std::path::Path| p.to_str().expect("utf-8").to_owned();
+        let (ca, token, not_pem) = (path(&ca), path(&token), path(&not_pem));
+        let c = config(&[
+            SUBJECTS,
+            // Any string may be the issuer when the keys' address is given.
+            ("SA_TOKEN_ISSUER", "kubernetes/serviceaccount"),
+            ("SA_TOKEN_AUDIENCE", "payments"),
+            (
+                "SA_JWKS_URL",
+                "https://kubernetes.default.svc/openid/v1/jwks",
+            ),
+            ("SA_JWKS_CA_FILE", &ca),
+            ("SA_JWKS_TOKEN_FILE", &token),
+            ("SA_TOKEN_MAX_LIFETIME_SECS", "3600"),
+        ])
+        .expect("valid");
+        let w = c.workload.expect("on");
+        assert_eq!(w.audience, "payments");
+        assert_eq!(w.ca_certificates.len(), 1);
+        assert_eq!(w.max_lifetime, Duration::from_secs(3600));
+
+        for (vars, var) in [
+            (vec![SUBJECTS], "SA_TOKEN_ISSUER"),
+            (vec![ISSUER], "CALLER_SUBJECTS"),
+            (vec![("SA_JWKS_URL", "https://x/jwks")], "SA_JWKS_URL"),
+            (vec![("SA_TOKEN_AUDIENCE", "x")], "SA_TOKEN_AUDIENCE"),
+            // Discovery needs an https issuer; keys never travel in clear off this machine.
+            (
+                vec![SUBJECTS, ("SA_TOKEN_ISSUER", "kubernetes/serviceaccount")],
+                "SA_TOKEN_ISSUER",
+            ),
+            (
+                vec![SUBJECTS, ("SA_TOKEN_ISSUER", "http://10.0.0.1")],
+                "SA_TOKEN_ISSUER",
+            ),
+            (
+                vec![SUBJECTS, ISSUER, ("SA_JWKS_URL", "http://10.0.0.1/jwks")],
+                "SA_JWKS_URL",
+            ),
+            (
+                vec![SUBJECTS, ISSUER, ("SA_JWKS_URL", "not a url")],
+                "SA_JWKS_URL",
+            ),
+            (
+                vec![SUBJECTS, ISSUER, ("SA_JWKS_CA_FILE", "/nonexistent")],
+                "SA_JWKS_CA_FILE",
+            ),
+            (
+                vec![SUBJECTS, ISSUER, ("SA_JWKS_CA_FILE", &not_pem)],
+                "SA_JWKS_CA_FILE",
+            ),
+            (
+                vec![SUBJECTS, ISSUER, ("SA_JWKS_TOKEN_FILE", "/nonexistent")],
+                "SA_JWKS_TOKEN_FILE",
+            ),
+            (
+                vec![SUBJECTS, ISSUER, ("SA_TOKEN_MAX_LIFETIME_SECS", "60")],
+                "SA_TOKEN_MAX_LIFETIME_SECS",
+            ),
+        ] {
+            let e = config(&vars).expect_err(var);
+            assert_eq!(e.var, var, "{vars:?}: {e}");
+        }
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    /// A public certificate only (its key was thrown away): something to parse.
+    const TEST_CA: &str = "-----BEGIN CERTIFICATE-----
+MIIBezCCASGgAwIBAgIUWEvN3FoQNZIKtW3V1WzrFAGf5NcwCgYIKoZIzj0EAwIw
+EjEQMA4GA1UEAwwHdGVzdC1jYTAgFw0yNjExMjYwMDU4MjZaGA8yMTI2MTEwMjAw
+NTgyNlowEjEQMA4GA1UEAwwHdGVzdC1jYTBZMBMGByqGSM49AgEGCCqGSM49AwEH
+A0IABPGwCZNoJTvK1W/x+oYWNFf+rR86OF0finmgf81Ggq5arSpve6Qsj67TCRcl
+HREzkJ6PHZ/+FJ0cUWmXI3XN/R+jUzBRMB0GA1UdDgQWBBTmDv6SW80IbyO/dMvz
+mWcElTi9pDAfBgNVHSMEGDAWgBTmDv6SW80IbyO/dMvzmWcElTi9pDAPBgNVHRMB
+Af8EBTADAQH/MAoGCCqGSM49BAMCA0gAMEUCIGdWSZEnIcMzSJZW1boZKdrwi9Xn
+QibPzZV3uXu+aspaAiEA++quACU2Qc/7fsxKDrkCY0+IAxOp/yv6CJVG41cIwgE=
+-----END CERTIFICATE-----
+";
 
     #[test]
     fn secrets_come_from_files() {

@@ -8,7 +8,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 
-use crate::auth::{CallerTokens, DEV_TOKEN};
+use crate::auth::{Authenticator, CallerTokens, DEV_TOKEN, WorkloadIdentity, dev_token_allowed};
 use crate::config::Config;
 use crate::db::{self, DbPool};
 use crate::faults::Faults;
@@ -18,7 +18,7 @@ use crate::{http, pact_states, seed};
 /// Shared by every worker.
 pub struct AppState {
     pub pool: DbPool,
-    pub callers: CallerTokens,
+    pub auth: Authenticator,
     pub faults: Faults,
     pub stale_claim_after: Duration,
     pub metrics: Metrics,
@@ -29,6 +29,8 @@ pub struct AppState {
 pub struct Application {
     port: u16,
     server: Server,
+    metrics_port: u16,
+    metrics_server: Server,
     pool: DbPool,
 }
 
@@ -40,19 +42,13 @@ impl Application {
         if created > 0 {
             tracing::info!(created, "seeded accounts");
         }
-        let callers = config.callers.clone().unwrap_or_else(|| {
-            tracing::warn!(
-                token = DEV_TOKEN,
-                "CALLER_TOKENS is not set: accepting the development token for caller invoice-app; never do this in production"
-            );
-            CallerTokens::dev_default()
-        });
+        let auth = authenticator(&config)?;
         if config.faults.configured() {
             tracing::warn!(faults = ?config.faults, "fault injection is on");
         }
         let state = web::Data::new(AppState {
             pool: pool.clone(),
-            callers,
+            auth,
             faults: config.faults.clone(),
             stale_claim_after: config.stale_claim_after,
             metrics: Metrics::new()?,
@@ -62,6 +58,7 @@ impl Application {
         let listener = TcpListener::bind(config.listen_addr)
             .with_context(|| format!("binding LISTEN_ADDR {}", config.listen_addr))?;
         let port = listener.local_addr()?.port();
+        let metrics_state = state.clone();
         let pact_states = config.pact_states;
         if pact_states {
             tracing::warn!(
@@ -83,16 +80,44 @@ impl Application {
         .listen(listener)?
         .shutdown_timeout(20)
         .run();
+
+        // Metrics on a port of their own, which only Prometheus is let reach.
+        let metrics_listener = TcpListener::bind(config.metrics_addr)
+            .with_context(|| format!("binding METRICS_ADDR {}", config.metrics_addr))?;
+        let metrics_port = metrics_listener.local_addr()?.port();
+        let metrics_server = HttpServer::new(move || {
+            App::new()
+                .app_data(metrics_state.clone())
+                .configure(http::metrics_routes)
+        })
+        .workers(1)
+        // Stopped with the API server (see `run_until_stopped`), not by signals of its own.
+        .disable_signals()
+        .listen(metrics_listener)?
+        .shutdown_timeout(5)
+        .run();
         tracing::info!(
             port,
+            metrics_port,
             backend = config.database_url.backend(),
             "payment-provider listening"
         );
-        Ok(Application { port, server, pool })
+        Ok(Application {
+            port,
+            server,
+            metrics_port,
+            metrics_server,
+            pool,
+        })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port `/metrics` is served on.
+    pub fn metrics_port(&self) -> u16 {
+        self.metrics_port
     }
 
     /// The application's own pool, for tests and audits of the ledger.
@@ -106,9 +131,55 @@ impl Application {
     }
 
     /// Serves until SIGTERM/SIGINT, then finishes in-flight requests (graceful shutdown).
+    /// The metrics server lives as long as the API server.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let metrics = self.metrics_server.handle();
+        let metrics_task = tokio::spawn(self.metrics_server);
+        let served = self.server.await;
+        metrics.stop(true).await;
+        if let Ok(Err(e)) = metrics_task.await {
+            tracing::warn!(error = %e, "metrics server failed");
+        }
+        served
     }
+}
+
+/// How callers are known, as configured; the development token only on loopback.
+fn authenticator(config: &Config) -> anyhow::Result<Authenticator> {
+    let workload = config
+        .workload
+        .clone()
+        .map(WorkloadIdentity::new)
+        .transpose()
+        .context("workload identity (CALLER_SUBJECTS, SA_*)")?;
+    if let Some(workload) = &workload {
+        tracing::info!(?workload, "accepting Kubernetes ServiceAccount tokens");
+    }
+    let tokens = match (&config.callers, &workload) {
+        (Some(tokens), _) => {
+            if tokens.includes_dev_token() {
+                tracing::warn!(
+                    token = DEV_TOKEN,
+                    "CALLER_TOKENS includes the public development token; never do this in production"
+                );
+            }
+            Some(tokens.clone())
+        }
+        (None, Some(_)) => None,
+        (None, None) => {
+            anyhow::ensure!(
+                dev_token_allowed(config.listen_addr),
+                "no CALLER_TOKENS and no CALLER_SUBJECTS, and LISTEN_ADDR {} is not loopback: the development token is accepted only on loopback",
+                config.listen_addr
+            );
+            tracing::warn!(
+                token = DEV_TOKEN,
+                "neither CALLER_TOKENS nor CALLER_SUBJECTS is set: accepting the development token for caller invoice-app on loopback only; never do this in production"
+            );
+            Some(CallerTokens::dev_default())
+        }
+    };
+    Ok(Authenticator::new(tokens, workload))
 }
 
 /// A pool whose database has every migration applied.

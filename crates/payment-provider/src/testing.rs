@@ -135,6 +135,8 @@ impl Drop for TestDb {
 /// The real provider, serving on a random loopback port with its own database.
 pub struct TestProvider {
     pub base_url: String,
+    /// Where `/metrics` is served (its own listener).
+    pub metrics_url: String,
     pub token: String,
     pub pool: DbPool,
     pub handle: actix_web::dev::ServerHandle,
@@ -153,6 +155,7 @@ impl TestProvider {
         let db = TestDb::create(backend, "pp")?;
         let mut config = Config::from_lookup(&|_| None).expect("default configuration is valid");
         config.listen_addr = ([127, 0, 0, 1], 0).into();
+        config.metrics_addr = ([127, 0, 0, 1], 0).into();
         config.database_url = db.url.clone();
         config.pool_size = config.database_url.default_pool_size();
         config.seed = Seed::None;
@@ -166,6 +169,7 @@ impl TestProvider {
         config.listen_addr.set_port(app.port());
         let provider = TestProvider {
             base_url: format!("http://127.0.0.1:{}", app.port()),
+            metrics_url: format!("http://127.0.0.1:{}/metrics", app.metrics_port()),
             token: TEST_TOKEN.to_owned(),
             pool: app.pool(),
             handle: app.handle(),
@@ -188,6 +192,7 @@ impl TestProvider {
             .expect("payment-provider restarts");
         self.pool = app.pool();
         self.handle = app.handle();
+        self.metrics_url = format!("http://127.0.0.1:{}/metrics", app.metrics_port());
         tokio::spawn(app.run_until_stopped());
     }
 

@@ -2,6 +2,7 @@
 //! invoice's stable idempotency key and the W3C trace context. Retries live in `billing`,
 //! which records every attempt.
 
+mod token;
 mod transformers;
 
 use std::time::Duration;
@@ -9,16 +10,17 @@ use std::time::Duration;
 use api_contract::{CHARGES_PATH, ChargeRequest, IdempotencyKey, headers};
 use opentelemetry::propagation::Injector;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::domain::{CallOutcome, Sent};
+pub use token::ProviderToken;
 
 #[derive(Clone)]
 pub struct PaymentClient {
     http: reqwest::Client,
     charges_url: String,
-    token: SecretString,
+    token: ProviderToken,
 }
 
 /// A single call's outcome, the HTTP status when one came back, and whether it left.
@@ -31,7 +33,7 @@ pub struct CallResult {
 impl PaymentClient {
     pub fn new(
         base_url: &str,
-        token: SecretString,
+        token: impl Into<ProviderToken>,
         timeout: Duration,
         max_connections: usize,
     ) -> anyhow::Result<Self> {
@@ -43,7 +45,7 @@ impl PaymentClient {
         Ok(PaymentClient {
             http,
             charges_url: format!("{}{CHARGES_PATH}", base_url.trim_end_matches('/')),
-            token,
+            token: token.into(),
         })
     }
 
@@ -58,7 +60,7 @@ impl PaymentClient {
         let sent = self
             .http
             .post(&self.charges_url)
-            .bearer_auth(self.token.expose_secret())
+            .bearer_auth(self.token.current().expose_secret())
             .header(headers::IDEMPOTENCY_KEY, key.as_str())
             .headers(trace_headers)
             .json(request)

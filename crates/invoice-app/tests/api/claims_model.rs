@@ -201,7 +201,11 @@ impl Model {
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 // Settled or handed back: the worker's claims on these end here.
                 for (id, _) in &answered {
-                    if self.live.get(id).is_some_and(|(holder, _)| holder == &worker.id) {
+                    if self
+                        .live
+                        .get(id)
+                        .is_some_and(|(holder, _)| holder == &worker.id)
+                    {
                         self.live.remove(id);
                     }
                 }

@@ -9,6 +9,7 @@ mod crash;
 mod faults;
 mod fuzz;
 mod paying;
+mod provider_token;
 mod records;
 mod replicas;
 mod schedule;

@@ -41,8 +41,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     )
     .service(resource("/healthz", "GET, HEAD").route(get().to(health::healthz)))
     .service(resource("/readyz", "GET, HEAD").route(get().to(health::readyz)))
-    .service(resource("/metrics", "GET, HEAD").route(get().to(health::metrics)))
     .default_service(web::to(not_found));
+}
+
+/// The metrics listener's only route (`METRICS_ADDR`).
+pub fn metrics_routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/metrics", "GET, HEAD").route(get().to(health::metrics)))
+        .default_service(web::to(not_found));
 }
 
 /// Where Pact verifiers send state changes when `PACT_PROVIDER_STATES=on`.

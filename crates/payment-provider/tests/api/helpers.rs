@@ -61,9 +61,14 @@ impl TestApp {
 
     /// An authenticated charge with the given key.
     pub async fn charge(&self, key: &str, body: &Value) -> reqwest::Response {
+        self.charge_as(&self.provider.token, key, body).await
+    }
+
+    /// A charge with the given bearer token and key.
+    pub async fn charge_as(&self, token: &str, key: &str, body: &Value) -> reqwest::Response {
         self.client
             .post(self.url("/v1/charges"))
-            .bearer_auth(&self.provider.token)
+            .bearer_auth(token)
             .header("Idempotency-Key", key)
             .json(body)
             .send()

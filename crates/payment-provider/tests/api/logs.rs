@@ -18,6 +18,8 @@ async fn spawn_binary(dir: &std::path::Path, env: &[(&str, String)]) -> (Child, 
     command
         .env_clear()
         .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        // Several of these run at once: no fixed metrics port.
+        .env("METRICS_ADDR", "127.0.0.1:0")
         .env("DATABASE_URL", dir.join("pp.db"))
         .env("LOG_FORMAT", "json")
         .stdout(Stdio::piped())

@@ -3,9 +3,12 @@
 
 mod helpers;
 
+mod caller_identity;
 mod charges;
 mod fuzz;
 mod hostile_input;
 mod idempotency;
+mod issuer;
 mod logs;
 mod operations;
+mod workload_identity;

@@ -1,7 +1,7 @@
 //! Health, readiness, metrics and trace propagation.
 
 use crate::both_backends;
-use crate::helpers::{Backend, charge_body, eur, spawn_app};
+use crate::helpers::{Backend, assert_problem, charge_body, eur, spawn_app};
 
 async fn health_and_readiness(backend: Backend) {
     let Some(app) = spawn_app(backend).await else {
@@ -45,7 +45,7 @@ async fn metrics_count_requests_and_outcomes(backend: Backend) {
     assert_eq!(brewed.status().as_u16(), 405);
     let text = app
         .client
-        .get(app.url("/metrics"))
+        .get(&app.provider.metrics_url)
         .send()
         .await
         .expect("sent")
@@ -64,6 +64,46 @@ async fn metrics_count_requests_and_outcomes(backend: Backend) {
     }
     assert!(!text.contains("BREW"), "{text}");
     assert!(text.contains("http_request_duration_seconds_bucket"));
+}
+
+/// `/metrics` lives on its own listener (METRICS_ADDR), which only Prometheus is let reach:
+/// the API port does not serve it, and the metrics port serves nothing else.
+async fn metrics_are_off_the_api_port(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let on_api = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("sent");
+    assert_problem(on_api, 404, "not_found").await;
+    let metrics = app
+        .client
+        .get(&app.provider.metrics_url)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(metrics.status().as_u16(), 200);
+    assert!(
+        metrics
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with("text/plain"))
+    );
+    let metrics_base = app.provider.metrics_url.trim_end_matches("/metrics");
+    for path in ["/v1/charges", "/healthz", "/readyz"] {
+        let elsewhere = app
+            .client
+            .get(format!("{metrics_base}{path}"))
+            .bearer_auth(&app.provider.token)
+            .send()
+            .await
+            .expect("sent");
+        assert_problem(elsewhere, 404, "not_found").await;
+    }
 }
 
 async fn trace_context_is_continued_or_ignored(backend: Backend) {
@@ -98,5 +138,6 @@ async fn trace_context_is_continued_or_ignored(backend: Backend) {
 both_backends!(
     health_and_readiness,
     metrics_count_requests_and_outcomes,
+    metrics_are_off_the_api_port,
     trace_context_is_continued_or_ignored
 );

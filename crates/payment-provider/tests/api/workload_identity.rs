@@ -1,0 +1,446 @@
+//! Workload identity through the real provider: Kubernetes projected ServiceAccount tokens
+//! from a stand-in issuer, the right one accepted, each hostile variant refused with a 401
+//! problem, keys rotated without a restart, and idempotency shared with static tokens.
+
+use std::time::Duration;
+
+use api_contract::ChargeResponse;
+use payment_provider::auth::WorkloadConfig;
+use payment_provider::config::Config;
+use serde_json::{Value, json};
+
+use crate::both_backends;
+use crate::helpers::{Backend, TestApp, assert_problem, charge_body, eur, spawn_app_with};
+use crate::issuer::{Issuer, JWKS_PATH, SigningKey, TlsFront, hs256, now, signing_input};
+
+const INVOICE_APP: &str = "invoice-app=system:serviceaccount:invoices:invoice-app";
+
+/// Workload identity as start-up reads it from these variables.
+fn workload_from(vars: &[(&str, String)]) -> WorkloadConfig {
+    Config::from_lookup(&|name| {
+        vars.iter()
+            .find(|(var, _)| *var == name)
+            .map(|(_, value)| value.clone())
+    })
+    .expect("valid workload identity configuration")
+    .workload
+    .expect("workload identity on")
+}
+
+/// The provider trusting `issuer` for invoice-app's ServiceAccount, without static tokens.
+async fn provider_for(
+    backend: Backend,
+    issuer: &Issuer,
+    adjust: impl FnOnce(&mut WorkloadConfig),
+) -> Option<TestApp> {
+    let mut workload = workload_from(&[
+        ("CALLER_SUBJECTS", INVOICE_APP.to_owned()),
+        ("SA_TOKEN_ISSUER", issuer.url.clone()),
+    ]);
+    adjust(&mut workload);
+    let app = spawn_app_with(backend, |c| {
+        c.callers = None;
+        c.workload = Some(workload);
+    })
+    .await?;
+    app.provider.fund("C001", eur(100_000)).await;
+    Some(app)
+}
+
+async fn charge_with(app: &TestApp, token: &str, key: &str) -> reqwest::Response {
+    app.charge_as(token, key, &charge_body(key, "C001", 100, "EUR"))
+        .await
+}
+
+async fn service_account_tokens_are_accepted(backend: Backend) {
+    let (rsa, ec) = (SigningKey::rsa("rsa-1"), SigningKey::ec("ec-1"));
+    let issuer = Issuer::start(&[&rsa, &ec]).await;
+    let Some(app) = provider_for(backend, &issuer, |_| {}).await else {
+        return;
+    };
+    let claims = issuer.claims("invoices", "invoice-app");
+    assert_eq!(
+        charge_with(&app, &rsa.sign(&claims), "k-rs256")
+            .await
+            .status()
+            .as_u16(),
+        201
+    );
+    assert_eq!(
+        charge_with(&app, &ec.sign(&claims), "k-es256")
+            .await
+            .status()
+            .as_u16(),
+        201
+    );
+    let ledger = app.provider.ledger().await;
+    assert_eq!(ledger.len(), 2);
+    assert!(
+        ledger.iter().all(|c| c.caller == "invoice-app"),
+        "{ledger:?}"
+    );
+}
+
+/// Each hostile variant of the right token: refused with a 401 problem, nothing charged.
+async fn hostile_service_account_tokens_are_refused(backend: Backend) {
+    let (rsa, ec) = (SigningKey::rsa("rsa-1"), SigningKey::ec("ec-1"));
+    let issuer = Issuer::start(&[&rsa, &ec]).await;
+    let Some(app) = provider_for(backend, &issuer, |w| {
+        w.max_lifetime = Duration::from_secs(3600);
+    })
+    .await
+    else {
+        return;
+    };
+    let good = issuer.claims("invoices", "invoice-app");
+    let with = |changes: Value| {
+        let mut claims = good.clone();
+        for (name, value) in changes.as_object().expect("an object") {
+            if value.is_null() {
+                claims.as_object_mut().expect("object").remove(name);
+            } else {
+                claims[name] = value.clone();
+            }
+        }
+        claims
+    };
+    let t = now();
+    let unpublished = SigningKey::rsa("rsa-1");
+    let stranger = SigningKey::rsa("not-published");
+    let mut cases: Vec<(&str, String)> = vec![
+        (
+            "wrong audience",
+            rsa.sign(&with(json!({"aud": ["kubernetes"]}))),
+        ),
+        ("no audience", rsa.sign(&with(json!({"aud": null})))),
+        (
+            "expired",
+            rsa.sign(&with(
+                json!({"iat": t - 720, "nbf": t - 720, "exp": t - 120}),
+            )),
+        ),
+        ("not yet valid", rsa.sign(&with(json!({"nbf": t + 300})))),
+        ("no exp", rsa.sign(&with(json!({"exp": null})))),
+        ("lives too long", rsa.sign(&with(json!({"exp": t + 7200})))),
+        (
+            "other issuer",
+            rsa.sign(&with(json!({"iss": "https://evil.example"}))),
+        ),
+        (
+            "other ServiceAccount",
+            rsa.sign(&issuer.claims("invoices", "deployer")),
+        ),
+        (
+            "other namespace",
+            rsa.sign(&issuer.claims("payments", "invoice-app")),
+        ),
+        ("unknown kid", stranger.sign(&good)),
+        ("right kid, other key", unpublished.sign(&good)),
+        (
+            "RSA kid, ES256 header",
+            ec.sign_with_header(&json!({"alg": "ES256", "kid": "rsa-1"}), &good),
+        ),
+        (
+            "no kid",
+            rsa.sign_with_header(&json!({"alg": "RS256", "typ": "JWT"}), &good),
+        ),
+        (
+            "alg none",
+            format!(
+                "{}.",
+                signing_input(&json!({"alg": "none", "kid": "rsa-1"}), &good)
+            ),
+        ),
+        (
+            "alg none, no signature part",
+            signing_input(&json!({"alg": "none", "kid": "rsa-1"}), &good),
+        ),
+        ("garbage", "a.b.c".to_owned()),
+    ];
+    for (i, form) in rsa.public_key_forms().iter().enumerate() {
+        let header = json!({"alg": "HS256", "kid": "rsa-1", "typ": "JWT"});
+        cases.push((
+            [
+                "HS256 keyed with the public key (DER)",
+                "… (PEM)",
+                "… (PKCS#1)",
+            ][i],
+            hs256(&header, &good, form),
+        ));
+    }
+    // The right token still works among them (the cases fail for their own reason).
+    assert_eq!(
+        charge_with(&app, &rsa.sign(&good), "k-good")
+            .await
+            .status()
+            .as_u16(),
+        201
+    );
+    for (i, (case, token)) in cases.iter().enumerate() {
+        let response = charge_with(&app, token, &format!("k-{i}")).await;
+        assert_eq!(
+            response
+                .headers()
+                .get("www-authenticate")
+                .and_then(|v| v.to_str().ok()),
+            Some("Bearer"),
+            "{case}"
+        );
+        let status = response.status().as_u16();
+        assert_eq!(status, 401, "{case}: answered {status}");
+        assert_problem(response, 401, "unauthorized").await;
+    }
+    assert_eq!(
+        app.provider.ledger().await.len(),
+        1,
+        "only the right token charged"
+    );
+}
+
+/// The API server rotates its keys: a new kid works at once, without a restart; a key
+/// taken out of the set stops working once the cached set is older than its maximum age.
+async fn rotated_keys_need_no_restart(backend: Backend) {
+    let (old, new) = (SigningKey::rsa("key-2024"), SigningKey::ec("key-2025"));
+    let issuer = Issuer::start(&[&old]).await;
+    let Some(app) = provider_for(backend, &issuer, |w| {
+        w.jwks_max_age = Duration::from_secs(1);
+        w.jwks_min_refresh = Duration::from_millis(100);
+    })
+    .await
+    else {
+        return;
+    };
+    let claims = issuer.claims("invoices", "invoice-app");
+    assert_eq!(
+        charge_with(&app, &old.sign(&claims), "k1")
+            .await
+            .status()
+            .as_u16(),
+        201
+    );
+    let refused_before = charge_with(&app, &new.sign(&claims), "k2").await;
+    assert_problem(refused_before, 401, "unauthorized").await;
+
+    issuer.publish(&[&old, &new]);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(
+        charge_with(&app, &new.sign(&claims), "k3")
+            .await
+            .status()
+            .as_u16(),
+        201
+    );
+    assert_eq!(
+        charge_with(&app, &old.sign(&claims), "k4")
+            .await
+            .status()
+            .as_u16(),
+        201
+    );
+
+    issuer.publish(&[&new]);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let old_after_removal = charge_with(&app, &old.sign(&claims), "k5").await;
+    assert_problem(old_after_removal, 401, "unauthorized").await;
+    assert_eq!(
+        charge_with(&app, &new.sign(&claims), "k6")
+            .await
+            .status()
+            .as_u16(),
+        201
+    );
+    assert_eq!(app.provider.ledger().await.len(), 4);
+}
+
+/// Made-up key ids cannot make the provider hammer the issuer: one fetch per interval.
+async fn unknown_kids_are_rate_limited(backend: Backend) {
+    let key = SigningKey::rsa("rsa-1");
+    let issuer = Issuer::start(&[&key]).await;
+    let Some(app) = provider_for(backend, &issuer, |_| {}).await else {
+        return;
+    };
+    let claims = issuer.claims("invoices", "invoice-app");
+    assert_eq!(
+        charge_with(&app, &key.sign(&claims), "k0")
+            .await
+            .status()
+            .as_u16(),
+        201
+    );
+    let header = |i: usize| json!({"alg": "RS256", "kid": format!("made-up-{i}")});
+    for i in 0..20 {
+        let token = key.sign_with_header(&header(i), &claims);
+        assert_problem(
+            charge_with(&app, &token, &format!("k{}", i + 1)).await,
+            401,
+            "unauthorized",
+        )
+        .await;
+    }
+    assert_eq!(
+        issuer.jwks_fetches(),
+        1,
+        "one fetch, then none within the interval"
+    );
+}
+
+/// The same key through a static token and through the ServiceAccount token of the same
+/// caller is one charge: keys belong to the caller, not to the credential.
+async fn static_and_service_account_tokens_share_keys(backend: Backend) {
+    let key = SigningKey::rsa("rsa-1");
+    let issuer = Issuer::start(&[&key]).await;
+    let workload = workload_from(&[
+        ("CALLER_SUBJECTS", INVOICE_APP.to_owned()),
+        ("SA_TOKEN_ISSUER", issuer.url.clone()),
+    ]);
+    // Static tokens stay as the test helper configures them, next to workload identity.
+    let Some(app) = spawn_app_with(backend, |c| c.workload = Some(workload)).await else {
+        return;
+    };
+    app.provider.fund("C001", eur(10_000)).await;
+    let body = charge_body("inv-1", "C001", 700, "EUR");
+    let by_static = app.charge("key-1", &body).await;
+    assert_eq!(by_static.status().as_u16(), 201);
+    let by_static: ChargeResponse = by_static.json().await.expect("charge");
+    let sa_token = key.sign(&issuer.claims("invoices", "invoice-app"));
+    let by_sa = app.charge_as(&sa_token, "key-1", &body).await;
+    assert_eq!(
+        by_sa.status().as_u16(),
+        200,
+        "the replay of the first charge"
+    );
+    let by_sa: ChargeResponse = by_sa.json().await.expect("charge");
+    assert_eq!(by_static, by_sa);
+    assert_eq!(app.provider.ledger().await.len(), 1);
+    assert_eq!(app.provider.balance("C001").await, Some(10_000 - 700));
+}
+
+/// The key fetch carries the bearer from SA_JWKS_TOKEN_FILE, read again at each fetch.
+async fn key_fetch_sends_the_configured_bearer(backend: Backend) {
+    let key = SigningKey::rsa("rsa-1");
+    let issuer = Issuer::start(&[&key]).await;
+    let dir = std::env::temp_dir().join(format!("pp-sa-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("token");
+    std::fs::write(&file, "provider-own-token-1\n").expect("write");
+    let workload = workload_from(&[
+        ("CALLER_SUBJECTS", INVOICE_APP.to_owned()),
+        ("SA_TOKEN_ISSUER", issuer.url.clone()),
+        ("SA_JWKS_TOKEN_FILE", file.display().to_string()),
+    ]);
+    let Some(app) = provider_for(backend, &issuer, |w| {
+        *w = workload;
+        w.jwks_min_refresh = Duration::ZERO;
+    })
+    .await
+    else {
+        return;
+    };
+    let claims = issuer.claims("invoices", "invoice-app");
+    assert_eq!(
+        charge_with(&app, &key.sign(&claims), "k1")
+            .await
+            .status()
+            .as_u16(),
+        201
+    );
+    std::fs::write(&file, "provider-own-token-2\n").expect("rewrite");
+    let unknown = key.sign_with_header(&json!({"alg": "RS256", "kid": "other"}), &claims);
+    assert_problem(charge_with(&app, &unknown, "k2").await, 401, "unauthorized").await;
+    let seen = issuer.authorizations();
+    let bearer = |n: u32| Some(format!("Bearer provider-own-token-{n}"));
+    // Discovery and JWKS, twice: each with the token the file held at the time.
+    assert_eq!(seen, vec![bearer(1), bearer(1), bearer(2), bearer(2)]);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// The issuer's keys cannot be fetched: our outage, answered 503 with Retry-After (the
+/// caller retries), never a 401 that would blame its credential. Static tokens still work.
+async fn unreachable_issuer_is_503_not_401(backend: Backend) {
+    let key = SigningKey::rsa("rsa-1");
+    let issuer = Issuer::start(&[&key]).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a port")
+        .port();
+    let workload = workload_from(&[
+        ("CALLER_SUBJECTS", INVOICE_APP.to_owned()),
+        ("SA_TOKEN_ISSUER", issuer.url.clone()),
+        (
+            "SA_JWKS_URL",
+            format!("http://127.0.0.1:{closed}{JWKS_PATH}"),
+        ),
+    ]);
+    let Some(app) = spawn_app_with(backend, |c| c.workload = Some(workload)).await else {
+        return;
+    };
+    app.provider.fund("C001", eur(10_000)).await;
+    let token = key.sign(&issuer.claims("invoices", "invoice-app"));
+    let response = charge_with(&app, &token, "k1").await;
+    assert!(response.headers().contains_key("retry-after"));
+    assert_problem(response, 503, "service_unavailable").await;
+    assert_eq!(
+        app.charge("k2", &charge_body("k2", "C001", 100, "EUR"))
+            .await
+            .status()
+            .as_u16(),
+        201
+    );
+}
+
+/// The keys fetched over TLS, trusting the CA in SA_JWKS_CA_FILE (as a pod trusts the
+/// cluster's CA bundle) and nothing else: without the CA the fetch fails, and the token
+/// cannot be checked (503), rather than being checked against keys from anywhere.
+async fn keys_over_tls_trust_the_configured_ca(backend: Backend) {
+    let key = SigningKey::rsa("rsa-1");
+    let mut issuer = Issuer::start(&[&key]).await;
+    let tls = TlsFront::start(issuer.addr()).await;
+    issuer.serve_as(&format!("https://127.0.0.1:{}", tls.port));
+    let dir = std::env::temp_dir().join(format!("pp-ca-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let ca_file = dir.join("ca.crt");
+    std::fs::write(&ca_file, &tls.ca_pem).expect("write");
+    let base = [
+        ("CALLER_SUBJECTS", INVOICE_APP.to_owned()),
+        ("SA_TOKEN_ISSUER", issuer.url.clone()),
+    ];
+    let with_ca = workload_from(
+        &[
+            base.as_slice(),
+            &[("SA_JWKS_CA_FILE", ca_file.display().to_string())],
+        ]
+        .concat(),
+    );
+    let token = key.sign(&issuer.claims("invoices", "invoice-app"));
+
+    let Some(trusting) = provider_for(backend, &issuer, |w| *w = with_ca).await else {
+        return;
+    };
+    assert_eq!(
+        charge_with(&trusting, &token, "k1").await.status().as_u16(),
+        201
+    );
+
+    let system_roots = workload_from(&base);
+    let Some(distrusting) = provider_for(backend, &issuer, |w| *w = system_roots).await else {
+        return;
+    };
+    assert_problem(
+        charge_with(&distrusting, &token, "k1").await,
+        503,
+        "service_unavailable",
+    )
+    .await;
+    std::fs::remove_dir_all(dir).ok();
+}
+
+both_backends!(
+    keys_over_tls_trust_the_configured_ca,
+    service_account_tokens_are_accepted,
+    hostile_service_account_tokens_are_refused,
+    rotated_keys_need_no_restart,
+    unknown_kids_are_rate_limited,
+    static_and_service_account_tokens_share_keys,
+    key_fetch_sends_the_configured_bearer,
+    unreachable_issuer_is_503_not_401,
+);
