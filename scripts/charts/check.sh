@@ -16,7 +16,8 @@
 # 6. NetworkPolicy reachability computed by network-config-analyzer over both team
 #    namespaces, both apps (and a second invoice-app release) and a fixture world, for
 #    every value set in ci/ (check_netpol.py).
-# 7. README values tables in step with values.yaml; shellcheck and yamllint when present.
+# 7. README values tables in step with values.yaml; shellcheck and yamllint (the pinned
+#    ones of scripts/lint/install-tools.sh: a missing linter fails, it is never skipped).
 #
 # Tools come from install-tools.sh (run first, idempotent) into $TOOLS_DIR.
 # CHARTS_OUT=dir keeps the rendered manifests and tool reports there.
@@ -40,7 +41,8 @@ else
 fi
 
 "$HERE/install-tools.sh"
-export PATH="$TOOLS_DIR/bin:$PATH"
+LINTERS="$("$ROOT/scripts/lint/install-tools.sh")"
+export PATH="$TOOLS_DIR/bin:$LINTERS:$PATH"
 PY="$TOOLS_DIR/bin/python-k8s"
 # checkov and nca stay offline: no policy download, no telemetry.
 export BC_SKIP_MAPPING=TRUE CHECKOV_SKIP_DOWNLOAD=true PYTHONWARNINGS=ignore
@@ -275,20 +277,12 @@ if "$PY" "$HERE/values-table.py" --check "$CHARTS"/*/; then
 else
   fail "README values tables (run scripts/charts/values-table.py charts/*/)"
 fi
-if command -v shellcheck >/dev/null; then
-  if shellcheck "$HERE"/*.sh; then echo "  ok   shellcheck scripts/charts/*.sh"; else fail "shellcheck"; fi
+if shellcheck "$HERE"/*.sh; then echo "  ok   shellcheck scripts/charts/*.sh"; else fail "shellcheck"; fi
+if yamllint -s -d '{extends: default, rules: {line-length: {max: 120}, document-start: disable}}' \
+  "$CHARTS"/*/values.yaml "$CHARTS"/*/ci "$CHARTS"/*/Chart.yaml "$HERE/values" "$HERE/fixtures"; then
+  echo "  ok   yamllint values, value sets and fixtures"
 else
-  echo "  skip shellcheck: not installed"
-fi
-if command -v yamllint >/dev/null; then
-  if yamllint -s -d '{extends: default, rules: {line-length: {max: 120}, document-start: disable}}' \
-    "$CHARTS"/*/values.yaml "$CHARTS"/*/ci "$CHARTS"/*/Chart.yaml "$HERE/values" "$HERE/fixtures"; then
-    echo "  ok   yamllint values, value sets and fixtures"
-  else
-    fail "yamllint"
-  fi
-else
-  echo "  skip yamllint: not installed (apt-get install yamllint)"
+  fail "yamllint"
 fi
 done_step
 
