@@ -47,9 +47,10 @@ fuzz-api: ## OpenAPI document validated, then schemathesis against invoice-app f
 	$(call PREREQS,fuzz)
 	scripts/api/fuzz-openapi.py
 
-charts: ## Offline chart checks: lint, schema, checkov, NetworkPolicy reachability, RBAC
+charts: ## Offline chart checks: lint, schema, checkov, NetworkPolicy reachability, RBAC; deploy.sh/test.sh dry runs
 	$(call PREREQS,charts)
 	scripts/charts/check.sh
+	scripts/deploy/dry-run.sh
 
 lint: ## rustfmt, clippy, shellcheck, actionlint, yamllint
 	cargo fmt --all -- --check

@@ -5,8 +5,13 @@
 # Run with --help for details.
 set -euo pipefail
 
-readonly PROG="${0##*/}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# bash and tool checks first, in bash 3.2 syntax (macOS): see scripts/lib/preflight.sh.
+# shellcheck source=scripts/lib/preflight.sh
+source "$ROOT/scripts/lib/preflight.sh"
+require_bash
+
+readonly PROG="${0##*/}"
 readonly ROOT
 
 usage() {
@@ -24,10 +29,13 @@ Then, on either kind of cluster:
     'restricted', default-deny NetworkPolicies;
   - per team a PostgreSQL Cluster (invoices-db, payments-db) and a NetworkPolicy that
     lets the operator, the instances and the team's app reach it;
-  - a generated caller token, kept in Secrets and reused on later runs;
-  - charts/payment-provider in 'payments' and charts/invoice-app in 'invoices'
-    (helm upgrade --install --wait).
-Finally it prints the URL to give to ./test.sh.
+  - invoice-app's API key: generated once into \$API_KEY_FILE (this machine only); the
+    cluster keeps its SHA-256 alone (Secret invoices/$API_KEYS_SECRET);
+  - charts/payment-provider in 'payments' (callers known by workload identity: invoice-app's
+    ServiceAccount token; the API server's addresses read from the cluster) and
+    charts/invoice-app in 'invoices' behind an Ingress for host \$INVOICE_HOST, with
+    proxy timeouts that fit a synchronous pay run (helm upgrade --install --wait).
+Finally it prints the command that runs ./test.sh against it.
 
 Options:
   --context NAME   deploy to this existing kubectl context (also: KUBE_CONTEXT) instead
@@ -55,10 +63,15 @@ Environment (optional):
   CNPG_CHART_VERSION       cloudnative-pg chart version (default $CNPG_CHART_VERSION)
   POSTGRES_IMAGE           PostgreSQL image of the Clusters (default: the operator's)
   HELM_TIMEOUT             --timeout of helm --wait (default $HELM_TIMEOUT)
+  INVOICE_HOST             host of invoice-app's Ingress (default $INVOICE_HOST)
+  PROXY_TIMEOUT_SECS       the ingress proxy's read/send timeout (default $PROXY_TIMEOUT_SECS;
+                           a synchronous POST /invoices/pay may take 300 s)
+  API_KEY_FILE             where the API key is kept (default \$XDG_STATE_HOME or
+                           ~/.local/state, invoice-platform/api-key-<context>)
 
-Needs docker, kind, kubectl and helm (with --context: kubectl and helm, plus docker
-for --build and kind for --load), and curl. helm and kubectl installed by
-scripts/charts/install-tools.sh are found too.
+Needs bash >= 4.4, docker, kind, kubectl, helm, curl, jq, od, base64 and sha256sum or
+shasum (with --context: no docker unless --build, no kind unless --load). helm and
+kubectl installed by scripts/charts/install-tools.sh are found too.
 EOF
 }
 
@@ -73,6 +86,9 @@ INGRESS_NGINX_VERSION="${INGRESS_NGINX_VERSION:-controller-v1.14.3}"
 CNPG_CHART_VERSION="${CNPG_CHART_VERSION:-0.29.0}"
 POSTGRES_IMAGE="${POSTGRES_IMAGE:-}"
 HELM_TIMEOUT="${HELM_TIMEOUT:-10m}"
+INVOICE_HOST="${INVOICE_HOST:-localhost}"
+# Above test.sh's PAY_TIMEOUT (300 s): the proxy must not cut a pay run that the app finishes.
+PROXY_TIMEOUT_SECS="${PROXY_TIMEOUT_SECS:-330}"
 
 readonly APPS=(payment-provider invoice-app)
 readonly PLATFORM_NAMESPACE=platform
@@ -80,11 +96,14 @@ readonly CNPG_NAMESPACE=cnpg-system
 readonly CNPG_RELEASE=cnpg
 readonly CNPG_CHART_REPO=https://cloudnative-pg.github.io/charts
 # Each app: its namespace, its PostgreSQL cluster (the charts' default
-# networkPolicy.database.podLabels name these), and the Secret with its token.
+# networkPolicy.database.podLabels name these).
 declare -A NAMESPACE=([payment-provider]=payments [invoice-app]=invoices)
 declare -A DB_CLUSTER=([payment-provider]=payments-db [invoice-app]=invoices-db)
-readonly TOKEN_SECRET_PAYMENTS=payment-provider-caller-tokens # key caller-tokens: invoice-app:<token>
-readonly TOKEN_SECRET_INVOICES=invoice-app-payment-provider-token # key token: <token>
+# Left by earlier versions of this script (static caller tokens); removed by --down.
+readonly TOKEN_SECRET_PAYMENTS=payment-provider-caller-tokens
+readonly TOKEN_SECRET_INVOICES=invoice-app-payment-provider-token
+# invoice-app's API keys (key api-keys: JSON array of digests), as the chart reads them.
+readonly API_KEYS_SECRET=invoice-app-api-keys
 
 # helm and kubectl from scripts/charts/install-tools.sh, after anything on PATH.
 PATH="$PATH:${TOOLS_DIR:-$HOME/.cache/invoice-platform/tools}/bin"
@@ -120,6 +139,7 @@ while (($# > 0)); do
   shift
 done
 
+API_KEY_FILE="${API_KEY_FILE:-}"
 if [[ -n "$KUBE_CONTEXT" ]]; then
   use_kind=false
   context="$KUBE_CONTEXT"
@@ -131,6 +151,7 @@ else
   build="${build:-true}"
   load="${load:-true}"
 fi
+API_KEY_FILE="${API_KEY_FILE:-${XDG_STATE_HOME:-$HOME/.local/state}/invoice-platform/api-key-$context}"
 
 # ---------------------------------------------------------------- helpers
 if [[ -t 1 ]]; then
@@ -165,35 +186,22 @@ retry() {
 }
 
 check_tools() {
-  local missing=() tool
-  local need=(kubectl helm curl)
+  local need=(kubectl helm curl jq od base64 awk)
+  if command -v sha256sum >/dev/null 2>&1; then need+=(sha256sum); else need+=(shasum); fi
   if $use_kind; then
     need+=(kind docker)
   else
     if ! $down && $build; then need+=(docker); fi
-    if ! $down && $load; then need+=(kind); fi
+    if ! $down && $load; then need+=(kind docker); fi
   fi
-  for tool in "${need[@]}"; do
-    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
-  done
-  if ((${#missing[@]} > 0)); then
-    {
-      echo "$PROG: missing tools: ${missing[*]}"
-      for tool in "${missing[@]}"; do
-        case "$tool" in
-          docker) echo "  docker:  https://docs.docker.com/engine/install/" ;;
-          kind) echo "  kind:    https://kind.sigs.k8s.io/docs/user/quick-start/#installation" ;;
-          kubectl) echo "  kubectl: https://kubernetes.io/docs/tasks/tools/ (or scripts/charts/install-tools.sh)" ;;
-          helm) echo "  helm:    https://helm.sh/docs/intro/install/ (or scripts/charts/install-tools.sh)" ;;
-          curl) echo "  curl:    your system's package manager" ;;
-        esac
-      done
-    } >&2
-    exit 1
-  fi
+  require_tools "${need[@]}"
   if [[ " ${need[*]} " == *" docker "* ]] && ! docker info >/dev/null 2>&1; then
     die "docker is installed but its daemon is not reachable (is it running? may this user use it?)"
   fi
+}
+
+sha256_hex() {
+  if command -v sha256sum >/dev/null 2>&1; then sha256sum | awk '{print $1}'; else shasum -a 256 | awk '{print $1}'; fi
 }
 
 kind_cluster_exists() { kind get clusters 2>/dev/null | grep -qx "$CLUSTER_NAME"; }
@@ -299,13 +307,17 @@ install_ingress_nginx() {
 declare -A image_tag=()
 
 build_images() {
-  local app revision source_url
+  local app revision source_url build_flags=()
+  # The classic builder knows no attestation flags; BuildKit (buildx) takes them.
+  if docker buildx version >/dev/null 2>&1; then build_flags=(--provenance=false --sbom=false); fi
   revision="$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)"
   source_url="$(git -C "$ROOT" remote get-url origin 2>/dev/null || true)"
   for app in "${APPS[@]}"; do
     step "Building image of $app"
     local repo="$IMAGE_REPOSITORY_PREFIX/$app"
-    docker build --build-arg "APP=$app" --build-arg "REVISION=$revision" \
+    # No provenance/SBOM attestations: with the containerd image store they make the image
+    # an index whose attestation blobs `kind load` cannot find ("content digest not found").
+    docker build "${build_flags[@]}" --build-arg "APP=$app" --build-arg "REVISION=$revision" \
       --build-arg "SOURCE=$source_url" -t "$repo:latest-build" "$ROOT"
     if [[ -n "$IMAGE_TAG" ]]; then
       image_tag[$app]="$IMAGE_TAG"
@@ -344,8 +356,12 @@ load_images() {
     kind_name="${context#kind-}"
   fi
   step "Loading images into kind cluster $kind_name"
+  # Through an archive: `docker save` reads either image store (classic or containerd),
+  # where `kind load docker-image` fails on the containerd store.
   for app in "${APPS[@]}"; do
-    kind load docker-image --name "$kind_name" "$IMAGE_REPOSITORY_PREFIX/$app:${image_tag[$app]}"
+    docker save -o "$tmp/$app.tar" "$IMAGE_REPOSITORY_PREFIX/$app:${image_tag[$app]}"
+    kind load image-archive --name "$kind_name" "$tmp/$app.tar"
+    rm -f "$tmp/$app.tar"
   done
 }
 
@@ -371,8 +387,10 @@ install_team_namespaces() {
   local team
   for team in invoices payments; do
     step "Team namespace $team (charts/team-namespace, release team-$team)"
+    # The team's values file sets the label policy (which ServiceAccount may wear the
+    # app's label) that the other team's NetworkPolicies rely on.
     helm_upgrade "team-$team" "$PLATFORM_NAMESPACE" "$ROOT/charts/team-namespace" --create-namespace \
-      --set-string "name=$team" --set-string "team.groups[0]=team-$team"
+      -f "$ROOT/charts/team-namespace/ci/$team-values.yaml"
   done
 }
 
@@ -512,32 +530,30 @@ wait_for_databases() {
   done
 }
 
-# One shared caller token: payment-provider knows it as invoice-app's
-# (CALLER_TOKENS), invoice-app presents it (PAYMENT_PROVIDER_TOKEN). Generated once,
-# then read back from the Secret, so re-runs do not rotate it. Written through
-# files, never command-line arguments.
-caller_token_secrets() {
-  step "Caller token"
-  local token
-  token="$(kctl get secret "$TOKEN_SECRET_INVOICES" -n invoices -o jsonpath='{.data.token}' 2>/dev/null |
-    base64 -d 2>/dev/null || true)"
-  if [[ -z "$token" ]]; then
-    token="$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')"
-    info "generated a new token"
+# invoice-app's API key for test.sh: made once on this machine and kept in $API_KEY_FILE
+# (mode 600); the cluster gets its SHA-256 alone, in the form API_KEYS takes. Written
+# through files, never command-line arguments.
+api_key_secret() {
+  step "invoice-app API key"
+  local key digest
+  mkdir -p "$(dirname "$API_KEY_FILE")"
+  if [[ -s "$API_KEY_FILE" ]]; then
+    key="$(cat "$API_KEY_FILE")"
+    info "reusing the key in $API_KEY_FILE"
   else
-    info "reusing the token in invoices/$TOKEN_SECRET_INVOICES"
+    key="ip_$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')"
+    (umask 077 && printf '%s' "$key" >"$API_KEY_FILE")
+    info "generated a new key into $API_KEY_FILE"
   fi
-  printf '%s' "$token" >"$tmp/token"
-  printf 'invoice-app:%s' "$token" >"$tmp/caller-tokens"
-  kctl create secret generic "$TOKEN_SECRET_INVOICES" -n invoices \
-    --from-file=token="$tmp/token" --dry-run=client -o yaml |
+  digest="$(printf '%s' "$key" | sha256_hex)"
+  [[ "$digest" =~ ^[0-9a-f]{64}$ ]] || die "could not hash the API key"
+  jq -n --arg sha "$digest" \
+    '[{client: "deploy-test", scopes: ["invoices:read", "invoices:write", "invoices:pay"], sha256: $sha}]' \
+    >"$tmp/api-keys.json"
+  kctl create secret generic "$API_KEYS_SECRET" -n invoices \
+    --from-file=api-keys="$tmp/api-keys.json" --dry-run=client -o yaml |
     kctl label --local -f - -o yaml app.kubernetes.io/managed-by=deploy.sh |
     kctl apply -f - >/dev/null
-  kctl create secret generic "$TOKEN_SECRET_PAYMENTS" -n payments \
-    --from-file=caller-tokens="$tmp/caller-tokens" --dry-run=client -o yaml |
-    kctl label --local -f - -o yaml app.kubernetes.io/managed-by=deploy.sh |
-    kctl apply -f - >/dev/null
-  rm -f "$tmp/token" "$tmp/caller-tokens"
 }
 
 image_args() {
@@ -551,20 +567,32 @@ image_args() {
 install_apps() {
   local args
   step "payment-provider (charts/payment-provider in payments)"
+  # Callers by workload identity (the chart's default: invoice-app's ServiceAccount); the
+  # default-deny namespace lets it reach the API server for the token keys.
+  jq -n --argjson cidrs "$(printf '%s\n' "${api_cidrs[@]}" | jq -R . | jq -s .)" \
+    --argjson ports "$(printf '%s\n' "${api_ports[@]}" | sort -un | jq -R 'tonumber' | jq -s .)" \
+    '{networkPolicy: {apiServer: {cidrs: $cidrs, ports: $ports}}}' >"$tmp/payment-provider-values.json"
   mapfile -t args < <(image_args payment-provider)
   helm_upgrade payment-provider payments "$ROOT/charts/payment-provider" "${args[@]}" \
+    -f "$tmp/payment-provider-values.json" \
     --set-string "database.existingSecret.name=${DB_CLUSTER[payment-provider]}-app" \
-    --set-string "database.existingSecret.key=uri" \
-    --set-string "auth.existingSecret.name=$TOKEN_SECRET_PAYMENTS" \
-    --set-string "auth.existingSecret.key=caller-tokens"
+    --set-string "database.existingSecret.key=uri"
 
   step "invoice-app (charts/invoice-app in invoices)"
+  # ingress-nginx reads its timeouts from annotations; 60 s by default would cut a
+  # synchronous pay run.
+  jq -n --arg host "$INVOICE_HOST" --arg t "$PROXY_TIMEOUT_SECS" '{
+      httpRoute: {enabled: false},
+      ingress: {enabled: true, className: "nginx", host: $host, annotations: {
+        "nginx.ingress.kubernetes.io/proxy-read-timeout": $t,
+        "nginx.ingress.kubernetes.io/proxy-send-timeout": $t}},
+      apiAuth: {existingSecret: {name: "'"$API_KEYS_SECRET"'", key: "api-keys"}}
+    }' >"$tmp/invoice-app-values.json"
   mapfile -t args < <(image_args invoice-app)
   helm_upgrade invoice-app invoices "$ROOT/charts/invoice-app" "${args[@]}" \
+    -f "$tmp/invoice-app-values.json" \
     --set-string "database.existingSecret.name=${DB_CLUSTER[invoice-app]}-app" \
     --set-string "database.existingSecret.key=uri" \
-    --set-string "paymentProvider.existingSecret.name=$TOKEN_SECRET_INVOICES" \
-    --set-string "paymentProvider.existingSecret.key=token" \
     --set-string "paymentProvider.url=http://payment-provider.payments.svc.cluster.local:8080"
 }
 
@@ -583,9 +611,12 @@ public_url() {
 wait_for_ingress() {
   local url="$1" deadline=$((SECONDS + 180)) code=""
   step "Waiting for invoice-app behind the ingress at $url"
+  # Only the API paths are routed; the key goes in a header file, off the command line.
+  (umask 077 && printf 'Authorization: Bearer %s\n' "$(cat "$API_KEY_FILE")" >"$tmp/auth.header")
   while ((SECONDS < deadline)); do
-    code="$(curl -s -o /dev/null -w '%{http_code}' --connect-timeout 2 --max-time 5 "$url/readyz" || true)"
-    [[ "$code" == 200 ]] && { info "GET $url/readyz: 200"; return 0; }
+    code="$(curl -s -o /dev/null -w '%{http_code}' --connect-timeout 2 --max-time 5 \
+      -H "@$tmp/auth.header" "$url/invoices?limit=1" || true)"
+    [[ "$code" == 200 ]] && { info "GET $url/invoices?limit=1: 200"; return 0; }
     sleep 3
   done
   die "invoice-app did not answer through the ingress at $url (last status: ${code:-none})"
@@ -613,13 +644,16 @@ tear_down() {
   done
   kctl delete secret "$TOKEN_SECRET_INVOICES" -n invoices --ignore-not-found >/dev/null 2>&1 || true
   kctl delete secret "$TOKEN_SECRET_PAYMENTS" -n payments --ignore-not-found >/dev/null 2>&1 || true
+  kctl delete secret "$API_KEYS_SECRET" -n invoices --ignore-not-found >/dev/null 2>&1 || true
   for release in team-invoices team-payments; do
     if [[ -n "$(helm_release_status "$release" "$PLATFORM_NAMESPACE")" ]]; then
       hlm uninstall "$release" -n "$PLATFORM_NAMESPACE" --wait
     fi
   done
   # team-namespace keeps its namespaces on uninstall (data safety); here removal is the intent.
-  kctl delete namespace invoices payments isolation-probe --ignore-not-found --wait=false
+  # Waited for: a re-run straight after must not meet namespaces still terminating.
+  step "Waiting for the namespaces to be deleted"
+  kctl delete namespace invoices payments isolation-probe --ignore-not-found --wait=true --timeout=10m
   info "the CloudNativePG operator (release $CNPG_RELEASE in $CNPG_NAMESPACE) is left in place, as other"
   info "workloads may use it; remove it with: helm uninstall $CNPG_RELEASE -n $CNPG_NAMESPACE --kube-context $context"
 }
@@ -659,7 +693,7 @@ install_team_namespaces
 api_server_peers
 for app in "${APPS[@]}"; do database_cluster "$app"; done
 wait_for_databases
-caller_token_secrets
+api_key_secret
 install_apps
 
 url="$(public_url)"
@@ -669,6 +703,6 @@ step "Deployed"
 info "invoice-app:      ${url:-<the address of your ingress controller>} (Ingress)"
 info "payment-provider: in-cluster only, http://payment-provider.payments.svc.cluster.local:8080"
 info ""
-info "Check it:   ./test.sh ${url:-<URL>}"
-info "Isolation:  ./test.sh --isolation ${url:-<URL>}"
+info "Check it:   INVOICE_API_TOKEN=\"\$(cat '$API_KEY_FILE')\" ./test.sh ${url:-<URL>}"
+info "Isolation:  INVOICE_API_TOKEN=\"\$(cat '$API_KEY_FILE')\" ./test.sh --isolation ${url:-<URL>}"
 info "Remove it:  ./deploy.sh --down${KUBE_CONTEXT:+ --context $KUBE_CONTEXT}"

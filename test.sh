@@ -5,6 +5,11 @@
 # only from invoice-app's pods. Run with --help for details.
 set -euo pipefail
 
+# bash and tool checks first, in bash 3.2 syntax (macOS): see scripts/lib/preflight.sh.
+# shellcheck source=scripts/lib/preflight.sh
+source "$(dirname "${BASH_SOURCE[0]}")/scripts/lib/preflight.sh"
+require_bash
+
 readonly PROG="${0##*/}"
 
 usage() {
@@ -12,7 +17,8 @@ usage() {
 Usage: $PROG [--isolation] [BASE_URL]
 
 Checks a running invoice-app end to end:
-  1. reachability (GET /healthz, then /readyz), failing within seconds if unreachable;
+  1. reachability (GET /invoices?limit=1: through an ingress only the API paths are
+     routed, not /healthz or /readyz), failing within seconds if unreachable;
   2. lists the pending invoices (GET /invoices?status=pending, following next_cursor);
      (with none pending, the run must pay nothing, and the table lists all paid ones);
   3. pays them (POST /invoices/pay);
@@ -53,7 +59,7 @@ Environment:
   PROBE_NAMESPACE       namespace of the outsider probe pod (default isolation-probe)
   PROBE_IMAGE           image with curl and sh for probe pods (default curlimages/curl:8.11.1)
 
-Needs curl and jq (and kubectl for --isolation).
+Needs bash >= 4.4, curl and jq (and kubectl for --isolation).
 EOF
 }
 
@@ -117,12 +123,7 @@ problem() {
   printf '  %sFAIL%s  %s\n' "$red" "$reset" "$*"
 }
 
-for tool in curl jq; do
-  command -v "$tool" >/dev/null 2>&1 || die "$tool is required but not installed"
-done
-if $isolation; then
-  command -v kubectl >/dev/null 2>&1 || die "kubectl is required for --isolation"
-fi
+if $isolation; then require_tools curl jq kubectl; else require_tools curl jq; fi
 
 tmp="$(mktemp -d)"
 cleanup_actions=()
@@ -198,15 +199,13 @@ table() {
 # ---------------------------------------------------------------- 1. reachability
 step "invoice-app at $base_url"
 if ! curl -sS -o /dev/null --connect-timeout "$CONNECT_TIMEOUT" --max-time 5 \
-  "$base_url/healthz" 2>"$tmp/curl.err"; then
+  "$base_url/invoices" 2>"$tmp/curl.err"; then
   die "invoice-app is unreachable at $base_url ($(tr -d '\n' <"$tmp/curl.err")).
   Start it (cargo run -p invoice-app, listening on 127.0.0.1:8081) or deploy it
   (./deploy.sh, then use http://localhost), or pass its URL: $PROG BASE_URL"
 fi
-http GET /healthz
-ok "GET /healthz $http_status"
-http GET /readyz
-ok "GET /readyz $http_status"
+http GET /invoices -G --data-urlencode limit=1
+ok "GET /invoices?limit=1 $http_status"
 
 # ---------------------------------------------------------------- 2. pending invoices
 step "Listing pending invoices"
