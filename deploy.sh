@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Deploys the invoice platform to Kubernetes: by default to a local kind cluster
-# with Calico (so NetworkPolicies are enforced) and ingress-nginx, or to an
-# existing cluster with --context. Idempotent: run it again after a change.
+# with Calico (so NetworkPolicies are enforced) and Envoy Gateway (Gateway API; or
+# ingress-nginx with --ingress), or to an existing cluster with --context. Idempotent: run it again after a change.
 # Run with --help for details.
 set -euo pipefail
 
@@ -20,8 +20,10 @@ Usage: $PROG [options]        deploy (or update) the platform
        $PROG --down [options] remove it
 
 Without --context: creates (or reuses) the kind cluster '$CLUSTER_NAME' with the
-default CNI disabled and Calico installed (NetworkPolicy enforced), ports 80/443
-mapped to localhost and ingress-nginx; builds both images and loads them into kind.
+default CNI disabled and Calico installed (NetworkPolicy enforced), node ports
+30080/30443 mapped to localhost:80/443, and the way in: Envoy Gateway with a Gateway
+(deploy/kind/gateway.yaml; the default), or ingress-nginx with --ingress (retired
+upstream in March 2026: no more security fixes); builds both images and loads them.
 Then, on either kind of cluster:
   - the CloudNativePG operator (helm chart, namespace $CNPG_NAMESPACE) unless one is installed;
   - charts/team-namespace once per team (releases team-invoices and team-payments in
@@ -33,8 +35,9 @@ Then, on either kind of cluster:
     cluster keeps its SHA-256 alone (Secret invoices/$API_KEYS_SECRET);
   - charts/payment-provider in 'payments' (callers known by workload identity: invoice-app's
     ServiceAccount token; the API server's addresses read from the cluster) and
-    charts/invoice-app in 'invoices' behind an Ingress for host \$INVOICE_HOST, with
-    proxy timeouts that fit a synchronous pay run (helm upgrade --install --wait).
+    charts/invoice-app in 'invoices' behind an HTTPRoute (or with --ingress an Ingress)
+    for host \$INVOICE_HOST, with proxy timeouts that fit a synchronous pay run
+    (helm upgrade --install --wait).
 Finally it prints the command that runs ./test.sh against it.
 
 Options:
@@ -47,6 +50,9 @@ Options:
   --load           load the images into kind (default with kind; with --context only
                    for a context named kind-<cluster>)
   --no-load        do not load the images into kind
+  --gateway        the way in is Gateway API: Envoy Gateway on kind; with --context, a
+                   Gateway 'gateway' in namespace gateway-system (default)
+  --ingress        the way in is an Ingress of class nginx (ingress-nginx on kind)
   --down           remove everything: the kind cluster, or with --context the releases,
                    databases and namespaces this script created
   -h, --help       show this help
@@ -60,11 +66,13 @@ Environment (optional):
   KIND_NODE_IMAGE          node image for kind (default: kind's own)
   CALICO_VERSION           default $CALICO_VERSION
   INGRESS_NGINX_VERSION    default $INGRESS_NGINX_VERSION
+  ENVOY_GATEWAY_VERSION    Envoy Gateway chart version (default $ENVOY_GATEWAY_VERSION)
   CNPG_CHART_VERSION       cloudnative-pg chart version (default $CNPG_CHART_VERSION)
   POSTGRES_IMAGE           PostgreSQL image of the Clusters (default: the operator's)
   HELM_TIMEOUT             --timeout of helm --wait (default $HELM_TIMEOUT)
   INVOICE_HOST             host of invoice-app's Ingress (default $INVOICE_HOST)
-  PROXY_TIMEOUT_SECS       the ingress proxy's read/send timeout (default $PROXY_TIMEOUT_SECS;
+  PROXY_TIMEOUT_SECS       the way in's timeout: HTTPRoute timeouts, or ingress-nginx's proxy
+                           read/send timeouts (default $PROXY_TIMEOUT_SECS;
                            a synchronous POST /invoices/pay may take 300 s)
   API_KEY_FILE             where the API key is kept (default \$XDG_STATE_HOME or
                            ~/.local/state, invoice-platform/api-key-<context>)
@@ -83,6 +91,7 @@ IMAGE_TAG="${IMAGE_TAG:-}"
 KIND_NODE_IMAGE="${KIND_NODE_IMAGE:-}"
 CALICO_VERSION="${CALICO_VERSION:-v3.30.3}"
 INGRESS_NGINX_VERSION="${INGRESS_NGINX_VERSION:-controller-v1.14.3}"
+ENVOY_GATEWAY_VERSION="${ENVOY_GATEWAY_VERSION:-v1.8.2}"
 CNPG_CHART_VERSION="${CNPG_CHART_VERSION:-0.29.0}"
 POSTGRES_IMAGE="${POSTGRES_IMAGE:-}"
 HELM_TIMEOUT="${HELM_TIMEOUT:-10m}"
@@ -95,6 +104,9 @@ readonly PLATFORM_NAMESPACE=platform
 readonly CNPG_NAMESPACE=cnpg-system
 readonly CNPG_RELEASE=cnpg
 readonly CNPG_CHART_REPO=https://cloudnative-pg.github.io/charts
+readonly ENVOY_GATEWAY_NAMESPACE=envoy-gateway-system
+# kind: the way in listens on these node ports, mapped to 127.0.0.1:80/443.
+readonly NODE_PORT_HTTP=30080 NODE_PORT_HTTPS=30443
 # Each app: its namespace, its PostgreSQL cluster (the charts' default
 # networkPolicy.database.podLabels name these).
 declare -A NAMESPACE=([payment-provider]=payments [invoice-app]=invoices)
@@ -110,6 +122,7 @@ PATH="$PATH:${TOOLS_DIR:-$HOME/.cache/invoice-platform/tools}/bin"
 
 # ---------------------------------------------------------------- arguments
 down=false
+way_in=gateway
 build=""
 load=""
 push=false
@@ -131,6 +144,8 @@ while (($# > 0)); do
     --load) load=true ;;
     --no-load) load=false ;;
     --down) down=true ;;
+    --gateway) way_in=gateway ;;
+    --ingress) way_in=ingress ;;
     *)
       echo "$PROG: unknown argument: $1 (see --help)" >&2
       exit 2
@@ -259,14 +274,14 @@ nodes:
         kind: InitConfiguration
         nodeRegistration:
           kubeletExtraArgs:
-            node-labels: "ingress-ready=true"
-    # ingress-nginx listens on the node's ports 80/443; only this machine reaches them.
+            node-labels: "ingress-ready=true,invoice-platform/node-ports=$NODE_PORT_HTTP"
+    # The way in (either) is a NodePort service on these ports; only this machine reaches them.
     extraPortMappings:
-      - containerPort: 80
+      - containerPort: $NODE_PORT_HTTP
         hostPort: 80
         listenAddress: "127.0.0.1"
         protocol: TCP
-      - containerPort: 443
+      - containerPort: $NODE_PORT_HTTPS
         hostPort: 443
         listenAddress: "127.0.0.1"
         protocol: TCP
@@ -278,6 +293,16 @@ EOF
   # (Re)writes the context, e.g. when the kubeconfig was reset since the cluster was made.
   kind export kubeconfig --name "$CLUSTER_NAME" >/dev/null 2>&1
   info "kubectl context: $context"
+  # A cluster made by an older deploy.sh maps other ports.
+  [[ -n "$(kctl get nodes -l "invoice-platform/node-ports=$NODE_PORT_HTTP" -o name 2>/dev/null)" ]] ||
+    die "cluster $CLUSTER_NAME maps other host ports (made by an older deploy.sh or elsewhere); remove it with '$PROG --down' and run again"
+  # One way in per cluster: both would claim the node ports.
+  if [[ "$way_in" == gateway ]] && kctl get namespace ingress-nginx >/dev/null 2>&1; then
+    die "cluster $CLUSTER_NAME runs ingress-nginx (made with --ingress); run '$PROG --down' first, or keep --ingress"
+  fi
+  if [[ "$way_in" == ingress ]] && kctl get namespace gateway-system >/dev/null 2>&1; then
+    die "cluster $CLUSTER_NAME runs the Gateway (made without --ingress); run '$PROG --down' first, or drop --ingress"
+  fi
 }
 
 install_calico() {
@@ -298,9 +323,26 @@ install_calico() {
 }
 
 install_ingress_nginx() {
-  step "ingress-nginx $INGRESS_NGINX_VERSION (kind provider: node ports 80/443)"
+  step "ingress-nginx $INGRESS_NGINX_VERSION (kind provider; node ports $NODE_PORT_HTTP/$NODE_PORT_HTTPS)"
   kctl apply -f "https://raw.githubusercontent.com/kubernetes/ingress-nginx/$INGRESS_NGINX_VERSION/deploy/static/provider/kind/deploy.yaml" >/dev/null
+  # Fixed node ports, the ones kind maps to localhost (keyed by port: a strategic merge).
+  kctl -n ingress-nginx patch service ingress-nginx-controller -p \
+    "{\"spec\":{\"ports\":[{\"port\":80,\"nodePort\":$NODE_PORT_HTTP},{\"port\":443,\"nodePort\":$NODE_PORT_HTTPS}]}}" >/dev/null
   kctl -n ingress-nginx rollout status deployment/ingress-nginx-controller --timeout=5m
+}
+
+# Envoy Gateway: maintained, Gateway API conformant, runs on kind without a cloud load
+# balancer (its proxy Service is a NodePort here, see deploy/kind/gateway.yaml).
+install_envoy_gateway() {
+  step "Envoy Gateway $ENVOY_GATEWAY_VERSION (Gateway API; node port $NODE_PORT_HTTP)"
+  helm_upgrade eg "$ENVOY_GATEWAY_NAMESPACE" oci://docker.io/envoyproxy/gateway-helm \
+    --version "$ENVOY_GATEWAY_VERSION" --create-namespace
+  kctl -n "$ENVOY_GATEWAY_NAMESPACE" rollout status deployment/envoy-gateway --timeout=5m
+  # The controller's webhook may still be starting right after its install.
+  retry 12 5 kctl apply -f "$ROOT/deploy/kind/gateway.yaml" >/dev/null ||
+    die "could not create the Gateway (is Envoy Gateway running?)"
+  kctl wait --for=condition=Programmed gateway/gateway -n gateway-system --timeout=5m >/dev/null ||
+    die "the Gateway gateway-system/gateway was not programmed"
 }
 
 # ---------------------------------------------------------------- images
@@ -578,16 +620,33 @@ install_apps() {
     --set-string "database.existingSecret.name=${DB_CLUSTER[payment-provider]}-app" \
     --set-string "database.existingSecret.key=uri"
 
-  step "invoice-app (charts/invoice-app in invoices)"
-  # ingress-nginx reads its timeouts from annotations; 60 s by default would cut a
-  # synchronous pay run.
-  jq -n --arg host "$INVOICE_HOST" --arg t "$PROXY_TIMEOUT_SECS" '{
+  step "invoice-app (charts/invoice-app in invoices, way in: $way_in)"
+  local way_in_values
+  if [[ "$way_in" == ingress ]]; then
+    # ingress-nginx reads its timeouts from annotations; 60 s by default would cut a
+    # synchronous pay run.
+    way_in_values="$(jq -n --arg host "$INVOICE_HOST" --arg t "$PROXY_TIMEOUT_SECS" '{
       httpRoute: {enabled: false},
       ingress: {enabled: true, className: "nginx", host: $host, annotations: {
         "nginx.ingress.kubernetes.io/proxy-read-timeout": $t,
-        "nginx.ingress.kubernetes.io/proxy-send-timeout": $t}},
-      apiAuth: {existingSecret: {name: "'"$API_KEYS_SECRET"'", key: "api-keys"}}
-    }' >"$tmp/invoice-app-values.json"
+        "nginx.ingress.kubernetes.io/proxy-send-timeout": $t}}}')"
+  else
+    # The HTTPRoute's timeouts (Envoy's default is 15 s).
+    way_in_values="$(jq -n --arg host "$INVOICE_HOST" --arg t "${PROXY_TIMEOUT_SECS}s" '{
+      httpRoute: {enabled: true, hostnames: [$host], timeouts: {request: $t, backendRequest: $t}},
+      ingress: {enabled: false}}')"
+    if $use_kind; then
+      # Envoy Gateway runs the proxies in its own namespace, labelled with their Gateway.
+      way_in_values="$(jq --arg ns "$ENVOY_GATEWAY_NAMESPACE" '. + {networkPolicy: {gatewayProxies: [{
+        namespace: $ns, podLabels: {
+          "app.kubernetes.io/name": "envoy", "app.kubernetes.io/component": "proxy",
+          "gateway.envoyproxy.io/owning-gateway-name": "gateway",
+          "gateway.envoyproxy.io/owning-gateway-namespace": "gateway-system"}}]}}' <<<"$way_in_values")"
+    fi
+  fi
+  jq -n --argjson way_in "$way_in_values" \
+    '$way_in + {apiAuth: {existingSecret: {name: "'"$API_KEYS_SECRET"'", key: "api-keys"}}}' \
+    >"$tmp/invoice-app-values.json"
   mapfile -t args < <(image_args invoice-app)
   helm_upgrade invoice-app invoices "$ROOT/charts/invoice-app" "${args[@]}" \
     -f "$tmp/invoice-app-values.json" \
@@ -603,14 +662,18 @@ public_url() {
     return
   fi
   local address
-  address="$(kctl get ingress -n invoices -l app.kubernetes.io/name=invoice-app \
-    -o jsonpath='{.items[0].status.loadBalancer.ingress[0].ip}{.items[0].status.loadBalancer.ingress[0].hostname}' 2>/dev/null || true)"
+  if [[ "$way_in" == ingress ]]; then
+    address="$(kctl get ingress -n invoices -l app.kubernetes.io/name=invoice-app \
+      -o jsonpath='{.items[0].status.loadBalancer.ingress[0].ip}{.items[0].status.loadBalancer.ingress[0].hostname}' 2>/dev/null || true)"
+  else
+    address="$(kctl get gateway gateway -n gateway-system -o jsonpath='{.status.addresses[0].value}' 2>/dev/null || true)"
+  fi
   if [[ -n "$address" ]]; then echo "http://$address"; else echo ""; fi
 }
 
-wait_for_ingress() {
+wait_for_way_in() {
   local url="$1" deadline=$((SECONDS + 180)) code=""
-  step "Waiting for invoice-app behind the ingress at $url"
+  step "Waiting for invoice-app behind the $way_in at $url"
   # Only the API paths are routed; the key goes in a header file, off the command line.
   (umask 077 && printf 'Authorization: Bearer %s\n' "$(cat "$API_KEY_FILE")" >"$tmp/auth.header")
   while ((SECONDS < deadline)); do
@@ -619,7 +682,7 @@ wait_for_ingress() {
     [[ "$code" == 200 ]] && { info "GET $url/invoices?limit=1: 200"; return 0; }
     sleep 3
   done
-  die "invoice-app did not answer through the ingress at $url (last status: ${code:-none})"
+  die "invoice-app did not answer through the $way_in at $url (last status: ${code:-none})"
 }
 
 # ---------------------------------------------------------------- down
@@ -673,12 +736,13 @@ fi
 if $use_kind; then
   create_kind_cluster
   install_calico
-  install_ingress_nginx
+  if [[ "$way_in" == ingress ]]; then install_ingress_nginx; else install_envoy_gateway; fi
 else
   step "Using existing cluster, kubectl context $context"
   kctl cluster-info >/dev/null 2>&1 || die "kubectl context '$context' does not reach a cluster"
-  info "its CNI must enforce NetworkPolicy and an ingress controller of class 'nginx' must run in"
-  info "namespace ingress-nginx (or adjust the invoice-app chart's networkPolicy.ingressControllers)"
+  info "its CNI must enforce NetworkPolicy, and the way in must be there: with --gateway a Gateway"
+  info "gateway-system/gateway whose proxies run in gateway-system; with --ingress a controller of"
+  info "class 'nginx' in namespace ingress-nginx (else adjust the invoice-app chart's networkPolicy)"
 fi
 
 if $build; then build_images; else use_existing_images; fi
@@ -697,10 +761,10 @@ api_key_secret
 install_apps
 
 url="$(public_url)"
-if [[ -n "$url" ]]; then wait_for_ingress "$url"; fi
+if [[ -n "$url" ]]; then wait_for_way_in "$url"; fi
 
 step "Deployed"
-info "invoice-app:      ${url:-<the address of your ingress controller>} (Ingress)"
+info "invoice-app:      ${url:-<the address of your Gateway or ingress controller>} ($way_in)"
 info "payment-provider: in-cluster only, http://payment-provider.payments.svc.cluster.local:8080"
 info ""
 info "Check it:   INVOICE_API_TOKEN=\"\$(cat '$API_KEY_FILE')\" ./test.sh ${url:-<URL>}"

@@ -279,8 +279,9 @@ else
 fi
 if shellcheck "$HERE"/*.sh; then echo "  ok   shellcheck scripts/charts/*.sh"; else fail "shellcheck"; fi
 if yamllint -s -d '{extends: default, rules: {line-length: {max: 120}, document-start: disable}}' \
-  "$CHARTS"/*/values.yaml "$CHARTS"/*/ci "$CHARTS"/*/Chart.yaml "$HERE/values" "$HERE/fixtures"; then
-  echo "  ok   yamllint values, value sets and fixtures"
+  "$CHARTS"/*/values.yaml "$CHARTS"/*/ci "$CHARTS"/*/Chart.yaml "$HERE/values" "$HERE/fixtures" \
+  "$ROOT/deploy"; then
+  echo "  ok   yamllint values, value sets, fixtures and deploy/"
 else
   fail "yamllint"
 fi

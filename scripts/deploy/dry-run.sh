@@ -3,8 +3,9 @@
 # log their arguments (no cluster, no Docker engine). helm's stub renders every local chart
 # with the real helm and exactly deploy.sh's values, so the fail-closed charts must accept
 # what deploy.sh passes. Checks:
-#   - a kind deploy under this bash: attestation-free build, load through an archive, team
-#     values files, the API server's addresses, the API key's digest, the ingress timeouts;
+#   - kind deploys under this bash, with the Gateway (default) and with --ingress:
+#     attestation-free build, load through an archive, team values files, the API server's
+#     addresses, the API key's digest, the way in and its timeouts;
 #   - --down --context: waits for the namespaces' deletion;
 #   - a bash too old (PREFLIGHT_BASH_VERSION=3.2, and 4.3) is refused before any tool runs;
 #   - a missing tool (jq) is named with Linux and macOS hints.
@@ -51,7 +52,8 @@ case "$args" in
   "get endpointslices"*addresses*) echo 172.18.0.2 ;;
   "get endpointslices"*port*) echo 6443 ;;
   "get deployment -A"*) echo cnpg-system ;;
-  "get crd"* | "-n kube-system get daemonset kindnet"*) exit 1 ;;
+  "get crd"* | "-n kube-system get daemonset kindnet"* | "get namespace"*) exit 1 ;;
+  "get nodes -l"*) echo node/invoice-platform-control-plane ;;
   "create secret"*) for a in "$@"; do [[ "$a" == --from-file=* ]] && a="${a#*=}" && cp "${a#*=}" "$LOG/secret-${a%%=*}"; done; echo "kind: Secret" ;;
   "label --local"* | "apply -f -"*) cat ;;
   "apply -f "*) n=$(ls "$LOG" | wc -l); cp "$3" "$LOG/applied-$n-${3##*/}" ;;
@@ -86,34 +88,55 @@ run() {
   echo "$status" >"$work/$name.status"
 }
 
-echo "== deploy.sh on kind, bash $BASH_VERSION"
+# deploy_checks NAME: what holds for every kind deploy.
+deploy_checks() {
+  local name="$1"
+  if [[ "$(cat "$work/$name.status")" == 0 ]]; then ok "deploy.sh exits 0"; else
+    sed 's/^/    /' "$work/$name.out"
+    fail "deploy.sh exited $(cat "$work/$name.status")"
+  fi
+  has "$LOG/docker.log" "--provenance=false --sbom=false" "images built without attestations"
+  has "$LOG/docker.log" "save -o" "images saved to an archive"
+  has "$LOG/kind.log" "load image-archive" "kind loads the archives"
+  hasnt "$LOG/kind.log" "load docker-image" "no kind load docker-image"
+  has "$LOG/helm.log" "team-namespace/ci/invoices-values.yaml" "team invoices from its values file"
+  has "$LOG/helm.log" "team-namespace/ci/payments-values.yaml" "team payments from its values file"
+  has "$LOG/rendered-payment-provider.yaml" "10.96.0.1/32" "payment-provider: API server Service address"
+  has "$LOG/rendered-payment-provider.yaml" "172.18.0.2/32" "payment-provider: API server endpoint"
+  has "$LOG/rendered-invoice-app.yaml" "invoice-app-api-keys" "invoice-app reads the API keys Secret"
+  local key_file="$work/home/.local/state/invoice-platform/api-key-kind-invoice-platform" digest
+  if [[ -s "$key_file" && -f "$LOG/secret-api-keys" ]]; then
+    digest="$(printf '%s' "$(cat "$key_file")" | sha256sum | awk '{print $1}')"
+    has "$LOG/secret-api-keys" "\"sha256\": \"$digest\"" "the Secret holds the key's SHA-256"
+    hasnt "$LOG/secret-api-keys" "$(cat "$key_file")" "the Secret does not hold the key"
+    if [[ "$(stat -c %a "$key_file")" == 600 ]]; then ok "key file mode 600"; else fail "key file mode $(stat -c %a "$key_file")"; fi
+  else
+    fail "no API key file or no API keys Secret"
+  fi
+  has "$work/$name.out" "INVOICE_API_TOKEN=" "prints how to give the key to test.sh"
+}
+
+echo "== deploy.sh on kind (Gateway API, the default), bash $BASH_VERSION"
 run deploy bash "$ROOT/deploy.sh"
-if [[ "$(cat "$work/deploy.status")" == 0 ]]; then ok "deploy.sh exits 0"; else
-  sed 's/^/    /' "$work/deploy.out"
-  fail "deploy.sh exited $(cat "$work/deploy.status")"
-fi
-has "$LOG/docker.log" "--provenance=false --sbom=false" "images built without attestations"
-has "$LOG/docker.log" "save -o" "images saved to an archive"
-has "$LOG/kind.log" "load image-archive" "kind loads the archives"
-hasnt "$LOG/kind.log" "load docker-image" "no kind load docker-image"
-has "$LOG/helm.log" "team-namespace/ci/invoices-values.yaml" "team invoices from its values file"
-has "$LOG/helm.log" "team-namespace/ci/payments-values.yaml" "team payments from its values file"
-has "$LOG/rendered-payment-provider.yaml" "10.96.0.1/32" "payment-provider: API server Service address"
-has "$LOG/rendered-payment-provider.yaml" "172.18.0.2/32" "payment-provider: API server endpoint"
+deploy_checks deploy
+has "$LOG/helm.log" "oci://docker.io/envoyproxy/gateway-helm" "Envoy Gateway installed"
+hasnt "$LOG/kubectl.log" "deploy/static/provider/kind/deploy.yaml" "no ingress-nginx"
+if compgen -G "$LOG/applied-*-gateway.yaml" >/dev/null; then ok "the Gateway applied"; else fail "deploy/kind/gateway.yaml not applied"; fi
+has "$LOG/rendered-invoice-app.yaml" "kind: HTTPRoute" "an HTTPRoute"
+has "$LOG/rendered-invoice-app.yaml" "request: 330s" "HTTPRoute request timeout 330 s"
+has "$LOG/rendered-invoice-app.yaml" "kubernetes.io/metadata.name: envoy-gateway-system" "Envoy's proxies admitted by invoice-app's policy"
+hasnt "$LOG/rendered-invoice-app.yaml" "kind: Ingress" "no Ingress"
+
+echo "== deploy.sh --ingress on kind"
+rm -rf "${LOG:?}"/* "${work:?}/home"
+run ingress bash "$ROOT/deploy.sh" --ingress
+deploy_checks ingress
+has "$LOG/kubectl.log" "deploy/static/provider/kind/deploy.yaml" "ingress-nginx installed"
+has "$LOG/kubectl.log" '"nodePort":30080' "its node port fixed to the one kind maps"
+hasnt "$LOG/helm.log" "gateway-helm" "no Envoy Gateway"
 has "$LOG/rendered-invoice-app.yaml" 'nginx.ingress.kubernetes.io/proxy-read-timeout: "330"' "ingress read timeout 330 s"
 has "$LOG/rendered-invoice-app.yaml" 'host: "localhost"' "ingress host"
-hasnt "$LOG/rendered-invoice-app.yaml" "kind: HTTPRoute" "no HTTPRoute with --ingress"
-has "$LOG/rendered-invoice-app.yaml" "invoice-app-api-keys" "invoice-app reads the API keys Secret"
-key_file="$work/home/.local/state/invoice-platform/api-key-kind-invoice-platform"
-if [[ -s "$key_file" && -f "$LOG/secret-api-keys" ]]; then
-  digest="$(printf '%s' "$(cat "$key_file")" | sha256sum | awk '{print $1}')"
-  has "$LOG/secret-api-keys" "\"sha256\": \"$digest\"" "the Secret holds the key's SHA-256"
-  hasnt "$LOG/secret-api-keys" "$(cat "$key_file")" "the Secret does not hold the key"
-  if [[ "$(stat -c %a "$key_file")" == 600 ]]; then ok "key file mode 600"; else fail "key file mode $(stat -c %a "$key_file")"; fi
-else
-  fail "no API key file or no API keys Secret"
-fi
-has "$work/deploy.out" "INVOICE_API_TOKEN=" "prints how to give the key to test.sh"
+hasnt "$LOG/rendered-invoice-app.yaml" "kind: HTTPRoute" "no HTTPRoute"
 
 echo "== deploy.sh --down --context kind-x"
 rm -f "$LOG"/*.log
