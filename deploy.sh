@@ -29,8 +29,9 @@ Then, on either kind of cluster:
   - charts/team-namespace once per team (releases team-invoices and team-payments in
     namespace $PLATFORM_NAMESPACE): namespaces 'invoices' and 'payments', Pod Security
     'restricted', default-deny NetworkPolicies;
-  - per team a PostgreSQL Cluster (invoices-db, payments-db) and a NetworkPolicy that
-    lets the operator, the instances and the team's app reach it;
+  - per team charts/team-database (releases invoices-db, payments-db): a CloudNativePG
+    Cluster and the NetworkPolicy that lets the operator, the instances and the team's
+    app reach it;
   - invoice-app's API key: generated once into \$API_KEY_FILE (this machine only); the
     cluster keeps its SHA-256 alone (Secret invoices/$API_KEYS_SECRET);
   - charts/payment-provider in 'payments' (callers known by workload identity: invoice-app's
@@ -238,12 +239,12 @@ helm_upgrade() {
     die "release $release in $ns is $status (another helm operation running, or interrupted); fix with: helm rollback $release -n $ns"
   fi
   local attempt
-  for attempt in 1 2; do
+  for attempt in 1 2 3 4 5; do
     if hlm upgrade --install "$release" "$chart" -n "$ns" --wait --timeout "$HELM_TIMEOUT" "$@" >"$tmp/helm.out" 2>&1; then
       info "$release: $(awk '/^STATUS:|^REVISION:/ { printf "%s ", $0 }' "$tmp/helm.out")"
       return 0
     fi
-    if ((attempt == 1)) && grep -q 'failed calling webhook' "$tmp/helm.out"; then
+    if ((attempt < 5)) && grep -q 'failed calling webhook' "$tmp/helm.out"; then
       info "an admission webhook was not ready; retrying in 15s"
       sleep 15
       continue
@@ -452,109 +453,23 @@ api_server_peers() {
     [[ -z "$ip" ]] && continue
     if [[ "$ip" == *:* ]]; then api_cidrs+=("$ip/128"); else api_cidrs+=("$ip/32"); fi
   done <<<"$ips"
+  # The same addresses for payment-provider (token keys) and the databases (instance manager).
+  jq -n --argjson cidrs "$(printf '%s\n' "${api_cidrs[@]}" | jq -R . | jq -s .)" \
+    --argjson ports "$(printf '%s\n' "${api_ports[@]}" | sort -un | jq -R 'tonumber' | jq -s .)" \
+    '{cidrs: $cidrs, ports: $ports}' >"$tmp/api-server.json"
+  jq '{apiServer: .}' "$tmp/api-server.json" >"$tmp/api-server-values.json"
 }
 
-# database_network_policy APP: what a CloudNativePG cluster needs in a default-deny
-# namespace: the operator reaches the instances (status 8000, PostgreSQL 5432), the
-# instances (and their init/join jobs) reach each other and the Kubernetes API,
-# and the team's app reaches PostgreSQL (the app's own policy allows the egress).
-database_network_policy() {
-  local app="$1" ns="${NAMESPACE[$1]}" cluster="${DB_CLUSTER[$1]}" cidr port
-  {
-    cat <<EOF
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata:
-  name: ${cluster}-cnpg
-  namespace: $ns
-  labels:
-    app.kubernetes.io/managed-by: deploy.sh
-    app.kubernetes.io/part-of: invoice-platform
-spec:
-  podSelector:
-    matchLabels:
-      cnpg.io/cluster: $cluster
-  policyTypes: [Ingress, Egress]
-  ingress:
-    - from:
-        - namespaceSelector:
-            matchLabels:
-              kubernetes.io/metadata.name: $cnpg_operator_namespace
-          podSelector:
-            matchLabels:
-              app.kubernetes.io/name: cloudnative-pg
-      ports:
-        - {protocol: TCP, port: 8000}
-        - {protocol: TCP, port: 5432}
-    - from:
-        - podSelector:
-            matchLabels:
-              cnpg.io/cluster: $cluster
-      ports:
-        - {protocol: TCP, port: 8000}
-        - {protocol: TCP, port: 5432}
-    - from:
-        - podSelector:
-            matchLabels:
-              app.kubernetes.io/name: $app
-      ports:
-        - {protocol: TCP, port: 5432}
-  egress:
-    - to:
-        - podSelector:
-            matchLabels:
-              cnpg.io/cluster: $cluster
-      ports:
-        - {protocol: TCP, port: 8000}
-        - {protocol: TCP, port: 5432}
-    - to:
-EOF
-    for cidr in "${api_cidrs[@]}"; do
-      printf '        - ipBlock: {cidr: "%s"}\n' "$cidr"
-    done
-    printf '      ports:\n'
-    for port in $(printf '%s\n' "${api_ports[@]}" | sort -u); do
-      printf '        - {protocol: TCP, port: %s}\n' "$port"
-    done
-  } >"$tmp/netpol-$app.yaml"
-  kctl apply -f "$tmp/netpol-$app.yaml" >/dev/null
-}
-
+# database_cluster APP: the team's PostgreSQL from charts/team-database (a CloudNativePG
+# Cluster and the NetworkPolicy it needs in the default-deny namespace), with the API
+# server's addresses read from this cluster.
 database_cluster() {
-  local app="$1" ns="${NAMESPACE[$1]}" cluster="${DB_CLUSTER[$1]}"
-  step "PostgreSQL cluster $ns/$cluster"
-  database_network_policy "$app"
-  {
-    cat <<EOF
-apiVersion: postgresql.cnpg.io/v1
-kind: Cluster
-metadata:
-  name: $cluster
-  namespace: $ns
-  labels:
-    app.kubernetes.io/managed-by: deploy.sh
-    app.kubernetes.io/part-of: invoice-platform
-spec:
-  # One instance: a demo. Raise it for failover (NetworkPolicy $cluster-cnpg allows replication).
-  instances: 1
-  storage:
-    size: 1Gi
-  # Explicit, because the team namespace's ResourceQuota needs requests and limits,
-  # and its LimitRange default (256Mi) is tight for PostgreSQL.
-  resources:
-    requests: {cpu: 100m, memory: 256Mi}
-    limits: {cpu: "1", memory: 512Mi}
-  # Creates database "app" owned by "app" and the Secret $cluster-app (key uri).
-  bootstrap:
-    initdb:
-      database: app
-      owner: app
-EOF
-    if [[ -n "$POSTGRES_IMAGE" ]]; then printf '  imageName: %s\n' "$POSTGRES_IMAGE"; fi
-  } >"$tmp/cluster-$app.yaml"
-  # The operator's admission webhook may still be starting right after its install.
-  retry 12 5 kctl apply -f "$tmp/cluster-$app.yaml" >/dev/null ||
-    die "could not create the Cluster $ns/$cluster (is the CloudNativePG operator running?)"
+  local app="$1" ns="${NAMESPACE[$1]}" cluster="${DB_CLUSTER[$1]}" extra=()
+  step "PostgreSQL cluster $ns/$cluster (charts/team-database, release $cluster)"
+  if [[ -n "$POSTGRES_IMAGE" ]]; then extra+=(--set-string "imageName=$POSTGRES_IMAGE"); fi
+  helm_upgrade "$cluster" "$ns" "$ROOT/charts/team-database" -f "$tmp/api-server-values.json" \
+    --set-string "clusterName=$cluster" --set-string "appName=$app" \
+    --set-string "operator.namespace=$cnpg_operator_namespace" "${extra[@]}"
 }
 
 wait_for_databases() {
@@ -611,9 +526,7 @@ install_apps() {
   step "payment-provider (charts/payment-provider in payments)"
   # Callers by workload identity (the chart's default: invoice-app's ServiceAccount); the
   # default-deny namespace lets it reach the API server for the token keys.
-  jq -n --argjson cidrs "$(printf '%s\n' "${api_cidrs[@]}" | jq -R . | jq -s .)" \
-    --argjson ports "$(printf '%s\n' "${api_ports[@]}" | sort -un | jq -R 'tonumber' | jq -s .)" \
-    '{networkPolicy: {apiServer: {cidrs: $cidrs, ports: $ports}}}' >"$tmp/payment-provider-values.json"
+  jq '{networkPolicy: {apiServer: .}}' "$tmp/api-server.json" >"$tmp/payment-provider-values.json"
   mapfile -t args < <(image_args payment-provider)
   helm_upgrade payment-provider payments "$ROOT/charts/payment-provider" "${args[@]}" \
     -f "$tmp/payment-provider-values.json" \
@@ -702,6 +615,10 @@ tear_down() {
   done
   for app in "${APPS[@]}"; do
     ns="${NAMESPACE[$app]}"
+    if [[ -n "$(helm_release_status "${DB_CLUSTER[$app]}" "$ns")" ]]; then
+      hlm uninstall "${DB_CLUSTER[$app]}" -n "$ns" --wait
+    fi
+    # What an older deploy.sh applied without helm.
     kctl delete cluster.postgresql.cnpg.io "${DB_CLUSTER[$app]}" -n "$ns" --ignore-not-found --wait=true 2>/dev/null || true
     kctl delete networkpolicy "${DB_CLUSTER[$app]}-cnpg" -n "$ns" --ignore-not-found >/dev/null 2>&1 || true
   done

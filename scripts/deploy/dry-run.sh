@@ -48,8 +48,8 @@ stub kubectl '
 [[ "$1" == --context ]] && shift 2
 args="$*"
 case "$args" in
-  "get service kubernetes"*) echo 10.96.0.1 ;;
-  "get endpointslices"*addresses*) echo 172.18.0.2 ;;
+  "get service kubernetes"*) echo 10.96.0.10 ;;
+  "get endpointslices"*addresses*) echo 172.18.0.9 ;;
   "get endpointslices"*port*) echo 6443 ;;
   "get deployment -A"*) echo cnpg-system ;;
   "get crd"* | "-n kube-system get daemonset kindnet"* | "get namespace"*) exit 1 ;;
@@ -101,8 +101,8 @@ deploy_checks() {
   hasnt "$LOG/kind.log" "load docker-image" "no kind load docker-image"
   has "$LOG/helm.log" "team-namespace/ci/invoices-values.yaml" "team invoices from its values file"
   has "$LOG/helm.log" "team-namespace/ci/payments-values.yaml" "team payments from its values file"
-  has "$LOG/rendered-payment-provider.yaml" "10.96.0.1/32" "payment-provider: API server Service address"
-  has "$LOG/rendered-payment-provider.yaml" "172.18.0.2/32" "payment-provider: API server endpoint"
+  has "$LOG/rendered-payment-provider.yaml" "10.96.0.10/32" "payment-provider: API server Service address"
+  has "$LOG/rendered-payment-provider.yaml" "172.18.0.9/32" "payment-provider: API server endpoint"
   has "$LOG/rendered-invoice-app.yaml" "invoice-app-api-keys" "invoice-app reads the API keys Secret"
   local key_file="$work/home/.local/state/invoice-platform/api-key-kind-invoice-platform" digest
   if [[ -s "$key_file" && -f "$LOG/secret-api-keys" ]]; then
@@ -114,6 +114,39 @@ deploy_checks() {
     fail "no API key file or no API keys Secret"
   fi
   has "$work/$name.out" "INVOICE_API_TOKEN=" "prints how to give the key to test.sh"
+  local db
+  for db in invoices-db payments-db; do
+    has "$LOG/rendered-$db.yaml" "kind: Cluster" "$db: the Cluster from charts/team-database"
+    has "$LOG/rendered-$db.yaml" "cidr: \"172.18.0.9/32\"" "$db: its policy lets the instances reach the API server"
+    has "$LOG/rendered-$db.yaml" "kubernetes.io/metadata.name: cnpg-system" "$db: and lets the operator in"
+  done
+  if compgen -G "$LOG/applied-*-cluster-*" >/dev/null || compgen -G "$LOG/applied-*-netpol-*" >/dev/null; then
+    fail "database manifests applied outside helm"
+  else
+    ok "no database manifest applied outside helm"
+  fi
+  validate "$name"
+}
+
+# validate NAME: everything deploy.sh rendered, strictly against the Kubernetes schema (custom
+# resources aside: Gateway API, CloudNativePG and Envoy Gateway kinds are not in it).
+validate() {
+  local dir="$work/validate-$1"
+  mkdir -p "$dir"
+  "$TOOLS_DIR/bin/python-k8s" - "$LOG" "$dir" <<'PY'
+import pathlib, sys, yaml
+src, dst = map(pathlib.Path, sys.argv[1:])
+for f in sorted(src.glob("rendered-*.yaml")) + sorted(src.glob("applied-*.yaml")):
+    docs = [d for d in yaml.safe_load_all(f.read_text()) if d]
+    keep = [d for d in docs if "." not in d["apiVersion"].split("/")[0] or d["apiVersion"].startswith(("networking.k8s.io", "rbac.authorization.k8s.io", "admissionregistration.k8s.io", "policy/", "batch/", "apps/", "autoscaling/"))]
+    (dst / f.name).write_text(yaml.safe_dump_all(keep, sort_keys=False))
+PY
+  if "$TOOLS_DIR/bin/kubernetes-validate" --strict --quiet -k 1.34.0 "$dir"/*.yaml >"$dir.log" 2>&1 && ! grep -q . "$dir.log"; then
+    ok "$(cat "$dir"/*.yaml | grep -c '^kind:') rendered objects valid against Kubernetes 1.34 (strict)"
+  else
+    cat "$dir.log"
+    fail "kubernetes-validate"
+  fi
 }
 
 echo "== deploy.sh on kind (Gateway API, the default), bash $BASH_VERSION"
