@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Deploys the invoice platform to Kubernetes: by default to a local kind cluster
 # with Calico (so NetworkPolicies are enforced) and Envoy Gateway (Gateway API; or
-# ingress-nginx with --ingress), or to an existing cluster with --context. Idempotent: run it again after a change.
+# ingress-nginx with --ingress), or to an existing cluster with --context.
+# Idempotent: run it again after a change.
 # Run with --help for details.
 set -euo pipefail
 
