@@ -138,7 +138,11 @@ import pathlib, sys, yaml
 src, dst = map(pathlib.Path, sys.argv[1:])
 for f in sorted(src.glob("rendered-*.yaml")) + sorted(src.glob("applied-*.yaml")):
     docs = [d for d in yaml.safe_load_all(f.read_text()) if d]
-    keep = [d for d in docs if "." not in d["apiVersion"].split("/")[0] or d["apiVersion"].startswith(("networking.k8s.io", "rbac.authorization.k8s.io", "admissionregistration.k8s.io", "policy/", "batch/", "apps/", "autoscaling/"))]
+    # Core and built-in groups stay; Gateway API and dotted groups outside *.k8s.io are CRDs.
+    def builtin(api_version):
+        group = api_version.split("/")[0] if "/" in api_version else ""
+        return "." not in group or (group.endswith(".k8s.io") and group != "gateway.networking.k8s.io")
+    keep = [d for d in docs if builtin(d["apiVersion"])]
     (dst / f.name).write_text(yaml.safe_dump_all(keep, sort_keys=False))
 PY
   if "$TOOLS_DIR/bin/kubernetes-validate" --strict --quiet -k 1.34.0 "$dir"/*.yaml >"$dir.log" 2>&1 && ! grep -q . "$dir.log"; then
