@@ -4,6 +4,10 @@ SHELL := bash
 export PACT_DO_NOT_TRACK := true
 
 NEXTEST := cargo nextest run --locked
+# Each entry point first checks the machine (scripts/prereqs.sh): it stops at once with one
+# list of what is missing, before building anything. `make test` checks for all its parts
+# at once; the parts it calls skip their own check.
+PREREQS = @if [ -z "$$PREREQS_CHECKED" ]; then scripts/prereqs.sh $(1); fi
 
 .PHONY: help build test test-rust pact pact-consumer pact-verify pact-standalone fuzz-api charts lint lint-scripts fmt run run-provider run-app demo bench ci
 
@@ -13,29 +17,40 @@ help: ## List the targets
 build: ## Build both services
 	cargo build --locked --bins
 
-test: test-rust pact fuzz-api charts lint-scripts ## Run every test: Rust (SQLite + PostgreSQL), Pact, API fuzzing, charts, scripts
+test: ## Run every test: Rust (SQLite + PostgreSQL), Pact, API fuzzing, charts, scripts
+	scripts/prereqs.sh test
+	@PREREQS_CHECKED=1 $(MAKE) --no-print-directory test-rust pact fuzz-api charts lint-scripts
 
 test-rust: ## Unit and integration tests on SQLite, and on PostgreSQL when TEST_DATABASE_URL is set
+	$(call PREREQS,rust)
 	@if [ -z "$$TEST_DATABASE_URL" ]; then echo "PostgreSQL tests SKIPPED: set TEST_DATABASE_URL=postgres://user@host:5432 to run them"; fi
 	$(NEXTEST) --workspace -E 'not binary(/pact/)'
 
-pact: pact-consumer pact-verify pact-standalone ## Consumer tests (writes pacts/), then provider verification, in-repo and standalone
+pact: ## Consumer tests (writes pacts/), then provider verification, in-repo and standalone
+	$(call PREREQS,pact)
+	@PREREQS_CHECKED=1 $(MAKE) --no-print-directory pact-consumer pact-verify pact-standalone
 
 pact-consumer: ## invoice-app's consumer tests; fails if the committed pact is stale
+	$(call PREREQS,pact)
 	$(NEXTEST) -p invoice-app --test pact_consumer
 	scripts/pact/check-committed.sh
 
 pact-verify: ## payment-provider verifies every pact in pacts/
+	$(call PREREQS,pact)
 	$(NEXTEST) -p payment-provider --test pact_provider
 
 pact-standalone: ## The committed pacts verified against the running binary by pact-python's verifier
+	$(call PREREQS,pact)
 	scripts/pact/verify-standalone.py
 
 fuzz-api: ## OpenAPI document validated, then schemathesis against invoice-app from it (SQLite, and PostgreSQL with TEST_DATABASE_URL)
+	$(call PREREQS,fuzz)
 	scripts/api/fuzz-openapi.py
 
-charts: ## Offline chart checks: lint, schema, checkov, NetworkPolicy reachability, RBAC
+charts: ## Offline chart checks: lint, schema, checkov, NetworkPolicy reachability, RBAC; deploy.sh/test.sh dry runs
+	$(call PREREQS,charts)
 	scripts/charts/check.sh
+	scripts/deploy/dry-run.sh
 
 lint: ## rustfmt, clippy, shellcheck, actionlint, yamllint
 	cargo fmt --all -- --check
@@ -43,15 +58,18 @@ lint: ## rustfmt, clippy, shellcheck, actionlint, yamllint
 	$(MAKE) lint-scripts
 
 lint-scripts: ## shellcheck, actionlint, yamllint
+	$(call PREREQS,lint)
 	scripts/lint/check.sh
 
 fmt: ## Format the Rust code
 	cargo fmt --all
 
 demo: ## Both services on SQLite with demo data; pay every invoice end to end, then stop
+	scripts/prereqs.sh demo
 	scripts/demo.sh demo
 
 run: ## Both services on SQLite with demo data, left running (Ctrl-C stops them)
+	scripts/prereqs.sh demo
 	scripts/demo.sh run
 
 run-provider: ## payment-provider alone, no configuration (SQLite, demo accounts, dev token)

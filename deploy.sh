@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # Deploys the invoice platform to Kubernetes: by default to a local kind cluster
-# with Calico (so NetworkPolicies are enforced) and ingress-nginx, or to an
-# existing cluster with --context. Idempotent: run it again after a change.
+# with Calico (so NetworkPolicies are enforced) and Envoy Gateway (Gateway API; or
+# ingress-nginx with --ingress), or to an existing cluster with --context.
+# Idempotent: run it again after a change.
 # Run with --help for details.
 set -euo pipefail
 
-readonly PROG="${0##*/}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# bash and tool checks first, in bash 3.2 syntax (macOS): see scripts/lib/preflight.sh.
+# shellcheck source=scripts/lib/preflight.sh
+source "$ROOT/scripts/lib/preflight.sh"
+require_bash
+
+readonly PROG="${0##*/}"
 readonly ROOT
 
 usage() {
@@ -15,19 +21,26 @@ Usage: $PROG [options]        deploy (or update) the platform
        $PROG --down [options] remove it
 
 Without --context: creates (or reuses) the kind cluster '$CLUSTER_NAME' with the
-default CNI disabled and Calico installed (NetworkPolicy enforced), ports 80/443
-mapped to localhost and ingress-nginx; builds both images and loads them into kind.
+default CNI disabled and Calico installed (NetworkPolicy enforced), node ports
+30080/30443 mapped to localhost:80/443, and the way in: Envoy Gateway with a Gateway
+(deploy/kind/gateway.yaml; the default), or ingress-nginx with --ingress (retired
+upstream in March 2026: no more security fixes); builds both images and loads them.
 Then, on either kind of cluster:
   - the CloudNativePG operator (helm chart, namespace $CNPG_NAMESPACE) unless one is installed;
   - charts/team-namespace once per team (releases team-invoices and team-payments in
     namespace $PLATFORM_NAMESPACE): namespaces 'invoices' and 'payments', Pod Security
     'restricted', default-deny NetworkPolicies;
-  - per team a PostgreSQL Cluster (invoices-db, payments-db) and a NetworkPolicy that
-    lets the operator, the instances and the team's app reach it;
-  - a generated caller token, kept in Secrets and reused on later runs;
-  - charts/payment-provider in 'payments' and charts/invoice-app in 'invoices'
+  - per team charts/team-database (releases invoices-db, payments-db): a CloudNativePG
+    Cluster and the NetworkPolicy that lets the operator, the instances and the team's
+    app reach it;
+  - invoice-app's API key: generated once into \$API_KEY_FILE (this machine only); the
+    cluster keeps its SHA-256 alone (Secret invoices/$API_KEYS_SECRET);
+  - charts/payment-provider in 'payments' (callers known by workload identity: invoice-app's
+    ServiceAccount token; the API server's addresses read from the cluster) and
+    charts/invoice-app in 'invoices' behind an HTTPRoute (or with --ingress an Ingress)
+    for host \$INVOICE_HOST, with proxy timeouts that fit a synchronous pay run
     (helm upgrade --install --wait).
-Finally it prints the URL to give to ./test.sh.
+Finally it prints the command that runs ./test.sh against it.
 
 Options:
   --context NAME   deploy to this existing kubectl context (also: KUBE_CONTEXT) instead
@@ -39,6 +52,9 @@ Options:
   --load           load the images into kind (default with kind; with --context only
                    for a context named kind-<cluster>)
   --no-load        do not load the images into kind
+  --gateway        the way in is Gateway API: Envoy Gateway on kind; with --context, a
+                   Gateway 'gateway' in namespace gateway-system (default)
+  --ingress        the way in is an Ingress of class nginx (ingress-nginx on kind)
   --down           remove everything: the kind cluster, or with --context the releases,
                    databases and namespaces this script created
   -h, --help       show this help
@@ -52,13 +68,20 @@ Environment (optional):
   KIND_NODE_IMAGE          node image for kind (default: kind's own)
   CALICO_VERSION           default $CALICO_VERSION
   INGRESS_NGINX_VERSION    default $INGRESS_NGINX_VERSION
+  ENVOY_GATEWAY_VERSION    Envoy Gateway chart version (default $ENVOY_GATEWAY_VERSION)
   CNPG_CHART_VERSION       cloudnative-pg chart version (default $CNPG_CHART_VERSION)
   POSTGRES_IMAGE           PostgreSQL image of the Clusters (default: the operator's)
   HELM_TIMEOUT             --timeout of helm --wait (default $HELM_TIMEOUT)
+  INVOICE_HOST             host of invoice-app's Ingress (default $INVOICE_HOST)
+  PROXY_TIMEOUT_SECS       the way in's timeout: HTTPRoute timeouts, or ingress-nginx's proxy
+                           read/send timeouts (default $PROXY_TIMEOUT_SECS;
+                           a synchronous POST /invoices/pay may take 300 s)
+  API_KEY_FILE             where the API key is kept (default \$XDG_STATE_HOME or
+                           ~/.local/state, invoice-platform/api-key-<context>)
 
-Needs docker, kind, kubectl and helm (with --context: kubectl and helm, plus docker
-for --build and kind for --load), and curl. helm and kubectl installed by
-scripts/charts/install-tools.sh are found too.
+Needs bash >= 4.4, docker, kind, kubectl, helm, curl, jq, od, base64 and sha256sum or
+shasum (with --context: no docker unless --build, no kind unless --load). helm and
+kubectl installed by scripts/charts/install-tools.sh are found too.
 EOF
 }
 
@@ -70,27 +93,38 @@ IMAGE_TAG="${IMAGE_TAG:-}"
 KIND_NODE_IMAGE="${KIND_NODE_IMAGE:-}"
 CALICO_VERSION="${CALICO_VERSION:-v3.30.3}"
 INGRESS_NGINX_VERSION="${INGRESS_NGINX_VERSION:-controller-v1.14.3}"
+ENVOY_GATEWAY_VERSION="${ENVOY_GATEWAY_VERSION:-v1.8.2}"
 CNPG_CHART_VERSION="${CNPG_CHART_VERSION:-0.29.0}"
 POSTGRES_IMAGE="${POSTGRES_IMAGE:-}"
 HELM_TIMEOUT="${HELM_TIMEOUT:-10m}"
+INVOICE_HOST="${INVOICE_HOST:-localhost}"
+# Above test.sh's PAY_TIMEOUT (300 s): the proxy must not cut a pay run that the app finishes.
+PROXY_TIMEOUT_SECS="${PROXY_TIMEOUT_SECS:-330}"
 
 readonly APPS=(payment-provider invoice-app)
 readonly PLATFORM_NAMESPACE=platform
 readonly CNPG_NAMESPACE=cnpg-system
 readonly CNPG_RELEASE=cnpg
 readonly CNPG_CHART_REPO=https://cloudnative-pg.github.io/charts
+readonly ENVOY_GATEWAY_NAMESPACE=envoy-gateway-system
+# kind: the way in listens on these node ports, mapped to 127.0.0.1:80/443.
+readonly NODE_PORT_HTTP=30080 NODE_PORT_HTTPS=30443
 # Each app: its namespace, its PostgreSQL cluster (the charts' default
-# networkPolicy.database.podLabels name these), and the Secret with its token.
+# networkPolicy.database.podLabels name these).
 declare -A NAMESPACE=([payment-provider]=payments [invoice-app]=invoices)
 declare -A DB_CLUSTER=([payment-provider]=payments-db [invoice-app]=invoices-db)
-readonly TOKEN_SECRET_PAYMENTS=payment-provider-caller-tokens # key caller-tokens: invoice-app:<token>
-readonly TOKEN_SECRET_INVOICES=invoice-app-payment-provider-token # key token: <token>
+# Left by earlier versions of this script (static caller tokens); removed by --down.
+readonly TOKEN_SECRET_PAYMENTS=payment-provider-caller-tokens
+readonly TOKEN_SECRET_INVOICES=invoice-app-payment-provider-token
+# invoice-app's API keys (key api-keys: JSON array of digests), as the chart reads them.
+readonly API_KEYS_SECRET=invoice-app-api-keys
 
 # helm and kubectl from scripts/charts/install-tools.sh, after anything on PATH.
 PATH="$PATH:${TOOLS_DIR:-$HOME/.cache/invoice-platform/tools}/bin"
 
 # ---------------------------------------------------------------- arguments
 down=false
+way_in=gateway
 build=""
 load=""
 push=false
@@ -112,6 +146,8 @@ while (($# > 0)); do
     --load) load=true ;;
     --no-load) load=false ;;
     --down) down=true ;;
+    --gateway) way_in=gateway ;;
+    --ingress) way_in=ingress ;;
     *)
       echo "$PROG: unknown argument: $1 (see --help)" >&2
       exit 2
@@ -120,6 +156,7 @@ while (($# > 0)); do
   shift
 done
 
+API_KEY_FILE="${API_KEY_FILE:-}"
 if [[ -n "$KUBE_CONTEXT" ]]; then
   use_kind=false
   context="$KUBE_CONTEXT"
@@ -131,6 +168,7 @@ else
   build="${build:-true}"
   load="${load:-true}"
 fi
+API_KEY_FILE="${API_KEY_FILE:-${XDG_STATE_HOME:-$HOME/.local/state}/invoice-platform/api-key-$context}"
 
 # ---------------------------------------------------------------- helpers
 if [[ -t 1 ]]; then
@@ -165,35 +203,22 @@ retry() {
 }
 
 check_tools() {
-  local missing=() tool
-  local need=(kubectl helm curl)
+  local need=(kubectl helm curl jq od base64 awk)
+  if command -v sha256sum >/dev/null 2>&1; then need+=(sha256sum); else need+=(shasum); fi
   if $use_kind; then
     need+=(kind docker)
   else
     if ! $down && $build; then need+=(docker); fi
-    if ! $down && $load; then need+=(kind); fi
+    if ! $down && $load; then need+=(kind docker); fi
   fi
-  for tool in "${need[@]}"; do
-    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
-  done
-  if ((${#missing[@]} > 0)); then
-    {
-      echo "$PROG: missing tools: ${missing[*]}"
-      for tool in "${missing[@]}"; do
-        case "$tool" in
-          docker) echo "  docker:  https://docs.docker.com/engine/install/" ;;
-          kind) echo "  kind:    https://kind.sigs.k8s.io/docs/user/quick-start/#installation" ;;
-          kubectl) echo "  kubectl: https://kubernetes.io/docs/tasks/tools/ (or scripts/charts/install-tools.sh)" ;;
-          helm) echo "  helm:    https://helm.sh/docs/intro/install/ (or scripts/charts/install-tools.sh)" ;;
-          curl) echo "  curl:    your system's package manager" ;;
-        esac
-      done
-    } >&2
-    exit 1
-  fi
+  require_tools "${need[@]}"
   if [[ " ${need[*]} " == *" docker "* ]] && ! docker info >/dev/null 2>&1; then
     die "docker is installed but its daemon is not reachable (is it running? may this user use it?)"
   fi
+}
+
+sha256_hex() {
+  if command -v sha256sum >/dev/null 2>&1; then sha256sum | awk '{print $1}'; else shasum -a 256 | awk '{print $1}'; fi
 }
 
 kind_cluster_exists() { kind get clusters 2>/dev/null | grep -qx "$CLUSTER_NAME"; }
@@ -215,12 +240,12 @@ helm_upgrade() {
     die "release $release in $ns is $status (another helm operation running, or interrupted); fix with: helm rollback $release -n $ns"
   fi
   local attempt
-  for attempt in 1 2; do
+  for attempt in 1 2 3 4 5; do
     if hlm upgrade --install "$release" "$chart" -n "$ns" --wait --timeout "$HELM_TIMEOUT" "$@" >"$tmp/helm.out" 2>&1; then
       info "$release: $(awk '/^STATUS:|^REVISION:/ { printf "%s ", $0 }' "$tmp/helm.out")"
       return 0
     fi
-    if ((attempt == 1)) && grep -q 'failed calling webhook' "$tmp/helm.out"; then
+    if ((attempt < 5)) && grep -q 'failed calling webhook' "$tmp/helm.out"; then
       info "an admission webhook was not ready; retrying in 15s"
       sleep 15
       continue
@@ -251,14 +276,14 @@ nodes:
         kind: InitConfiguration
         nodeRegistration:
           kubeletExtraArgs:
-            node-labels: "ingress-ready=true"
-    # ingress-nginx listens on the node's ports 80/443; only this machine reaches them.
+            node-labels: "ingress-ready=true,invoice-platform/node-ports=$NODE_PORT_HTTP"
+    # The way in (either) is a NodePort service on these ports; only this machine reaches them.
     extraPortMappings:
-      - containerPort: 80
+      - containerPort: $NODE_PORT_HTTP
         hostPort: 80
         listenAddress: "127.0.0.1"
         protocol: TCP
-      - containerPort: 443
+      - containerPort: $NODE_PORT_HTTPS
         hostPort: 443
         listenAddress: "127.0.0.1"
         protocol: TCP
@@ -270,6 +295,16 @@ EOF
   # (Re)writes the context, e.g. when the kubeconfig was reset since the cluster was made.
   kind export kubeconfig --name "$CLUSTER_NAME" >/dev/null 2>&1
   info "kubectl context: $context"
+  # A cluster made by an older deploy.sh maps other ports.
+  [[ -n "$(kctl get nodes -l "invoice-platform/node-ports=$NODE_PORT_HTTP" -o name 2>/dev/null)" ]] ||
+    die "cluster $CLUSTER_NAME maps other host ports (made by an older deploy.sh or elsewhere); remove it with '$PROG --down' and run again"
+  # One way in per cluster: both would claim the node ports.
+  if [[ "$way_in" == gateway ]] && kctl get namespace ingress-nginx >/dev/null 2>&1; then
+    die "cluster $CLUSTER_NAME runs ingress-nginx (made with --ingress); run '$PROG --down' first, or keep --ingress"
+  fi
+  if [[ "$way_in" == ingress ]] && kctl get namespace gateway-system >/dev/null 2>&1; then
+    die "cluster $CLUSTER_NAME runs the Gateway (made without --ingress); run '$PROG --down' first, or drop --ingress"
+  fi
 }
 
 install_calico() {
@@ -290,22 +325,43 @@ install_calico() {
 }
 
 install_ingress_nginx() {
-  step "ingress-nginx $INGRESS_NGINX_VERSION (kind provider: node ports 80/443)"
+  step "ingress-nginx $INGRESS_NGINX_VERSION (kind provider; node ports $NODE_PORT_HTTP/$NODE_PORT_HTTPS)"
   kctl apply -f "https://raw.githubusercontent.com/kubernetes/ingress-nginx/$INGRESS_NGINX_VERSION/deploy/static/provider/kind/deploy.yaml" >/dev/null
+  # Fixed node ports, the ones kind maps to localhost (keyed by port: a strategic merge).
+  kctl -n ingress-nginx patch service ingress-nginx-controller -p \
+    "{\"spec\":{\"ports\":[{\"port\":80,\"nodePort\":$NODE_PORT_HTTP},{\"port\":443,\"nodePort\":$NODE_PORT_HTTPS}]}}" >/dev/null
   kctl -n ingress-nginx rollout status deployment/ingress-nginx-controller --timeout=5m
+}
+
+# Envoy Gateway: maintained, Gateway API conformant, runs on kind without a cloud load
+# balancer (its proxy Service is a NodePort here, see deploy/kind/gateway.yaml).
+install_envoy_gateway() {
+  step "Envoy Gateway $ENVOY_GATEWAY_VERSION (Gateway API; node port $NODE_PORT_HTTP)"
+  helm_upgrade eg "$ENVOY_GATEWAY_NAMESPACE" oci://docker.io/envoyproxy/gateway-helm \
+    --version "$ENVOY_GATEWAY_VERSION" --create-namespace
+  kctl -n "$ENVOY_GATEWAY_NAMESPACE" rollout status deployment/envoy-gateway --timeout=5m
+  # The controller's webhook may still be starting right after its install.
+  retry 12 5 kctl apply -f "$ROOT/deploy/kind/gateway.yaml" >/dev/null ||
+    die "could not create the Gateway (is Envoy Gateway running?)"
+  kctl wait --for=condition=Programmed gateway/gateway -n gateway-system --timeout=5m >/dev/null ||
+    die "the Gateway gateway-system/gateway was not programmed"
 }
 
 # ---------------------------------------------------------------- images
 declare -A image_tag=()
 
 build_images() {
-  local app revision source_url
+  local app revision source_url build_flags=()
+  # The classic builder knows no attestation flags; BuildKit (buildx) takes them.
+  if docker buildx version >/dev/null 2>&1; then build_flags=(--provenance=false --sbom=false); fi
   revision="$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)"
   source_url="$(git -C "$ROOT" remote get-url origin 2>/dev/null || true)"
   for app in "${APPS[@]}"; do
     step "Building image of $app"
     local repo="$IMAGE_REPOSITORY_PREFIX/$app"
-    docker build --build-arg "APP=$app" --build-arg "REVISION=$revision" \
+    # No provenance/SBOM attestations: with the containerd image store they make the image
+    # an index whose attestation blobs `kind load` cannot find ("content digest not found").
+    docker build "${build_flags[@]}" --build-arg "APP=$app" --build-arg "REVISION=$revision" \
       --build-arg "SOURCE=$source_url" -t "$repo:latest-build" "$ROOT"
     if [[ -n "$IMAGE_TAG" ]]; then
       image_tag[$app]="$IMAGE_TAG"
@@ -344,8 +400,12 @@ load_images() {
     kind_name="${context#kind-}"
   fi
   step "Loading images into kind cluster $kind_name"
+  # Through an archive: `docker save` reads either image store (classic or containerd),
+  # where `kind load docker-image` fails on the containerd store.
   for app in "${APPS[@]}"; do
-    kind load docker-image --name "$kind_name" "$IMAGE_REPOSITORY_PREFIX/$app:${image_tag[$app]}"
+    docker save -o "$tmp/$app.tar" "$IMAGE_REPOSITORY_PREFIX/$app:${image_tag[$app]}"
+    kind load image-archive --name "$kind_name" "$tmp/$app.tar"
+    rm -f "$tmp/$app.tar"
   done
 }
 
@@ -371,8 +431,10 @@ install_team_namespaces() {
   local team
   for team in invoices payments; do
     step "Team namespace $team (charts/team-namespace, release team-$team)"
+    # The team's values file sets the label policy (which ServiceAccount may wear the
+    # app's label) that the other team's NetworkPolicies rely on.
     helm_upgrade "team-$team" "$PLATFORM_NAMESPACE" "$ROOT/charts/team-namespace" --create-namespace \
-      --set-string "name=$team" --set-string "team.groups[0]=team-$team"
+      -f "$ROOT/charts/team-namespace/ci/$team-values.yaml"
   done
 }
 
@@ -392,109 +454,23 @@ api_server_peers() {
     [[ -z "$ip" ]] && continue
     if [[ "$ip" == *:* ]]; then api_cidrs+=("$ip/128"); else api_cidrs+=("$ip/32"); fi
   done <<<"$ips"
+  # The same addresses for payment-provider (token keys) and the databases (instance manager).
+  jq -n --argjson cidrs "$(printf '%s\n' "${api_cidrs[@]}" | jq -R . | jq -s .)" \
+    --argjson ports "$(printf '%s\n' "${api_ports[@]}" | sort -un | jq -R 'tonumber' | jq -s .)" \
+    '{cidrs: $cidrs, ports: $ports}' >"$tmp/api-server.json"
+  jq '{apiServer: .}' "$tmp/api-server.json" >"$tmp/api-server-values.json"
 }
 
-# database_network_policy APP: what a CloudNativePG cluster needs in a default-deny
-# namespace: the operator reaches the instances (status 8000, PostgreSQL 5432), the
-# instances (and their init/join jobs) reach each other and the Kubernetes API,
-# and the team's app reaches PostgreSQL (the app's own policy allows the egress).
-database_network_policy() {
-  local app="$1" ns="${NAMESPACE[$1]}" cluster="${DB_CLUSTER[$1]}" cidr port
-  {
-    cat <<EOF
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata:
-  name: ${cluster}-cnpg
-  namespace: $ns
-  labels:
-    app.kubernetes.io/managed-by: deploy.sh
-    app.kubernetes.io/part-of: invoice-platform
-spec:
-  podSelector:
-    matchLabels:
-      cnpg.io/cluster: $cluster
-  policyTypes: [Ingress, Egress]
-  ingress:
-    - from:
-        - namespaceSelector:
-            matchLabels:
-              kubernetes.io/metadata.name: $cnpg_operator_namespace
-          podSelector:
-            matchLabels:
-              app.kubernetes.io/name: cloudnative-pg
-      ports:
-        - {protocol: TCP, port: 8000}
-        - {protocol: TCP, port: 5432}
-    - from:
-        - podSelector:
-            matchLabels:
-              cnpg.io/cluster: $cluster
-      ports:
-        - {protocol: TCP, port: 8000}
-        - {protocol: TCP, port: 5432}
-    - from:
-        - podSelector:
-            matchLabels:
-              app.kubernetes.io/name: $app
-      ports:
-        - {protocol: TCP, port: 5432}
-  egress:
-    - to:
-        - podSelector:
-            matchLabels:
-              cnpg.io/cluster: $cluster
-      ports:
-        - {protocol: TCP, port: 8000}
-        - {protocol: TCP, port: 5432}
-    - to:
-EOF
-    for cidr in "${api_cidrs[@]}"; do
-      printf '        - ipBlock: {cidr: "%s"}\n' "$cidr"
-    done
-    printf '      ports:\n'
-    for port in $(printf '%s\n' "${api_ports[@]}" | sort -u); do
-      printf '        - {protocol: TCP, port: %s}\n' "$port"
-    done
-  } >"$tmp/netpol-$app.yaml"
-  kctl apply -f "$tmp/netpol-$app.yaml" >/dev/null
-}
-
+# database_cluster APP: the team's PostgreSQL from charts/team-database (a CloudNativePG
+# Cluster and the NetworkPolicy it needs in the default-deny namespace), with the API
+# server's addresses read from this cluster.
 database_cluster() {
-  local app="$1" ns="${NAMESPACE[$1]}" cluster="${DB_CLUSTER[$1]}"
-  step "PostgreSQL cluster $ns/$cluster"
-  database_network_policy "$app"
-  {
-    cat <<EOF
-apiVersion: postgresql.cnpg.io/v1
-kind: Cluster
-metadata:
-  name: $cluster
-  namespace: $ns
-  labels:
-    app.kubernetes.io/managed-by: deploy.sh
-    app.kubernetes.io/part-of: invoice-platform
-spec:
-  # One instance: a demo. Raise it for failover (NetworkPolicy $cluster-cnpg allows replication).
-  instances: 1
-  storage:
-    size: 1Gi
-  # Explicit, because the team namespace's ResourceQuota needs requests and limits,
-  # and its LimitRange default (256Mi) is tight for PostgreSQL.
-  resources:
-    requests: {cpu: 100m, memory: 256Mi}
-    limits: {cpu: "1", memory: 512Mi}
-  # Creates database "app" owned by "app" and the Secret $cluster-app (key uri).
-  bootstrap:
-    initdb:
-      database: app
-      owner: app
-EOF
-    if [[ -n "$POSTGRES_IMAGE" ]]; then printf '  imageName: %s\n' "$POSTGRES_IMAGE"; fi
-  } >"$tmp/cluster-$app.yaml"
-  # The operator's admission webhook may still be starting right after its install.
-  retry 12 5 kctl apply -f "$tmp/cluster-$app.yaml" >/dev/null ||
-    die "could not create the Cluster $ns/$cluster (is the CloudNativePG operator running?)"
+  local app="$1" ns="${NAMESPACE[$1]}" cluster="${DB_CLUSTER[$1]}" extra=()
+  step "PostgreSQL cluster $ns/$cluster (charts/team-database, release $cluster)"
+  if [[ -n "$POSTGRES_IMAGE" ]]; then extra+=(--set-string "imageName=$POSTGRES_IMAGE"); fi
+  helm_upgrade "$cluster" "$ns" "$ROOT/charts/team-database" -f "$tmp/api-server-values.json" \
+    --set-string "clusterName=$cluster" --set-string "appName=$app" \
+    --set-string "operator.namespace=$cnpg_operator_namespace" "${extra[@]}"
 }
 
 wait_for_databases() {
@@ -512,32 +488,30 @@ wait_for_databases() {
   done
 }
 
-# One shared caller token: payment-provider knows it as invoice-app's
-# (CALLER_TOKENS), invoice-app presents it (PAYMENT_PROVIDER_TOKEN). Generated once,
-# then read back from the Secret, so re-runs do not rotate it. Written through
-# files, never command-line arguments.
-caller_token_secrets() {
-  step "Caller token"
-  local token
-  token="$(kctl get secret "$TOKEN_SECRET_INVOICES" -n invoices -o jsonpath='{.data.token}' 2>/dev/null |
-    base64 -d 2>/dev/null || true)"
-  if [[ -z "$token" ]]; then
-    token="$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')"
-    info "generated a new token"
+# invoice-app's API key for test.sh: made once on this machine and kept in $API_KEY_FILE
+# (mode 600); the cluster gets its SHA-256 alone, in the form API_KEYS takes. Written
+# through files, never command-line arguments.
+api_key_secret() {
+  step "invoice-app API key"
+  local key digest
+  mkdir -p "$(dirname "$API_KEY_FILE")"
+  if [[ -s "$API_KEY_FILE" ]]; then
+    key="$(cat "$API_KEY_FILE")"
+    info "reusing the key in $API_KEY_FILE"
   else
-    info "reusing the token in invoices/$TOKEN_SECRET_INVOICES"
+    key="ip_$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')"
+    (umask 077 && printf '%s' "$key" >"$API_KEY_FILE")
+    info "generated a new key into $API_KEY_FILE"
   fi
-  printf '%s' "$token" >"$tmp/token"
-  printf 'invoice-app:%s' "$token" >"$tmp/caller-tokens"
-  kctl create secret generic "$TOKEN_SECRET_INVOICES" -n invoices \
-    --from-file=token="$tmp/token" --dry-run=client -o yaml |
+  digest="$(printf '%s' "$key" | sha256_hex)"
+  [[ "$digest" =~ ^[0-9a-f]{64}$ ]] || die "could not hash the API key"
+  jq -n --arg sha "$digest" \
+    '[{client: "deploy-test", scopes: ["invoices:read", "invoices:write", "invoices:pay"], sha256: $sha}]' \
+    >"$tmp/api-keys.json"
+  kctl create secret generic "$API_KEYS_SECRET" -n invoices \
+    --from-file=api-keys="$tmp/api-keys.json" --dry-run=client -o yaml |
     kctl label --local -f - -o yaml app.kubernetes.io/managed-by=deploy.sh |
     kctl apply -f - >/dev/null
-  kctl create secret generic "$TOKEN_SECRET_PAYMENTS" -n payments \
-    --from-file=caller-tokens="$tmp/caller-tokens" --dry-run=client -o yaml |
-    kctl label --local -f - -o yaml app.kubernetes.io/managed-by=deploy.sh |
-    kctl apply -f - >/dev/null
-  rm -f "$tmp/token" "$tmp/caller-tokens"
 }
 
 image_args() {
@@ -551,20 +525,47 @@ image_args() {
 install_apps() {
   local args
   step "payment-provider (charts/payment-provider in payments)"
+  # Callers by workload identity (the chart's default: invoice-app's ServiceAccount); the
+  # default-deny namespace lets it reach the API server for the token keys.
+  jq '{networkPolicy: {apiServer: .}}' "$tmp/api-server.json" >"$tmp/payment-provider-values.json"
   mapfile -t args < <(image_args payment-provider)
   helm_upgrade payment-provider payments "$ROOT/charts/payment-provider" "${args[@]}" \
+    -f "$tmp/payment-provider-values.json" \
     --set-string "database.existingSecret.name=${DB_CLUSTER[payment-provider]}-app" \
-    --set-string "database.existingSecret.key=uri" \
-    --set-string "auth.existingSecret.name=$TOKEN_SECRET_PAYMENTS" \
-    --set-string "auth.existingSecret.key=caller-tokens"
+    --set-string "database.existingSecret.key=uri"
 
-  step "invoice-app (charts/invoice-app in invoices)"
+  step "invoice-app (charts/invoice-app in invoices, way in: $way_in)"
+  local way_in_values
+  if [[ "$way_in" == ingress ]]; then
+    # ingress-nginx reads its timeouts from annotations; 60 s by default would cut a
+    # synchronous pay run.
+    way_in_values="$(jq -n --arg host "$INVOICE_HOST" --arg t "$PROXY_TIMEOUT_SECS" '{
+      httpRoute: {enabled: false},
+      ingress: {enabled: true, className: "nginx", host: $host, annotations: {
+        "nginx.ingress.kubernetes.io/proxy-read-timeout": $t,
+        "nginx.ingress.kubernetes.io/proxy-send-timeout": $t}}}')"
+  else
+    # The HTTPRoute's timeouts (Envoy's default is 15 s).
+    way_in_values="$(jq -n --arg host "$INVOICE_HOST" --arg t "${PROXY_TIMEOUT_SECS}s" '{
+      httpRoute: {enabled: true, hostnames: [$host], timeouts: {request: $t, backendRequest: $t}},
+      ingress: {enabled: false}}')"
+    if $use_kind; then
+      # Envoy Gateway runs the proxies in its own namespace, labelled with their Gateway.
+      way_in_values="$(jq --arg ns "$ENVOY_GATEWAY_NAMESPACE" '. + {networkPolicy: {gatewayProxies: [{
+        namespace: $ns, podLabels: {
+          "app.kubernetes.io/name": "envoy", "app.kubernetes.io/component": "proxy",
+          "gateway.envoyproxy.io/owning-gateway-name": "gateway",
+          "gateway.envoyproxy.io/owning-gateway-namespace": "gateway-system"}}]}}' <<<"$way_in_values")"
+    fi
+  fi
+  jq -n --argjson way_in "$way_in_values" \
+    '$way_in + {apiAuth: {existingSecret: {name: "'"$API_KEYS_SECRET"'", key: "api-keys"}}}' \
+    >"$tmp/invoice-app-values.json"
   mapfile -t args < <(image_args invoice-app)
   helm_upgrade invoice-app invoices "$ROOT/charts/invoice-app" "${args[@]}" \
+    -f "$tmp/invoice-app-values.json" \
     --set-string "database.existingSecret.name=${DB_CLUSTER[invoice-app]}-app" \
     --set-string "database.existingSecret.key=uri" \
-    --set-string "paymentProvider.existingSecret.name=$TOKEN_SECRET_INVOICES" \
-    --set-string "paymentProvider.existingSecret.key=token" \
     --set-string "paymentProvider.url=http://payment-provider.payments.svc.cluster.local:8080"
 }
 
@@ -575,20 +576,27 @@ public_url() {
     return
   fi
   local address
-  address="$(kctl get ingress -n invoices -l app.kubernetes.io/name=invoice-app \
-    -o jsonpath='{.items[0].status.loadBalancer.ingress[0].ip}{.items[0].status.loadBalancer.ingress[0].hostname}' 2>/dev/null || true)"
+  if [[ "$way_in" == ingress ]]; then
+    address="$(kctl get ingress -n invoices -l app.kubernetes.io/name=invoice-app \
+      -o jsonpath='{.items[0].status.loadBalancer.ingress[0].ip}{.items[0].status.loadBalancer.ingress[0].hostname}' 2>/dev/null || true)"
+  else
+    address="$(kctl get gateway gateway -n gateway-system -o jsonpath='{.status.addresses[0].value}' 2>/dev/null || true)"
+  fi
   if [[ -n "$address" ]]; then echo "http://$address"; else echo ""; fi
 }
 
-wait_for_ingress() {
+wait_for_way_in() {
   local url="$1" deadline=$((SECONDS + 180)) code=""
-  step "Waiting for invoice-app behind the ingress at $url"
+  step "Waiting for invoice-app behind the $way_in at $url"
+  # Only the API paths are routed; the key goes in a header file, off the command line.
+  (umask 077 && printf 'Authorization: Bearer %s\n' "$(cat "$API_KEY_FILE")" >"$tmp/auth.header")
   while ((SECONDS < deadline)); do
-    code="$(curl -s -o /dev/null -w '%{http_code}' --connect-timeout 2 --max-time 5 "$url/readyz" || true)"
-    [[ "$code" == 200 ]] && { info "GET $url/readyz: 200"; return 0; }
+    code="$(curl -s -o /dev/null -w '%{http_code}' --connect-timeout 2 --max-time 5 \
+      -H "@$tmp/auth.header" "$url/invoices?limit=1" || true)"
+    [[ "$code" == 200 ]] && { info "GET $url/invoices?limit=1: 200"; return 0; }
     sleep 3
   done
-  die "invoice-app did not answer through the ingress at $url (last status: ${code:-none})"
+  die "invoice-app did not answer through the $way_in at $url (last status: ${code:-none})"
 }
 
 # ---------------------------------------------------------------- down
@@ -608,18 +616,25 @@ tear_down() {
   done
   for app in "${APPS[@]}"; do
     ns="${NAMESPACE[$app]}"
+    if [[ -n "$(helm_release_status "${DB_CLUSTER[$app]}" "$ns")" ]]; then
+      hlm uninstall "${DB_CLUSTER[$app]}" -n "$ns" --wait
+    fi
+    # What an older deploy.sh applied without helm.
     kctl delete cluster.postgresql.cnpg.io "${DB_CLUSTER[$app]}" -n "$ns" --ignore-not-found --wait=true 2>/dev/null || true
     kctl delete networkpolicy "${DB_CLUSTER[$app]}-cnpg" -n "$ns" --ignore-not-found >/dev/null 2>&1 || true
   done
   kctl delete secret "$TOKEN_SECRET_INVOICES" -n invoices --ignore-not-found >/dev/null 2>&1 || true
   kctl delete secret "$TOKEN_SECRET_PAYMENTS" -n payments --ignore-not-found >/dev/null 2>&1 || true
+  kctl delete secret "$API_KEYS_SECRET" -n invoices --ignore-not-found >/dev/null 2>&1 || true
   for release in team-invoices team-payments; do
     if [[ -n "$(helm_release_status "$release" "$PLATFORM_NAMESPACE")" ]]; then
       hlm uninstall "$release" -n "$PLATFORM_NAMESPACE" --wait
     fi
   done
   # team-namespace keeps its namespaces on uninstall (data safety); here removal is the intent.
-  kctl delete namespace invoices payments isolation-probe --ignore-not-found --wait=false
+  # Waited for: a re-run straight after must not meet namespaces still terminating.
+  step "Waiting for the namespaces to be deleted"
+  kctl delete namespace invoices payments isolation-probe --ignore-not-found --wait=true --timeout=10m
   info "the CloudNativePG operator (release $CNPG_RELEASE in $CNPG_NAMESPACE) is left in place, as other"
   info "workloads may use it; remove it with: helm uninstall $CNPG_RELEASE -n $CNPG_NAMESPACE --kube-context $context"
 }
@@ -639,12 +654,13 @@ fi
 if $use_kind; then
   create_kind_cluster
   install_calico
-  install_ingress_nginx
+  if [[ "$way_in" == ingress ]]; then install_ingress_nginx; else install_envoy_gateway; fi
 else
   step "Using existing cluster, kubectl context $context"
   kctl cluster-info >/dev/null 2>&1 || die "kubectl context '$context' does not reach a cluster"
-  info "its CNI must enforce NetworkPolicy and an ingress controller of class 'nginx' must run in"
-  info "namespace ingress-nginx (or adjust the invoice-app chart's networkPolicy.ingressControllers)"
+  info "its CNI must enforce NetworkPolicy, and the way in must be there: with --gateway a Gateway"
+  info "gateway-system/gateway whose proxies run in gateway-system; with --ingress a controller of"
+  info "class 'nginx' in namespace ingress-nginx (else adjust the invoice-app chart's networkPolicy)"
 fi
 
 if $build; then build_images; else use_existing_images; fi
@@ -659,16 +675,16 @@ install_team_namespaces
 api_server_peers
 for app in "${APPS[@]}"; do database_cluster "$app"; done
 wait_for_databases
-caller_token_secrets
+api_key_secret
 install_apps
 
 url="$(public_url)"
-if [[ -n "$url" ]]; then wait_for_ingress "$url"; fi
+if [[ -n "$url" ]]; then wait_for_way_in "$url"; fi
 
 step "Deployed"
-info "invoice-app:      ${url:-<the address of your ingress controller>} (Ingress)"
+info "invoice-app:      ${url:-<the address of your Gateway or ingress controller>} ($way_in)"
 info "payment-provider: in-cluster only, http://payment-provider.payments.svc.cluster.local:8080"
 info ""
-info "Check it:   ./test.sh ${url:-<URL>}"
-info "Isolation:  ./test.sh --isolation ${url:-<URL>}"
+info "Check it:   INVOICE_API_TOKEN=\"\$(cat '$API_KEY_FILE')\" ./test.sh ${url:-<URL>}"
+info "Isolation:  INVOICE_API_TOKEN=\"\$(cat '$API_KEY_FILE')\" ./test.sh --isolation ${url:-<URL>}"
 info "Remove it:  ./deploy.sh --down${KUBE_CONTEXT:+ --context $KUBE_CONTEXT}"

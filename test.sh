@@ -5,6 +5,11 @@
 # only from invoice-app's pods. Run with --help for details.
 set -euo pipefail
 
+# bash and tool checks first, in bash 3.2 syntax (macOS): see scripts/lib/preflight.sh.
+# shellcheck source=scripts/lib/preflight.sh
+source "$(dirname "${BASH_SOURCE[0]}")/scripts/lib/preflight.sh"
+require_bash
+
 readonly PROG="${0##*/}"
 
 usage() {
@@ -12,7 +17,8 @@ usage() {
 Usage: $PROG [--isolation] [BASE_URL]
 
 Checks a running invoice-app end to end:
-  1. reachability (GET /healthz, then /readyz), failing within seconds if unreachable;
+  1. reachability (GET /invoices?limit=1: through an ingress only the API paths are
+     routed, not /healthz or /readyz), failing within seconds if unreachable;
   2. lists the pending invoices (GET /invoices?status=pending, following next_cursor);
      (with none pending, the run must pay nothing, and the table lists all paid ones);
   3. pays them (POST /invoices/pay);
@@ -22,6 +28,11 @@ Checks a running invoice-app end to end:
   5. prints the paid invoices as a table.
 Exits non-zero on any mismatch, on an HTTP error (the problem+json detail is shown)
 or when the app is unreachable.
+
+The API needs a bearer credential with the scopes invoices:read and invoices:pay:
+set INVOICE_API_TOKEN to an OAuth2/OIDC access token or an API key of the installation.
+A local invoice-app without configured credentials (make run, make demo) takes the
+development key: INVOICE_API_TOKEN=dev-only-insecure-api-key.
 
 BASE_URL  invoice-app's base URL; default \$INVOICE_APP_URL, else http://127.0.0.1:8081.
           On the kind cluster of deploy.sh: http://localhost
@@ -34,7 +45,9 @@ Options:
                IS reachable from a pod labelled like invoice-app in its namespace.
   -h, --help   show this help.
 
-Environment (optional):
+Environment:
+  INVOICE_API_TOKEN     bearer credential for the API (required by every invoice-app;
+                        sent from a file, never on a command line)
   INVOICE_APP_URL       default BASE_URL
   CONNECT_TIMEOUT       seconds to connect (default 3)
   REQUEST_TIMEOUT       seconds per request (default 15)
@@ -46,7 +59,7 @@ Environment (optional):
   PROBE_NAMESPACE       namespace of the outsider probe pod (default isolation-probe)
   PROBE_IMAGE           image with curl and sh for probe pods (default curlimages/curl:8.11.1)
 
-Needs curl and jq (and kubectl for --isolation).
+Needs bash >= 4.4, curl and jq (and kubectl for --isolation).
 EOF
 }
 
@@ -110,12 +123,7 @@ problem() {
   printf '  %sFAIL%s  %s\n' "$red" "$reset" "$*"
 }
 
-for tool in curl jq; do
-  command -v "$tool" >/dev/null 2>&1 || die "$tool is required but not installed"
-done
-if $isolation; then
-  command -v kubectl >/dev/null 2>&1 || die "kubectl is required for --isolation"
-fi
+if $isolation; then require_tools curl jq kubectl; else require_tools curl jq; fi
 
 tmp="$(mktemp -d)"
 cleanup_actions=()
@@ -128,6 +136,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# ---------------------------------------------------------------- credential
+# curl reads the header from a file in the private temp dir, so the credential never
+# shows in the process list.
+auth_args=()
+if [[ -n "${INVOICE_API_TOKEN:-}" ]]; then
+  [[ "$INVOICE_API_TOKEN" != *[[:space:]]* ]] || die "INVOICE_API_TOKEN must not contain spaces or line breaks"
+  printf 'Authorization: Bearer %s\n' "$INVOICE_API_TOKEN" >"$tmp/auth.header"
+  auth_args=(-H "@$tmp/auth.header")
+fi
+
 # ---------------------------------------------------------------- HTTP
 # http METHOD PATH [CURL_ARGS...]
 # Leaves the body in $tmp/body and the status in $http_status. Dies on a
@@ -138,8 +156,13 @@ http() {
   shift 2
   if ! http_status="$(curl -sS -o "$tmp/body" -w '%{http_code}' -X "$method" \
     --connect-timeout "$CONNECT_TIMEOUT" --max-time "$REQUEST_TIMEOUT" \
-    -H 'Accept: application/json' "$@" "$base_url$path" 2>"$tmp/curl.err")"; then
+    -H 'Accept: application/json' "${auth_args[@]}" "$@" "$base_url$path" 2>"$tmp/curl.err")"; then
     die "$method $base_url$path: $(tr -d '\n' <"$tmp/curl.err")"
+  fi
+  if [[ "$http_status" == 401 || "$http_status" == 403 ]]; then
+    local hint="set INVOICE_API_TOKEN to an access token or API key with the scopes invoices:read and invoices:pay"
+    [[ -n "${INVOICE_API_TOKEN:-}" ]] || hint="INVOICE_API_TOKEN is not set: $hint"
+    die "$method $base_url$path: HTTP $http_status: $(problem_text "$tmp/body"). $hint"
   fi
   if [[ "$http_status" != 2?? ]]; then
     die "$method $base_url$path: HTTP $http_status: $(problem_text "$tmp/body")"
@@ -176,15 +199,13 @@ table() {
 # ---------------------------------------------------------------- 1. reachability
 step "invoice-app at $base_url"
 if ! curl -sS -o /dev/null --connect-timeout "$CONNECT_TIMEOUT" --max-time 5 \
-  "$base_url/healthz" 2>"$tmp/curl.err"; then
+  "$base_url/invoices" 2>"$tmp/curl.err"; then
   die "invoice-app is unreachable at $base_url ($(tr -d '\n' <"$tmp/curl.err")).
   Start it (cargo run -p invoice-app, listening on 127.0.0.1:8081) or deploy it
   (./deploy.sh, then use http://localhost), or pass its URL: $PROG BASE_URL"
 fi
-http GET /healthz
-ok "GET /healthz $http_status"
-http GET /readyz
-ok "GET /readyz $http_status"
+http GET /invoices -G --data-urlencode limit=1
+ok "GET /invoices?limit=1 $http_status"
 
 # ---------------------------------------------------------------- 2. pending invoices
 step "Listing pending invoices"

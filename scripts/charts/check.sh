@@ -3,7 +3,8 @@
 #
 #   scripts/charts/check.sh
 #
-# 1. helm lint --strict and helm template of every chart with every value set in
+# 1. helm lint --strict and helm template of every chart (team-namespace, both apps and
+#    team-database, the PostgreSQL that deploy.sh installs per team) with every value set in
 #    charts/<chart>/ci/*.yaml; value sets in scripts/charts/values/invalid/ must be refused.
 # 2. Every rendered manifest validated strictly against the Kubernetes schema
 #    (kubernetes-validate, K8S_VERSIONS); CRD kinds are skipped with a printed reason.
@@ -16,7 +17,8 @@
 # 6. NetworkPolicy reachability computed by network-config-analyzer over both team
 #    namespaces, both apps (and a second invoice-app release) and a fixture world, for
 #    every value set in ci/ (check_netpol.py).
-# 7. README values tables in step with values.yaml; shellcheck and yamllint when present.
+# 7. README values tables in step with values.yaml; shellcheck and yamllint (the pinned
+#    ones of scripts/lint/install-tools.sh: a missing linter fails, it is never skipped).
 #
 # Tools come from install-tools.sh (run first, idempotent) into $TOOLS_DIR.
 # CHARTS_OUT=dir keeps the rendered manifests and tool reports there.
@@ -40,16 +42,19 @@ else
 fi
 
 "$HERE/install-tools.sh"
-export PATH="$TOOLS_DIR/bin:$PATH"
+LINTERS="$("$ROOT/scripts/lint/install-tools.sh")"
+export PATH="$TOOLS_DIR/bin:$LINTERS:$PATH"
 PY="$TOOLS_DIR/bin/python-k8s"
 # checkov and nca stay offline: no policy download, no telemetry.
 export BC_SKIP_MAPPING=TRUE CHECKOV_SKIP_DOWNLOAD=true PYTHONWARNINGS=ignore
 
 # Where each chart is installed, and under which release name: the NetworkPolicy check
 # relies on these names.
-declare -A NAMESPACE=([team-namespace]=platform [payment-provider]=payments [invoice-app]=invoices)
-declare -A RELEASE=([team-namespace]=team [payment-provider]=payment-provider [invoice-app]=invoice-app)
-CHART_NAMES=(team-namespace payment-provider invoice-app)
+declare -A NAMESPACE=([team-namespace]=platform [payment-provider]=payments [invoice-app]=invoices
+  [team-database]=invoices)
+declare -A RELEASE=([team-namespace]=team [payment-provider]=payment-provider [invoice-app]=invoice-app
+  [team-database]=invoices-db)
+CHART_NAMES=(team-namespace payment-provider invoice-app team-database)
 
 FAILED=()
 START=$SECONDS
@@ -66,10 +71,14 @@ fail() {
 
 # render CHART VALUES OUTFILE: helm template with the chart's namespace and release name.
 render() {
-  local chart="$1" values="$2" out="$3" release="${RELEASE[$1]}"
-  # team-namespace: one release per team, named after it.
-  [[ "$chart" == team-namespace ]] && release="team-$(basename "$values" -values.yaml)"
-  helm template "$release" "$CHARTS/$chart" -n "${NAMESPACE[$chart]}" -f "$values" >"$out"
+  local chart="$1" values="$2" out="$3" release="${RELEASE[$1]}" ns="${NAMESPACE[$1]}"
+  local team
+  team="$(basename "$values" -values.yaml)"
+  # team-namespace: one release per team, named after it; team-database: one per team, in
+  # the team's namespace, named like deploy.sh names it.
+  [[ "$chart" == team-namespace ]] && release="team-$team"
+  [[ "$chart" == team-database ]] && release="$team-db" ns="$team"
+  helm template "$release" "$CHARTS/$chart" -n "$ns" -f "$values" >"$out"
 }
 
 step "helm lint --strict and helm template, every chart with every value set"
@@ -130,7 +139,8 @@ mkdir -p "$OUT/validate"
 "$PY" - "$OUT/rendered" "$OUT/validate" <<'EOF'
 import pathlib, sys, yaml
 src, dst = map(pathlib.Path, sys.argv[1:])
-CRDS = {"monitoring.coreos.com": "Prometheus Operator CRD", "gateway.networking.k8s.io": "Gateway API CRD"}
+CRDS = {"monitoring.coreos.com": "Prometheus Operator CRD", "gateway.networking.k8s.io": "Gateway API CRD",
+        "postgresql.cnpg.io": "CloudNativePG CRD"}
 skipped = {}
 for f in sorted(src.glob("*/*.yaml")):
     docs = [d for d in yaml.safe_load_all(f.read_text()) if d]
@@ -275,20 +285,13 @@ if "$PY" "$HERE/values-table.py" --check "$CHARTS"/*/; then
 else
   fail "README values tables (run scripts/charts/values-table.py charts/*/)"
 fi
-if command -v shellcheck >/dev/null; then
-  if shellcheck "$HERE"/*.sh; then echo "  ok   shellcheck scripts/charts/*.sh"; else fail "shellcheck"; fi
+if shellcheck "$HERE"/*.sh; then echo "  ok   shellcheck scripts/charts/*.sh"; else fail "shellcheck"; fi
+if yamllint -s -d '{extends: default, rules: {line-length: {max: 120}, document-start: disable}}' \
+  "$CHARTS"/*/values.yaml "$CHARTS"/*/ci "$CHARTS"/*/Chart.yaml "$HERE/values" "$HERE/fixtures" \
+  "$ROOT/deploy"; then
+  echo "  ok   yamllint values, value sets, fixtures and deploy/"
 else
-  echo "  skip shellcheck: not installed"
-fi
-if command -v yamllint >/dev/null; then
-  if yamllint -s -d '{extends: default, rules: {line-length: {max: 120}, document-start: disable}}' \
-    "$CHARTS"/*/values.yaml "$CHARTS"/*/ci "$CHARTS"/*/Chart.yaml "$HERE/values" "$HERE/fixtures"; then
-    echo "  ok   yamllint values, value sets and fixtures"
-  else
-    fail "yamllint"
-  fi
-else
-  echo "  skip yamllint: not installed (apt-get install yamllint)"
+  fail "yamllint"
 fi
 done_step
 

@@ -5,20 +5,20 @@
 #   - yamllint on .github/, with scripts/lint/yamllint.yml
 #   - hadolint on the Dockerfile(s)
 # Files are those git knows: tracked plus untracked-but-not-ignored, so a new
-# script is linted before its first commit. Tools come from PATH or from the
-# venv that scripts/lint/install-tools.sh creates. Exit status: 0 when all pass.
+# script is linted before its first commit. The tools are the pinned ones that
+# scripts/lint/install-tools.sh installs (run first; a no-op when they are there), ahead
+# of any other copy on PATH. Exit status: 0 when all pass; 2 when a tool is missing.
 set -euo pipefail
 
 cd "$(git -C "$(dirname "${BASH_SOURCE[0]}")" rev-parse --show-toplevel)"
 
-TOOLS_DIR="${TOOLS_DIR:-$HOME/.cache/invoice-platform/tools}"
-PATH="$PATH:$TOOLS_DIR/lint-venv/bin"
+PATH="$(scripts/lint/install-tools.sh):$PATH"
 
 failed=()
 
 need() {
   if ! command -v "$1" >/dev/null 2>&1; then
-    echo "lint: $1 not found; run scripts/lint/install-tools.sh" >&2
+    echo "lint: $1 not found after scripts/lint/install-tools.sh" >&2
     exit 2
   fi
 }
