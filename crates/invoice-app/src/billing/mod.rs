@@ -160,8 +160,13 @@ impl Biller {
         })
     }
 
-    /// Takes a run slot and records a new run, without paying anything yet.
-    pub async fn open_run(&self, trigger: Trigger) -> Result<OpenRun, BillingError> {
+    /// Takes a run slot and records a new run, without paying anything yet. `started_by`
+    /// is the API caller, for the audit trail.
+    pub async fn open_run(
+        &self,
+        trigger: Trigger,
+        started_by: Option<String>,
+    ) -> Result<OpenRun, BillingError> {
         if self.stopping.load(Ordering::SeqCst) {
             return Err(BillingError::ShuttingDown);
         }
@@ -182,6 +187,7 @@ impl Biller {
             error: None,
             started_at: Utc::now().naive_utc(),
             finished_at: None,
+            started_by,
         };
         let row = run.clone();
         db::run(&self.pool, move |c| {
@@ -200,7 +206,7 @@ impl Biller {
         trigger: Trigger,
         itemise: bool,
     ) -> Result<PayRunReport, BillingError> {
-        let run = self.open_run(trigger).await?;
+        let run = self.open_run(trigger, None).await?;
         self.pay(run, itemise).await
     }
 

@@ -24,6 +24,8 @@ pub struct InvoiceRow {
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
     pub paid_at: Option<NaiveDateTime>,
+    /// Who created it through the API (`jwt:<sub>`, `key:<client>`, `dev`).
+    pub created_by: Option<String>,
 }
 
 impl TryFrom<InvoiceRow> for Invoice {
@@ -44,6 +46,7 @@ impl TryFrom<InvoiceRow> for Invoice {
             charge_id: row.charge_id,
             created_at: row.created_at.and_utc(),
             paid_at: row.paid_at.map(|t| t.and_utc()),
+            created_by: row.created_by,
             id: row.id,
         })
     }

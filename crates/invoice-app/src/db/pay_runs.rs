@@ -18,6 +18,8 @@ pub struct PayRunRow {
     pub error: Option<String>,
     pub started_at: NaiveDateTime,
     pub finished_at: Option<NaiveDateTime>,
+    /// Who started it through the API; `None` for the schedule and the CLI.
+    pub started_by: Option<String>,
 }
 
 pub fn insert(conn: &mut AnyConnection, run: &PayRunRow) -> QueryResult<()> {
