@@ -4,6 +4,7 @@
 mod helpers;
 
 mod api;
+mod auth;
 mod crash;
 mod faults;
 mod fuzz;

@@ -1,0 +1,870 @@
+//! Every API call is authenticated and authorised, through the real application on both
+//! backends. A stand-in OIDC issuer (discovery document and JWKS, over HTTP) publishes keys
+//! generated here, and the tokens are real JWTs signed with them; API keys are configured as
+//! digests; the development key works only where neither is configured, on loopback.
+
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::{App, HttpResponse, HttpServer, web};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use invoice_app::auth::{ApiKeys, DEV_API_KEY, JwtSettings};
+use invoice_app::config::Config;
+use invoice_app::startup::Application;
+use jsonwebtoken::jwk::{Jwk, PublicKeyUse};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use p256::pkcs8::EncodePrivateKey;
+use rsa::pkcs1::EncodeRsaPrivateKey;
+use rsa::pkcs8::{EncodePublicKey, LineEnding};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::both_backends;
+use crate::helpers::{Backend, TestApp, assert_problem, spawn_app, spawn_app_with};
+
+const AUDIENCE: &str = "invoice-app";
+/// Client `ci` holds two read keys at once (a rotation in progress).
+const CI_KEY_OLD: &str = "ci-key-old-6f1c2a9e4b7d0358";
+const CI_KEY_NEW: &str = "ci-key-new-0d8e5b3a7c1f9246";
+/// Client `billing` may create invoices and pay, but not read.
+const BILLING_KEY: &str = "billing-key-93a7e1c5d2b4f608";
+
+const REALM: &str = r#"Bearer realm="invoice-app""#;
+const INVALID_TOKEN: &str = r#"Bearer realm="invoice-app", error="invalid_token""#;
+
+fn insufficient(scope: &str) -> String {
+    format!(r#"Bearer realm="invoice-app", error="insufficient_scope", scope="{scope}""#)
+}
+
+fn api_keys() -> ApiKeys {
+    let entry = |client: &str, scopes: Value, key: &str| json!({"client": client, "scopes": scopes, "sha256": hex::encode(Sha256::digest(key))});
+    let json = json!([
+        entry("ci", json!(["invoices:read"]), CI_KEY_OLD),
+        entry("ci", json!(["invoices:read"]), CI_KEY_NEW),
+        entry(
+            "billing",
+            json!(["invoices:write", "invoices:pay"]),
+            BILLING_KEY
+        ),
+    ]);
+    ApiKeys::parse(&json.to_string()).expect("valid API keys")
+}
+
+/// A key pair of the issuer: the private half signs here, the public half is its JWK.
+struct SigningKey {
+    kid: String,
+    alg: Algorithm,
+    encoding: EncodingKey,
+    jwk: Jwk,
+}
+
+impl SigningKey {
+    fn rsa(kid: &str) -> (SigningKey, String) {
+        let private = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).expect("RSA key");
+        let der = private.to_pkcs1_der().expect("PKCS#1");
+        let public_pem = private
+            .to_public_key()
+            .to_public_key_pem(LineEnding::LF)
+            .expect("PEM");
+        let key = SigningKey::new(
+            kid,
+            Algorithm::RS256,
+            EncodingKey::from_rsa_der(der.as_bytes()),
+        );
+        (key, public_pem)
+    }
+
+    fn ec(kid: &str) -> SigningKey {
+        let secret = p256::SecretKey::random(&mut rsa::rand_core::OsRng);
+        let der = secret.to_pkcs8_der().expect("PKCS#8");
+        SigningKey::new(
+            kid,
+            Algorithm::ES256,
+            EncodingKey::from_ec_der(der.as_bytes()),
+        )
+    }
+
+    fn new(kid: &str, alg: Algorithm, encoding: EncodingKey) -> SigningKey {
+        let mut jwk = Jwk::from_encoding_key(&encoding, alg).expect("public JWK");
+        jwk.common.key_id = Some(kid.to_owned());
+        jwk.common.public_key_use = Some(PublicKeyUse::Signature);
+        SigningKey {
+            kid: kid.to_owned(),
+            alg,
+            encoding,
+            jwk,
+        }
+    }
+
+    fn sign(&self, claims: &Value) -> String {
+        self.sign_as(self.alg, &self.kid, claims)
+    }
+
+    fn sign_as(&self, alg: Algorithm, kid: &str, claims: &Value) -> String {
+        let mut header = Header::new(alg);
+        header.kid = Some(kid.to_owned());
+        jsonwebtoken::encode(&header, claims, &self.encoding).expect("signed")
+    }
+}
+
+/// An OIDC issuer on a free port: the discovery document and a JWKS that the test may
+/// change, counting how often the JWKS is fetched.
+struct Issuer {
+    url: String,
+    jwks: Arc<Mutex<Vec<Jwk>>>,
+    fetches: Arc<AtomicUsize>,
+}
+
+impl Issuer {
+    fn start(keys: &[&SigningKey]) -> Issuer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("free port");
+        let url = format!(
+            "http://127.0.0.1:{}",
+            listener.local_addr().expect("address").port()
+        );
+        let issuer = Issuer {
+            url: url.clone(),
+            jwks: Arc::new(Mutex::new(Vec::new())),
+            fetches: Arc::new(AtomicUsize::new(0)),
+        };
+        issuer.publish(keys);
+        let (jwks, fetches) = (issuer.jwks.clone(), issuer.fetches.clone());
+        let server = HttpServer::new(move || {
+            let (url, jwks, fetches) = (url.clone(), jwks.clone(), fetches.clone());
+            App::new()
+                .route(
+                    "/.well-known/openid-configuration",
+                    web::get().to(move || {
+                        let url = url.clone();
+                        async move {
+                            HttpResponse::Ok()
+                                .json(json!({"issuer": url, "jwks_uri": format!("{url}/jwks")}))
+                        }
+                    }),
+                )
+                .route(
+                    "/jwks",
+                    web::get().to(move || {
+                        let (jwks, fetches) = (jwks.clone(), fetches.clone());
+                        async move {
+                            fetches.fetch_add(1, Ordering::SeqCst);
+                            let keys = jwks.lock().expect("keys").clone();
+                            HttpResponse::Ok().json(json!({"keys": keys}))
+                        }
+                    }),
+                )
+        })
+        .workers(1)
+        .listen(listener)
+        .expect("listens")
+        .run();
+        tokio::spawn(server);
+        issuer
+    }
+
+    fn publish(&self, keys: &[&SigningKey]) {
+        *self.jwks.lock().expect("keys") = keys.iter().map(|k| k.jwk.clone()).collect();
+    }
+
+    fn fetches(&self) -> usize {
+        self.fetches.load(Ordering::SeqCst)
+    }
+
+    fn claims(&self, sub: &str, scope: &str) -> Value {
+        let now = jsonwebtoken::get_current_timestamp();
+        json!({
+            "iss": self.url, "aud": AUDIENCE, "sub": sub, "scope": scope,
+            "iat": now, "exp": now + 300,
+        })
+    }
+}
+
+/// invoice-app taking tokens of `issuer` (RS256, PS256 and ES256 allowed) and the API keys
+/// above.
+async fn spawn_secured(
+    backend: Backend,
+    issuer: &str,
+    tune: impl FnOnce(&mut JwtSettings),
+) -> Option<TestApp> {
+    let mut settings = JwtSettings {
+        issuer: issuer.to_owned(),
+        audience: AUDIENCE.to_owned(),
+        jwks_url: None,
+        algorithms: vec![Algorithm::RS256, Algorithm::PS256, Algorithm::ES256],
+        refresh_cooldown: Duration::from_millis(300),
+        max_age: JwtSettings::DEFAULT_MAX_AGE,
+    };
+    tune(&mut settings);
+    spawn_app_with(
+        backend,
+        |_| {},
+        move |c| {
+            c.api_jwt = Some(settings);
+            c.api_keys = Some(api_keys());
+        },
+    )
+    .await
+}
+
+/// A request with exactly the credential given (the helpers' client would add the
+/// development key).
+async fn call(app: &TestApp, method: &str, path: &str, token: Option<&str>) -> reqwest::Response {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    let mut request = reqwest::Client::new().request(method.clone(), app.url(path));
+    if method == reqwest::Method::POST && path == "/invoices" {
+        request = request.json(
+            &json!({"customer_id": "C001", "amount": {"minor_units": 100, "currency": "EUR"}}),
+        );
+    }
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.expect("sent")
+}
+
+fn challenge(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get("www-authenticate")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+async fn assert_refused(response: reqwest::Response, expected_challenge: &str, what: &str) {
+    assert_eq!(response.status().as_u16(), 401, "{what}");
+    assert_eq!(challenge(&response), expected_challenge, "{what}");
+    assert_problem(response, 401, "unauthorized").await;
+}
+
+async fn assert_forbidden(response: reqwest::Response, scope: &str, what: &str) {
+    assert_eq!(response.status().as_u16(), 403, "{what}");
+    assert_eq!(challenge(&response), insufficient(scope), "{what}");
+    assert_problem(response, 403, "insufficient_scope").await;
+}
+
+async fn json_of(response: reqwest::Response, status: u16, what: &str) -> Value {
+    assert_eq!(response.status().as_u16(), status, "{what}");
+    response.json().await.expect("JSON body")
+}
+
+/// Polls a pay run with `token` until it has finished.
+async fn finished_run(app: &TestApp, location: &str, token: &str) -> Value {
+    for _ in 0..300 {
+        let run = json_of(call(app, "GET", location, Some(token)).await, 200, location).await;
+        if run["status"] != "running" {
+            return run;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("pay run {location} did not finish");
+}
+
+async fn without_a_credential_every_api_route_answers_401(backend: Backend) {
+    let (key, _) = SigningKey::rsa("rsa-1");
+    let issuer = Issuer::start(&[&key]);
+    let Some(app) = spawn_secured(backend, &issuer.url, |_| {}).await else {
+        return;
+    };
+    let created = json_of(
+        call(&app, "POST", "/invoices", Some(BILLING_KEY)).await,
+        201,
+        "create",
+    )
+    .await;
+    let invoice = format!("/invoices/{}", created["id"].as_str().expect("id"));
+    let started = call(&app, "POST", "/pay-runs", Some(BILLING_KEY)).await;
+    let run = started
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .expect("Location")
+        .to_owned();
+    assert_eq!(started.status().as_u16(), 202);
+    finished_run(&app, &run, CI_KEY_OLD).await;
+
+    let routes = [
+        ("GET", "/invoices"),
+        ("HEAD", "/invoices"),
+        ("POST", "/invoices"),
+        ("GET", invoice.as_str()),
+        ("HEAD", invoice.as_str()),
+        ("POST", "/invoices/pay"),
+        ("POST", "/pay-runs"),
+        ("GET", run.as_str()),
+    ];
+    for (method, path) in routes {
+        let what = format!("{method} {path}");
+        let response = call(&app, method, path, None).await;
+        if method == "HEAD" {
+            assert_eq!(response.status().as_u16(), 401, "{what}");
+            assert_eq!(challenge(&response), REALM, "{what}");
+        } else {
+            assert_refused(response, REALM, &what).await;
+        }
+        for wrong in ["not-a-key-at-all", DEV_API_KEY, "eyJh.eyJz.c2ln"] {
+            let response = call(&app, method, path, Some(wrong)).await;
+            assert_eq!(response.status().as_u16(), 401, "{what} with {wrong}");
+            assert_eq!(challenge(&response), INVALID_TOKEN, "{what} with {wrong}");
+        }
+    }
+
+    // Another scheme is no bearer credential; two credentials are a malformed request.
+    let basic = reqwest::Client::new()
+        .get(app.url("/invoices"))
+        .header("authorization", "Basic Y2k6Y2kta2V5")
+        .send()
+        .await
+        .expect("sent");
+    assert_refused(basic, REALM, "Basic").await;
+    let twice = reqwest::Client::new()
+        .get(app.url("/invoices"))
+        .header("authorization", format!("Bearer {CI_KEY_OLD}"))
+        .header("authorization", format!("Bearer {CI_KEY_NEW}"))
+        .send()
+        .await
+        .expect("sent");
+    assert_refused(
+        twice,
+        r#"Bearer realm="invoice-app", error="invalid_request""#,
+        "two credentials",
+    )
+    .await;
+
+    // The credential is checked before the body is read: neither a malformed nor an
+    // oversized body gets the answer it would get from the body's checks (400, 413).
+    for body in [b"{".to_vec(), vec![b'x'; 100 * 1024]] {
+        let response = reqwest::Client::new()
+            .post(app.url("/invoices"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("sent");
+        assert_refused(response, REALM, "unauthenticated body").await;
+    }
+
+    // Health, readiness and the API's description stay open.
+    for path in ["/healthz", "/readyz", "/openapi.json"] {
+        assert_eq!(
+            call(&app, "GET", path, None).await.status().as_u16(),
+            200,
+            "{path}"
+        );
+    }
+    let page = json_of(
+        call(&app, "GET", "/invoices", Some(CI_KEY_NEW)).await,
+        200,
+        "list",
+    )
+    .await;
+    assert_eq!(
+        page["items"].as_array().map(Vec::len),
+        Some(1),
+        "refused requests created nothing"
+    );
+}
+
+async fn a_token_may_do_what_its_scopes_allow(backend: Backend) {
+    let (rsa, _) = SigningKey::rsa("rsa-1");
+    let ec = SigningKey::ec("ec-1");
+    let mut ec_without_alg = SigningKey::ec("ec-2");
+    ec_without_alg.jwk.common.key_algorithm = None;
+    let issuer = Issuer::start(&[&rsa, &ec, &ec_without_alg]);
+    let Some(app) = spawn_secured(backend, &issuer.url, |_| {}).await else {
+        return;
+    };
+
+    let reader = rsa.sign(&issuer.claims("carol", "openid invoices:read"));
+    assert_eq!(
+        call(&app, "GET", "/invoices", Some(&reader)).await.status(),
+        200
+    );
+    assert_forbidden(
+        call(&app, "POST", "/invoices", Some(&reader)).await,
+        "invoices:write",
+        "read token creates",
+    )
+    .await;
+    assert_forbidden(
+        call(&app, "POST", "/invoices/pay", Some(&reader)).await,
+        "invoices:pay",
+        "read token pays",
+    )
+    .await;
+    assert_forbidden(
+        call(&app, "POST", "/pay-runs", Some(&reader)).await,
+        "invoices:pay",
+        "read token starts a run",
+    )
+    .await;
+
+    // `scp` as a space-separated string, signed with ES256.
+    let mut claims = issuer.claims("alice", "");
+    claims["scp"] = json!("invoices:write");
+    let writer = ec.sign(&claims);
+    let created = json_of(
+        call(&app, "POST", "/invoices", Some(&writer)).await,
+        201,
+        "write token creates",
+    )
+    .await;
+    assert_eq!(created["created_by"], "jwt:alice", "{created}");
+    let invoice = format!("/invoices/{}", created["id"].as_str().expect("id"));
+    assert_forbidden(
+        call(&app, "GET", &invoice, Some(&writer)).await,
+        "invoices:read",
+        "write token reads",
+    )
+    .await;
+    let read_back = json_of(
+        call(&app, "GET", &invoice, Some(&reader)).await,
+        200,
+        "read",
+    )
+    .await;
+    assert_eq!(read_back["created_by"], "jwt:alice");
+
+    // `scp` as a list, an audience list that includes ours, a key whose JWK names no `alg`.
+    let mut claims = issuer.claims("bob", "");
+    claims["scp"] = json!(["invoices:pay", "invoices:read"]);
+    claims["aud"] = json!(["account", AUDIENCE]);
+    let payer = ec_without_alg.sign(&claims);
+    let started = call(&app, "POST", "/pay-runs", Some(&payer)).await;
+    assert_eq!(started.status().as_u16(), 202);
+    let location = started
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .expect("Location")
+        .to_owned();
+    let run = finished_run(&app, &location, &payer).await;
+    assert_eq!(run["started_by"], "jwt:bob", "{run}");
+    let report = json_of(
+        call(&app, "POST", "/invoices/pay", Some(&payer)).await,
+        200,
+        "pay",
+    )
+    .await;
+    assert_eq!(report["status"], "completed", "{report}");
+
+    // Clock skew: expired 10 s ago is within the leeway.
+    let mut claims = issuer.claims("carol", "invoices:read");
+    claims["exp"] = json!(jsonwebtoken::get_current_timestamp() - 10);
+    assert_eq!(
+        call(&app, "GET", "/invoices", Some(&rsa.sign(&claims)))
+            .await
+            .status(),
+        200
+    );
+}
+
+async fn forged_expired_and_misdirected_tokens_are_refused(backend: Backend) {
+    let (rsa, rsa_public_pem) = SigningKey::rsa("rsa-1");
+    let ec = SigningKey::ec("ec-1");
+    let issuer = Issuer::start(&[&rsa, &ec]);
+    let Some(app) = spawn_secured(backend, &issuer.url, |_| {}).await else {
+        return;
+    };
+    let good = issuer.claims("mallory", "invoices:read");
+    assert_eq!(
+        call(&app, "GET", "/invoices", Some(&rsa.sign(&good)))
+            .await
+            .status(),
+        200,
+        "the well-formed token works, so what follows is refused for its flaw alone"
+    );
+    let now = jsonwebtoken::get_current_timestamp();
+    let with = |key: &str, value: Value| {
+        let mut claims = good.clone();
+        claims[key] = value;
+        claims
+    };
+    let without = |key: &str| {
+        let mut claims = good.clone();
+        claims.as_object_mut().expect("object").remove(key);
+        claims
+    };
+    let b64 = |v: &Value| URL_SAFE_NO_PAD.encode(v.to_string());
+    let unsigned = |alg: &str, signature: &str| {
+        format!(
+            "{}.{}.{signature}",
+            b64(&json!({"alg": alg, "typ": "JWT", "kid": "rsa-1"})),
+            b64(&good)
+        )
+    };
+    // The classic confusion: HS256 with the RSA public key as the HMAC secret.
+    let hmac_with_public_key = {
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("rsa-1".to_owned());
+        jsonwebtoken::encode(
+            &header,
+            &good,
+            &EncodingKey::from_secret(rsa_public_pem.as_bytes()),
+        )
+        .expect("signed")
+    };
+    // A valid signature over other claims: the payload swapped for one granting more.
+    let tampered = {
+        let signed = rsa.sign(&good);
+        let parts: Vec<&str> = signed.split('.').collect();
+        let elevated = with("scope", json!("invoices:read invoices:pay"));
+        format!("{}.{}.{}", parts[0], b64(&elevated), parts[2])
+    };
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "expired beyond the leeway",
+            rsa.sign(&with("exp", json!(now - 120))),
+        ),
+        ("not valid yet", rsa.sign(&with("nbf", json!(now + 300)))),
+        (
+            "another audience",
+            rsa.sign(&with("aud", json!("another-api"))),
+        ),
+        (
+            "another issuer",
+            rsa.sign(&with("iss", json!("https://idp.example.com"))),
+        ),
+        ("no exp", rsa.sign(&without("exp"))),
+        ("no sub", rsa.sign(&without("sub"))),
+        ("no aud", rsa.sign(&without("aud"))),
+        (
+            "unknown kid",
+            rsa.sign_as(Algorithm::RS256, "no-such-key", &good),
+        ),
+        ("alg none, no signature", unsigned("none", "")),
+        ("alg none, some signature", unsigned("none", "c2lnbmF0dXJl")),
+        ("HS256 keyed with the public key", hmac_with_public_key),
+        (
+            "PS256 where the JWK says RS256",
+            rsa.sign_as(Algorithm::PS256, "rsa-1", &good),
+        ),
+        (
+            "RS384, not configured",
+            rsa.sign_as(Algorithm::RS384, "rsa-1", &good),
+        ),
+        (
+            "an EC signature under the RSA key's kid",
+            ec.sign_as(Algorithm::ES256, "rsa-1", &good),
+        ),
+        ("a tampered payload", tampered),
+    ];
+    for (what, token) in cases {
+        assert_refused(
+            call(&app, "GET", "/invoices", Some(&token)).await,
+            INVALID_TOKEN,
+            what,
+        )
+        .await;
+    }
+}
+
+async fn a_rotated_key_works_without_restart_and_a_withdrawn_one_stops(backend: Backend) {
+    let (old, _) = SigningKey::rsa("2026-01");
+    let new = SigningKey::ec("2026-02");
+    let issuer = Issuer::start(&[&old]);
+    let Some(app) = spawn_secured(backend, &issuer.url, |s| {
+        s.refresh_cooldown = Duration::from_millis(300);
+        s.max_age = Duration::from_millis(1500);
+    })
+    .await
+    else {
+        return;
+    };
+    let claims = issuer.claims("svc", "invoices:read");
+    let (old_token, new_token) = (old.sign(&claims), new.sign(&claims));
+    assert_eq!(
+        call(&app, "GET", "/invoices", Some(&old_token))
+            .await
+            .status(),
+        200
+    );
+    assert_refused(
+        call(&app, "GET", "/invoices", Some(&new_token)).await,
+        INVALID_TOKEN,
+        "not yet published",
+    )
+    .await;
+
+    // The IdP publishes the next key; the first token naming it makes us fetch again.
+    issuer.publish(&[&old, &new]);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        call(&app, "GET", "/invoices", Some(&new_token))
+            .await
+            .status(),
+        200,
+        "rotated key"
+    );
+    assert_eq!(
+        call(&app, "GET", "/invoices", Some(&old_token))
+            .await
+            .status(),
+        200,
+        "both during the rotation"
+    );
+
+    // The IdP withdraws the old key: once our copy is older than max_age it is gone.
+    issuer.publish(&[&new]);
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    assert_refused(
+        call(&app, "GET", "/invoices", Some(&old_token)).await,
+        INVALID_TOKEN,
+        "withdrawn key",
+    )
+    .await;
+    assert_eq!(
+        call(&app, "GET", "/invoices", Some(&new_token))
+            .await
+            .status(),
+        200
+    );
+}
+
+async fn invented_kids_cannot_make_us_hammer_the_issuer(backend: Backend) {
+    let (key, _) = SigningKey::rsa("rsa-1");
+    let issuer = Issuer::start(&[&key]);
+    let Some(app) = spawn_secured(backend, &issuer.url, |s| {
+        s.refresh_cooldown = Duration::from_secs(60);
+    })
+    .await
+    else {
+        return;
+    };
+    let claims = issuer.claims("svc", "invoices:read");
+    assert_eq!(
+        call(&app, "GET", "/invoices", Some(&key.sign(&claims)))
+            .await
+            .status(),
+        200
+    );
+    let before = issuer.fetches();
+    assert!(before >= 1, "the keys were fetched");
+    let attempts: Vec<_> = (0..40)
+        .map(|i| {
+            let token = key.sign_as(Algorithm::RS256, &format!("invented-{i}"), &claims);
+            let url = app.url("/invoices");
+            tokio::spawn(async move {
+                reqwest::Client::new()
+                    .get(url)
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+            })
+        })
+        .collect();
+    for attempt in attempts {
+        assert_eq!(attempt.await.expect("task").expect("sent"), 401);
+    }
+    assert!(
+        issuer.fetches() <= before + 1,
+        "40 invented kids caused {} fetches of the JWKS",
+        issuer.fetches() - before
+    );
+    assert_eq!(
+        call(&app, "GET", "/invoices", Some(&key.sign(&claims)))
+            .await
+            .status(),
+        200
+    );
+}
+
+async fn an_unreachable_issuer_is_a_503_and_api_keys_still_work(backend: Backend) {
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port");
+    let (key, _) = SigningKey::rsa("rsa-1");
+    let issuer_url = format!("http://{closed}");
+    let Some(app) = spawn_secured(backend, &issuer_url, |_| {}).await else {
+        return;
+    };
+    let claims = json!({
+        "iss": issuer_url, "aud": AUDIENCE, "sub": "svc", "scope": "invoices:read",
+        "exp": jsonwebtoken::get_current_timestamp() + 300,
+    });
+    let response = call(&app, "GET", "/invoices", Some(&key.sign(&claims))).await;
+    assert!(response.headers().contains_key("retry-after"));
+    assert_problem(response, 503, "service_unavailable").await;
+    assert_eq!(
+        call(&app, "GET", "/invoices", Some(CI_KEY_OLD))
+            .await
+            .status(),
+        200
+    );
+}
+
+async fn api_keys_carry_their_clients_scopes(backend: Backend) {
+    let (key, _) = SigningKey::rsa("rsa-1");
+    let issuer = Issuer::start(&[&key]);
+    let Some(app) = spawn_secured(backend, &issuer.url, |_| {}).await else {
+        return;
+    };
+    for ci in [CI_KEY_OLD, CI_KEY_NEW] {
+        assert_eq!(
+            call(&app, "GET", "/invoices", Some(ci)).await.status(),
+            200,
+            "both keys of ci"
+        );
+        assert_forbidden(
+            call(&app, "POST", "/invoices", Some(ci)).await,
+            "invoices:write",
+            "ci creates",
+        )
+        .await;
+        assert_forbidden(
+            call(&app, "POST", "/pay-runs", Some(ci)).await,
+            "invoices:pay",
+            "ci pays",
+        )
+        .await;
+    }
+    let created = json_of(
+        call(&app, "POST", "/invoices", Some(BILLING_KEY)).await,
+        201,
+        "billing creates",
+    )
+    .await;
+    assert_eq!(created["created_by"], "key:billing");
+    assert_forbidden(
+        call(&app, "GET", "/invoices", Some(BILLING_KEY)).await,
+        "invoices:read",
+        "billing reads",
+    )
+    .await;
+    let started = call(&app, "POST", "/pay-runs", Some(BILLING_KEY)).await;
+    assert_eq!(started.status().as_u16(), 202);
+    let location = started
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .expect("Location")
+        .to_owned();
+    let run = finished_run(&app, &location, CI_KEY_NEW).await;
+    assert_eq!(run["started_by"], "key:billing", "{run}");
+    for unknown in [
+        "ci-key-old-6f1c2a9e4b7d035",
+        "ci-key-old-6f1c2a9e4b7d03588",
+        "",
+    ] {
+        let response = call(&app, "GET", "/invoices", Some(unknown)).await;
+        assert_eq!(response.status().as_u16(), 401, "{unknown:?}");
+    }
+}
+
+async fn the_dev_key_stands_in_on_loopback_only(backend: Backend) {
+    // The helpers' app has no issuer and no keys, on 127.0.0.1: the dev key works.
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let created = app.create_invoice("C001", 100, "EUR").await;
+    assert_eq!(created["created_by"], "dev");
+    assert_refused(
+        call(&app, "GET", "/invoices", None).await,
+        REALM,
+        "dev mode, nothing sent",
+    )
+    .await;
+    assert_refused(
+        call(&app, "GET", "/invoices", Some("guess")).await,
+        INVALID_TOKEN,
+        "dev mode, wrong key",
+    )
+    .await;
+    let run = app.pay().await;
+    let (_, run) = app
+        .get_json(&format!(
+            "/pay-runs/{}",
+            run["run_id"].as_str().expect("id")
+        ))
+        .await;
+    assert_eq!(run["started_by"], "dev", "{run}");
+
+    // The same configuration on every interface does not start.
+    let mut config = app.config.clone();
+    config.listen_addr = ([0, 0, 0, 0], 0).into();
+    let refused = Application::build(config).await.err().expect("refused");
+    let message = format!("{refused:#}");
+    assert!(
+        message.contains("API_AUTH_ISSUER") && message.contains("API_KEYS"),
+        "{message}"
+    );
+}
+
+async fn metrics_are_served_on_their_own_port_only(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    app.create_invoice("C001", 100, "EUR").await;
+    for token in [None, Some(DEV_API_KEY)] {
+        let on_api_port = call(&app, "GET", "/metrics", token).await;
+        assert_problem(on_api_port, 404, "not_found").await;
+    }
+    let scraped = reqwest::get(&app.metrics_url).await.expect("scraped");
+    assert_eq!(scraped.status().as_u16(), 200);
+    let text = scraped.text().await.expect("text");
+    assert!(
+        text.contains(r#"http_requests_total{method="POST",route="/invoices",status="201"} 1"#),
+        "{text}"
+    );
+    let other = app.metrics_url.replace("/metrics", "/invoices");
+    let response = reqwest::get(other).await.expect("sent");
+    assert_problem(response, 404, "not_found").await;
+}
+
+both_backends!(
+    without_a_credential_every_api_route_answers_401,
+    a_token_may_do_what_its_scopes_allow,
+    forged_expired_and_misdirected_tokens_are_refused,
+    a_rotated_key_works_without_restart_and_a_withdrawn_one_stops,
+    invented_kids_cannot_make_us_hammer_the_issuer,
+    an_unreachable_issuer_is_a_503_and_api_keys_still_work,
+    api_keys_carry_their_clients_scopes,
+    the_dev_key_stands_in_on_loopback_only,
+    metrics_are_served_on_their_own_port_only,
+);
+
+/// The real binary, as a chart would start it without credentials: it refuses to serve on
+/// a non-loopback address and names what to set; commands that serve no API still run.
+#[test]
+fn the_binary_refuses_an_open_api_and_names_the_variables() {
+    let dir = std::env::temp_dir().join(format!("ia-auth-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_invoice-app"))
+            .args(args)
+            .env_clear()
+            .env("LISTEN_ADDR", "0.0.0.0:0")
+            .env("METRICS_ADDR", "127.0.0.1:0")
+            .env("DATABASE_URL", dir.join("ia.db"))
+            .env("SEED", "none")
+            .env("PAY_SCHEDULE", "off")
+            .output()
+            .expect("invoice-app runs")
+    };
+    let served = run(&[]);
+    let stderr = String::from_utf8_lossy(&served.stderr);
+    assert_eq!(served.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("API_AUTH_ISSUER") && stderr.contains("API_KEYS"),
+        "{stderr}"
+    );
+    let migrated = run(&["migrate"]);
+    assert!(
+        migrated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrated.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    // And in-process the configuration says the same.
+    let config =
+        Config::from_lookup(&|name| (name == "LISTEN_ADDR").then(|| "0.0.0.0:8081".into()))
+            .expect("parses");
+    assert_eq!(
+        config.uses_dev_api_key().expect_err("open").var,
+        "API_AUTH_ISSUER"
+    );
+}
