@@ -868,3 +868,64 @@ fn the_binary_refuses_an_open_api_and_names_the_variables() {
         "API_AUTH_ISSUER"
     );
 }
+
+/// The OpenAPI document says what the routes enforce: the bearer scheme, each operation's
+/// scope, the open ones, the audit fields; and no `/metrics` on this port.
+#[test]
+fn the_openapi_document_declares_each_operations_scope() {
+    let document: Value = serde_json::from_str(invoice_app::OPENAPI_JSON).expect("JSON");
+    assert_eq!(
+        document["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    let expected = [
+        ("/invoices", "get", json!([{"bearer": ["invoices:read"]}])),
+        ("/invoices", "post", json!([{"bearer": ["invoices:write"]}])),
+        (
+            "/invoices/{id}",
+            "get",
+            json!([{"bearer": ["invoices:read"]}]),
+        ),
+        (
+            "/invoices/pay",
+            "post",
+            json!([{"bearer": ["invoices:pay"]}]),
+        ),
+        ("/pay-runs", "post", json!([{"bearer": ["invoices:pay"]}])),
+        (
+            "/pay-runs/{id}",
+            "get",
+            json!([{"bearer": ["invoices:read"]}]),
+        ),
+        ("/healthz", "get", json!([])),
+        ("/readyz", "get", json!([])),
+        ("/openapi.json", "get", json!([])),
+    ];
+    for (path, method, security) in &expected {
+        let operation = &document["paths"][path][method];
+        assert_eq!(&operation["security"], security, "{method} {path}");
+        if security != &json!([]) {
+            for status in ["401", "403"] {
+                assert!(
+                    operation["responses"][status].is_object(),
+                    "{method} {path} documents no {status}"
+                );
+            }
+        }
+    }
+    let operations: usize = document["paths"]
+        .as_object()
+        .expect("paths")
+        .values()
+        .map(|p| p.as_object().map_or(0, |m| m.len()))
+        .sum();
+    assert_eq!(
+        operations,
+        expected.len(),
+        "an operation without a stated scope"
+    );
+    assert!(document["paths"]["/metrics"].is_null());
+    let schemas = &document["components"]["schemas"];
+    assert!(schemas["Invoice"]["properties"]["created_by"].is_object());
+    assert!(schemas["PayRun"]["properties"]["started_by"].is_object());
+}
