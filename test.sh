@@ -23,6 +23,11 @@ Checks a running invoice-app end to end:
 Exits non-zero on any mismatch, on an HTTP error (the problem+json detail is shown)
 or when the app is unreachable.
 
+The API needs a bearer credential with the scopes invoices:read and invoices:pay:
+set INVOICE_API_TOKEN to an OAuth2/OIDC access token or an API key of the installation.
+A local invoice-app without configured credentials (make run, make demo) takes the
+development key: INVOICE_API_TOKEN=dev-only-insecure-api-key.
+
 BASE_URL  invoice-app's base URL; default \$INVOICE_APP_URL, else http://127.0.0.1:8081.
           On the kind cluster of deploy.sh: http://localhost
 
@@ -34,7 +39,9 @@ Options:
                IS reachable from a pod labelled like invoice-app in its namespace.
   -h, --help   show this help.
 
-Environment (optional):
+Environment:
+  INVOICE_API_TOKEN     bearer credential for the API (required by every invoice-app;
+                        sent from a file, never on a command line)
   INVOICE_APP_URL       default BASE_URL
   CONNECT_TIMEOUT       seconds to connect (default 3)
   REQUEST_TIMEOUT       seconds per request (default 15)
@@ -128,6 +135,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# ---------------------------------------------------------------- credential
+# curl reads the header from a file in the private temp dir, so the credential never
+# shows in the process list.
+auth_args=()
+if [[ -n "${INVOICE_API_TOKEN:-}" ]]; then
+  [[ "$INVOICE_API_TOKEN" != *[[:space:]]* ]] || die "INVOICE_API_TOKEN must not contain spaces or line breaks"
+  printf 'Authorization: Bearer %s\n' "$INVOICE_API_TOKEN" >"$tmp/auth.header"
+  auth_args=(-H "@$tmp/auth.header")
+fi
+
 # ---------------------------------------------------------------- HTTP
 # http METHOD PATH [CURL_ARGS...]
 # Leaves the body in $tmp/body and the status in $http_status. Dies on a
@@ -138,8 +155,13 @@ http() {
   shift 2
   if ! http_status="$(curl -sS -o "$tmp/body" -w '%{http_code}' -X "$method" \
     --connect-timeout "$CONNECT_TIMEOUT" --max-time "$REQUEST_TIMEOUT" \
-    -H 'Accept: application/json' "$@" "$base_url$path" 2>"$tmp/curl.err")"; then
+    -H 'Accept: application/json' "${auth_args[@]}" "$@" "$base_url$path" 2>"$tmp/curl.err")"; then
     die "$method $base_url$path: $(tr -d '\n' <"$tmp/curl.err")"
+  fi
+  if [[ "$http_status" == 401 || "$http_status" == 403 ]]; then
+    local hint="set INVOICE_API_TOKEN to an access token or API key with the scopes invoices:read and invoices:pay"
+    [[ -n "${INVOICE_API_TOKEN:-}" ]] || hint="INVOICE_API_TOKEN is not set: $hint"
+    die "$method $base_url$path: HTTP $http_status: $(problem_text "$tmp/body"). $hint"
   fi
   if [[ "$http_status" != 2?? ]]; then
     die "$method $base_url$path: HTTP $http_status: $(problem_text "$tmp/body")"

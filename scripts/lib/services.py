@@ -20,13 +20,16 @@ def free_port():
 
 
 class Service:
-    """A service binary on 127.0.0.1:<free port>, started with only `env` (plus PATH), ready
-    (`/readyz` 200) when the constructor returns; `ready_after` is how long that took."""
+    """A service binary on 127.0.0.1:<free port>, its metrics on another, started with only
+    `env` (plus PATH), ready (`/readyz` 200) when the constructor returns; `ready_after` is
+    how long that took."""
 
     def __init__(self, binary, env, log=subprocess.DEVNULL):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.metrics_url = f"http://127.0.0.1:{free_port()}/metrics"
         env = {"PATH": os.environ["PATH"], "LISTEN_ADDR": f"127.0.0.1:{self.port}",
+               "METRICS_ADDR": self.metrics_url.removeprefix("http://").removesuffix("/metrics"),
                "LOG_FORMAT": "json", "RUST_LOG": "warn", **env}
         self.started = time.perf_counter()
         self.proc = subprocess.Popen([binary], env=env, stdout=log, stderr=log)
