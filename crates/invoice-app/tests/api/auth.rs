@@ -9,16 +9,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::{App, HttpResponse, HttpServer, web};
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::rsa::KeySize;
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair, RSA_PKCS1_SHA256, RSA_PKCS1_SHA384,
+    RSA_PSS_SHA256, RsaEncoding, RsaKeyPair, RsaPublicKeyComponents,
+};
 use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use invoice_app::auth::{ApiKeys, DEV_API_KEY, JwtSettings};
 use invoice_app::config::Config;
 use invoice_app::startup::Application;
-use jsonwebtoken::jwk::{Jwk, PublicKeyUse};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use p256::pkcs8::EncodePrivateKey;
-use rsa::pkcs1::EncodeRsaPrivateKey;
-use rsa::pkcs8::{EncodePublicKey, LineEnding};
+use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -53,60 +56,105 @@ fn api_keys() -> ApiKeys {
     ApiKeys::parse(&json.to_string()).expect("valid API keys")
 }
 
+fn b64(bytes: impl AsRef<[u8]>) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A signed JWT, made here with aws-lc-rs rather than with the library that verifies it.
+fn jws(alg: &str, kid: &str, claims: &Value, sign: impl FnOnce(&[u8]) -> Vec<u8>) -> String {
+    let header = json!({"alg": alg, "typ": "JWT", "kid": kid});
+    let input = format!("{}.{}", b64(header.to_string()), b64(claims.to_string()));
+    let signature = sign(input.as_bytes());
+    format!("{input}.{}", b64(signature))
+}
+
+enum Pair {
+    Rsa(RsaKeyPair),
+    Ec(EcdsaKeyPair),
+}
+
 /// A key pair of the issuer: the private half signs here, the public half is its JWK.
 struct SigningKey {
     kid: String,
-    alg: Algorithm,
-    encoding: EncodingKey,
-    jwk: Jwk,
+    alg: &'static str,
+    pair: Pair,
+    jwk: Value,
 }
 
 impl SigningKey {
-    fn rsa(kid: &str) -> (SigningKey, String) {
-        let private = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).expect("RSA key");
-        let der = private.to_pkcs1_der().expect("PKCS#1");
-        let public_pem = private
-            .to_public_key()
-            .to_public_key_pem(LineEnding::LF)
-            .expect("PEM");
-        let key = SigningKey::new(
-            kid,
-            Algorithm::RS256,
-            EncodingKey::from_rsa_der(der.as_bytes()),
-        );
-        (key, public_pem)
+    fn rsa(kid: &str) -> SigningKey {
+        let pair = RsaKeyPair::generate(KeySize::Rsa2048).expect("RSA key");
+        let public = RsaPublicKeyComponents::<Vec<u8>>::from(pair.public_key());
+        let jwk = json!({
+            "kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid,
+            "n": b64(&public.n), "e": b64(&public.e),
+        });
+        SigningKey {
+            kid: kid.to_owned(),
+            alg: "RS256",
+            pair: Pair::Rsa(pair),
+            jwk,
+        }
     }
 
     fn ec(kid: &str) -> SigningKey {
-        let secret = p256::SecretKey::random(&mut rsa::rand_core::OsRng);
-        let der = secret.to_pkcs8_der().expect("PKCS#8");
-        SigningKey::new(
-            kid,
-            Algorithm::ES256,
-            EncodingKey::from_ec_der(der.as_bytes()),
-        )
-    }
-
-    fn new(kid: &str, alg: Algorithm, encoding: EncodingKey) -> SigningKey {
-        let mut jwk = Jwk::from_encoding_key(&encoding, alg).expect("public JWK");
-        jwk.common.key_id = Some(kid.to_owned());
-        jwk.common.public_key_use = Some(PublicKeyUse::Signature);
+        let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).expect("EC key");
+        // Uncompressed point: 0x04, then x and y of 32 bytes each.
+        let point = pair.public_key().as_ref().to_vec();
+        let jwk = json!({
+            "kty": "EC", "use": "sig", "alg": "ES256", "crv": "P-256", "kid": kid,
+            "x": b64(&point[1..33]), "y": b64(&point[33..65]),
+        });
         SigningKey {
             kid: kid.to_owned(),
-            alg,
-            encoding,
+            alg: "ES256",
+            pair: Pair::Ec(pair),
             jwk,
         }
+    }
+
+    /// The public key as the PEM an attacker would download and use as an HMAC secret.
+    fn public_pem(&self) -> String {
+        let Pair::Rsa(pair) = &self.pair else {
+            panic!("an RSA key")
+        };
+        let der = pair.public_key().as_der().expect("SubjectPublicKeyInfo");
+        let body = STANDARD.encode(der.as_ref());
+        let lines: Vec<&str> = body
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).expect("base64 is ASCII"))
+            .collect();
+        format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+            lines.join("\n")
+        )
     }
 
     fn sign(&self, claims: &Value) -> String {
         self.sign_as(self.alg, &self.kid, claims)
     }
 
-    fn sign_as(&self, alg: Algorithm, kid: &str, claims: &Value) -> String {
-        let mut header = Header::new(alg);
-        header.kid = Some(kid.to_owned());
-        jsonwebtoken::encode(&header, claims, &self.encoding).expect("signed")
+    fn sign_as(&self, alg: &str, kid: &str, claims: &Value) -> String {
+        jws(alg, kid, claims, |input| match &self.pair {
+            Pair::Rsa(pair) => {
+                let padding: &'static dyn RsaEncoding = match alg {
+                    "RS256" => &RSA_PKCS1_SHA256,
+                    "RS384" => &RSA_PKCS1_SHA384,
+                    "PS256" => &RSA_PSS_SHA256,
+                    other => panic!("{other} with an RSA key"),
+                };
+                let mut signature = vec![0; pair.public_modulus_len()];
+                pair.sign(padding, &SystemRandom::new(), input, &mut signature)
+                    .expect("signed");
+                signature
+            }
+            Pair::Ec(pair) => pair
+                .sign(&SystemRandom::new(), input)
+                .expect("signed")
+                .as_ref()
+                .to_vec(),
+        })
     }
 }
 
@@ -114,7 +162,7 @@ impl SigningKey {
 /// change, counting how often the JWKS is fetched.
 struct Issuer {
     url: String,
-    jwks: Arc<Mutex<Vec<Jwk>>>,
+    jwks: Arc<Mutex<Vec<Value>>>,
     fetches: Arc<AtomicUsize>,
 }
 
@@ -264,7 +312,7 @@ async fn finished_run(app: &TestApp, location: &str, token: &str) -> Value {
 }
 
 async fn without_a_credential_every_api_route_answers_401(backend: Backend) {
-    let (key, _) = SigningKey::rsa("rsa-1");
+    let key = SigningKey::rsa("rsa-1");
     let issuer = Issuer::start(&[&key]);
     let Some(app) = spawn_secured(backend, &issuer.url, |_| {}).await else {
         return;
@@ -369,10 +417,14 @@ async fn without_a_credential_every_api_route_answers_401(backend: Backend) {
 }
 
 async fn a_token_may_do_what_its_scopes_allow(backend: Backend) {
-    let (rsa, _) = SigningKey::rsa("rsa-1");
+    let rsa = SigningKey::rsa("rsa-1");
     let ec = SigningKey::ec("ec-1");
     let mut ec_without_alg = SigningKey::ec("ec-2");
-    ec_without_alg.jwk.common.key_algorithm = None;
+    ec_without_alg
+        .jwk
+        .as_object_mut()
+        .expect("object")
+        .remove("alg");
     let issuer = Issuer::start(&[&rsa, &ec, &ec_without_alg]);
     let Some(app) = spawn_secured(backend, &issuer.url, |_| {}).await else {
         return;
@@ -463,7 +515,7 @@ async fn a_token_may_do_what_its_scopes_allow(backend: Backend) {
 }
 
 async fn forged_expired_and_misdirected_tokens_are_refused(backend: Backend) {
-    let (rsa, rsa_public_pem) = SigningKey::rsa("rsa-1");
+    let rsa = SigningKey::rsa("rsa-1");
     let ec = SigningKey::ec("ec-1");
     let issuer = Issuer::start(&[&rsa, &ec]);
     let Some(app) = spawn_secured(backend, &issuer.url, |_| {}).await else {
@@ -488,31 +540,25 @@ async fn forged_expired_and_misdirected_tokens_are_refused(backend: Backend) {
         claims.as_object_mut().expect("object").remove(key);
         claims
     };
-    let b64 = |v: &Value| URL_SAFE_NO_PAD.encode(v.to_string());
     let unsigned = |alg: &str, signature: &str| {
         format!(
             "{}.{}.{signature}",
-            b64(&json!({"alg": alg, "typ": "JWT", "kid": "rsa-1"})),
-            b64(&good)
+            b64(json!({"alg": alg, "typ": "JWT", "kid": "rsa-1"}).to_string()),
+            b64(good.to_string())
         )
     };
     // The classic confusion: HS256 with the RSA public key as the HMAC secret.
-    let hmac_with_public_key = {
-        let mut header = Header::new(Algorithm::HS256);
-        header.kid = Some("rsa-1".to_owned());
-        jsonwebtoken::encode(
-            &header,
-            &good,
-            &EncodingKey::from_secret(rsa_public_pem.as_bytes()),
-        )
-        .expect("signed")
-    };
+    let hmac_with_public_key = jws("HS256", "rsa-1", &good, |input| {
+        let key =
+            aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, rsa.public_pem().as_bytes());
+        aws_lc_rs::hmac::sign(&key, input).as_ref().to_vec()
+    });
     // A valid signature over other claims: the payload swapped for one granting more.
     let tampered = {
         let signed = rsa.sign(&good);
         let parts: Vec<&str> = signed.split('.').collect();
         let elevated = with("scope", json!("invoices:read invoices:pay"));
-        format!("{}.{}.{}", parts[0], b64(&elevated), parts[2])
+        format!("{}.{}.{}", parts[0], b64(elevated.to_string()), parts[2])
     };
     let cases: Vec<(&str, String)> = vec![
         (
@@ -531,24 +577,21 @@ async fn forged_expired_and_misdirected_tokens_are_refused(backend: Backend) {
         ("no exp", rsa.sign(&without("exp"))),
         ("no sub", rsa.sign(&without("sub"))),
         ("no aud", rsa.sign(&without("aud"))),
-        (
-            "unknown kid",
-            rsa.sign_as(Algorithm::RS256, "no-such-key", &good),
-        ),
+        ("unknown kid", rsa.sign_as("RS256", "no-such-key", &good)),
         ("alg none, no signature", unsigned("none", "")),
         ("alg none, some signature", unsigned("none", "c2lnbmF0dXJl")),
         ("HS256 keyed with the public key", hmac_with_public_key),
         (
             "PS256 where the JWK says RS256",
-            rsa.sign_as(Algorithm::PS256, "rsa-1", &good),
+            rsa.sign_as("PS256", "rsa-1", &good),
         ),
         (
             "RS384, not configured",
-            rsa.sign_as(Algorithm::RS384, "rsa-1", &good),
+            rsa.sign_as("RS384", "rsa-1", &good),
         ),
         (
             "an EC signature under the RSA key's kid",
-            ec.sign_as(Algorithm::ES256, "rsa-1", &good),
+            ec.sign_as("ES256", "rsa-1", &good),
         ),
         ("a tampered payload", tampered),
     ];
@@ -563,7 +606,7 @@ async fn forged_expired_and_misdirected_tokens_are_refused(backend: Backend) {
 }
 
 async fn a_rotated_key_works_without_restart_and_a_withdrawn_one_stops(backend: Backend) {
-    let (old, _) = SigningKey::rsa("2026-01");
+    let old = SigningKey::rsa("2026-01");
     let new = SigningKey::ec("2026-02");
     let issuer = Issuer::start(&[&old]);
     let Some(app) = spawn_secured(backend, &issuer.url, |s| {
@@ -625,7 +668,7 @@ async fn a_rotated_key_works_without_restart_and_a_withdrawn_one_stops(backend: 
 }
 
 async fn invented_kids_cannot_make_us_hammer_the_issuer(backend: Backend) {
-    let (key, _) = SigningKey::rsa("rsa-1");
+    let key = SigningKey::rsa("rsa-1");
     let issuer = Issuer::start(&[&key]);
     let Some(app) = spawn_secured(backend, &issuer.url, |s| {
         s.refresh_cooldown = Duration::from_secs(60);
@@ -645,13 +688,13 @@ async fn invented_kids_cannot_make_us_hammer_the_issuer(backend: Backend) {
     assert!(before >= 1, "the keys were fetched");
     // One after another (no fetch in flight to share), then all at once.
     for i in 0..20 {
-        let token = key.sign_as(Algorithm::RS256, &format!("invented-{i}"), &claims);
+        let token = key.sign_as("RS256", &format!("invented-{i}"), &claims);
         let response = call(&app, "GET", "/invoices", Some(&token)).await;
         assert_eq!(response.status().as_u16(), 401);
     }
     let attempts: Vec<_> = (20..40)
         .map(|i| {
-            let token = key.sign_as(Algorithm::RS256, &format!("invented-{i}"), &claims);
+            let token = key.sign_as("RS256", &format!("invented-{i}"), &claims);
             let url = app.url("/invoices");
             tokio::spawn(async move {
                 reqwest::Client::new()
@@ -683,7 +726,7 @@ async fn an_unreachable_issuer_is_a_503_and_api_keys_still_work(backend: Backend
     let closed = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port");
-    let (key, _) = SigningKey::rsa("rsa-1");
+    let key = SigningKey::rsa("rsa-1");
     let issuer_url = format!("http://{closed}");
     let Some(app) = spawn_secured(backend, &issuer_url, |_| {}).await else {
         return;
@@ -704,7 +747,7 @@ async fn an_unreachable_issuer_is_a_503_and_api_keys_still_work(backend: Backend
 }
 
 async fn api_keys_carry_their_clients_scopes(backend: Backend) {
-    let (key, _) = SigningKey::rsa("rsa-1");
+    let key = SigningKey::rsa("rsa-1");
     let issuer = Issuer::start(&[&key]);
     let Some(app) = spawn_secured(backend, &issuer.url, |_| {}).await else {
         return;
