@@ -20,17 +20,15 @@ def free_port():
 
 
 class Service:
-    """A service binary on 127.0.0.1:<free port>, its metrics on another, started with only
-    `env` (plus PATH), ready (`/readyz` 200) when the constructor returns; `ready_after` is
-    how long that took."""
+    """A service binary on 127.0.0.1:<free port>, started with only `env` (plus PATH), ready
+    (`/readyz` 200) when the constructor returns; `ready_after` is how long that took."""
 
     def __init__(self, binary, env, log=subprocess.DEVNULL):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.metrics_url = f"http://127.0.0.1:{free_port()}/metrics"
+        # Metrics on any free port: several services (and a `make run`) may share the machine.
         env = {"PATH": os.environ["PATH"], "LISTEN_ADDR": f"127.0.0.1:{self.port}",
-               "METRICS_ADDR": self.metrics_url.removeprefix("http://").removesuffix("/metrics"),
-               "LOG_FORMAT": "json", "RUST_LOG": "warn", **env}
+               "METRICS_ADDR": "127.0.0.1:0", "LOG_FORMAT": "json", "RUST_LOG": "warn", **env}
         self.started = time.perf_counter()
         self.proc = subprocess.Popen([binary], env=env, stdout=log, stderr=log)
         self.ready_after = self.wait_ready()
