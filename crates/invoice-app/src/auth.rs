@@ -176,6 +176,14 @@ impl Authenticator {
         Ok(Authenticator { keys, jwt })
     }
 
+    /// Fetches the issuer's keys ahead of the first token, so that a wrong issuer shows in
+    /// the log at start-up rather than at the first call.
+    pub async fn prefetch(&self) {
+        if let Some(jwt) = &self.jwt {
+            jwt.prefetch().await;
+        }
+    }
+
     /// The caller this bearer token belongs to. API keys are tried first (a digest
     /// comparison, cheap); only a token shaped like a JWT goes on to the issuer's keys.
     pub async fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {

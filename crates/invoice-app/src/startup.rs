@@ -62,6 +62,8 @@ impl Application {
             metrics,
             auth,
         });
+        let prefetch = state.clone();
+        tokio::spawn(async move { prefetch.auth.prefetch().await });
         if config.uses_dev_api_key()? {
             tracing::warn!(
                 key = DEV_API_KEY,

@@ -233,6 +233,12 @@ impl JwtVerifier {
         Ok(Principal::subject(&claims.sub, scopes))
     }
 
+    pub(super) async fn prefetch(&self) {
+        if self.current().is_none() {
+            self.refresh(None).await;
+        }
+    }
+
     fn current(&self) -> Option<Arc<KeySet>> {
         // A poisoned lock still holds a whole key set: a writer only ever swaps the Arc.
         self.keys
