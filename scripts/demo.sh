@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The local demo: builds both services, starts them on SQLite with demo data, and either
 # pays every demo invoice end to end with test.sh (`demo`, the default) or leaves them
-# running until Ctrl-C (`run`).
+# running until Ctrl-C (`run`). invoice-app runs without configured credentials, on
+# loopback, so its API takes the public development key, printed below.
 set -euo pipefail
 
 mode="${1:-demo}"
@@ -18,6 +19,8 @@ cd "$root"
 provider_port="${PROVIDER_PORT:-8080}"
 app_port="${APP_PORT:-8081}"
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
+# What invoice-app accepts on loopback when no issuer and no API keys are configured.
+dev_key="dev-only-insecure-api-key"
 
 cargo build --locked --bins
 for port in "$provider_port" "$app_port"; do
@@ -61,10 +64,11 @@ for url in "http://127.0.0.1:$provider_port/readyz" "http://127.0.0.1:$app_port/
 done
 
 echo "payment-provider: http://127.0.0.1:$provider_port   invoice-app: http://127.0.0.1:$app_port"
+echo "invoice-app's API key (development only, loopback only): $dev_key"
 if [[ "$mode" == demo ]]; then
-  "$root/test.sh" "http://127.0.0.1:$app_port"
+  INVOICE_API_TOKEN="$dev_key" "$root/test.sh" "http://127.0.0.1:$app_port"
 else
-  echo "logs in $data; try: curl -X POST http://127.0.0.1:$app_port/invoices/pay"
+  echo "logs in $data; try: curl -X POST -H 'Authorization: Bearer $dev_key' http://127.0.0.1:$app_port/invoices/pay"
   echo "Ctrl-C stops both services."
   wait
 fi

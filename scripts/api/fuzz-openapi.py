@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Validates invoice-app's OpenAPI document (openapi-spec-validator), then fuzzes the app
-from it with schemathesis (every check; the coverage, fuzzing and stateful phases; a fixed
-seed so a failure replays), on SQLite and, when TEST_DATABASE_URL names a PostgreSQL
+from it with schemathesis, authenticated with a fresh API key (every check, which includes
+that each operation refuses a request without it; the coverage, fuzzing and stateful phases;
+a fixed seed so a failure replays), on SQLite and, when TEST_DATABASE_URL names a PostgreSQL
 server, on PostgreSQL too. Fails on any finding:
 a 5xx, an answer the document does not describe, valid input refused or invalid accepted.
 
@@ -11,7 +12,10 @@ Needs cargo and python3; installs schemathesis into a cached venv
 (~/.cache/invoice-platform/schemathesis-venv) on first use.
 """
 
+import hashlib
+import json
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -33,6 +37,14 @@ def postgres_url(server, scratch_db):
     return url if "?" in url else f"{url}?sslmode=disable"
 
 
+def api_key_env(key):
+    """invoice-app configured with one API key holding every scope: the production path of
+    authentication, not the development key."""
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    return {"API_KEYS": json.dumps([{"client": "fuzz", "sha256": digest,
+                                     "scopes": ["invoices:read", "invoices:write", "invoices:pay"]}])}
+
+
 def fuzz(backend, schemathesis, provider_url, scratch):
     server = os.environ.get("TEST_DATABASE_URL", "")
     db = None
@@ -44,15 +56,19 @@ def fuzz(backend, schemathesis, provider_url, scratch):
     else:
         url = f"sqlite://{scratch}/invoice-app.db"
     log_path = os.path.join(scratch, f"invoice-app-{backend}.log")
+    key = secrets.token_urlsafe(32)
     try:
         with open(log_path, "w") as log:
             app = Service(os.path.join(TARGET, "debug", "invoice-app"), {
                 "DATABASE_URL": url, "SEED": "demo", "PAY_SCHEDULE": "off",
-                "PAYMENT_PROVIDER_URL": provider_url}, log=log)
+                "PAYMENT_PROVIDER_URL": provider_url, **api_key_env(key)}, log=log)
         try:
             print(f"== schemathesis against invoice-app on {backend}", flush=True)
+            # With the key every operation is reachable; the `ignored_auth` check of
+            # `--checks all` also tries each one without it and expects a 401.
             done = subprocess.run([
                 schemathesis, "run", f"{app.url}/openapi.json", "--checks", "all",
+                "--header", f"Authorization: Bearer {key}",
                 "--phases", "coverage,fuzzing,stateful", "--max-examples", EXAMPLES,
                 "--seed", SEED, "--continue-on-failure", "--no-color"], cwd=scratch)
         finally:

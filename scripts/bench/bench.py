@@ -17,6 +17,7 @@ Needs: cargo, wrk, pgbench/psql for the PostgreSQL parts
 quick look: BENCH_SIZES=1000,5000.
 """
 
+import hashlib
 import json
 import os
 import shutil
@@ -38,6 +39,10 @@ PG = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432").
 SIZES = [int(s) for s in os.environ.get("BENCH_SIZES", "10000,100000").split(",")]
 CONCURRENCY = 16  # invoice-app's default PAY_CONCURRENCY
 TOKEN = "bench-token-0123456789abcdef"
+# invoice-app's API key: the production path of authentication (a digest compared per request).
+API_KEY = "bench-api-key-0123456789abcdef"
+API_KEYS = json.dumps([{"client": "bench", "sha256": hashlib.sha256(API_KEY.encode()).hexdigest(),
+                        "scopes": ["invoices:read", "invoices:write", "invoices:pay"]}])
 CUSTOMERS = [("C001", "EUR"), ("C002", "EUR"), ("C003", "DKK"), ("C004", "SEK"),
              ("C005", "GBP"), ("C006", "USD"), ("C007", "NOK"), ("C008", "JPY")]
 
@@ -47,7 +52,8 @@ def log(*args):
 
 
 def http(method, url, timeout=30):
-    req = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+    req = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None,
+                                 headers={"Authorization": f"Bearer {API_KEY}"})
     with urllib.request.urlopen(req, timeout=timeout) as resp:
         return resp.status, json.loads(resp.read() or b"null")
 
@@ -120,7 +126,7 @@ def start_pair(backend):
                                             "CALLER_TOKENS": f"invoice-app:{TOKEN}"})
     app = Service(os.path.join(BIN, "invoice-app"), {"DATABASE_URL": ia_db.url, "SEED": "none", "PAY_SCHEDULE": "off",
                                   "PAYMENT_PROVIDER_URL": provider.url,
-                                  "PAYMENT_PROVIDER_TOKEN": TOKEN})
+                                  "PAYMENT_PROVIDER_TOKEN": TOKEN, "API_KEYS": API_KEYS})
     return pp_db, ia_db, provider, app
 
 
@@ -189,7 +195,8 @@ def run_wrk(url, seconds, connections, delay_ms, paths):
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write("\n".join(script))
     try:
-        out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "-s", f.name, url],
+        out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "-s", f.name,
+                              "-H", f"Authorization: Bearer {API_KEY}", url],
                              check=True, capture_output=True, text=True).stdout
     finally:
         os.unlink(f.name)

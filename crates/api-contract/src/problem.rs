@@ -19,6 +19,8 @@ pub enum ErrorCode {
     /// A request with the same key is still being processed.
     IdempotencyKeyInFlight,
     Unauthorized,
+    /// Authenticated, but the credential lacks the scope the operation needs.
+    InsufficientScope,
     NotFound,
     MethodNotAllowed,
     CustomerNotFound,
@@ -44,6 +46,7 @@ impl ErrorCode {
             ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
             ErrorCode::IdempotencyKeyInFlight => "idempotency_key_in_flight",
             ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::InsufficientScope => "insufficient_scope",
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::CustomerNotFound => "customer_not_found",
@@ -91,6 +94,7 @@ mod tests {
             ErrorCode::InsufficientFunds,
             ErrorCode::IdempotencyKeyInFlight,
             ErrorCode::CurrencyMismatch,
+            ErrorCode::InsufficientScope,
         ] {
             let json = serde_json::to_value(code).expect("serialises");
             assert_eq!(json, serde_json::Value::String(code.as_str().to_owned()));

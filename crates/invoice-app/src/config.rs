@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
+use crate::auth::{self, ApiKeys, JwtSettings};
 use crate::db::DbUrl;
 use crate::telemetry::LogFormat;
 
@@ -31,6 +32,12 @@ pub enum Seed {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen_addr: SocketAddr,
+    /// `/metrics` only, apart from the API, so that only Prometheus need reach it.
+    pub metrics_addr: SocketAddr,
+    /// OAuth2/OIDC bearer tokens; `None` when `API_AUTH_ISSUER` is unset.
+    pub api_jwt: Option<JwtSettings>,
+    /// Static API keys (digests only); `None` when `API_KEYS` is unset.
+    pub api_keys: Option<ApiKeys>,
     pub database_url: DbUrl,
     pub pool_size: u32,
     pub seed: Seed,
@@ -64,6 +71,14 @@ impl Config {
         let listen_addr = text("LISTEN_ADDR", "127.0.0.1:8081")
             .parse()
             .map_err(|e| err("LISTEN_ADDR")(format!("{e} (expected host:port)")))?;
+        let metrics_addr = text("METRICS_ADDR", "127.0.0.1:9081")
+            .parse()
+            .map_err(|e| err("METRICS_ADDR")(format!("{e} (expected host:port)")))?;
+        let api_keys = secret(env, "API_KEYS")?
+            .map(|json| ApiKeys::parse(&json))
+            .transpose()
+            .map_err(err("API_KEYS"))?;
+        let api_jwt = api_jwt(&get)?;
         let database_url =
             secret(env, "DATABASE_URL")?.unwrap_or_else(|| "invoice-app.db".to_owned());
         let database_url = DbUrl::parse(&database_url).map_err(err("DATABASE_URL"))?;
@@ -111,6 +126,9 @@ impl Config {
         }
         Ok(Config {
             listen_addr,
+            metrics_addr,
+            api_jwt,
+            api_keys,
             database_url,
             pool_size,
             seed,
@@ -128,6 +146,71 @@ impl Config {
                 .map_err(err("LOG_FORMAT"))?,
         })
     }
+}
+
+impl Config {
+    /// Whether the API's only credential is the well-known development key: so when no
+    /// issuer and no API keys are configured, and only on a loopback LISTEN_ADDR. Anywhere
+    /// else an unconfigured API would be open to whoever knows that key: an error.
+    pub fn uses_dev_api_key(&self) -> Result<bool, ConfigError> {
+        if self.api_jwt.is_some() || self.api_keys.is_some() {
+            return Ok(false);
+        }
+        if self.listen_addr.ip().is_loopback() {
+            return Ok(true);
+        }
+        Err(ConfigError {
+            var: "API_AUTH_ISSUER",
+            reason: format!(
+                "neither it nor API_KEYS is set and LISTEN_ADDR {} is not a loopback address: \
+                 set API_AUTH_ISSUER and API_AUTH_AUDIENCE (OIDC bearer tokens), or API_KEYS / \
+                 API_KEYS_FILE (the development key {} works on loopback only)",
+                self.listen_addr,
+                auth::DEV_API_KEY
+            ),
+        })
+    }
+}
+
+/// `API_AUTH_*`: bearer JWTs from one OIDC issuer, when `API_AUTH_ISSUER` is set.
+fn api_jwt(
+    get: &dyn Fn(&'static str) -> Option<String>,
+) -> Result<Option<JwtSettings>, ConfigError> {
+    let err = |var: &'static str| move |reason: String| ConfigError { var, reason };
+    let algorithms = auth::parse_algorithms(
+        &get("API_AUTH_ALGORITHMS").unwrap_or_else(|| "RS256,ES256".to_owned()),
+    )
+    .map_err(err("API_AUTH_ALGORITHMS"))?;
+    let Some(issuer) = get("API_AUTH_ISSUER").map(|i| i.trim().to_owned()) else {
+        for var in ["API_AUTH_AUDIENCE", "API_AUTH_JWKS_URL"] {
+            if get(var).is_some() {
+                return Err(err(var)(
+                    "takes effect only with API_AUTH_ISSUER".to_owned(),
+                ));
+            }
+        }
+        return Ok(None);
+    };
+    let audience = get("API_AUTH_AUDIENCE")
+        .map(|a| a.trim().to_owned())
+        .ok_or_else(|| err("API_AUTH_AUDIENCE")("required with API_AUTH_ISSUER".to_owned()))?;
+    let jwks_url = get("API_AUTH_JWKS_URL")
+        .map(|url| auth::parse_fetch_url(url.trim()))
+        .transpose()
+        .map_err(err("API_AUTH_JWKS_URL"))?;
+    if jwks_url.is_none() {
+        // Discovery fetches from the issuer itself.
+        auth::parse_fetch_url(&issuer)
+            .map_err(|e| err("API_AUTH_ISSUER")(format!("{e}, or set API_AUTH_JWKS_URL")))?;
+    }
+    Ok(Some(JwtSettings {
+        issuer,
+        audience,
+        jwks_url,
+        algorithms,
+        refresh_cooldown: JwtSettings::DEFAULT_REFRESH_COOLDOWN,
+        max_age: JwtSettings::DEFAULT_MAX_AGE,
+    }))
 }
 
 /// A whole number within `range`, or the default when unset.
@@ -230,10 +313,67 @@ mod tests {
             ("CHARGE_TIMEOUT_MS", "abc"),
             ("CLAIM_LEASE_SECS", "10"),
             ("SEED", "lots"),
+            ("METRICS_ADDR", "9081"),
+            ("API_KEYS", "[]"),
+            ("API_AUTH_ALGORITHMS", "RS256,HS256"),
+            ("API_AUTH_AUDIENCE", "invoice-app"),
+            ("API_AUTH_JWKS_URL", "https://idp.example.com/keys"),
         ] {
             let e = config(&[(var, value)]).expect_err(var);
             assert_eq!(e.var, var, "{e}");
         }
+    }
+
+    #[test]
+    fn the_dev_key_serves_loopback_only() {
+        let local = config(&[]).expect("valid");
+        assert_eq!(local.metrics_addr.to_string(), "127.0.0.1:9081");
+        assert!(local.uses_dev_api_key().expect("loopback"));
+        let open = config(&[("LISTEN_ADDR", "0.0.0.0:8080")]).expect("parses");
+        let e = open.uses_dev_api_key().expect_err("not loopback");
+        assert_eq!(e.var, "API_AUTH_ISSUER");
+        assert!(e.reason.contains("API_KEYS"), "{e}");
+        let keys = format!(
+            r#"[{{"client":"ci","scopes":["invoices:read"],"sha256":"{}"}}]"#,
+            "ab".repeat(32)
+        );
+        let with_keys =
+            config(&[("LISTEN_ADDR", "0.0.0.0:8080"), ("API_KEYS", &keys)]).expect("valid");
+        assert!(!with_keys.uses_dev_api_key().expect("configured"));
+        let with_issuer = config(&[
+            ("LISTEN_ADDR", "[::]:8080"),
+            ("API_AUTH_ISSUER", "https://idp.example.com/realms/x"),
+            ("API_AUTH_AUDIENCE", "invoice-app"),
+        ])
+        .expect("valid");
+        assert!(!with_issuer.uses_dev_api_key().expect("configured"));
+        assert!(
+            config(&[("LISTEN_ADDR", "[::1]:8080")])
+                .expect("valid")
+                .uses_dev_api_key()
+                .expect("IPv6 loopback")
+        );
+    }
+
+    #[test]
+    fn an_issuer_needs_an_audience_and_a_safe_place_for_its_keys() {
+        let e = config(&[("API_AUTH_ISSUER", "https://idp.example.com")]).expect_err("no aud");
+        assert_eq!(e.var, "API_AUTH_AUDIENCE");
+        let e = config(&[
+            ("API_AUTH_ISSUER", "http://idp.example.com"),
+            ("API_AUTH_AUDIENCE", "invoice-app"),
+        ])
+        .expect_err("keys in the clear");
+        assert_eq!(e.var, "API_AUTH_ISSUER");
+        // An issuer that is no URL is fine when the keys come from elsewhere.
+        let c = config(&[
+            ("API_AUTH_ISSUER", "kubernetes/serviceaccount"),
+            ("API_AUTH_AUDIENCE", "invoice-app"),
+            ("API_AUTH_JWKS_URL", "https://idp.example.com/keys"),
+        ])
+        .expect("valid");
+        let jwt = c.api_jwt.expect("configured");
+        assert_eq!(jwt.algorithms.len(), 2, "RS256 and ES256 by default");
     }
 
     #[test]

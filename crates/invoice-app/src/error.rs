@@ -1,6 +1,7 @@
-//! Error policy: `db` functions return diesel errors and `billing` returns `BillingError`;
-//! handlers turn both into `ApiError` where the meaning is known (a database that is down
-//! is a 503, never a 500), and this file alone renders errors as
+//! Error policy: `db` functions return diesel errors, `billing` returns `BillingError` and
+//! `auth` returns `AuthError`; handlers and the auth middleware turn them into `ApiError`
+//! where the meaning is known (a database that is down is a 503, never a 500), and this
+//! file alone renders errors as
 //! `application/problem+json` with a stable `code`.
 
 use actix_web::http::StatusCode;
@@ -8,6 +9,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, error::JsonPayloadError};
 use api_contract::{ErrorCode, PROBLEM_JSON, Problem};
 
+use crate::auth::{AuthError, Scope};
 use crate::billing::BillingError;
 use crate::db::DbError;
 
@@ -25,6 +27,12 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("not found: {0}")]
     NotFound(String),
+    /// No usable credential (401 with an RFC 6750 challenge).
+    #[error("unauthorized: {0}")]
+    Unauthorized(AuthError),
+    /// A valid credential without the scope the operation needs (403).
+    #[error("insufficient scope: {0} needed")]
+    InsufficientScope(Scope),
     /// With the methods the resource does answer, for the `Allow` header.
     #[error("method not allowed")]
     MethodNotAllowed { allow: &'static str },
@@ -73,6 +81,24 @@ impl ApiError {
             ),
             E::PayloadTooLarge => (413, ErrorCode::PayloadTooLarge, "Payload too large", None),
             E::NotFound(d) => (404, ErrorCode::NotFound, "Not found", Some(d.clone())),
+            E::Unauthorized(e) => (
+                401,
+                ErrorCode::Unauthorized,
+                "Unauthorized",
+                Some(match e {
+                    AuthError::Missing => {
+                        "send a bearer token or API key: Authorization: Bearer <credential>"
+                            .to_owned()
+                    }
+                    other => other.to_string(),
+                }),
+            ),
+            E::InsufficientScope(scope) => (
+                403,
+                ErrorCode::InsufficientScope,
+                "Insufficient scope",
+                Some(format!("this operation needs the scope {scope}")),
+            ),
             E::MethodNotAllowed { allow } => (
                 405,
                 ErrorCode::MethodNotAllowed,
@@ -110,6 +136,36 @@ impl From<DbError> for ApiError {
             DbError::Query(e) => ApiError::Internal(e.into()),
         }
     }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            // Not the caller's fault: their token may be fine once the keys can be had.
+            AuthError::IssuerUnavailable => ApiError::Unavailable {
+                reason: e.to_string(),
+                retry_after_secs: 5,
+            },
+            other => ApiError::Unauthorized(other),
+        }
+    }
+}
+
+/// The `WWW-Authenticate` challenge of a 401 or 403 (RFC 6750, section 3).
+fn challenge(error: &ApiError) -> Option<HeaderValue> {
+    const REALM: &str = r#"Bearer realm="invoice-app""#;
+    let value = match error {
+        ApiError::Unauthorized(AuthError::Missing) => REALM.to_owned(),
+        ApiError::Unauthorized(AuthError::Malformed) => {
+            format!(r#"{REALM}, error="invalid_request""#)
+        }
+        ApiError::Unauthorized(_) => format!(r#"{REALM}, error="invalid_token""#),
+        ApiError::InsufficientScope(scope) => {
+            format!(r#"{REALM}, error="insufficient_scope", scope="{scope}""#)
+        }
+        _ => return None,
+    };
+    HeaderValue::from_str(&value).ok()
 }
 
 impl From<BillingError> for ApiError {
@@ -160,6 +216,11 @@ impl ResponseError for ApiError {
                     .insert(header::ALLOW, HeaderValue::from_static(allow));
             }
             _ => {}
+        }
+        if let Some(value) = challenge(self) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, value);
         }
         response
     }

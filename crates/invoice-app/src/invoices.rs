@@ -6,6 +6,15 @@ use crate::db::{self, DbError, DbPool, invoices::InvoiceRow};
 use crate::domain::{Invoice, InvoiceStatus, NewInvoice};
 
 pub async fn create(pool: &DbPool, new: Vec<NewInvoice>) -> Result<Vec<Invoice>, DbError> {
+    create_as(pool, new, None).await
+}
+
+/// As [`create`], recording who asked for them (the audit trail).
+pub async fn create_as(
+    pool: &DbPool,
+    new: Vec<NewInvoice>,
+    created_by: Option<String>,
+) -> Result<Vec<Invoice>, DbError> {
     let now = Utc::now().naive_utc();
     let rows: Vec<InvoiceRow> = new
         .into_iter()
@@ -25,6 +34,7 @@ pub async fn create(pool: &DbPool, new: Vec<NewInvoice>) -> Result<Vec<Invoice>,
             updated_at: now,
             paid_at: None,
             attention: None,
+            created_by: created_by.clone(),
         })
         .collect();
     let stored = rows.clone();

@@ -27,7 +27,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match Config::from_env() {
+    let command = cli.command.unwrap_or(Command::Serve);
+    // The API's credentials matter only to the command that serves it.
+    let config = Config::from_env().and_then(|config| match command {
+        Command::Serve => config.uses_dev_api_key().map(|_| config),
+        Command::Migrate | Command::Pay => Ok(config),
+    });
+    let config = match config {
         Ok(config) => config,
         Err(e) => {
             eprintln!("invoice-app: {e}");
@@ -45,7 +51,7 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .map_err(anyhow::Error::from)
-        .and_then(|runtime| runtime.block_on(run(cli.command.unwrap_or(Command::Serve), config)));
+        .and_then(|runtime| runtime.block_on(run(command, config)));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

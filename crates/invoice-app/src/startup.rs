@@ -1,5 +1,5 @@
 //! Building the application: pool, migrations, seed, payment client, biller, schedule,
-//! listener.
+//! authentication, the API listener and the metrics listener.
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -11,6 +11,7 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use secrecy::SecretString;
 
+use crate::auth::{Authenticator, DEV_API_KEY};
 use crate::billing::{Biller, PaySettings};
 use crate::config::{Config, DEV_PROVIDER_TOKEN, Seed};
 use crate::db::{self, DbPool};
@@ -25,11 +26,14 @@ pub struct AppState {
     pub pool: DbPool,
     pub biller: Arc<Biller>,
     pub metrics: Metrics,
+    pub auth: Authenticator,
 }
 
 pub struct Application {
     port: u16,
+    metrics_port: u16,
     server: Server,
+    metrics_server: Server,
     biller: Arc<Biller>,
     schedule: Option<tokio::task::JoinHandle<()>>,
 }
@@ -37,6 +41,8 @@ pub struct Application {
 impl Application {
     /// Binds the listener first, so `127.0.0.1:0` gives tests a free port.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        // Before anything else: an API open to the network without credentials must not start.
+        let auth = Authenticator::new(&config)?;
         let pool = migrated_pool(&config).await?;
         if config.seed == Seed::Demo {
             let created = seed::apply_demo(&pool).await?;
@@ -55,24 +61,49 @@ impl Application {
             pool,
             biller: biller.clone(),
             metrics,
+            auth,
         });
+        let prefetch = state.clone();
+        tokio::spawn(async move { prefetch.auth.prefetch().await });
+        if config.uses_dev_api_key()? {
+            tracing::warn!(
+                key = DEV_API_KEY,
+                "neither API_AUTH_ISSUER nor API_KEYS is set: the API accepts the public development key, on loopback only"
+            );
+        }
 
         let listener = TcpListener::bind(config.listen_addr)
             .with_context(|| format!("binding LISTEN_ADDR {}", config.listen_addr))?;
         let port = listener.local_addr()?.port();
+        let metrics_listener = TcpListener::bind(config.metrics_addr)
+            .with_context(|| format!("binding METRICS_ADDR {}", config.metrics_addr))?;
+        let metrics_port = metrics_listener.local_addr()?.port();
+        let api_state = state.clone();
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(from_fn(http::observe))
-                .app_data(state.clone())
+                .app_data(api_state.clone())
                 .configure(http::routes)
         })
         .listen(listener)?
         .shutdown_timeout(20)
         .run();
-        tracing::info!(port, backend = config.database_url.backend(), provider = %config.provider_url, "invoice-app listening");
+        // Stopped with the API server (see `run_until_stopped`), not by signals of its own.
+        let metrics_server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .configure(http::metrics_routes)
+        })
+        .workers(1)
+        .disable_signals()
+        .listen(metrics_listener)?
+        .run();
+        tracing::info!(port, metrics_port, backend = config.database_url.backend(), provider = %config.provider_url, "invoice-app listening");
         Ok(Application {
             port,
+            metrics_port,
             server,
+            metrics_server,
             biller,
             schedule,
         })
@@ -82,6 +113,10 @@ impl Application {
         self.port
     }
 
+    pub fn metrics_port(&self) -> u16 {
+        self.metrics_port
+    }
+
     pub fn handle(&self) -> actix_web::dev::ServerHandle {
         self.server.handle()
     }
@@ -89,7 +124,11 @@ impl Application {
     /// Serves until SIGTERM/SIGINT; then lets pay runs finish (for a while) and hands back
     /// whatever they still hold.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let metrics = self.metrics_server.handle();
+        let metrics_served = tokio::spawn(self.metrics_server);
         let served = self.server.await;
+        metrics.stop(true).await;
+        drop(metrics_served.await);
         if let Some(schedule) = self.schedule {
             schedule.abort();
         }

@@ -69,6 +69,7 @@ async fn spans_reach_an_otlp_collector() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_invoice-app"))
         .env_clear()
         .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("METRICS_ADDR", "127.0.0.1:0")
         .env("DATABASE_URL", dir.join("ia.db"))
         .env("SEED", "none")
         .env("PAY_SCHEDULE", "off")
@@ -85,7 +86,11 @@ async fn spans_reach_an_otlp_collector() {
     let client = reqwest::Client::new();
     let mut listed = false;
     for _ in 0..200 {
-        if let Ok(r) = client.get(format!("{base}/invoices")).send().await
+        if let Ok(r) = client
+            .get(format!("{base}/invoices"))
+            .bearer_auth(invoice_app::auth::DEV_API_KEY)
+            .send()
+            .await
             && r.status().is_success()
         {
             listed = true;

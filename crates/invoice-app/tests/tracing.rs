@@ -25,6 +25,7 @@ async fn one_trace_spans_invoice_app_and_payment_provider() {
     let db = TestDb::create(Backend::Sqlite, "ia").expect("SQLite");
     let mut config = Config::from_lookup(&|_| None).expect("defaults");
     config.listen_addr = ([127, 0, 0, 1], 0).into();
+    config.metrics_addr = ([127, 0, 0, 1], 0).into();
     config.database_url = invoice_app::db::DbUrl::Sqlite(match &db.url {
         payment_provider::db::DbUrl::Sqlite(path) => path.clone(),
         payment_provider::db::DbUrl::Postgres(_) => unreachable!("SQLite"),
@@ -42,6 +43,7 @@ async fn one_trace_spans_invoice_app_and_payment_provider() {
     let client = reqwest::Client::new();
     let created = client
         .post(format!("{base}/invoices"))
+        .bearer_auth(invoice_app::auth::DEV_API_KEY)
         .json(&serde_json::json!({"customer_id": "C001", "amount": {"minor_units": 250, "currency": "EUR"}}))
         .send()
         .await
@@ -49,6 +51,7 @@ async fn one_trace_spans_invoice_app_and_payment_provider() {
     assert_eq!(created.status().as_u16(), 201);
     let paid: serde_json::Value = client
         .post(format!("{base}/invoices/pay"))
+        .bearer_auth(invoice_app::auth::DEV_API_KEY)
         .send()
         .await
         .expect("sent")

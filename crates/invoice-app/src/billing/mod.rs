@@ -191,12 +191,17 @@ impl Biller {
         })
     }
 
-    /// Takes a run slot and records a new run, without paying anything yet.
-    pub async fn open_run(&self, trigger: Trigger) -> Result<OpenRun, BillingError> {
+    /// Takes a run slot and records a new run, without paying anything yet. `started_by`
+    /// is the API caller, for the audit trail.
+    pub async fn open_run(
+        &self,
+        trigger: Trigger,
+        started_by: Option<String>,
+    ) -> Result<OpenRun, BillingError> {
         let slot = self.take_slot()?;
         // Whoever notices first closes the runs of processes that died.
         self.close_abandoned().await?;
-        let row = self.new_run_row(trigger);
+        let row = self.new_run_row(trigger, started_by);
         let stored = row.clone();
         db::run(&self.pool, move |c| {
             pay_runs::insert(c, &stored).map_err(DbError::from)
@@ -218,7 +223,7 @@ impl Biller {
         Ok(RunSlot(self.active_runs.clone()))
     }
 
-    fn new_run_row(&self, trigger: Trigger) -> pay_runs::PayRunRow {
+    fn new_run_row(&self, trigger: Trigger, started_by: Option<String>) -> pay_runs::PayRunRow {
         let now = Utc::now().naive_utc();
         pay_runs::PayRunRow {
             id: uuid::Uuid::now_v7().to_string(),
@@ -232,6 +237,7 @@ impl Biller {
             finished_at: None,
             worker_id: Some(self.worker_id.clone()),
             heartbeat_at: Some(now),
+            started_by,
         }
     }
 
@@ -241,7 +247,7 @@ impl Biller {
         trigger: Trigger,
         detail: Detail,
     ) -> Result<PayRunReport, BillingError> {
-        let run = self.open_run(trigger).await?;
+        let run = self.open_run(trigger, None).await?;
         self.pay(run, detail).await
     }
 

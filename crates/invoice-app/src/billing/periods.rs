@@ -15,7 +15,7 @@ impl Biller {
         due: DateTime<Utc>,
     ) -> Result<Option<PayRunReport>, BillingError> {
         let slot = self.take_slot()?;
-        let row = self.new_run_row(Trigger::Schedule);
+        let row = self.new_run_row(Trigger::Schedule, None);
         let period = due.to_rfc3339_opts(SecondsFormat::Secs, true);
         let stored = row.clone();
         let take = db::run(&self.pool, move |c| {

@@ -25,6 +25,8 @@ pub struct InvoiceRow {
     pub updated_at: NaiveDateTime,
     pub paid_at: Option<NaiveDateTime>,
     pub attention: Option<String>,
+    /// Who created it through the API (`jwt:<sub>`, `key:<client>`, `dev`).
+    pub created_by: Option<String>,
 }
 
 impl TryFrom<InvoiceRow> for Invoice {
@@ -46,6 +48,7 @@ impl TryFrom<InvoiceRow> for Invoice {
             attention: row.attention,
             created_at: row.created_at.and_utc(),
             paid_at: row.paid_at.map(|t| t.and_utc()),
+            created_by: row.created_by,
             id: row.id,
         })
     }

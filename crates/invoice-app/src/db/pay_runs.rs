@@ -25,6 +25,8 @@ pub struct PayRunRow {
     pub finished_at: Option<NaiveDateTime>,
     pub worker_id: Option<String>,
     pub heartbeat_at: Option<NaiveDateTime>,
+    /// Who started it through the API; `None` for the schedule and the CLI.
+    pub started_by: Option<String>,
 }
 
 /// What a run has written so far, added to its row in the transaction that wrote it.

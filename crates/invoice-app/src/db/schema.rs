@@ -18,6 +18,7 @@ diesel::table! {
         updated_at -> Timestamp,
         paid_at -> Nullable<Timestamp>,
         attention -> Nullable<Text>,
+        created_by -> Nullable<Text>,
     }
 }
 
@@ -34,6 +35,7 @@ diesel::table! {
         finished_at -> Nullable<Timestamp>,
         worker_id -> Nullable<Text>,
         heartbeat_at -> Nullable<Timestamp>,
+        started_by -> Nullable<Text>,
     }
 }
 

@@ -100,6 +100,7 @@ pub struct Invoice {
     pub attention: Option<String>,
     pub created_at: DateTime<Utc>,
     pub paid_at: Option<DateTime<Utc>>,
+    pub created_by: Option<String>,
 }
 
 /// The key of every charge attempt for one invoice. Stable across retries, runs, replicas

@@ -4,6 +4,7 @@ use api_contract::{CustomerId, Money};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::auth::Principal;
 use crate::db::{self, DbError};
 use crate::domain::{Invoice, InvoiceStatus, NewInvoice};
 use crate::error::ApiError;
@@ -25,6 +26,8 @@ pub struct InvoiceResource {
     pub attention: Option<String>,
     pub created_at: String,
     pub paid_at: Option<String>,
+    /// Who created it through the API: `jwt:<sub>`, `key:<client>` or `dev`.
+    pub created_by: Option<String>,
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {
@@ -45,6 +48,7 @@ impl From<Invoice> for InvoiceResource {
             attention: i.attention,
             created_at: rfc3339(i.created_at),
             paid_at: i.paid_at.map(rfc3339),
+            created_by: i.created_by,
         }
     }
 }
@@ -59,13 +63,14 @@ pub struct CreateInvoice {
 
 /// `POST /invoices`
 pub async fn create(
+    principal: Principal,
     body: web::Json<CreateInvoice>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let new = NewInvoice::parse(body.customer_id, body.amount, body.description)
         .map_err(ApiError::InvalidRequest)?;
-    let invoice = invoices::create(&state.pool, vec![new])
+    let invoice = invoices::create_as(&state.pool, vec![new], Some(principal.name().to_owned()))
         .await?
         .pop()
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("created invoice missing")))?;

@@ -1,19 +1,25 @@
 //! actix handlers only: extract, convert, call, respond. One file per resource.
 
+mod auth;
 mod health;
 mod invoices;
 mod observe;
 mod pay_runs;
 
+use actix_web::middleware::from_fn;
 use actix_web::{HttpResponse, guard, web};
 
 pub use observe::observe;
 
 use crate::error::{ApiError, json_error, path_error, query_error};
 
+use auth::{require_pay, require_read, require_write};
+
 /// An invoice body is a few hundred bytes.
 const JSON_LIMIT: usize = 16 * 1024;
 
+/// The API port: every invoice and pay-run route needs a credential with its scope (checked
+/// before the body is read); health, readiness and the OpenAPI document stay open.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.app_data(
         web::JsonConfig::default()
@@ -24,18 +30,41 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .app_data(web::QueryConfig::default().error_handler(query_error))
     .service(
         resource("/invoices", "GET, HEAD, POST")
-            .route(get().to(invoices::list))
-            .route(web::post().to(invoices::create)),
+            .route(get().to(invoices::list).wrap(from_fn(require_read)))
+            .route(
+                web::post()
+                    .to(invoices::create)
+                    .wrap(from_fn(require_write)),
+            ),
     )
-    .service(resource("/invoices/pay", "POST").route(web::post().to(pay_runs::pay_now)))
-    .service(resource("/invoices/{id}", "GET, HEAD").route(get().to(invoices::get)))
-    .service(resource("/pay-runs", "POST").route(web::post().to(pay_runs::start)))
-    .service(resource("/pay-runs/{id}", "GET, HEAD").route(get().to(pay_runs::get)))
+    .service(
+        resource("/invoices/pay", "POST")
+            .route(web::post().to(pay_runs::pay_now).wrap(from_fn(require_pay))),
+    )
+    .service(
+        resource("/invoices/{id}", "GET, HEAD")
+            .route(get().to(invoices::get).wrap(from_fn(require_read))),
+    )
+    .service(
+        resource("/pay-runs", "POST")
+            .route(web::post().to(pay_runs::start).wrap(from_fn(require_pay))),
+    )
+    .service(
+        resource("/pay-runs/{id}", "GET, HEAD")
+            .route(get().to(pay_runs::get).wrap(from_fn(require_read))),
+    )
     .service(resource("/healthz", "GET, HEAD").route(get().to(health::healthz)))
     .service(resource("/readyz", "GET, HEAD").route(get().to(health::readyz)))
-    .service(resource("/metrics", "GET, HEAD").route(get().to(health::metrics)))
+    // Open: it describes the API's shape and holds no data, and clients read it before
+    // they have a credential.
     .service(resource("/openapi.json", "GET, HEAD").route(get().to(health::openapi)))
     .default_service(web::to(not_found));
+}
+
+/// The metrics port: `/metrics` only, for Prometheus.
+pub fn metrics_routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/metrics", "GET, HEAD").route(get().to(health::metrics)))
+        .default_service(web::to(not_found));
 }
 
 /// A resource that answers any method other than `allow` with 405 and an `Allow` header.

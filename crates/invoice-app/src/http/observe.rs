@@ -32,6 +32,8 @@ pub async fn observe(
         http.request.method = %method,
         http.route = %route,
         http.response.status_code = tracing::field::Empty,
+        // Who called, once authenticated (`http::auth`).
+        enduser.id = tracing::field::Empty,
     );
     // A missing or invalid traceparent simply starts a new trace.
     let _ = span.set_parent(parent);

@@ -4,14 +4,21 @@ use chrono::{NaiveDateTime, SecondsFormat};
 use serde_json::json;
 
 use super::invoices::InvoiceResource;
+use crate::auth::Principal;
 use crate::billing::{Detail, Trigger};
 use crate::db::{self, DbError, pay_runs::PayRunRow};
 use crate::error::ApiError;
 use crate::startup::AppState;
 
 /// `POST /invoices/pay`: pays every pending invoice and answers when done.
-pub async fn pay_now(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let run = state.biller.open_run(Trigger::Api).await?;
+pub async fn pay_now(
+    principal: Principal,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let run = state
+        .biller
+        .open_run(Trigger::Api, Some(principal.name().to_owned()))
+        .await?;
     let report = state.biller.spawn_pay(run, Detail::Itemised).await?;
     if let Some(error) = &report.error {
         // What it settled is on the run's row; say where, and why it stopped.
@@ -40,8 +47,14 @@ pub async fn pay_now(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
 }
 
 /// `POST /pay-runs`: starts a run in the background; poll `GET /pay-runs/{id}`.
-pub async fn start(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let run = state.biller.open_run(Trigger::Api).await?;
+pub async fn start(
+    principal: Principal,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let run = state
+        .biller
+        .open_run(Trigger::Api, Some(principal.name().to_owned()))
+        .await?;
     let id = run.row.id.clone();
     drop(state.biller.spawn_pay(run, Detail::Counts));
     Ok(HttpResponse::Accepted()
@@ -78,5 +91,6 @@ fn resource(run: PayRunRow) -> serde_json::Value {
         "finished_at": run.finished_at.map(time),
         "summary": {"paid": run.paid, "failed": run.failed, "retry_later": run.retry_later},
         "error": run.error,
+        "started_by": run.started_by,
     })
 }

@@ -96,6 +96,7 @@ fn new_worker(c: &mut AnyConnection, now: NaiveDateTime) -> Worker {
             finished_at: None,
             worker_id: Some(worker.id.clone()),
             heartbeat_at: Some(now),
+            started_by: None,
         },
     )
     .expect("run row");
@@ -130,6 +131,7 @@ fn reset(c: &mut AnyConnection) {
             updated_at: now,
             paid_at: None,
             attention: None,
+            created_by: None,
         })
         .collect();
     invoices::insert(c, &rows).expect("invoices");

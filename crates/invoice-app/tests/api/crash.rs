@@ -12,7 +12,7 @@ use invoice_app::db::{
 };
 use payment_provider::testing::{TestDb, TestProvider};
 
-use crate::helpers::{Backend, create_eur_invoices, money};
+use crate::helpers::{Backend, api_client, create_eur_invoices, money};
 
 const INVOICES: i64 = 2000;
 const SECRET: &str = "crash-test-token-never-in-logs-42";
@@ -31,6 +31,7 @@ fn start(db_url: &str, provider_url: &str, log: &std::path::Path) -> (Child, Str
     let child = Command::new(env!("CARGO_BIN_EXE_invoice-app"))
         .env_clear()
         .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("METRICS_ADDR", "127.0.0.1:0")
         .env("DATABASE_URL", db_url)
         .env("PAYMENT_PROVIDER_URL", provider_url)
         .env("PAYMENT_PROVIDER_TOKEN", SECRET)
@@ -83,7 +84,7 @@ async fn postgres_sigkill_mid_run_then_restart_pays_each_invoice_once() {
     create_eur_invoices(&pool, INVOICES).await;
 
     let log = std::env::temp_dir().join(format!("crash-{}.log", uuid::Uuid::new_v4().simple()));
-    let client = reqwest::Client::new();
+    let client = api_client();
     let (mut first, base) = start(db_url, &provider.base_url, &log);
     wait_ready(&client, &base).await;
     let started = client

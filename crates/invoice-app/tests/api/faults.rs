@@ -8,7 +8,7 @@ use invoice_app::startup::Application;
 use payment_provider::testing::{TcpProxy, TestDb, server_addr, via};
 
 use crate::both_backends;
-use crate::helpers::{Backend, TestApp, assert_problem, spawn_app_with, test_config};
+use crate::helpers::{Backend, TestApp, api_client, assert_problem, spawn_app_with, test_config};
 
 /// Every invoice of `app` paid, each charged exactly once, the balance exact.
 async fn assert_each_paid_once(app: &TestApp, count: usize, funded: i64, total: i64) {
@@ -97,7 +97,7 @@ async fn database_outage_is_reported_and_recovered_from() {
     let app = Application::build(config).await.expect("starts");
     let base = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());
-    let client = reqwest::Client::new();
+    let client = api_client();
     let get = |path: &str| client.get(format!("{base}{path}")).send();
 
     assert_eq!(get("/readyz").await.expect("sent").status().as_u16(), 200);

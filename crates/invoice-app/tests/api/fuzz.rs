@@ -8,7 +8,7 @@ use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, spawn_app};
+use crate::helpers::{Backend, api_client, spawn_app};
 
 /// Any JSON value, nested a few levels.
 fn any_json() -> impl Strategy<Value = Value> {
@@ -169,7 +169,7 @@ async fn header_abuse_slow_clients_and_floods_are_bounded() {
     }
     // Headers that are not UTF-8. (A fresh client: the server may close the connection
     // that carried the oversized header, and reusing it would race that close.)
-    let response = reqwest::Client::new()
+    let response = api_client()
         .get(app.url("/invoices"))
         .header(
             "x-bytes",
@@ -194,7 +194,7 @@ async fn header_abuse_slow_clients_and_floods_are_bounded() {
 
     // A flood of concurrent requests is answered, every one. (A fresh client: the idle
     // keep-alive connections of the first one were closed by the server meanwhile.)
-    let flood = reqwest::Client::new();
+    let flood = api_client();
     let tasks: Vec<_> = (0..400)
         .map(|_| {
             let (client, url) = (flood.clone(), app.url("/invoices?limit=5"));

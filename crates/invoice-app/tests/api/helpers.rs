@@ -28,16 +28,35 @@ macro_rules! both_backends {
 
 pub struct TestApp {
     pub base_url: String,
+    /// Where `/metrics` is served (not on the API port).
+    pub metrics_url: String,
+    /// Sends the development key unless a request sets its own `Authorization`.
     pub client: reqwest::Client,
     pub provider: TestProvider,
     pub db: TestDb,
     pub config: Config,
 }
 
-/// A config for a test invoice-app: short retry budget, no schedule, no seed.
+/// A client that authenticates with the development key (accepted by an invoice-app on
+/// loopback with no issuer and no API keys) unless a request sets its own `Authorization`.
+pub fn api_client() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        reqwest::header::HeaderValue::from_static("Bearer dev-only-insecure-api-key"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("client builds")
+}
+
+/// A config for a test invoice-app: short retry budget, no schedule, no seed, both ports
+/// free ones on loopback.
 pub fn test_config(db: &TestDb, provider_url: &str) -> Config {
     let mut config = Config::from_lookup(&|_| None).expect("default configuration is valid");
     config.listen_addr = ([127, 0, 0, 1], 0).into();
+    config.metrics_addr = ([127, 0, 0, 1], 0).into();
     config.database_url = match &db.url {
         payment_provider::db::DbUrl::Postgres(url) => invoice_app::db::DbUrl::Postgres(url.clone()),
         payment_provider::db::DbUrl::Sqlite(path) => invoice_app::db::DbUrl::Sqlite(path.clone()),
@@ -71,10 +90,12 @@ pub async fn spawn_app_with(
         .await
         .expect("invoice-app starts");
     let base_url = format!("http://127.0.0.1:{}", app.port());
+    let metrics_url = format!("http://127.0.0.1:{}/metrics", app.metrics_port());
     tokio::spawn(app.run_until_stopped());
     Some(TestApp {
         base_url,
-        client: reqwest::Client::new(),
+        metrics_url,
+        client: api_client(),
         provider,
         db,
         config,
@@ -133,11 +154,11 @@ impl TestApp {
         (0..count).map(|i| 100 + i).sum()
     }
 
-    /// The value of one Prometheus sample line of `/metrics`, e.g. `name{label="x"}`.
+    /// The value of one Prometheus sample line of `/metrics` (on the metrics port), e.g.
+    /// `name{label="x"}`.
     pub async fn metric(&self, sample: &str) -> Option<f64> {
-        let text = self
-            .client
-            .get(self.url("/metrics"))
+        let text = reqwest::Client::new()
+            .get(&self.metrics_url)
             .send()
             .await
             .expect("sent")

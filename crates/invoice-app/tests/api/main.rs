@@ -4,6 +4,7 @@
 mod helpers;
 
 mod api;
+mod auth;
 mod claims_model;
 mod crash;
 mod faults;

@@ -1,0 +1,997 @@
+//! Every API call is authenticated and authorised, through the real application on both
+//! backends. A stand-in OIDC issuer (discovery document and JWKS, over HTTP) publishes keys
+//! generated here, and the tokens are real JWTs signed with them; API keys are configured as
+//! digests; the development key works only where neither is configured, on loopback.
+
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::{App, HttpResponse, HttpServer, web};
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::rsa::KeySize;
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair, RSA_PKCS1_SHA256, RSA_PKCS1_SHA384,
+    RSA_PSS_SHA256, RsaEncoding, RsaKeyPair, RsaPublicKeyComponents,
+};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use invoice_app::auth::{ApiKeys, DEV_API_KEY, JwtSettings};
+use invoice_app::config::Config;
+use invoice_app::startup::Application;
+use jsonwebtoken::Algorithm;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::both_backends;
+use crate::helpers::{Backend, TestApp, assert_problem, spawn_app, spawn_app_with};
+
+const AUDIENCE: &str = "invoice-app";
+/// Client `ci` holds two read keys at once (a rotation in progress).
+const CI_KEY_OLD: &str = "ci-key-old-6f1c2a9e4b7d0358";
+const CI_KEY_NEW: &str = "ci-key-new-0d8e5b3a7c1f9246";
+/// Client `billing` may create invoices and pay, but not read.
+const BILLING_KEY: &str = "billing-key-93a7e1c5d2b4f608";
+
+const REALM: &str = r#"Bearer realm="invoice-app""#;
+const INVALID_TOKEN: &str = r#"Bearer realm="invoice-app", error="invalid_token""#;
+
+fn insufficient(scope: &str) -> String {
+    format!(r#"Bearer realm="invoice-app", error="insufficient_scope", scope="{scope}""#)
+}
+
+fn api_keys() -> ApiKeys {
+    let entry = |client: &str, scopes: Value, key: &str| json!({"client": client, "scopes": scopes, "sha256": hex::encode(Sha256::digest(key))});
+    let json = json!([
+        entry("ci", json!(["invoices:read"]), CI_KEY_OLD),
+        entry("ci", json!(["invoices:read"]), CI_KEY_NEW),
+        entry(
+            "billing",
+            json!(["invoices:write", "invoices:pay"]),
+            BILLING_KEY
+        ),
+    ]);
+    ApiKeys::parse(&json.to_string()).expect("valid API keys")
+}
+
+fn b64(bytes: impl AsRef<[u8]>) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A signed JWT, made here with aws-lc-rs rather than with the library that verifies it.
+fn jws(alg: &str, kid: &str, claims: &Value, sign: impl FnOnce(&[u8]) -> Vec<u8>) -> String {
+    let header = json!({"alg": alg, "typ": "JWT", "kid": kid});
+    let input = format!("{}.{}", b64(header.to_string()), b64(claims.to_string()));
+    let signature = sign(input.as_bytes());
+    format!("{input}.{}", b64(signature))
+}
+
+enum Pair {
+    Rsa(RsaKeyPair),
+    Ec(EcdsaKeyPair),
+}
+
+/// A key pair of the issuer: the private half signs here, the public half is its JWK.
+struct SigningKey {
+    kid: String,
+    alg: &'static str,
+    pair: Pair,
+    jwk: Value,
+}
+
+impl SigningKey {
+    fn rsa(kid: &str) -> SigningKey {
+        let pair = RsaKeyPair::generate(KeySize::Rsa2048).expect("RSA key");
+        let public = RsaPublicKeyComponents::<Vec<u8>>::from(pair.public_key());
+        let jwk = json!({
+            "kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid,
+            "n": b64(&public.n), "e": b64(&public.e),
+        });
+        SigningKey {
+            kid: kid.to_owned(),
+            alg: "RS256",
+            pair: Pair::Rsa(pair),
+            jwk,
+        }
+    }
+
+    fn ec(kid: &str) -> SigningKey {
+        let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).expect("EC key");
+        // Uncompressed point: 0x04, then x and y of 32 bytes each.
+        let point = pair.public_key().as_ref().to_vec();
+        let jwk = json!({
+            "kty": "EC", "use": "sig", "alg": "ES256", "crv": "P-256", "kid": kid,
+            "x": b64(&point[1..33]), "y": b64(&point[33..65]),
+        });
+        SigningKey {
+            kid: kid.to_owned(),
+            alg: "ES256",
+            pair: Pair::Ec(pair),
+            jwk,
+        }
+    }
+
+    /// The public key as the PEM an attacker would download and use as an HMAC secret.
+    fn public_pem(&self) -> String {
+        let Pair::Rsa(pair) = &self.pair else {
+            panic!("an RSA key")
+        };
+        let der = pair.public_key().as_der().expect("SubjectPublicKeyInfo");
+        let body = STANDARD.encode(der.as_ref());
+        let lines: Vec<&str> = body
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).expect("base64 is ASCII"))
+            .collect();
+        format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+            lines.join("\n")
+        )
+    }
+
+    fn sign(&self, claims: &Value) -> String {
+        self.sign_as(self.alg, &self.kid, claims)
+    }
+
+    fn sign_as(&self, alg: &str, kid: &str, claims: &Value) -> String {
+        jws(alg, kid, claims, |input| match &self.pair {
+            Pair::Rsa(pair) => {
+                let padding: &'static dyn RsaEncoding = match alg {
+                    "RS256" => &RSA_PKCS1_SHA256,
+                    "RS384" => &RSA_PKCS1_SHA384,
+                    "PS256" => &RSA_PSS_SHA256,
+                    other => panic!("{other} with an RSA key"),
+                };
+                let mut signature = vec![0; pair.public_modulus_len()];
+                pair.sign(padding, &SystemRandom::new(), input, &mut signature)
+                    .expect("signed");
+                signature
+            }
+            Pair::Ec(pair) => pair
+                .sign(&SystemRandom::new(), input)
+                .expect("signed")
+                .as_ref()
+                .to_vec(),
+        })
+    }
+}
+
+/// An OIDC issuer on a free port: the discovery document and a JWKS that the test may
+/// change, counting how often the JWKS is fetched.
+struct Issuer {
+    url: String,
+    jwks: Arc<Mutex<Vec<Value>>>,
+    fetches: Arc<AtomicUsize>,
+}
+
+impl Issuer {
+    fn start(keys: &[&SigningKey]) -> Issuer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("free port");
+        let url = format!(
+            "http://127.0.0.1:{}",
+            listener.local_addr().expect("address").port()
+        );
+        let issuer = Issuer {
+            url: url.clone(),
+            jwks: Arc::new(Mutex::new(Vec::new())),
+            fetches: Arc::new(AtomicUsize::new(0)),
+        };
+        issuer.publish(keys);
+        let (jwks, fetches) = (issuer.jwks.clone(), issuer.fetches.clone());
+        let server = HttpServer::new(move || {
+            let (url, jwks, fetches) = (url.clone(), jwks.clone(), fetches.clone());
+            App::new()
+                .route(
+                    "/.well-known/openid-configuration",
+                    web::get().to(move || {
+                        let url = url.clone();
+                        async move {
+                            HttpResponse::Ok()
+                                .json(json!({"issuer": url, "jwks_uri": format!("{url}/jwks")}))
+                        }
+                    }),
+                )
+                .route(
+                    "/jwks",
+                    web::get().to(move || {
+                        let (jwks, fetches) = (jwks.clone(), fetches.clone());
+                        async move {
+                            fetches.fetch_add(1, Ordering::SeqCst);
+                            let keys = jwks.lock().expect("keys").clone();
+                            HttpResponse::Ok().json(json!({"keys": keys}))
+                        }
+                    }),
+                )
+        })
+        .workers(1)
+        .listen(listener)
+        .expect("listens")
+        .run();
+        tokio::spawn(server);
+        issuer
+    }
+
+    fn publish(&self, keys: &[&SigningKey]) {
+        *self.jwks.lock().expect("keys") = keys.iter().map(|k| k.jwk.clone()).collect();
+    }
+
+    fn fetches(&self) -> usize {
+        self.fetches.load(Ordering::SeqCst)
+    }
+
+    fn claims(&self, sub: &str, scope: &str) -> Value {
+        let now = jsonwebtoken::get_current_timestamp();
+        json!({
+            "iss": self.url, "aud": AUDIENCE, "sub": sub, "scope": scope,
+            "iat": now, "exp": now + 300,
+        })
+    }
+}
+
+/// invoice-app taking tokens of `issuer` (RS256, PS256 and ES256 allowed) and the API keys
+/// above.
+async fn spawn_secured(
+    backend: Backend,
+    issuer: &str,
+    tune: impl FnOnce(&mut JwtSettings),
+) -> Option<TestApp> {
+    let mut settings = JwtSettings {
+        issuer: issuer.to_owned(),
+        audience: AUDIENCE.to_owned(),
+        jwks_url: None,
+        algorithms: vec![Algorithm::RS256, Algorithm::PS256, Algorithm::ES256],
+        refresh_cooldown: Duration::from_millis(300),
+        max_age: JwtSettings::DEFAULT_MAX_AGE,
+    };
+    tune(&mut settings);
+    spawn_app_with(
+        backend,
+        |_| {},
+        move |c| {
+            c.api_jwt = Some(settings);
+            c.api_keys = Some(api_keys());
+        },
+    )
+    .await
+}
+
+/// A request with exactly the credential given (the helpers' client would add the
+/// development key).
+async fn call(app: &TestApp, method: &str, path: &str, token: Option<&str>) -> reqwest::Response {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    let mut request = reqwest::Client::new().request(method.clone(), app.url(path));
+    if method == reqwest::Method::POST && path == "/invoices" {
+        request = request.json(
+            &json!({"customer_id": "C001", "amount": {"minor_units": 100, "currency": "EUR"}}),
+        );
+    }
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.expect("sent")
+}
+
+fn challenge(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get("www-authenticate")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+async fn assert_refused(response: reqwest::Response, expected_challenge: &str, what: &str) {
+    assert_eq!(response.status().as_u16(), 401, "{what}");
+    assert_eq!(challenge(&response), expected_challenge, "{what}");
+    assert_problem(response, 401, "unauthorized").await;
+}
+
+async fn assert_forbidden(response: reqwest::Response, scope: &str, what: &str) {
+    assert_eq!(response.status().as_u16(), 403, "{what}");
+    assert_eq!(challenge(&response), insufficient(scope), "{what}");
+    assert_problem(response, 403, "insufficient_scope").await;
+}
+
+async fn json_of(response: reqwest::Response, status: u16, what: &str) -> Value {
+    assert_eq!(response.status().as_u16(), status, "{what}");
+    response.json().await.expect("JSON body")
+}
+
+/// Polls a pay run with `token` until it has finished.
+async fn finished_run(app: &TestApp, location: &str, token: &str) -> Value {
+    for _ in 0..300 {
+        let run = json_of(call(app, "GET", location, Some(token)).await, 200, location).await;
+        if run["status"] != "running" {
+            return run;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("pay run {location} did not finish");
+}
+
+async fn without_a_credential_every_api_route_answers_401(backend: Backend) {
+    let key = SigningKey::rsa("rsa-1");
+    let issuer = Issuer::start(&[&key]);
+    let Some(app) = spawn_secured(backend, &issuer.url, |_| {}).await else {
+        return;
+    };
+    let created = json_of(
+        call(&app, "POST", "/invoices", Some(BILLING_KEY)).await,
+        201,
+        "create",
+    )
+    .await;
+    let invoice = format!("/invoices/{}", created["id"].as_str().expect("id"));
+    let started = call(&app, "POST", "/pay-runs", Some(BILLING_KEY)).await;
+    let run = started
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .expect("Location")
+        .to_owned();
+    assert_eq!(started.status().as_u16(), 202);
+    finished_run(&app, &run, CI_KEY_OLD).await;
+
+    let routes = [
+        ("GET", "/invoices"),
+        ("HEAD", "/invoices"),
+        ("POST", "/invoices"),
+        ("GET", invoice.as_str()),
+        ("HEAD", invoice.as_str()),
+        ("POST", "/invoices/pay"),
+        ("POST", "/pay-runs"),
+        ("GET", run.as_str()),
+    ];
+    for (method, path) in routes {
+        let what = format!("{method} {path}");
+        let response = call(&app, method, path, None).await;
+        if method == "HEAD" {
+            assert_eq!(response.status().as_u16(), 401, "{what}");
+            assert_eq!(challenge(&response), REALM, "{what}");
+        } else {
+            assert_refused(response, REALM, &what).await;
+        }
+        for wrong in ["not-a-key-at-all", DEV_API_KEY, "eyJh.eyJz.c2ln"] {
+            let response = call(&app, method, path, Some(wrong)).await;
+            assert_eq!(response.status().as_u16(), 401, "{what} with {wrong}");
+            assert_eq!(challenge(&response), INVALID_TOKEN, "{what} with {wrong}");
+        }
+    }
+
+    // Another scheme is no bearer credential; two credentials are a malformed request.
+    let basic = reqwest::Client::new()
+        .get(app.url("/invoices"))
+        .header("authorization", "Basic Y2k6Y2kta2V5")
+        .send()
+        .await
+        .expect("sent");
+    assert_refused(basic, REALM, "Basic").await;
+    let twice = reqwest::Client::new()
+        .get(app.url("/invoices"))
+        .header("authorization", format!("Bearer {CI_KEY_OLD}"))
+        .header("authorization", format!("Bearer {CI_KEY_NEW}"))
+        .send()
+        .await
+        .expect("sent");
+    assert_refused(
+        twice,
+        r#"Bearer realm="invoice-app", error="invalid_request""#,
+        "two credentials",
+    )
+    .await;
+
+    // The credential is checked before the body is read: neither a malformed nor an
+    // oversized body gets the answer it would get from the body's checks (400, 413).
+    for body in [b"{".to_vec(), vec![b'x'; 100 * 1024]] {
+        let response = reqwest::Client::new()
+            .post(app.url("/invoices"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("sent");
+        assert_refused(response, REALM, "unauthenticated body").await;
+    }
+
+    // Health, readiness and the API's description stay open.
+    for path in ["/healthz", "/readyz", "/openapi.json"] {
+        assert_eq!(
+            call(&app, "GET", path, None).await.status().as_u16(),
+            200,
+            "{path}"
+        );
+    }
+    let page = json_of(
+        call(&app, "GET", "/invoices", Some(CI_KEY_NEW)).await,
+        200,
+        "list",
+    )
+    .await;
+    assert_eq!(
+        page["items"].as_array().map(Vec::len),
+        Some(1),
+        "refused requests created nothing"
+    );
+}
+
+async fn a_token_may_do_what_its_scopes_allow(backend: Backend) {
+    let rsa = SigningKey::rsa("rsa-1");
+    let ec = SigningKey::ec("ec-1");
+    let mut ec_without_alg = SigningKey::ec("ec-2");
+    ec_without_alg
+        .jwk
+        .as_object_mut()
+        .expect("object")
+        .remove("alg");
+    let issuer = Issuer::start(&[&rsa, &ec, &ec_without_alg]);
+    let Some(app) = spawn_secured(backend, &issuer.url, |_| {}).await else {
+        return;
+    };
+
+    let reader = rsa.sign(&issuer.claims("carol", "openid invoices:read"));
+    assert_eq!(
+        call(&app, "GET", "/invoices", Some(&reader)).await.status(),
+        200
+    );
+    assert_forbidden(
+        call(&app, "POST", "/invoices", Some(&reader)).await,
+        "invoices:write",
+        "read token creates",
+    )
+    .await;
+    assert_forbidden(
+        call(&app, "POST", "/invoices/pay", Some(&reader)).await,
+        "invoices:pay",
+        "read token pays",
+    )
+    .await;
+    assert_forbidden(
+        call(&app, "POST", "/pay-runs", Some(&reader)).await,
+        "invoices:pay",
+        "read token starts a run",
+    )
+    .await;
+
+    // `scp` as a space-separated string, signed with ES256.
+    let mut claims = issuer.claims("alice", "");
+    claims["scp"] = json!("invoices:write");
+    let writer = ec.sign(&claims);
+    let created = json_of(
+        call(&app, "POST", "/invoices", Some(&writer)).await,
+        201,
+        "write token creates",
+    )
+    .await;
+    assert_eq!(created["created_by"], "jwt:alice", "{created}");
+    let invoice = format!("/invoices/{}", created["id"].as_str().expect("id"));
+    assert_forbidden(
+        call(&app, "GET", &invoice, Some(&writer)).await,
+        "invoices:read",
+        "write token reads",
+    )
+    .await;
+    let read_back = json_of(
+        call(&app, "GET", &invoice, Some(&reader)).await,
+        200,
+        "read",
+    )
+    .await;
+    assert_eq!(read_back["created_by"], "jwt:alice");
+
+    // `scp` as a list, an audience list that includes ours, a key whose JWK names no `alg`.
+    let mut claims = issuer.claims("bob", "");
+    claims["scp"] = json!(["invoices:pay", "invoices:read"]);
+    claims["aud"] = json!(["account", AUDIENCE]);
+    let payer = ec_without_alg.sign(&claims);
+    let started = call(&app, "POST", "/pay-runs", Some(&payer)).await;
+    assert_eq!(started.status().as_u16(), 202);
+    let location = started
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .expect("Location")
+        .to_owned();
+    let run = finished_run(&app, &location, &payer).await;
+    assert_eq!(run["started_by"], "jwt:bob", "{run}");
+    let report = json_of(
+        call(&app, "POST", "/invoices/pay", Some(&payer)).await,
+        200,
+        "pay",
+    )
+    .await;
+    assert_eq!(report["status"], "completed", "{report}");
+
+    // Clock skew: expired 10 s ago is within the leeway.
+    let mut claims = issuer.claims("carol", "invoices:read");
+    claims["exp"] = json!(jsonwebtoken::get_current_timestamp() - 10);
+    assert_eq!(
+        call(&app, "GET", "/invoices", Some(&rsa.sign(&claims)))
+            .await
+            .status(),
+        200
+    );
+}
+
+async fn forged_expired_and_misdirected_tokens_are_refused(backend: Backend) {
+    let rsa = SigningKey::rsa("rsa-1");
+    let ec = SigningKey::ec("ec-1");
+    let issuer = Issuer::start(&[&rsa, &ec]);
+    let Some(app) = spawn_secured(backend, &issuer.url, |_| {}).await else {
+        return;
+    };
+    let good = issuer.claims("mallory", "invoices:read");
+    assert_eq!(
+        call(&app, "GET", "/invoices", Some(&rsa.sign(&good)))
+            .await
+            .status(),
+        200,
+        "the well-formed token works, so what follows is refused for its flaw alone"
+    );
+    let now = jsonwebtoken::get_current_timestamp();
+    let with = |key: &str, value: Value| {
+        let mut claims = good.clone();
+        claims[key] = value;
+        claims
+    };
+    let without = |key: &str| {
+        let mut claims = good.clone();
+        claims.as_object_mut().expect("object").remove(key);
+        claims
+    };
+    let unsigned = |alg: &str, signature: &str| {
+        format!(
+            "{}.{}.{signature}",
+            b64(json!({"alg": alg, "typ": "JWT", "kid": "rsa-1"}).to_string()),
+            b64(good.to_string())
+        )
+    };
+    // The classic confusion: HS256 with the RSA public key as the HMAC secret.
+    let hmac_with_public_key = jws("HS256", "rsa-1", &good, |input| {
+        let key =
+            aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, rsa.public_pem().as_bytes());
+        aws_lc_rs::hmac::sign(&key, input).as_ref().to_vec()
+    });
+    // A valid signature over other claims: the payload swapped for one granting more.
+    let tampered = {
+        let signed = rsa.sign(&good);
+        let parts: Vec<&str> = signed.split('.').collect();
+        let elevated = with("scope", json!("invoices:read invoices:pay"));
+        format!("{}.{}.{}", parts[0], b64(elevated.to_string()), parts[2])
+    };
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "expired beyond the leeway",
+            rsa.sign(&with("exp", json!(now - 120))),
+        ),
+        ("not valid yet", rsa.sign(&with("nbf", json!(now + 300)))),
+        (
+            "another audience",
+            rsa.sign(&with("aud", json!("another-api"))),
+        ),
+        (
+            "another issuer",
+            rsa.sign(&with("iss", json!("https://idp.example.com"))),
+        ),
+        ("no exp", rsa.sign(&without("exp"))),
+        ("no sub", rsa.sign(&without("sub"))),
+        ("no aud", rsa.sign(&without("aud"))),
+        ("unknown kid", rsa.sign_as("RS256", "no-such-key", &good)),
+        ("alg none, no signature", unsigned("none", "")),
+        ("alg none, some signature", unsigned("none", "c2lnbmF0dXJl")),
+        ("HS256 keyed with the public key", hmac_with_public_key),
+        (
+            "PS256 where the JWK says RS256",
+            rsa.sign_as("PS256", "rsa-1", &good),
+        ),
+        (
+            "RS384, not configured",
+            rsa.sign_as("RS384", "rsa-1", &good),
+        ),
+        (
+            "an EC signature under the RSA key's kid",
+            ec.sign_as("ES256", "rsa-1", &good),
+        ),
+        ("a tampered payload", tampered),
+    ];
+    for (what, token) in cases {
+        assert_refused(
+            call(&app, "GET", "/invoices", Some(&token)).await,
+            INVALID_TOKEN,
+            what,
+        )
+        .await;
+    }
+}
+
+async fn a_rotated_key_works_without_restart_and_a_withdrawn_one_stops(backend: Backend) {
+    let old = SigningKey::rsa("2026-01");
+    let new = SigningKey::ec("2026-02");
+    let issuer = Issuer::start(&[&old]);
+    let Some(app) = spawn_secured(backend, &issuer.url, |s| {
+        s.refresh_cooldown = Duration::from_millis(300);
+        s.max_age = Duration::from_millis(1500);
+    })
+    .await
+    else {
+        return;
+    };
+    let claims = issuer.claims("svc", "invoices:read");
+    let (old_token, new_token) = (old.sign(&claims), new.sign(&claims));
+    assert_eq!(
+        call(&app, "GET", "/invoices", Some(&old_token))
+            .await
+            .status(),
+        200
+    );
+    assert_refused(
+        call(&app, "GET", "/invoices", Some(&new_token)).await,
+        INVALID_TOKEN,
+        "not yet published",
+    )
+    .await;
+
+    // The IdP publishes the next key; the first token naming it makes us fetch again.
+    issuer.publish(&[&old, &new]);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        call(&app, "GET", "/invoices", Some(&new_token))
+            .await
+            .status(),
+        200,
+        "rotated key"
+    );
+    assert_eq!(
+        call(&app, "GET", "/invoices", Some(&old_token))
+            .await
+            .status(),
+        200,
+        "both during the rotation"
+    );
+
+    // The IdP withdraws the old key: once our copy is older than max_age it is gone.
+    issuer.publish(&[&new]);
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    assert_refused(
+        call(&app, "GET", "/invoices", Some(&old_token)).await,
+        INVALID_TOKEN,
+        "withdrawn key",
+    )
+    .await;
+    assert_eq!(
+        call(&app, "GET", "/invoices", Some(&new_token))
+            .await
+            .status(),
+        200
+    );
+}
+
+async fn invented_kids_cannot_make_us_hammer_the_issuer(backend: Backend) {
+    let key = SigningKey::rsa("rsa-1");
+    let issuer = Issuer::start(&[&key]);
+    let Some(app) = spawn_secured(backend, &issuer.url, |s| {
+        s.refresh_cooldown = Duration::from_secs(60);
+    })
+    .await
+    else {
+        return;
+    };
+    let claims = issuer.claims("svc", "invoices:read");
+    assert_eq!(
+        call(&app, "GET", "/invoices", Some(&key.sign(&claims)))
+            .await
+            .status(),
+        200
+    );
+    let before = issuer.fetches();
+    assert!(before >= 1, "the keys were fetched");
+    // One after another (no fetch in flight to share), then all at once.
+    for i in 0..20 {
+        let token = key.sign_as("RS256", &format!("invented-{i}"), &claims);
+        let response = call(&app, "GET", "/invoices", Some(&token)).await;
+        assert_eq!(response.status().as_u16(), 401);
+    }
+    let attempts: Vec<_> = (20..40)
+        .map(|i| {
+            let token = key.sign_as("RS256", &format!("invented-{i}"), &claims);
+            let url = app.url("/invoices");
+            tokio::spawn(async move {
+                reqwest::Client::new()
+                    .get(url)
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+            })
+        })
+        .collect();
+    for attempt in attempts {
+        assert_eq!(attempt.await.expect("task").expect("sent"), 401);
+    }
+    assert!(
+        issuer.fetches() <= before + 1,
+        "40 invented kids caused {} fetches of the JWKS",
+        issuer.fetches() - before
+    );
+    assert_eq!(
+        call(&app, "GET", "/invoices", Some(&key.sign(&claims)))
+            .await
+            .status(),
+        200
+    );
+}
+
+async fn an_unreachable_issuer_is_a_503_and_api_keys_still_work(backend: Backend) {
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port");
+    let key = SigningKey::rsa("rsa-1");
+    let issuer_url = format!("http://{closed}");
+    let Some(app) = spawn_secured(backend, &issuer_url, |_| {}).await else {
+        return;
+    };
+    let claims = json!({
+        "iss": issuer_url, "aud": AUDIENCE, "sub": "svc", "scope": "invoices:read",
+        "exp": jsonwebtoken::get_current_timestamp() + 300,
+    });
+    let response = call(&app, "GET", "/invoices", Some(&key.sign(&claims))).await;
+    assert!(response.headers().contains_key("retry-after"));
+    assert_problem(response, 503, "service_unavailable").await;
+    assert_eq!(
+        call(&app, "GET", "/invoices", Some(CI_KEY_OLD))
+            .await
+            .status(),
+        200
+    );
+}
+
+async fn api_keys_carry_their_clients_scopes(backend: Backend) {
+    let key = SigningKey::rsa("rsa-1");
+    let issuer = Issuer::start(&[&key]);
+    let Some(app) = spawn_secured(backend, &issuer.url, |_| {}).await else {
+        return;
+    };
+    for ci in [CI_KEY_OLD, CI_KEY_NEW] {
+        assert_eq!(
+            call(&app, "GET", "/invoices", Some(ci)).await.status(),
+            200,
+            "both keys of ci"
+        );
+        assert_forbidden(
+            call(&app, "POST", "/invoices", Some(ci)).await,
+            "invoices:write",
+            "ci creates",
+        )
+        .await;
+        assert_forbidden(
+            call(&app, "POST", "/pay-runs", Some(ci)).await,
+            "invoices:pay",
+            "ci pays",
+        )
+        .await;
+    }
+    let created = json_of(
+        call(&app, "POST", "/invoices", Some(BILLING_KEY)).await,
+        201,
+        "billing creates",
+    )
+    .await;
+    assert_eq!(created["created_by"], "key:billing");
+    assert_forbidden(
+        call(&app, "GET", "/invoices", Some(BILLING_KEY)).await,
+        "invoices:read",
+        "billing reads",
+    )
+    .await;
+    let started = call(&app, "POST", "/pay-runs", Some(BILLING_KEY)).await;
+    assert_eq!(started.status().as_u16(), 202);
+    let location = started
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .expect("Location")
+        .to_owned();
+    let run = finished_run(&app, &location, CI_KEY_NEW).await;
+    assert_eq!(run["started_by"], "key:billing", "{run}");
+    for unknown in [
+        "ci-key-old-6f1c2a9e4b7d035",
+        "ci-key-old-6f1c2a9e4b7d03588",
+        "",
+    ] {
+        let response = call(&app, "GET", "/invoices", Some(unknown)).await;
+        assert_eq!(response.status().as_u16(), 401, "{unknown:?}");
+    }
+}
+
+async fn the_dev_key_stands_in_on_loopback_only(backend: Backend) {
+    // The helpers' app has no issuer and no keys, on 127.0.0.1: the dev key works.
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let created = app.create_invoice("C001", 100, "EUR").await;
+    assert_eq!(created["created_by"], "dev");
+    assert_refused(
+        call(&app, "GET", "/invoices", None).await,
+        REALM,
+        "dev mode, nothing sent",
+    )
+    .await;
+    assert_refused(
+        call(&app, "GET", "/invoices", Some("guess")).await,
+        INVALID_TOKEN,
+        "dev mode, wrong key",
+    )
+    .await;
+    let run = app.pay().await;
+    let (_, run) = app
+        .get_json(&format!(
+            "/pay-runs/{}",
+            run["run_id"].as_str().expect("id")
+        ))
+        .await;
+    assert_eq!(run["started_by"], "dev", "{run}");
+
+    // The same configuration on every interface does not start.
+    let mut config = app.config.clone();
+    config.listen_addr = ([0, 0, 0, 0], 0).into();
+    let refused = Application::build(config).await.err().expect("refused");
+    let message = format!("{refused:#}");
+    assert!(
+        message.contains("API_AUTH_ISSUER") && message.contains("API_KEYS"),
+        "{message}"
+    );
+}
+
+async fn metrics_are_served_on_their_own_port_only(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    app.create_invoice("C001", 100, "EUR").await;
+    for token in [None, Some(DEV_API_KEY)] {
+        let on_api_port = call(&app, "GET", "/metrics", token).await;
+        assert_problem(on_api_port, 404, "not_found").await;
+    }
+    let scraped = reqwest::get(&app.metrics_url).await.expect("scraped");
+    assert_eq!(scraped.status().as_u16(), 200);
+    let text = scraped.text().await.expect("text");
+    assert!(
+        text.contains(r#"http_requests_total{method="POST",route="/invoices",status="201"} 1"#),
+        "{text}"
+    );
+    let other = app.metrics_url.replace("/metrics", "/invoices");
+    let response = reqwest::get(other).await.expect("sent");
+    assert_problem(response, 404, "not_found").await;
+}
+
+both_backends!(
+    without_a_credential_every_api_route_answers_401,
+    a_token_may_do_what_its_scopes_allow,
+    forged_expired_and_misdirected_tokens_are_refused,
+    a_rotated_key_works_without_restart_and_a_withdrawn_one_stops,
+    invented_kids_cannot_make_us_hammer_the_issuer,
+    an_unreachable_issuer_is_a_503_and_api_keys_still_work,
+    api_keys_carry_their_clients_scopes,
+    the_dev_key_stands_in_on_loopback_only,
+    metrics_are_served_on_their_own_port_only,
+);
+
+/// The real binary, as a chart would start it without credentials: it refuses to serve on
+/// a non-loopback address and names what to set; commands that serve no API still run.
+#[test]
+fn the_binary_refuses_an_open_api_and_names_the_variables() {
+    let dir = std::env::temp_dir().join(format!("ia-auth-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    // Output goes to files, so a process that wrongly keeps serving is killed at a
+    // deadline instead of hanging the test.
+    let run = |args: &[&str]| {
+        let (out, err) = (dir.join("stdout"), dir.join("stderr"));
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_invoice-app"))
+            .args(args)
+            .env_clear()
+            .env("LISTEN_ADDR", "0.0.0.0:0")
+            .env("METRICS_ADDR", "127.0.0.1:0")
+            .env("DATABASE_URL", dir.join("ia.db"))
+            .env("SEED", "none")
+            .env("PAY_SCHEDULE", "off")
+            .stdout(std::fs::File::create(&out).expect("stdout file"))
+            .stderr(std::fs::File::create(&err).expect("stderr file"))
+            .spawn()
+            .expect("invoice-app runs");
+        let mut status = None;
+        for _ in 0..200 {
+            status = child.try_wait().expect("waits");
+            if status.is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        (status, std::fs::read_to_string(&err).unwrap_or_default())
+    };
+    let (served, stderr) = run(&[]);
+    assert_eq!(
+        served.and_then(|s| s.code()),
+        Some(2),
+        "still serving, or another exit: {stderr}"
+    );
+    assert!(
+        stderr.contains("API_AUTH_ISSUER") && stderr.contains("API_KEYS"),
+        "{stderr}"
+    );
+    let (migrated, stderr) = run(&["migrate"]);
+    assert!(migrated.is_some_and(|s| s.success()), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+    // And in-process the configuration says the same.
+    let config =
+        Config::from_lookup(&|name| (name == "LISTEN_ADDR").then(|| "0.0.0.0:8081".into()))
+            .expect("parses");
+    assert_eq!(
+        config.uses_dev_api_key().expect_err("open").var,
+        "API_AUTH_ISSUER"
+    );
+}
+
+/// The OpenAPI document says what the routes enforce: the bearer scheme, each operation's
+/// scope, the open ones, the audit fields; and no `/metrics` on this port.
+#[test]
+fn the_openapi_document_declares_each_operations_scope() {
+    let document: Value = serde_json::from_str(invoice_app::OPENAPI_JSON).expect("JSON");
+    assert_eq!(
+        document["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    let expected = [
+        ("/invoices", "get", json!([{"bearer": ["invoices:read"]}])),
+        ("/invoices", "post", json!([{"bearer": ["invoices:write"]}])),
+        (
+            "/invoices/{id}",
+            "get",
+            json!([{"bearer": ["invoices:read"]}]),
+        ),
+        (
+            "/invoices/pay",
+            "post",
+            json!([{"bearer": ["invoices:pay"]}]),
+        ),
+        ("/pay-runs", "post", json!([{"bearer": ["invoices:pay"]}])),
+        (
+            "/pay-runs/{id}",
+            "get",
+            json!([{"bearer": ["invoices:read"]}]),
+        ),
+        ("/healthz", "get", json!([])),
+        ("/readyz", "get", json!([])),
+        ("/openapi.json", "get", json!([])),
+    ];
+    for (path, method, security) in &expected {
+        let operation = &document["paths"][path][method];
+        assert_eq!(&operation["security"], security, "{method} {path}");
+        if security != &json!([]) {
+            for status in ["401", "403"] {
+                assert!(
+                    operation["responses"][status].is_object(),
+                    "{method} {path} documents no {status}"
+                );
+            }
+        }
+    }
+    let operations: usize = document["paths"]
+        .as_object()
+        .expect("paths")
+        .values()
+        .map(|p| p.as_object().map_or(0, |m| m.len()))
+        .sum();
+    assert_eq!(
+        operations,
+        expected.len(),
+        "an operation without a stated scope"
+    );
+    assert!(document["paths"]["/metrics"].is_null());
+    let schemas = &document["components"]["schemas"];
+    assert!(schemas["Invoice"]["properties"]["created_by"].is_object());
+    assert!(schemas["PayRun"]["properties"]["started_by"].is_object());
+}
