@@ -182,6 +182,10 @@ impl From<BillingError> for ApiError {
                 ),
                 retry_after_secs: 5,
             },
+            BillingError::RunClosed => ApiError::Unavailable {
+                reason: BillingError::RunClosed.to_string(),
+                retry_after_secs: 5,
+            },
             BillingError::Corrupt(e) | BillingError::Aborted(e) => {
                 ApiError::Internal(anyhow::anyhow!(e))
             }

@@ -1,6 +1,7 @@
 //! The in-process schedule. Every replica runs it; a billing period is paid once across
 //! them (see `billing::periods`), and a period that fell due while none was up is paid by
-//! the first one up. It also closes runs whose process died.
+//! the first one up. Housekeeping, on whether or not the schedule is, closes the runs of
+//! processes that died.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,16 +10,13 @@ use chrono::Utc;
 
 use crate::billing::{Biller, BillingError};
 
-/// Between fire times the schedule still looks every so often: for a period whose run was
-/// abandoned, and for runs to close.
+/// Between fire times the schedule still looks every so often, for a period whose run was
+/// abandoned.
 const RECHECK: Duration = Duration::from_secs(60);
 
 pub fn spawn(biller: Arc<Biller>, schedule: cron::Schedule) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            if let Err(e) = biller.close_abandoned().await {
-                tracing::warn!(error = %e, "could not close abandoned pay runs");
-            }
             // The latest fire time that has passed is owed one run.
             if let Some(due) = schedule.after(&Utc::now()).next_back() {
                 match biller.pay_period(due).await {
@@ -38,6 +36,19 @@ pub fn spawn(biller: Arc<Biller>, schedule: cron::Schedule) -> tokio::task::Join
                 .and_then(|n| (n - Utc::now()).to_std().ok())
                 .map_or(RECHECK, |w| w.min(RECHECK));
             tokio::time::sleep(wait).await;
+        }
+    })
+}
+
+/// Closes the runs of dead processes every `every` (a run silent for a lease is dead), so
+/// none reads `running` for longer than about a lease and a half, schedule or not.
+pub fn spawn_housekeeping(biller: Arc<Biller>, every: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            if let Err(e) = biller.close_abandoned().await {
+                tracing::warn!(error = %e, "could not close abandoned pay runs");
+            }
         }
     })
 }

@@ -36,6 +36,7 @@ pub struct Application {
     metrics_server: Server,
     biller: Arc<Biller>,
     schedule: Option<tokio::task::JoinHandle<()>>,
+    housekeeping: tokio::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -57,6 +58,10 @@ impl Application {
             .pay_schedule
             .clone()
             .map(|s| scheduler::spawn(biller.clone(), s));
+        let housekeeping = scheduler::spawn_housekeeping(
+            biller.clone(),
+            (config.claim_lease / 2).min(Duration::from_secs(60)),
+        );
         let state = web::Data::new(AppState {
             pool,
             biller: biller.clone(),
@@ -106,6 +111,7 @@ impl Application {
             metrics_server,
             biller,
             schedule,
+            housekeeping,
         })
     }
 
@@ -129,6 +135,7 @@ impl Application {
         let served = self.server.await;
         metrics.stop(true).await;
         drop(metrics_served.await);
+        self.housekeeping.abort();
         if let Some(schedule) = self.schedule {
             schedule.abort();
         }

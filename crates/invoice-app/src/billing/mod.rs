@@ -155,6 +155,8 @@ pub enum BillingError {
     Corrupt(String),
     #[error("pay run task ended: {0}")]
     Aborted(String),
+    #[error("the run was closed as abandoned while it worked (its process stalled); it stopped")]
+    RunClosed,
 }
 
 pub struct Biller {
@@ -295,11 +297,20 @@ impl Biller {
             Some(error) => tracing::error!(%error, summary = ?report.summary, "pay run failed"),
         }
         let (id, status, error) = (run.id.clone(), report.status, report.error.clone());
-        db::run(&self.pool, move |c| {
-            pay_runs::finish(c, &id, status, error.as_deref(), Utc::now().naive_utc())
-                .map_err(DbError::from)
+        let closed = db::run(&self.pool, move |c| {
+            let now = Utc::now().naive_utc();
+            if pay_runs::finish(c, &id, status, error.as_deref(), now)? {
+                return Ok(false);
+            }
+            // Closed by another while this process stalled: its calls since then stay on
+            // record as interrupted, and the row keeps saying abandoned.
+            attempts::interrupt(c, std::slice::from_ref(&id), now)?;
+            Ok::<_, DbError>(true)
         })
         .await?;
+        if closed {
+            report.status = RunStatus::Abandoned;
+        }
         Ok(report)
     }
 
@@ -395,11 +406,17 @@ impl Biller {
         let limit = i64::try_from(limit).unwrap_or(64);
         let (worker, run) = (self.worker_id.clone(), run_id.to_owned());
         let claimed = db::run(&self.pool, move |c| {
+            // A run closed as abandoned while this process stalled claims nothing more.
+            if !pay_runs::is_running(c, &run)? {
+                return Ok(None);
+            }
             let now = Utc::now().naive_utc();
             invoices::claim(c, &worker, &run, after.as_deref(), now, now + lease, limit)
+                .map(Some)
                 .map_err(DbError::from)
         })
-        .await?;
+        .await?
+        .ok_or(BillingError::RunClosed)?;
         Ok((claimed.rows, claimed.cursor))
     }
 

@@ -27,10 +27,11 @@ impl Biller {
         let run_id = run_id.to_owned();
         let now = Utc::now().naive_utc();
         let (batch, changed) = db::run(&self.pool, move |c| {
-            let changed = c.transaction(|c| settle_in(c, &run_id, &batch, &worker, now));
-            changed
-                .map(|changed| (batch, changed))
-                .map_err(DbError::from)
+            match c.transaction(|c| settle_in(c, &run_id, &batch, &worker, now)) {
+                Ok(changed) => Ok((batch, changed)),
+                Err(diesel::result::Error::RollbackTransaction) => Err(BillingError::RunClosed),
+                Err(e) => Err(DbError::from(e).into()),
+            }
         })
         .await?;
         batch
@@ -78,17 +79,18 @@ fn settle_in(
         let applied = match &charged.settlement {
             Settlement::Paid { .. } => continue,
             Settlement::Failed { reason } => {
-                let applied = invoices::mark_failed(c, id, worker, reason, now)? == 1;
+                let applied = invoices::mark_failed(c, id, worker, run_id, reason, now)? == 1;
                 counts.failed += i32::from(applied);
                 applied
             }
             Settlement::RetryLater { .. } => {
-                let applied = invoices::release(c, id, worker, now)? == 1;
+                let applied = invoices::release(c, id, worker, run_id, now)? == 1;
                 counts.retry_later += i32::from(applied);
                 applied
             }
             Settlement::Attention { reason } => {
-                let applied = invoices::release_for_attention(c, id, worker, reason, now)? == 1;
+                let applied =
+                    invoices::release_for_attention(c, id, worker, run_id, reason, now)? == 1;
                 counts.retry_later += i32::from(applied);
                 applied
             }
@@ -97,7 +99,11 @@ fn settle_in(
             changed.insert(id.clone());
         }
     }
-    pay_runs::add(c, run_id, counts, now)?;
+    if !pay_runs::add(c, run_id, counts, now)? {
+        // The run was closed as abandoned (this process stalled past its heartbeat):
+        // whoever closed it may be paying these invoices now; undo, and stop.
+        return Err(diesel::result::Error::RollbackTransaction);
+    }
     Ok(changed)
 }
 

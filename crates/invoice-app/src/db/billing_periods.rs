@@ -23,16 +23,17 @@ pub enum Take {
     Baseline,
 }
 
-/// Takes `period` for `run` (recording the run with it) unless a live or finished run has
-/// it; a period whose run was abandoned or failed is taken over.
+/// Takes `period` (due at `due`) for `run`, recording the run with it, unless a live or
+/// finished run has it; a period whose run was abandoned or failed is taken over.
 pub fn take(
     conn: &mut AnyConnection,
     period: &str,
+    due: NaiveDateTime,
     run: &PayRunRow,
     now: NaiveDateTime,
 ) -> QueryResult<Take> {
     let any: i64 = billing_periods::table.count().get_result(conn)?;
-    if any == 0 {
+    if any == 0 && !owed_before_periods(conn, due)? {
         let baseline = diesel::insert_into(billing_periods::table)
             .values((
                 dsl::period.eq(period),
@@ -94,4 +95,20 @@ pub fn take(
         super::pay_runs::insert(c, run)?;
         Ok(Take::Ours)
     })
+}
+
+/// Before this table existed (a database upgraded from a release without it), a period is
+/// owed if runs were made but none by the schedule since it fell due; a database with no
+/// runs at all is new and owes nothing.
+fn owed_before_periods(conn: &mut AnyConnection, due: NaiveDateTime) -> QueryResult<bool> {
+    let runs: i64 = pay_runs::table.count().get_result(conn)?;
+    if runs == 0 {
+        return Ok(false);
+    }
+    let paid_since: i64 = pay_runs::table
+        .filter(pay_runs::trigger.eq("schedule"))
+        .filter(pay_runs::started_at.ge(due))
+        .count()
+        .get_result(conn)?;
+    Ok(paid_since == 0)
 }

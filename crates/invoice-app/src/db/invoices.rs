@@ -263,15 +263,16 @@ pub fn mark_all_paid(
     }
 }
 
-/// Marks a permanent failure, if `worker` still holds the claim.
+/// Marks a permanent failure, if `worker`'s run `run_id` still holds the claim.
 pub fn mark_failed(
     conn: &mut AnyConnection,
     id: &str,
     worker: &str,
+    run_id: &str,
     reason: &str,
     now: NaiveDateTime,
 ) -> QueryResult<usize> {
-    diesel::update(held_by(id, worker))
+    diesel::update(held_by(id, worker, run_id))
         .set((
             dsl::status.eq("failed"),
             dsl::failure_reason.eq(reason),
@@ -283,14 +284,16 @@ pub fn mark_failed(
         .execute(conn)
 }
 
-/// Hands an invoice back to `pending` for a later run, if `worker` still holds the claim.
+/// Hands an invoice back to `pending` for a later run, if `worker`'s run `run_id` still
+/// holds the claim (another run of the same process may have taken it over).
 pub fn release(
     conn: &mut AnyConnection,
     id: &str,
     worker: &str,
+    run_id: &str,
     now: NaiveDateTime,
 ) -> QueryResult<usize> {
-    diesel::update(held_by(id, worker))
+    diesel::update(held_by(id, worker, run_id))
         .set(released(now))
         .execute(conn)
 }
@@ -305,7 +308,7 @@ pub fn renew(
     now: NaiveDateTime,
     lease_until: NaiveDateTime,
 ) -> QueryResult<bool> {
-    diesel::update(held_by(id, worker).filter(dsl::last_run_id.eq(run_id)))
+    diesel::update(held_by(id, worker, run_id))
         .set((dsl::lease_until.eq(lease_until), dsl::updated_at.eq(now)))
         .execute(conn)
         .map(|n| n == 1)
@@ -317,10 +320,11 @@ pub fn release_for_attention(
     conn: &mut AnyConnection,
     id: &str,
     worker: &str,
+    run_id: &str,
     reason: &str,
     now: NaiveDateTime,
 ) -> QueryResult<usize> {
-    diesel::update(held_by(id, worker))
+    diesel::update(held_by(id, worker, run_id))
         .set((released(now), dsl::attention.eq(reason)))
         .execute(conn)
 }
@@ -341,11 +345,12 @@ pub fn release_all(
 }
 
 #[diesel::dsl::auto_type]
-fn held_by<'a>(id: &'a str, worker: &'a str) -> _ {
+fn held_by<'a>(id: &'a str, worker: &'a str, run_id: &'a str) -> _ {
     invoices::table
         .filter(dsl::id.eq(id))
         .filter(dsl::status.eq("processing"))
         .filter(dsl::claimed_by.eq(worker))
+        .filter(dsl::last_run_id.eq(run_id))
 }
 
 #[allow(clippy::type_complexity)]

@@ -44,14 +44,15 @@ pub fn insert(conn: &mut AnyConnection, run: &PayRunRow) -> QueryResult<()> {
         .map(|_| ())
 }
 
-/// Adds to the run's counts and shows it alive.
+/// Adds to the run's counts and shows it alive; false if the run is no longer running
+/// (closed as abandoned while its process stalled): it must not write any more.
 pub fn add(
     conn: &mut AnyConnection,
     id: &str,
     counts: Counts,
     now: NaiveDateTime,
-) -> QueryResult<()> {
-    diesel::update(pay_runs::table.find(id))
+) -> QueryResult<bool> {
+    diesel::update(pay_runs::table.find(id).filter(dsl::status.eq(RUNNING)))
         .set((
             dsl::paid.eq(dsl::paid + counts.paid),
             dsl::failed.eq(dsl::failed + counts.failed),
@@ -59,7 +60,17 @@ pub fn add(
             dsl::heartbeat_at.eq(now),
         ))
         .execute(conn)
-        .map(|_| ())
+        .map(|n| n == 1)
+}
+
+/// Whether the run is still open.
+pub fn is_running(conn: &mut AnyConnection, id: &str) -> QueryResult<bool> {
+    pay_runs::table
+        .find(id)
+        .filter(dsl::status.eq(RUNNING))
+        .count()
+        .get_result::<i64>(conn)
+        .map(|n| n == 1)
 }
 
 pub fn heartbeat(conn: &mut AnyConnection, id: &str, now: NaiveDateTime) -> QueryResult<()> {
@@ -70,15 +81,15 @@ pub fn heartbeat(conn: &mut AnyConnection, id: &str, now: NaiveDateTime) -> Quer
 }
 
 /// Closes a run with its final status; the counts are already on the row. A run closed as
-/// abandoned by mistake (its heartbeat was late) is closed again with what it really did.
+/// abandoned meanwhile stays so (false): whoever closed it may have taken its work over.
 pub fn finish(
     conn: &mut AnyConnection,
     id: &str,
     status: RunStatus,
     error: Option<&str>,
     now: NaiveDateTime,
-) -> QueryResult<()> {
-    diesel::update(pay_runs::table.find(id))
+) -> QueryResult<bool> {
+    diesel::update(pay_runs::table.find(id).filter(dsl::status.eq(RUNNING)))
         .set((
             dsl::status.eq(status.as_str()),
             dsl::error.eq(error),
@@ -86,7 +97,7 @@ pub fn finish(
             dsl::heartbeat_at.eq(now),
         ))
         .execute(conn)
-        .map(|_| ())
+        .map(|n| n == 1)
 }
 
 /// The running runs whose heartbeat is older than `stale_before` (their process died), or,

@@ -73,7 +73,7 @@ impl PaymentClient {
                     outcome: transformers::from_send_error(&e),
                     http_status: None,
                     // Refused at connect: nothing left. Anything later: it may have arrived.
-                    sent: if e.is_connect() {
+                    sent: if e.is_connect() || e.is_builder() {
                         Sent::No
                     } else {
                         Sent::Unknown

@@ -20,6 +20,16 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 pub fn from_send_error(e: &reqwest::Error) -> CallOutcome {
+    // Our request could not even be built (a token that is no valid header value, say):
+    // nothing left, and only a person can fix it.
+    if e.is_builder() {
+        return CallOutcome::Attention {
+            reason: format!(
+                "the request to payment-provider could not be built (check PAYMENT_PROVIDER_TOKEN): {}",
+                root_cause(e)
+            ),
+        };
+    }
     // Refused before anything was sent: nothing can have been charged.
     if e.is_connect() {
         return CallOutcome::Retryable {
@@ -138,6 +148,17 @@ mod tests {
             from_response(404, b"<html>", None, false),
             CallOutcome::Attention { .. }
         ));
+    }
+
+    #[test]
+    fn a_request_that_cannot_be_built_needs_attention() {
+        // A token with a line break is no header value: nothing leaves, a person must look.
+        let e = reqwest::Client::new()
+            .post("http://127.0.0.1:9/v1/charges")
+            .bearer_auth("token\nsecond-line")
+            .build()
+            .expect_err("invalid header value");
+        assert!(matches!(from_send_error(&e), CallOutcome::Attention { .. }));
     }
 
     #[test]

@@ -194,7 +194,7 @@ impl Model {
                 };
                 for (id, _) in answered.iter().filter(|(_, ch)| ch.is_none()) {
                     counts.retry_later += i32::try_from(
-                        invoices::release(c, id, &worker.id, now)
+                        invoices::release(c, id, &worker.id, &worker.run, now)
                             .map_err(|e| TestCaseError::fail(e.to_string()))?,
                     )
                     .unwrap_or(0);

@@ -228,7 +228,66 @@ async fn payment_settled_by_two_runs_is_counted_once(backend: Backend) {
     );
 }
 
+async fn a_run_closed_while_it_stalled_stops_and_writes_nothing_more(backend: Backend) {
+    // The run's row is closed as abandoned while it works (its heartbeat was late: a
+    // stalled process). It must not count, settle or claim any more, and must not come
+    // back as completed; a later run pays what it left.
+    let Some(app) = spawn_app_with(
+        backend,
+        |p| p.faults.latency = Duration::from_millis(300),
+        |a| {
+            a.pay_concurrency = 1;
+            a.claim_lease = Duration::from_secs(2);
+            a.retry_max_elapsed = Duration::from_secs(1);
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    app.provider
+        .fund("C001", money(100_000_000, Currency::Eur))
+        .await;
+    let pool = db::pool(&app.config.database_url, 1);
+    create_eur_invoices(&pool, 12).await;
+    let location = app.start_pay_run().await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let id = location.trim_start_matches("/pay-runs/").to_owned();
+    db::run(&pool, move |c| {
+        use schema::pay_runs::dsl;
+        diesel::update(dsl::pay_runs.find(id))
+            .set(dsl::status.eq("abandoned"))
+            .execute(c)
+            .map_err(anyhow::Error::from)
+    })
+    .await
+    .expect("closed");
+    let run = app.wait_for_run(&location).await;
+    assert_eq!(run["status"], "abandoned", "{run}");
+    let counted = run["summary"]["paid"].as_i64().expect("paid");
+    assert!(counted < 12, "the closed run stopped: {run}");
+
+    // Its leases lapse; the next run pays the rest, and the records add up.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let report = app.pay().await;
+    assert_eq!(app.invoices("paid").await.len(), 12, "{report}");
+    assert_eq!(run_totals(&pool).await, (12, 0));
+    assert_eq!(app.provider.ledger().await.len(), 12);
+    let started: i64 = db::run(&pool, |c| {
+        use schema::payment_attempts::dsl;
+        dsl::payment_attempts
+            .filter(dsl::outcome.eq("started"))
+            .count()
+            .get_result(c)
+            .map_err(anyhow::Error::from)
+    })
+    .await
+    .expect("attempts");
+    assert_eq!(started, 0, "attempts left started");
+}
+
 both_backends!(
+    a_run_closed_while_it_stalled_stops_and_writes_nothing_more,
     payment_settled_by_two_runs_is_counted_once,
     retry_after_beyond_the_budget_ends_the_turn_at_once,
     retry_after_within_the_budget_is_honoured_and_the_budget_still_ends,

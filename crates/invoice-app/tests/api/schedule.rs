@@ -228,7 +228,41 @@ async fn attempts_say_whether_the_request_left(backend: Backend) {
     );
 }
 
+async fn upgraded_database_owes_the_period_its_old_release_did_not_pay(backend: Backend) {
+    let Some(app) = spawn_app_with(backend, |_| {}, |_| {}).await else {
+        return;
+    };
+    // Runs were made before this release (no periods table then), none by the schedule
+    // since the 1st: that period is owed, not a baseline.
+    app.eur_invoices(1_000_000, 1).await;
+    app.pay().await;
+    app.eur_invoices(0, 2).await;
+    let pool = db::pool(&app.config.database_url, 1);
+    db::run(&pool, |c| {
+        diesel::update(runs::pay_runs)
+            .set(
+                runs::started_at.eq(chrono::NaiveDate::from_ymd_opt(2000, 1, 1)
+                    .and_then(|d| d.and_hms_opt(0, 0, 0))
+                    .expect("date")),
+            )
+            .execute(c)
+            .map_err(anyhow::Error::from)
+    })
+    .await
+    .expect("old run");
+
+    let handle = replica(&app).await;
+    wait_until_paid(&app, 3).await;
+
+    assert_eq!(
+        scheduled(&pool).await,
+        vec![(due_now(), "completed".to_owned())]
+    );
+    handle.stop(true).await;
+}
+
 both_backends!(
+    upgraded_database_owes_the_period_its_old_release_did_not_pay,
     period_missed_while_down_is_paid_once_by_the_first_replica_up,
     first_start_owes_no_period,
     period_whose_run_died_is_taken_over,
