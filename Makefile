@@ -5,7 +5,7 @@ export PACT_DO_NOT_TRACK := true
 
 NEXTEST := cargo nextest run --locked
 
-.PHONY: help build test test-rust pact pact-consumer pact-verify pact-standalone fuzz-api charts lint lint-scripts fmt run run-provider run-app demo bench ci
+.PHONY: help build test test-rust test-chaos pact pact-consumer pact-verify pact-standalone fuzz-api charts lint lint-scripts fmt run run-provider run-app demo bench ci
 
 help: ## List the targets
 	@awk -F ':.*## ' '/^[a-z-]+:.*## / { printf "  %-16s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -18,6 +18,9 @@ test: test-rust pact fuzz-api charts lint-scripts ## Run every test: Rust (SQLit
 test-rust: ## Unit and integration tests on SQLite, and on PostgreSQL when TEST_DATABASE_URL is set
 	@if [ -z "$$TEST_DATABASE_URL" ]; then echo "PostgreSQL tests SKIPPED: set TEST_DATABASE_URL=postgres://user@host:5432 to run them"; fi
 	$(NEXTEST) --workspace -E 'not binary(/pact/)'
+
+test-chaos: ## Three replicas and the provider SIGKILLed under injected faults on PostgreSQL, then invariants read from both databases (CHAOS_SEED=<n> replays a run)
+	scripts/chaos/chaos.py $(if $(CHAOS_SEED),--seed $(CHAOS_SEED))
 
 pact: pact-consumer pact-verify pact-standalone ## Consumer tests (writes pacts/), then provider verification, in-repo and standalone
 

@@ -21,10 +21,11 @@ def free_port():
 
 class Service:
     """A service binary on 127.0.0.1:<free port>, started with only `env` (plus PATH), ready
-    (`/readyz` 200) when the constructor returns; `ready_after` is how long that took."""
+    (`/readyz` 200) when the constructor returns; `ready_after` is how long that took. A
+    restarted service is given its old `port`, so its clients need not be told."""
 
-    def __init__(self, binary, env, log=subprocess.DEVNULL):
-        self.port = free_port()
+    def __init__(self, binary, env, log=subprocess.DEVNULL, port=None):
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {"PATH": os.environ["PATH"], "LISTEN_ADDR": f"127.0.0.1:{self.port}",
                "LOG_FORMAT": "json", "RUST_LOG": "warn", **env}
