@@ -166,19 +166,65 @@ def insert_invoices(db, rows):
 # Processes
 
 
-def http(method, url, body=None, timeout=5):
-    """The status of one request, or None when the service could not be reached."""
+def http(method, url, body=None, timeout=5, headers=None, answer=False):
+    """The status of one request, or None when the service could not be reached; with
+    `answer`, (status, headers, parsed body)."""
     data = json.dumps(body).encode() if body is not None else (b"" if method == "POST" else None)
     req = urllib.request.Request(url, method=method, data=data, headers={
-        "Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"})
+        "Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json",
+        **(headers or {})})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
-            r.read()
-            return r.status
+            got = (r.status, r.headers, r.read())
     except urllib.error.HTTPError as e:
-        return e.code
+        got = (e.code, e.headers, e.read())
     except (OSError, ValueError):
-        return None
+        return (None, {}, None) if answer else None
+    if not answer:
+        return got[0]
+    try:
+        return got[0], got[1], json.loads(got[2] or b"null")
+    except ValueError:
+        return got[0], got[1], None
+
+
+def probe_keys(provider_url, ia, rng, count=40):
+    """From outside, with invoice-app's credential: settled invoices' keys sent again, with
+    the same body (the stored answer must come back, marked replayed) and with another
+    amount (422 idempotency_key_reused). Returns (probes, problems); the ledger checks
+    that follow prove nothing was charged."""
+    rows = ia.query("SELECT id, customer_id, amount_minor, currency, status, charge_id, "
+                    "failure_reason FROM invoices ORDER BY id")
+    problems = []
+    auth = {"Authorization": f"Bearer {PROVIDER_TOKEN}"}
+
+    def charge(invoice, customer, amount, currency):
+        for _ in range(20):  # injected 503s come first
+            got = http("POST", f"{provider_url}/v1/charges", timeout=10, answer=True, body={
+                "invoice_id": invoice, "customer_id": customer,
+                "amount": {"minor_units": amount, "currency": currency}},
+                headers={**auth, "Idempotency-Key": f"invoice-{invoice}"})
+            if got[0] != 503:
+                return got
+            time.sleep(0.05)
+        return got
+
+    sample = rng.sample(rows, min(count, len(rows)))
+    for invoice, customer, amount, currency, status, charge_id, reason in sample:
+        got, headers, body = charge(invoice, customer, int(amount), currency)
+        body = body if isinstance(body, dict) else {}
+        replayed = headers.get("Idempotent-Replayed") == "true"
+        if status == "paid" and not (got == 200 and replayed and body.get("id") == charge_id):
+            problems.append(f"{invoice} (paid with {charge_id}) sent again: {got} "
+                            f"replayed={replayed} id={body.get('id')}")
+        if status == "failed" and not (replayed and body.get("code") == reason):
+            problems.append(f"{invoice} (failed {reason}) sent again: {got} "
+                            f"replayed={replayed} code={body.get('code')}")
+        got, _, body = charge(invoice, customer, int(amount) + 1, currency)
+        code = body.get("code") if isinstance(body, dict) else None
+        if (got, code) != (422, "idempotency_key_reused"):
+            problems.append(f"{invoice}'s key with another amount: {got} {code}")
+    return len(sample), problems
 
 
 class Cluster:
@@ -497,10 +543,14 @@ def load(ia, pp):
     return inv, runs, attempts, accounts, ledger, keys
 
 
-def check_invariants(ia, pp, opening):
+def check_invariants(ia, pp, opening, probes):
     inv, runs, attempts, accounts, ledger, keys = load(ia, pp)
     r = Report()
     print("invariants, read from invoice-app's and payment-provider's databases:")
+    probed, problems = probes
+    r.check("settled invoices' keys sent again from outside get their stored answer, and "
+            "with another amount 422 idempotency_key_reused (the ledger checks below hold "
+            "after these)", True, f"{probed} keys sent twice each", problems)
     by_status = collections.Counter(i["status"] for i in inv.values())
     paid = {k: v for k, v in inv.items() if v["status"] == "paid"}
     failed = {k: v for k, v in inv.items() if v["status"] == "failed"}
@@ -785,9 +835,10 @@ def main():
         chaos(cluster, ia, rng, waves, api_rows, args.freeze)
         log(f"chaos over: {status_counts(ia)}; paying until nothing is pending or processing")
         stuck = drain(cluster, ia, rng)
+        probes = probe_keys(cluster.provider.url, ia, rng)
         cluster.stop()
         log("all stopped")
-        failed = check_invariants(ia, pp, opening)
+        failed = check_invariants(ia, pp, opening, probes)
         if stuck:
             print(f"  FAIL  {stuck}")
             failed.append(stuck)
