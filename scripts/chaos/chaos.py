@@ -7,21 +7,25 @@ what both databases say afterwards, not by what the API answered.
    hundred accounts: funded, underfunded (some exactly enough for some of their invoices),
    empty, in another currency than their invoices, and customers it has no account for.
 2. Three invoice-app processes on one invoices database (short lease, budget and timeout);
-   thousands of invoices, most inserted into its database, some created through its API
-   while the chaos goes on.
-3. Pay runs started on random replicas (`POST /pay-runs`, `POST /invoices/pay`) while
-   replicas are SIGKILLed and restarted at random moments and the provider is SIGKILLed
-   and restarted once; then runs go on until nothing is pending or processing, and one
-   more run on each replica after a lease has passed closes the runs of the dead.
+   4,000 invoices, inserted into its database in waves and created through its API while
+   the chaos goes on.
+3. Pay runs started on random replicas (`POST /pay-runs`, `POST /invoices/pay`) while,
+   a moment after the waves: replicas are SIGKILLed and restarted, the provider is
+   SIGKILLed and stays down for longer than a lease, and twice the attempt rows of the
+   calls in flight are locked for longer than a lease. Then runs go on until nothing is
+   pending or processing, one more run on each replica after a lease has passed closes the
+   runs of the dead, and settled invoices' keys are sent to the provider again from outside.
 4. The invariants, read from both databases, each printed with its figures. Any that
    fails makes the exit status 1.
 
     scripts/chaos/chaos.py [--seed N] [--invoices N] [--customers N] [--keep]
+                           [--freeze] [--cut-db]
 
-Everything random comes from the seed (printed at the start and on failure), so a run
-can be replayed with the same data and the same plan of kills; what the processes do in
-between depends on timing, as it would in production. Needs cargo, psql and python3
-(standard library only).
+`--freeze` also stops a replica (SIGSTOP) inside its transactions for longer than a lease;
+`--cut-db` terminates every connection to the invoices database once. Everything random
+comes from the seed (printed at the start and on failure), so a run can be replayed with
+the same data and the same plan; what the processes do in between depends on timing, as it
+would in production. Needs cargo, psql and python3 (standard library only).
 """
 
 import argparse
@@ -242,6 +246,7 @@ class Cluster:
         self.app_ports = [free_port() for _ in range(REPLICAS)]
         self.frozen = set()  # replicas stopped with SIGSTOP
         self.kills = []  # (time, what)
+        self.errors = []
 
     def _log(self, name):
         return open(os.path.join(self.scratch, f"{name}.log"), "a")
@@ -254,10 +259,19 @@ class Cluster:
     def start_app(self, i):
         env = {**self.app_env, "HOSTNAME": f"chaos-replica-{i}"}
         with self._log(f"invoice-app-{i}") as f:
+            # Start-up closes the runs of the dead, which waits for any lock on them.
             app = Service(os.path.join(TARGET, "debug", "invoice-app"), env, log=f,
-                          port=self.app_ports[i])
+                          port=self.app_ports[i], ready_timeout=90)
         with self.lock:
             self.apps[i] = app
+
+    def restart_app(self, i):
+        try:
+            self.start_app(i)
+            log(f"restarted invoice-app-{i}")
+        except RuntimeError as e:
+            self.errors.append(f"invoice-app-{i} did not start again: {e}")
+            log(self.errors[-1])
 
     def kill_app(self, i):
         with self.lock:
@@ -345,7 +359,7 @@ def driver(cluster, rng, stop, api_invoices):
         stop.wait(rng.uniform(0.2, 0.8))
 
 
-def chaos(cluster, ia, rng, waves, api_invoices, freeze):
+def chaos(cluster, ia, rng, waves, api_invoices, freeze, cut_db):
     """Runs the plan (from the seed) while the driver pays: waves of invoices inserted into
     the database, and kills and restarts, each a moment after a wave so that it hits work
     in flight."""
@@ -363,9 +377,11 @@ def chaos(cluster, ia, rng, waves, api_invoices, freeze):
     plan(rng.choice(wave_times[1:]) + rng.uniform(0.5, 3), "kill_provider")
     if freeze:
         plan(rng.choice(wave_times) + rng.uniform(0.5, 3), "freeze_app")
+    if cut_db:
+        plan(rng.choice(wave_times) + rng.uniform(0.5, 3), "cut_db")
     for _ in range(2):
         plan(rng.choice(wave_times) + rng.uniform(0.5, 3), "stall_db")
-    stalls = []
+    background = []  # stalls and restarts
     stop = threading.Event()
     thread = threading.Thread(target=driver, args=(cluster, random.Random(rng.random()), stop,
                                                    api_invoices), daemon=True)
@@ -387,27 +403,44 @@ def chaos(cluster, ia, rng, waves, api_invoices, freeze):
                 log(f"SIGKILL invoice-app-{i}; invoices {status_counts(ia)}")
                 plan(at + rng.uniform(0.3, 3), "start_app", i)
             elif what == "freeze_app":
+                # Writes of attempts wait behind a short table lock, so the replica is
+                # stopped in the middle of its transactions, as a long pause would catch it.
+                background.append(threading.Thread(target=quietly, daemon=True, args=(
+                    ia.query, "BEGIN; LOCK TABLE payment_attempts IN EXCLUSIVE MODE; "
+                    "SELECT pg_sleep(3); COMMIT")))
+                background[-1].start()
+                plan(at + 1, "sigstop")
+            elif what == "sigstop":
                 live = cluster.running()
                 if len(live) < 2:
                     continue
                 i = rng.choice(live)
-                pause = rng.uniform(LEASE_SECS + 2, LEASE_SECS + 6)
+                pause = rng.uniform(LEASE_SECS + 3, LEASE_SECS + 6)
                 cluster.freeze_app(i)
-                log(f"SIGSTOP invoice-app-{i} for {pause:.1f}s; invoices {status_counts(ia)}")
+                log(f"SIGSTOP invoice-app-{i} for {pause:.1f}s, its attempt writes waiting "
+                    f"behind a table lock; invoices {status_counts(ia)}")
                 plan(at + pause, "thaw_app", i)
             elif what == "stall_db":
                 pause = rng.uniform(LEASE_SECS + 3, LEASE_SECS + 8)
-                stalls.append(threading.Thread(target=lambda p=pause: log(
-                    f"{stall(ia, p)} attempts in flight were locked for {p:.1f}s"),
-                    daemon=True))
-                stalls[-1].start()
+                background.append(threading.Thread(target=quietly, daemon=True, args=(
+                    lambda p=pause: log(f"{stall(ia, p)} attempts in flight were locked for "
+                                        f"{p:.1f}s"),)))
+                background[-1].start()
                 log(f"locking the attempts in flight; invoices {status_counts(ia)}")
+            elif what == "cut_db":
+                cut = ia.query(f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                               f"WHERE datname = '{ia.name}' AND pid <> pg_backend_pid()")
+                log(f"terminated {cut[0][0]} connections to the invoices database; "
+                    f"invoices {status_counts(ia)}")
             elif what == "thaw_app":
                 cluster.thaw_app(arg)
                 log(f"SIGCONT invoice-app-{arg}; invoices {status_counts(ia)}")
             elif what == "start_app":
-                cluster.start_app(arg)
-                log(f"restarted invoice-app-{arg}")
+                # In the background: start-up waits for locks that a stopped replica may
+                # hold until its SIGCONT, which comes from this loop.
+                background.append(threading.Thread(
+                    target=cluster.restart_app, args=(arg,), daemon=True))
+                background[-1].start()
             elif what == "kill_provider":
                 cluster.kill_provider()
                 log(f"SIGKILL payment-provider; invoices {status_counts(ia)}")
@@ -418,11 +451,19 @@ def chaos(cluster, ia, rng, waves, api_invoices, freeze):
                 cluster.start_provider()
                 log("restarted payment-provider")
         time.sleep(max(0.0, CHAOS_SECS - (time.perf_counter() - began)))
-        for t in stalls:
+        for t in background:
             t.join()
     finally:
         stop.set()
         thread.join()
+
+
+def quietly(f, *args):
+    """Runs `f` in a thread, saying in one line when it failed."""
+    try:
+        f(*args)
+    except Exception as e:  # noqa: BLE001 - a lock taken from outside may be cut short
+        log(f"{getattr(f, '__name__', 'a stall')} ended early: {e}")
 
 
 def stall(db, secs):
@@ -455,8 +496,10 @@ def drain(cluster, ia, rng):
             attention = ia.query("SELECT attention, count(*) FROM invoices "
                                  "WHERE attention IS NOT NULL GROUP BY attention")
             return f"still unsettled after {DRAIN_SECS}s: {counts}; needing attention: {attention}"
-        app = rng.choice(cluster.live_apps())
-        http("POST", f"{app.url}/pay-runs")
+        apps = cluster.live_apps()
+        if not apps:
+            return "no invoice-app is running"
+        http("POST", f"{rng.choice(apps).url}/pay-runs")
         time.sleep(1)
     log(f"nothing pending or processing: {counts}")
     last_kill = max((t for t, _ in cluster.kills), default=0)
@@ -781,7 +824,10 @@ def main():
     parser.add_argument("--api-share", type=float, default=0.1,
                         help="share of the invoices created through the API during the chaos")
     parser.add_argument("--freeze", action="store_true",
-                        help="also SIGSTOP a replica for longer than a lease, then SIGCONT it")
+                        help="also SIGSTOP a replica inside its transactions for longer than "
+                        "a lease, then SIGCONT it (finds open defects: see docs/reliability.md)")
+    parser.add_argument("--cut-db", action="store_true",
+                        help="also terminate every connection to the invoices database once")
     parser.add_argument("--keep", action="store_true",
                         help="keep the databases and logs for inspection")
     parser.add_argument("--no-build", action="store_true")
@@ -832,16 +878,16 @@ def main():
         for i in range(1, REPLICAS):
             cluster.start_app(i)
         log(f"payment-provider and {REPLICAS} invoice-apps up; chaos for {CHAOS_SECS}s")
-        chaos(cluster, ia, rng, waves, api_rows, args.freeze)
+        chaos(cluster, ia, rng, waves, api_rows, args.freeze, args.cut_db)
         log(f"chaos over: {status_counts(ia)}; paying until nothing is pending or processing")
         stuck = drain(cluster, ia, rng)
         probes = probe_keys(cluster.provider.url, ia, rng)
         cluster.stop()
         log("all stopped")
         failed = check_invariants(ia, pp, opening, probes)
-        if stuck:
-            print(f"  FAIL  {stuck}")
-            failed.append(stuck)
+        for problem in ([stuck] if stuck else []) + cluster.errors:
+            print(f"  FAIL  {problem}")
+            failed.append(problem)
     finally:
         cluster.kill_everything()
         if failed:
