@@ -9,7 +9,7 @@ NEXTEST := cargo nextest run --locked
 # at once; the parts it calls skip their own check.
 PREREQS = @if [ -z "$$PREREQS_CHECKED" ]; then scripts/prereqs.sh $(1); fi
 
-.PHONY: help build test test-rust pact pact-consumer pact-verify pact-standalone fuzz-api charts lint lint-scripts fmt run run-provider run-app demo bench ci
+.PHONY: help build test test-rust test-chaos pact pact-consumer pact-verify pact-standalone fuzz-api charts lint lint-scripts fmt run run-provider run-app demo bench ci
 
 help: ## List the targets
 	@awk -F ':.*## ' '/^[a-z-]+:.*## / { printf "  %-16s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -25,6 +25,10 @@ test-rust: ## Unit and integration tests on SQLite, and on PostgreSQL when TEST_
 	$(call PREREQS,rust)
 	@if [ -z "$$TEST_DATABASE_URL" ]; then echo "PostgreSQL tests SKIPPED: set TEST_DATABASE_URL=postgres://user@host:5432 to run them"; fi
 	$(NEXTEST) --workspace -E 'not binary(/pact/)'
+
+test-chaos: ## Three replicas and the provider SIGKILLed under injected faults on PostgreSQL, then invariants read from both databases (CHAOS_SEED=<n> replays a run)
+	$(call PREREQS,rust)
+	scripts/chaos/chaos.py $(if $(CHAOS_SEED),--seed $(CHAOS_SEED))
 
 pact: ## Consumer tests (writes pacts/), then provider verification, in-repo and standalone
 	$(call PREREQS,pact)

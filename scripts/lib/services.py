@@ -21,17 +21,22 @@ def free_port():
 
 class Service:
     """A service binary on 127.0.0.1:<free port>, started with only `env` (plus PATH), ready
-    (`/readyz` 200) when the constructor returns; `ready_after` is how long that took."""
+    (`/readyz` 200) when the constructor returns; `ready_after` is how long that took. A
+    restarted service is given its old `port`, so its clients need not be told."""
 
-    def __init__(self, binary, env, log=subprocess.DEVNULL):
-        self.port = free_port()
+    def __init__(self, binary, env, log=subprocess.DEVNULL, port=None, ready_timeout=30):
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         # Metrics on any free port: several services (and a `make run`) may share the machine.
         env = {"PATH": os.environ["PATH"], "LISTEN_ADDR": f"127.0.0.1:{self.port}",
                "METRICS_ADDR": "127.0.0.1:0", "LOG_FORMAT": "json", "RUST_LOG": "warn", **env}
         self.started = time.perf_counter()
         self.proc = subprocess.Popen([binary], env=env, stdout=log, stderr=log)
-        self.ready_after = self.wait_ready()
+        try:
+            self.ready_after = self.wait_ready(ready_timeout)
+        except RuntimeError:
+            self.proc.kill()  # not left behind, listening or holding database locks
+            raise
 
     def wait_ready(self, timeout=30):
         deadline = time.perf_counter() + timeout
