@@ -316,7 +316,7 @@ impl Biller {
 
     /// Shows the run alive while it works, so one whose process died can be told apart.
     async fn heartbeat(&self, run_id: &str) -> std::convert::Infallible {
-        let every = (self.settings.lease / 4).max(Duration::from_secs(1));
+        let every = (self.settings.lease / 4).max(Duration::from_millis(100));
         loop {
             tokio::time::sleep(every).await;
             let id = run_id.to_owned();

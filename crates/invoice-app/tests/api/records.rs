@@ -216,7 +216,10 @@ async fn payment_settled_by_two_runs_is_counted_once(backend: Backend) {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let b_run = app.client.post(b_url).send().await.expect("sent");
     assert_eq!(b_run.status().as_u16(), 200);
-    assert_eq!(a_run.await.expect("A").as_u16(), 200);
+    // A may also find its run closed as abandoned (its heartbeat is as late as its lease
+    // here): then it writes nothing and answers 503. Either way the payment counts once.
+    let a_status = a_run.await.expect("A").as_u16();
+    assert!(a_status == 200 || a_status == 503, "A answered {a_status}");
 
     let pool = db::pool(&app.config.database_url, 1);
     assert_eq!(app.provider.ledger().await.len(), 1);
