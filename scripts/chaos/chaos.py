@@ -688,16 +688,16 @@ def check_invariants(ia, pp, opening, probes):
     run_status = collections.Counter(v["status"] for v in runs.values())
     sum_paid = sum(v["paid"] for v in runs.values())
     sum_failed = sum(v["failed"] for v in runs.values())
-    wrote = {"paid": collections.Counter(), "failed": collections.Counter()}
+    wrote = {"paid": collections.defaultdict(set), "failed": collections.defaultdict(set)}
     final = {"succeeded": "paid", "declined": "failed"}
     for a in attempts:
         v = inv[a["invoice"]]
         if final.get(a["outcome"]) == v["status"] and a["finished"] == v["settled_at"]:
-            wrote[v["status"]][a["run"]] += 1
+            wrote[v["status"]][a["run"]].add(a["invoice"])
     problems = [f"run {k} is still running" for k, v in runs.items() if v["status"] == "running"]
-    problems += [f"run {k} counts {v[what]} {what}, it settled {wrote[what][k]} as {what}"
+    problems += [f"run {k} counts {v[what]} {what}, it settled {len(wrote[what][k])} as {what}"
                  for k, v in runs.items() for what in ("paid", "failed")
-                 if v[what] != wrote[what][k]]
+                 if v[what] != len(wrote[what][k])]
     if sum_paid != len(paid):
         problems.append(f"runs count {sum_paid} paid, {len(paid)} invoices are paid")
     if sum_failed != len(failed):

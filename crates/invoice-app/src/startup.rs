@@ -53,7 +53,10 @@ impl Application {
         }
         let metrics = Metrics::new()?;
         let biller = biller(&config, pool.clone(), metrics.clone())?;
-        biller.close_abandoned().await?;
+        // Best effort: any later run or the housekeeping closes them too.
+        if let Err(e) = biller.close_abandoned().await {
+            tracing::warn!(error = %e, "could not close abandoned pay runs at start-up");
+        }
         let schedule = config
             .pay_schedule
             .clone()

@@ -300,6 +300,10 @@ impl Biller {
         let closed = db::run(&self.pool, move |c| {
             let now = Utc::now().naive_utc();
             if pay_runs::finish(c, &id, status, error.as_deref(), now)? {
+                if status == RunStatus::Failed {
+                    // Calls in flight when it stopped were dropped unanswered.
+                    attempts::interrupt(c, std::slice::from_ref(&id), now)?;
+                }
                 return Ok(false);
             }
             // Closed by another while this process stalled: its calls since then stay on
@@ -485,9 +489,10 @@ fn close(
     if runs.is_empty() {
         return Ok(0);
     }
+    // Attempts before the run's row: the order a settlement takes them in, so the two
+    // never wait on each other (PostgreSQL found that deadlock under the chaos harness).
     c.transaction(|c| {
-        let closed = pay_runs::abandon(c, runs, why, now)?;
         attempts::interrupt(c, runs, now)?;
-        Ok(closed)
+        pay_runs::abandon(c, runs, why, now)
     })
 }
