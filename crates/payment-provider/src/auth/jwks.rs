@@ -191,6 +191,10 @@ struct Keys {
 }
 
 pub(super) struct KeyCache {
+    inner: Arc<CacheState>,
+}
+
+struct CacheState {
     source: JwksSource,
     keys: RwLock<Arc<Keys>>,
     /// When the last fetch was tried; the lock also makes concurrent refreshes one.
@@ -202,17 +206,49 @@ pub(super) struct KeyCache {
 impl KeyCache {
     pub fn new(source: JwksSource, max_age: Duration, min_interval: Duration) -> Self {
         KeyCache {
-            source,
-            keys: RwLock::new(Arc::new(Keys {
-                by_kid: HashMap::new(),
-                fetched_at: None,
-            })),
-            last_attempt: tokio::sync::Mutex::new(None),
-            max_age,
-            min_interval,
+            inner: Arc::new(CacheState {
+                source,
+                keys: RwLock::new(Arc::new(Keys {
+                    by_kid: HashMap::new(),
+                    fetched_at: None,
+                })),
+                last_attempt: tokio::sync::Mutex::new(None),
+                max_age,
+                min_interval,
+            }),
         }
     }
 
+    /// The key with this id, fetching the set again when it is stale or lacks the id.
+    pub async fn key(&self, kid: &str) -> Result<Arc<VerifyingKey>, KeyError> {
+        let keys = self.inner.snapshot();
+        if self.inner.is_fresh(&keys)
+            && let Some(key) = keys.by_kid.get(kid)
+        {
+            return Ok(key.clone());
+        }
+        // The refresh runs as a task of its own: a request dropped while it waits (another
+        // of its extractors failed) must not cancel a fetch already counted against the
+        // rate limit, or a stream of such requests would keep a rotated key out for good.
+        let refresh = tokio::spawn({
+            let (state, kid) = (self.inner.clone(), kid.to_owned());
+            async move { state.refresh(&kid).await }
+        });
+        if let Err(e) = refresh.await {
+            tracing::warn!(error = %e, "refreshing the service-account issuer's keys failed");
+        }
+        let keys = self.inner.snapshot();
+        match keys.by_kid.get(kid) {
+            Some(key) => Ok(key.clone()),
+            None if keys.fetched_at.is_none() => Err(KeyError::Unavailable(
+                "the service-account issuer's keys could not be fetched yet".into(),
+            )),
+            None => Err(KeyError::UnknownKid),
+        }
+    }
+}
+
+impl CacheState {
     fn snapshot(&self) -> Arc<Keys> {
         match self.keys.read() {
             Ok(keys) => keys.clone(),
@@ -225,51 +261,36 @@ impl KeyCache {
             .is_some_and(|at| at.elapsed() < self.max_age)
     }
 
-    /// The key with this id, fetching the set again when it is stale or lacks the id.
-    pub async fn key(&self, kid: &str) -> Result<Arc<VerifyingKey>, KeyError> {
-        let keys = self.snapshot();
-        if self.is_fresh(&keys)
-            && let Some(key) = keys.by_kid.get(kid)
-        {
-            return Ok(key.clone());
-        }
+    async fn refresh(&self, kid: &str) {
         let mut last_attempt = self.last_attempt.lock().await;
         // Another request may have refreshed the set while this one waited for the lock.
         let keys = self.snapshot();
         let fresh = self.is_fresh(&keys);
         let due = last_attempt.is_none_or(|at| at.elapsed() >= self.min_interval);
-        if (!fresh || !keys.by_kid.contains_key(kid)) && due {
-            *last_attempt = Some(Instant::now());
-            match self.source.fetch().await {
-                Ok(by_kid) => {
-                    tracing::info!(
-                        keys = by_kid.len(),
-                        "fetched the service-account issuer's keys"
-                    );
-                    let keys = Arc::new(Keys {
-                        by_kid,
-                        fetched_at: Some(Instant::now()),
-                    });
-                    match self.keys.write() {
-                        Ok(mut slot) => *slot = keys,
-                        Err(poisoned) => *poisoned.into_inner() = keys,
-                    }
-                }
-                // The keys we had stay in use: an API-server blip must not refuse every
-                // caller. Removed keys are dropped at the next successful fetch.
-                Err(e) => {
-                    tracing::warn!(error = %e, "fetching the service-account issuer's keys failed")
+        if (fresh && keys.by_kid.contains_key(kid)) || !due {
+            return;
+        }
+        *last_attempt = Some(Instant::now());
+        match self.source.fetch().await {
+            Ok(by_kid) => {
+                tracing::info!(
+                    keys = by_kid.len(),
+                    "fetched the service-account issuer's keys"
+                );
+                let keys = Arc::new(Keys {
+                    by_kid,
+                    fetched_at: Some(Instant::now()),
+                });
+                match self.keys.write() {
+                    Ok(mut slot) => *slot = keys,
+                    Err(poisoned) => *poisoned.into_inner() = keys,
                 }
             }
-        }
-        drop(last_attempt);
-        let keys = self.snapshot();
-        match keys.by_kid.get(kid) {
-            Some(key) => Ok(key.clone()),
-            None if keys.fetched_at.is_none() => Err(KeyError::Unavailable(
-                "the service-account issuer's keys could not be fetched yet".into(),
-            )),
-            None => Err(KeyError::UnknownKid),
+            // The keys we had stay in use: an API-server blip must not refuse every
+            // caller. Removed keys are dropped at the next successful fetch.
+            Err(e) => {
+                tracing::warn!(error = %e, "fetching the service-account issuer's keys failed")
+            }
         }
     }
 }

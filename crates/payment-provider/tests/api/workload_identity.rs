@@ -434,7 +434,45 @@ async fn keys_over_tls_trust_the_configured_ca(backend: Backend) {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// A request refused for another reason (no Idempotency-Key) while its token's unknown
+/// kid is being fetched must not use up the refresh without finishing it: found by an
+/// outside audit, a stream of such requests kept a rotated key out for good.
+async fn a_dropped_request_does_not_cancel_the_key_refresh(backend: Backend) {
+    let (old, new) = (SigningKey::rsa("old"), SigningKey::rsa("new"));
+    let issuer = Issuer::start(&[&old]).await;
+    let Some(app) = provider_for(backend, &issuer, |w| {
+        w.jwks_min_refresh = Duration::from_millis(800);
+    })
+    .await
+    else {
+        return;
+    };
+    let claims = issuer.claims("invoices", "invoice-app");
+    let first = charge_with(&app, &old.sign(&claims), "k1").await;
+    assert_eq!(first.status().as_u16(), 201);
+    issuer.publish(&[&old, &new]);
+    tokio::time::sleep(Duration::from_millis(900)).await;
+
+    // No Idempotency-Key: answered 400 at once, while its token's kid is being fetched.
+    let junk = old.sign_with_header(&json!({"alg": "RS256", "kid": "made-up"}), &claims);
+    let refused = app
+        .client
+        .post(app.url("/v1/charges"))
+        .bearer_auth(junk)
+        .json(&charge_body("x", "C001", 100, "EUR"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(refused.status().as_u16(), 400);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // The fetch it started finished anyway: the rotated key works within the interval.
+    let rotated = charge_with(&app, &new.sign(&claims), "k2").await;
+    assert_eq!(rotated.status().as_u16(), 201);
+}
+
 both_backends!(
+    a_dropped_request_does_not_cancel_the_key_refresh,
     keys_over_tls_trust_the_configured_ca,
     service_account_tokens_are_accepted,
     hostile_service_account_tokens_are_refused,
