@@ -314,8 +314,7 @@ pub fn renew(
         .map(|n| n == 1)
 }
 
-/// Hands an invoice back to `pending` with the reason a person should look at it, if
-/// `worker` still holds the claim.
+/// [`release`], recording the reason a person should look at the invoice.
 pub fn release_for_attention(
     conn: &mut AnyConnection,
     id: &str,
