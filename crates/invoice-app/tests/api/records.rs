@@ -270,8 +270,12 @@ async fn a_run_closed_while_it_stalled_stops_and_writes_nothing_more(backend: Ba
     let counted = run["summary"]["paid"].as_i64().expect("paid");
     assert!(counted < 12, "the closed run stopped: {run}");
 
-    // Its leases lapse; the next run pays the rest, and the records add up.
+    // Its leases lapse; meanwhile its row says the same (what it had when closed: later
+    // settlements roll back). The next run pays the rest, and the records add up.
     tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, later) = app.get_json(&location).await;
+    assert_eq!(later["status"], "abandoned", "{later}");
+    assert_eq!(later["summary"]["paid"].as_i64(), Some(counted), "{later}");
     let report = app.pay().await;
     assert_eq!(app.invoices("paid").await.len(), 12, "{report}");
     assert_eq!(run_totals(&pool).await, (12, 0));
