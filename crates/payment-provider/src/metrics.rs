@@ -1,7 +1,8 @@
-//! Prometheus metrics, one registry per application instance.
+//! Prometheus metrics, one registry per application instance. The names are what the
+//! chart's rules and dashboard use (charts/payment-provider/files).
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
 #[derive(Clone)]
@@ -10,6 +11,7 @@ pub struct Metrics {
     requests: IntCounterVec,
     latency: HistogramVec,
     charges: IntCounterVec,
+    database_up: IntGauge,
 }
 
 impl Metrics {
@@ -41,12 +43,23 @@ impl Metrics {
         )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
+        let database_up = IntGauge::new(
+            "payment_provider_database_up",
+            "1 if the database answered this scrape's query, else 0.",
+        )?;
         registry.register(Box::new(charges.clone()))?;
+        registry.register(Box::new(database_up.clone()))?;
+        // CPU, memory, open files and start time (Linux): the restart alert reads the last.
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         Ok(Metrics {
             registry,
             requests,
             latency,
             charges,
+            database_up,
         })
     }
 
@@ -63,8 +76,9 @@ impl Metrics {
         self.charges.with_label_values(&[outcome]).inc();
     }
 
-    /// The text exposition format.
-    pub fn render(&self) -> anyhow::Result<String> {
+    /// The text exposition format, with whether the database answered just now.
+    pub fn render(&self, database_up: bool) -> anyhow::Result<String> {
+        self.database_up.set(i64::from(database_up));
         let mut out = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
         Ok(String::from_utf8(out)?)

@@ -187,7 +187,8 @@ impl Biller {
                 return Ok(None);
             };
             let call = self.client.charge(&key, &request).await;
-            self.metrics.charge_attempt(call.outcome.label());
+            self.metrics
+                .charge_attempt(call.outcome.label(), call.http_status.is_some());
             let recorded = Recorded::of(attempt_id, &call);
             let (reason, retry_after) = match verdict(call.outcome) {
                 Verdict::Settle(settlement) => {

@@ -155,3 +155,14 @@ pub fn for_invoice(conn: &mut AnyConnection, invoice_id: &str) -> QueryResult<Ve
         .select(AttemptRow::as_select())
         .load(conn)
 }
+
+/// When the oldest invoice still pending or processing was first tried: the billing
+/// objective's clock (docs/slo.md).
+pub fn oldest_unsettled(conn: &mut AnyConnection) -> QueryResult<Option<NaiveDateTime>> {
+    use super::schema::invoices;
+    payment_attempts::table
+        .inner_join(invoices::table)
+        .filter(invoices::status.eq_any(["pending", "processing"]))
+        .select(diesel::dsl::min(dsl::started_at))
+        .get_result(conn)
+}

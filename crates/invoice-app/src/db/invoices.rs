@@ -102,6 +102,24 @@ pub fn count_by_status(conn: &mut AnyConnection) -> QueryResult<Vec<(String, i64
         .load(conn)
 }
 
+/// Pending invoices marked for a person to look at.
+pub fn count_attention(conn: &mut AnyConnection) -> QueryResult<i64> {
+    invoices::table
+        .filter(dsl::status.eq("pending"))
+        .filter(dsl::attention.is_not_null())
+        .count()
+        .get_result(conn)
+}
+
+/// Invoices in `processing` whose lease ran out before `now`: nobody is paying them.
+pub fn count_lease_expired(conn: &mut AnyConnection, now: NaiveDateTime) -> QueryResult<i64> {
+    invoices::table
+        .filter(dsl::status.eq("processing"))
+        .filter(dsl::lease_until.lt(now))
+        .count()
+        .get_result(conn)
+}
+
 /// What a claim took, and where the next claim of the same run continues among the
 /// pending invoices.
 pub struct Claimed {

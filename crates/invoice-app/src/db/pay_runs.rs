@@ -142,6 +142,22 @@ pub fn abandon(
     .execute(conn)
 }
 
+/// When the oldest running run started.
+pub fn oldest_running(conn: &mut AnyConnection) -> QueryResult<Option<NaiveDateTime>> {
+    pay_runs::table
+        .filter(dsl::status.eq(RUNNING))
+        .select(diesel::dsl::min(dsl::started_at))
+        .get_result(conn)
+}
+
+/// When the last completed run finished.
+pub fn last_completed(conn: &mut AnyConnection) -> QueryResult<Option<NaiveDateTime>> {
+    pay_runs::table
+        .filter(dsl::status.eq(RunStatus::Completed.as_str()))
+        .select(diesel::dsl::max(dsl::finished_at))
+        .get_result(conn)
+}
+
 pub fn find(conn: &mut AnyConnection, id: &str) -> QueryResult<Option<PayRunRow>> {
     pay_runs::table
         .find(id)

@@ -3,6 +3,7 @@ use diesel::RunQueryDsl;
 
 use crate::db::{self, DbError};
 use crate::error::ApiError;
+use crate::metrics::Snapshot;
 use crate::startup::AppState;
 
 /// Liveness: the process answers.
@@ -22,14 +23,30 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready"})))
 }
 
+/// The metrics, with the gauges read from the database now. Always answered: when the
+/// database does not answer, `invoice_app_database_up 0` says so (a failed scrape would
+/// hide it behind `up == 0`).
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let counts = db::run(&state.pool, |c| {
-        db::invoices::count_by_status(c).map_err(DbError::from)
-    })
-    .await?;
+    let snapshot = db::run(&state.pool, |c| snapshot(c).map_err(DbError::from)).await;
+    if let Err(e) = &snapshot {
+        tracing::warn!(error = %e, "metrics: the database did not answer");
+    }
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(state.metrics.render(&counts)?))
+        .body(state.metrics.render(snapshot.as_ref().ok())?))
+}
+
+fn snapshot(c: &mut db::AnyConnection) -> diesel::QueryResult<Snapshot> {
+    let now = chrono::Utc::now().naive_utc();
+    Ok(Snapshot {
+        invoices_by_status: db::invoices::count_by_status(c)?,
+        attention: db::invoices::count_attention(c)?,
+        lease_expired: db::invoices::count_lease_expired(c, now)?,
+        oldest_running_started: db::pay_runs::oldest_running(c)?,
+        oldest_unsettled_attempt: db::attempts::oldest_unsettled(c)?,
+        last_completed: db::pay_runs::last_completed(c)?,
+        now,
+    })
 }
 
 /// The OpenAPI 3.1 document of this API.

@@ -96,6 +96,7 @@ async fn database_outage_is_reported_and_recovered_from() {
     config.database_url = invoice_app::db::DbUrl::Postgres(via(url, proxy.addr));
     let app = Application::build(config).await.expect("starts");
     let base = format!("http://127.0.0.1:{}", app.port());
+    let metrics_url = format!("http://127.0.0.1:{}/metrics", app.metrics_port());
     tokio::spawn(app.run_until_stopped());
     let client = api_client();
     let get = |path: &str| client.get(format!("{base}{path}")).send();
@@ -130,6 +131,17 @@ async fn database_outage_is_reported_and_recovered_from() {
     assert_problem(pay, 503, "service_unavailable").await;
     // Liveness is not readiness: the process itself is fine.
     assert_eq!(get("/healthz").await.expect("sent").status().as_u16(), 200);
+    // The metrics still answer, and say what is wrong (the alert reads this line).
+    let database_up = || async {
+        let text = client.get(&metrics_url).send().await.expect("sent");
+        assert_eq!(text.status().as_u16(), 200);
+        let text = text.text().await.expect("text");
+        text.lines().find_map(|l| {
+            l.strip_prefix("invoice_app_database_up ")
+                .map(str::to_owned)
+        })
+    };
+    assert_eq!(database_up().await.as_deref(), Some("0"));
 
     proxy.restore();
     let mut ready = false;
@@ -142,6 +154,7 @@ async fn database_outage_is_reported_and_recovered_from() {
     }
     assert!(ready, "invoice-app did not recover by itself");
     assert_eq!(get("/invoices").await.expect("sent").status().as_u16(), 200);
+    assert_eq!(database_up().await.as_deref(), Some("1"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -164,6 +164,24 @@ async fn provider_down_leaves_invoices_pending_and_says_so(backend: Backend) {
     let (ready, _) = app.get_json("/readyz").await;
     assert_eq!(ready, 200);
     assert!(app.provider.ledger().await.is_empty());
+    // What the provider-unreachable and retries-exhausted alerts read: every attempt went
+    // unanswered, each invoice went back to pending once, and the run itself completed.
+    let attempts = app
+        .metric(r#"invoice_app_charge_attempts_total{outcome="retryable"}"#)
+        .await;
+    let unanswered = app
+        .metric("invoice_app_charge_calls_unanswered_total")
+        .await;
+    assert!(attempts.is_some_and(|n| n >= 3.0), "{attempts:?}");
+    assert_eq!(unanswered, attempts);
+    let retry_later = app
+        .metric(r#"invoice_app_settlements_total{result="retry_later"}"#)
+        .await;
+    assert_eq!(retry_later, Some(3.0));
+    let completed = app
+        .metric(r#"invoice_app_pay_runs_total{status="completed"}"#)
+        .await;
+    assert_eq!(completed, Some(1.0));
 }
 
 async fn every_attempt_is_recorded(backend: Backend) {
