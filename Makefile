@@ -9,7 +9,7 @@ NEXTEST := cargo nextest run --locked
 # at once; the parts it calls skip their own check.
 PREREQS = @if [ -z "$$PREREQS_CHECKED" ]; then scripts/prereqs.sh $(1); fi
 
-.PHONY: help build test test-rust test-chaos pact pact-consumer pact-verify pact-standalone fuzz-api charts lint lint-scripts fmt run run-provider run-app demo bench ci
+.PHONY: help build test test-rust monitoring test-chaos pact pact-consumer pact-verify pact-standalone fuzz-api charts lint lint-scripts fmt run run-provider run-app demo bench ci
 
 help: ## List the targets
 	@awk -F ':.*## ' '/^[a-z-]+:.*## / { printf "  %-16s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -17,14 +17,18 @@ help: ## List the targets
 build: ## Build both services
 	cargo build --locked --bins
 
-test: ## Run every test: Rust (SQLite + PostgreSQL), Pact, API fuzzing, charts, scripts
+test: ## Run every test: Rust (SQLite + PostgreSQL), Pact, API fuzzing, charts, monitoring, scripts
 	scripts/prereqs.sh test
-	@PREREQS_CHECKED=1 $(MAKE) --no-print-directory test-rust pact fuzz-api charts lint-scripts
+	@PREREQS_CHECKED=1 $(MAKE) --no-print-directory test-rust pact fuzz-api charts monitoring lint-scripts
 
 test-rust: ## Unit and integration tests on SQLite, and on PostgreSQL when TEST_DATABASE_URL is set
 	$(call PREREQS,rust)
 	@if [ -z "$$TEST_DATABASE_URL" ]; then echo "PostgreSQL tests SKIPPED: set TEST_DATABASE_URL=postgres://user@host:5432 to run them"; fi
 	$(NEXTEST) --workspace -E 'not binary(/pact/)'
+
+monitoring: ## Alert and SLO rules: promtool check + unit tests, then every rule and dashboard query against a real Prometheus scraping the services
+	$(call PREREQS,monitoring)
+	scripts/monitoring/check.sh
 
 test-chaos: ## Three replicas and the provider SIGKILLed under injected faults on PostgreSQL, then invariants read from both databases (CHAOS_SEED=<n> replays a run)
 	$(call PREREQS,rust)

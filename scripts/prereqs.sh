@@ -4,7 +4,7 @@
 # The tools the project installs itself (linters, helm/kubectl, kubernetes-validate, nca,
 # checkov) are then installed into ~/.cache/invoice-platform, so they never need root.
 #
-#   scripts/prereqs.sh [--no-install] TARGET...     TARGET: test rust pact fuzz charts lint demo
+#   scripts/prereqs.sh [--no-install] TARGET...     TARGET: test rust pact fuzz charts monitoring lint demo
 #
 # Exit status: 0 ready; 2 something is missing (nothing was built or installed).
 # Written for bash 3.2 too (macOS's /bin/bash), so that it can say that bash is too old
@@ -25,8 +25,8 @@ asked=""
 for arg in "$@"; do
   case "$arg" in
     --no-install) install=0 ;;
-    test) targets="$targets rust pact fuzz charts lint" asked="$asked $arg" ;;
-    rust | pact | fuzz | charts | lint | demo) targets="$targets $arg" asked="$asked $arg" ;;
+    test) targets="$targets rust pact fuzz charts monitoring lint" asked="$asked $arg" ;;
+    rust | pact | fuzz | charts | monitoring | lint | demo) targets="$targets $arg" asked="$asked $arg" ;;
     -h | --help)
       sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
       exit 0
@@ -37,7 +37,7 @@ for arg in "$@"; do
       ;;
   esac
 done
-[[ -n "$targets" ]] || targets=" rust pact fuzz charts lint demo" asked=" test demo"
+[[ -n "$targets" ]] || targets=" rust pact fuzz charts monitoring lint demo" asked=" test demo"
 wants() { [[ " $targets " == *" $1 "* ]]; }
 
 missing=""
@@ -61,7 +61,7 @@ if ((bash_major < BASH_MIN_MAJOR || (bash_major == BASH_MIN_MAJOR && bash_minor 
     "sudo apt-get install -y bash" "brew install bash  (then run make with that bash first on PATH)"
 fi
 
-if wants rust || wants pact || wants fuzz || wants demo; then
+if wants rust || wants pact || wants fuzz || wants monitoring || wants demo; then
   have cargo || miss cargo "curl -sSf https://sh.rustup.rs | sh  (rustup)" "brew install rustup && rustup-init"
   if { wants rust || wants pact; } && ! have cargo-nextest; then
     miss cargo-nextest "cargo install --locked cargo-nextest" "brew install cargo-nextest"
@@ -75,7 +75,7 @@ if wants rust || wants pact || wants fuzz || wants demo; then
   fi
 fi
 
-if wants pact || wants fuzz || wants charts || wants lint; then
+if wants pact || wants fuzz || wants charts || wants monitoring || wants lint; then
   # The tool venvs need python3 >= 3.11 with its venv module (and ensurepip, which
   # Debian ships apart as python3-venv).
   if ! have python3; then
@@ -108,6 +108,14 @@ if wants charts; then
   fi
 fi
 
+if wants monitoring && ! { have promtool && have prometheus; }; then
+  # Installed by the project from Debian's package (no root); elsewhere, from PATH.
+  if ! { have apt-get && have dpkg-deb; }; then
+    need_tool promtool prometheus prometheus
+    need_tool prometheus prometheus prometheus
+  fi
+fi
+
 if wants lint; then
   need_tool git git git
 fi
@@ -137,5 +145,6 @@ if ((install)); then
   # Installed before any build, so a failing install also stops at the first line.
   if wants lint || wants charts; then "$ROOT/scripts/lint/install-tools.sh" >/dev/null; fi
   if wants charts; then "$ROOT/scripts/charts/install-tools.sh"; fi
+  if wants monitoring; then "$ROOT/scripts/monitoring/install-tools.sh"; fi
 fi
 echo "prereqs: ready for 'make${asked}'"

@@ -41,7 +41,9 @@ def rules_for(slo):
     records = [
         {
             "record": record_name(slo, w),
-            "expr": f"({slo['errors'].replace('{{window}}', w)})\n/\n"
+            # `or 0 * total`: no error series at all means a ratio of 0, not no ratio.
+            "expr": f"(\n  ({slo['errors'].replace('{{window}}', w)})\n"
+            f"  or\n  0 * ({slo['total'].replace('{{window}}', w)})\n)\n/\n"
             f"({slo['total'].replace('{{window}}', w)})",
             "labels": {"slo": slo["name"]},
         }

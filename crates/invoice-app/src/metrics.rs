@@ -159,6 +159,17 @@ impl Metrics {
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
+        // Every known label value starts at 0: a counter first seen at 1 has no increase
+        // for `increase()` to find, so the first failed run would never alert.
+        for status in [RunStatus::Completed, RunStatus::Failed, RunStatus::Abandoned] {
+            runs_ended.with_label_values(&[status.as_str()]);
+        }
+        for result in ["paid", "failed", "retry_later", "attention"] {
+            settlements.with_label_values(&[result]);
+        }
+        for outcome in ["succeeded", "declined", "retryable", "unknown", "attention"] {
+            attempts.with_label_values(&[outcome]);
+        }
         Ok(Metrics {
             registry,
             requests,

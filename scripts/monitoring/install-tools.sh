@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Installs what the monitoring checks need into a cache outside the repo, without root:
+# promtool and the Prometheus server from Debian's `prometheus` package (`apt-get download`
+# and `dpkg-deb -x`: the binaries only, no service started), and a venv with PyYAML for the
+# check scripts. Idempotent. Elsewhere (macOS), put promtool and prometheus on PATH
+# (`brew install prometheus`).
+#
+#   scripts/monitoring/install-tools.sh     # then: $TOOLS_DIR/bin/{promtool,prometheus,python-monitoring}
+set -euo pipefail
+
+TOOLS_DIR="${TOOLS_DIR:-$HOME/.cache/invoice-platform/tools}"
+PYTHON="${PYTHON:-python3}"
+PYYAML_VERSION="6.0.2"
+# The rules use nothing newer than this (Debian 12's package).
+PROMETHEUS_MIN="2.42"
+BIN="$TOOLS_DIR/bin"
+mkdir -p "$BIN"
+
+log() { printf '[install-tools] %s\n' "$*" >&2; }
+installed() { [[ -f "$TOOLS_DIR/.stamp-$1" && "$(cat "$TOOLS_DIR/.stamp-$1")" == "$2" ]]; }
+stamp() { printf '%s' "$2" >"$TOOLS_DIR/.stamp-$1"; }
+
+install_prometheus() {
+  if [[ -x "$BIN/promtool" && -x "$BIN/prometheus" ]]; then
+    return
+  fi
+  if command -v promtool >/dev/null && command -v prometheus >/dev/null; then
+    return # the live check and check-rules.sh take them from PATH
+  fi
+  if ! command -v apt-get >/dev/null || ! command -v dpkg-deb >/dev/null; then
+    log "promtool/prometheus >= $PROMETHEUS_MIN missing: brew install prometheus (or your package manager's)"
+    return 1
+  fi
+  log "installing promtool and prometheus from Debian's prometheus package"
+  local work
+  work="$(mktemp -d)"
+  # shellcheck disable=SC2064  # expand $work now: it is local to this function
+  trap "rm -rf '$work'" RETURN
+  (cd "$work" && apt-get download -q prometheus >/dev/null 2>"$work/apt.err") || {
+    cat "$work/apt.err" >&2
+    log "apt-get download prometheus failed (no package lists? run: sudo apt-get update)"
+    return 1
+  }
+  dpkg-deb -x "$work"/prometheus_*.deb "$work/root"
+  install -m 0755 "$work/root/usr/bin/promtool" "$BIN/promtool"
+  install -m 0755 "$work/root/usr/bin/prometheus" "$BIN/prometheus"
+}
+
+install_venv() {
+  local want="pyyaml=$PYYAML_VERSION"
+  if ! installed venv-monitoring "$want" || [[ ! -x "$TOOLS_DIR/venv-monitoring/bin/python" ]]; then
+    log "installing PyYAML into $TOOLS_DIR/venv-monitoring"
+    rm -rf "${TOOLS_DIR:?}/venv-monitoring"
+    "$PYTHON" -m venv "$TOOLS_DIR/venv-monitoring"
+    "$TOOLS_DIR/venv-monitoring/bin/pip" install --quiet --disable-pip-version-check "PyYAML==$PYYAML_VERSION"
+    stamp venv-monitoring "$want"
+  fi
+  # A wrapper, not a symlink: Python finds its venv from the path it was started by.
+  printf '#!/bin/sh\nexec "%s" "$@"\n' "$TOOLS_DIR/venv-monitoring/bin/python" >"$BIN/python-monitoring"
+  chmod 0755 "$BIN/python-monitoring"
+}
+
+install_prometheus
+install_venv
