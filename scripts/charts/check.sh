@@ -15,8 +15,8 @@
 # 5. The team namespaces' admission policies evaluated with two CEL implementations against
 #    fixture requests and the apps' own pods (check_admission.py).
 # 6. NetworkPolicy reachability computed by network-config-analyzer over both team
-#    namespaces, both apps (and a second invoice-app release) and a fixture world, for
-#    every value set in ci/ (check_netpol.py).
+#    namespaces, both apps (and a second invoice-app release), both team databases' policies
+#    (charts/team-database) and a fixture world, for every value set in ci/ (check_netpol.py).
 # 7. README values tables in step with values.yaml; shellcheck and yamllint (the pinned
 #    ones of scripts/lint/install-tools.sh: a missing linter fails, it is never skipped).
 #
@@ -246,6 +246,9 @@ scenario() {
     mkdir -p "$dir"
     cp "$OUT/rendered/team-namespace/invoices.yaml" "$OUT/rendered/team-namespace/payments.yaml" \
       "$HERE/fixtures/netpol-world.yaml" "$dir/"
+    # The databases' policies as deploy.sh installs them (charts/team-database, ci values).
+    cp "$OUT/rendered/team-database/invoices.yaml" "$dir/invoices-db.yaml"
+    cp "$OUT/rendered/team-database/payments.yaml" "$dir/payments-db.yaml"
     cp "$OUT/rendered/payment-provider/$name.yaml" "$dir/payment-provider.yaml"
     cp "$OUT/rendered/invoice-app/$name.yaml" "$dir/invoice-app.yaml"
     cp "$OUT/canary/$name.yaml" "$dir/invoice-app-canary.yaml"
