@@ -52,9 +52,14 @@ INVOICE_TEST = "invoices/invoice-app-test-readyz[Pod]"
 CANARY = "invoices/canary-invoice-app[Deployment]"  # a second invoice-app release
 CANARY_PAY_RUN = "invoices/canary-invoice-app-pay-run[CronJob]"
 CANARY_TEST = "invoices/canary-invoice-app-test-readyz[Pod]"
+# The helm tests that call payment-provider: one wears invoice-app's labels (the way the app
+# goes), one does not (must be kept out by payment-provider's policy alone).
+PROVIDER_PATH_TESTS = ["invoices/invoice-app-test-provider[Pod]", "invoices/canary-invoice-app-test-provider[Pod]"]
+ISOLATION_TESTS = ["invoices/invoice-app-test-isolation[Pod]", "invoices/canary-invoice-app-test-isolation[Pod]"]
 INVOICES_DB = "invoices/invoices-db-1[Pod]"
 PROVIDER = "payments/payment-provider[Deployment]"
 PROVIDER_TEST = "payments/payment-provider-test-readyz[Pod]"
+PROVIDER_AUTH_TEST = "payments/payment-provider-test-auth[Pod]"
 PAYMENTS_DB = "payments/payments-db-1[Pod]"
 DATABASES = [INVOICES_DB, PAYMENTS_DB]
 CNPG_OPERATOR = "cnpg-system/cnpg-operator[Pod]"
@@ -116,8 +121,9 @@ class World:
         # thief, which the first release's policy cannot tell from its own pods.
         self.servers = [INVOICE_APP, LABEL_THIEF, CANARY]
         self.callers = self.servers + self.pay_runs  # every pod with invoice-app's egress
-        self.team_pods = (self.callers + [PROVIDER, INVOICE_TEST, CANARY_TEST, PROVIDER_TEST,
-                                          INVOICES_DB, PAYMENTS_DB] + INTRUDERS)
+        self.team_pods = (self.callers + [PROVIDER, INVOICE_TEST, CANARY_TEST, PROVIDER_TEST, PROVIDER_AUTH_TEST,
+                                          INVOICES_DB, PAYMENTS_DB] + INTRUDERS + PROVIDER_PATH_TESTS
+                          + ISOLATION_TESTS)
         self.ways_in = {"gateway": GATEWAY, "ingress": INGRESS}
         ports = ",".join(args.api_server_ports.split(","))
         self.api_server = {node: f"{{protocols:TCP,dst_ports:{ports}}}" for node in args.api_server}
@@ -132,6 +138,10 @@ class World:
         a = self.args
         calls = {(c, PROVIDER): HTTP for c in self.callers}
         calls[(PROVIDER_TEST, PROVIDER)] = HTTP
+        calls[(PROVIDER_AUTH_TEST, PROVIDER)] = HTTP
+        calls.update({(t, PROVIDER): HTTP for t in PROVIDER_PATH_TESTS})
+        # The isolation test's own policy lets it out; payment-provider's keeps it out.
+        isolation_out = {(t, PROVIDER): HTTP for t in ISOLATION_TESTS}
         for _, _, test in self.releases:
             calls.update({(test, t): HTTP for t in self.test_targets(test)})
         ways_in = {(self.ways_in[w], s): HTTP for w in a.way_in for s in self.servers}
@@ -139,7 +149,7 @@ class World:
         if a.monitoring:
             scrape = {(PROMETHEUS, t): METRICS for t in self.servers + [PROVIDER]}
         # The database fixtures admit their app's label whatever database the app uses.
-        db_ingress = {(c, INVOICES_DB): POSTGRES for c in self.callers}
+        db_ingress = {(c, INVOICES_DB): POSTGRES for c in self.callers + PROVIDER_PATH_TESTS}
         db_ingress[(PROVIDER, PAYMENTS_DB)] = POSTGRES
         db_ingress.update({(CNPG_OPERATOR, db): CNPG_PORTS for db in DATABASES})
         db_egress = {(c, INVOICES_DB): POSTGRES for c in self.callers} if a.invoices_db else {}
@@ -156,7 +166,7 @@ class World:
         if mode == "ingress":  # what the team pods admit; every caller's egress is open
             return {**ways_in, **calls, **db_ingress, **scrape}
         if mode == "egress":  # what the team pods may reach; every destination is open
-            return {**calls, **db_egress, **dns, **outbound}
+            return {**calls, **isolation_out, **db_egress, **dns, **outbound}
         return {**ways_in, **calls, **db_egress, **scrape, **dns, **outbound, **operator}
 
 
@@ -243,6 +253,17 @@ def check(args: argparse.Namespace) -> int:
                 expect(intruder, target, DENIED, f"{intruder} -> {target}")
             expect(intruder, OUTSIDE, DENIED, f"{intruder} -> the internet")
         expect(PROVIDER_TEST, PROVIDER, HTTP, "payment-provider's helm test pod -> payment-provider")
+        expect(PROVIDER_AUTH_TEST, PROVIDER, HTTP, "payment-provider's auth helm test pod -> payment-provider")
+        for test in PROVIDER_PATH_TESTS:
+            expect(test, PROVIDER, HTTP, f"{test} (invoice-app's labels) -> payment-provider, the app's way")
+            for target in (INVOICE_APP, INVOICES_DB, PAYMENTS_DB):
+                expect(test, target, DENIED, f"{test} -> {target}")
+            expect(test, OUTSIDE, DENIED, f"{test} -> the internet")
+        for test in ISOLATION_TESTS:
+            expect(test, PROVIDER, DENIED, f"{test} (not invoice-app) -> payment-provider: kept out")
+    if args.mode == "egress":
+        for test in ISOLATION_TESTS:
+            expect(test, PROVIDER, HTTP, f"{test} may go out to payment-provider: only its policy keeps it out")
 
     # The whole map in scope, nothing more and nothing less.
     expected = world.expected(args.mode)
