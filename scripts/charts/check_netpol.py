@@ -14,7 +14,8 @@ Usage:
 CONNECTIVITY.txt is the output of
     nca --connectivity -r DIR -o txt_no_fw_rules
 over the rendered team-namespace (invoices, payments), both app charts (releases named
-invoice-app and payment-provider, and a second invoice-app release named canary) and
+invoice-app and payment-provider, and a second invoice-app release named canary), both
+team-database releases (invoices-db, payments-db, with the chart's ci values) and
 scripts/charts/fixtures/netpol-world.yaml. Each line reads `SRC => DST : CONNECTIONS`; a
 pair that is missing is denied.
 
@@ -51,15 +52,27 @@ INVOICE_TEST = "invoices/invoice-app-test-readyz[Pod]"
 CANARY = "invoices/canary-invoice-app[Deployment]"  # a second invoice-app release
 CANARY_PAY_RUN = "invoices/canary-invoice-app-pay-run[CronJob]"
 CANARY_TEST = "invoices/canary-invoice-app-test-readyz[Pod]"
+# The helm tests that call payment-provider: one wears invoice-app's labels (the way the app
+# goes), one does not (must be kept out by payment-provider's policy alone).
+PROVIDER_PATH_TESTS = ["invoices/invoice-app-test-provider[Pod]", "invoices/canary-invoice-app-test-provider[Pod]"]
+ISOLATION_TESTS = ["invoices/invoice-app-test-isolation[Pod]", "invoices/canary-invoice-app-test-isolation[Pod]"]
 INVOICES_DB = "invoices/invoices-db-1[Pod]"
 PROVIDER = "payments/payment-provider[Deployment]"
 PROVIDER_TEST = "payments/payment-provider-test-readyz[Pod]"
+PROVIDER_AUTH_TEST = "payments/payment-provider-test-auth[Pod]"
 PAYMENTS_DB = "payments/payments-db-1[Pod]"
+DATABASES = [INVOICES_DB, PAYMENTS_DB]
+CNPG_OPERATOR = "cnpg-system/cnpg-operator[Pod]"
+CNPG_NEIGHBOUR = "cnpg-system/cnpg-neighbour[Pod]"  # in the operator's namespace, not the operator
+CNPG_LOOKALIKE = "unrelated/operator-lookalike[Pod]"  # the operator's labels, in another namespace
 
 HTTP = "{protocols:TCP,dst_ports:8080}"
 METRICS = "{protocols:TCP,dst_ports:9090}"
 POSTGRES = "{protocols:TCP,dst_ports:5432}"
 DNS_PORTS = "{protocols:TCP, UDP,dst_ports:53}"
+CNPG_PORTS = "{protocols:TCP,dst_ports:5432,8000}"  # PostgreSQL and the instance manager's status
+# The API server as charts/team-database/ci/*-values.yaml name it (apiServer.cidrs, ports).
+DB_API_SERVER = {node: "{protocols:TCP,dst_ports:443,6443}" for node in ("10.96.0.1", "172.18.0.2")}
 DENIED = None
 
 LINE = re.compile(r"^(?P<src>\S+) => (?P<dst>\S+) : (?P<conn>.+)$")
@@ -108,8 +121,9 @@ class World:
         # thief, which the first release's policy cannot tell from its own pods.
         self.servers = [INVOICE_APP, LABEL_THIEF, CANARY]
         self.callers = self.servers + self.pay_runs  # every pod with invoice-app's egress
-        self.team_pods = (self.callers + [PROVIDER, INVOICE_TEST, CANARY_TEST, PROVIDER_TEST,
-                                          INVOICES_DB, PAYMENTS_DB] + INTRUDERS)
+        self.team_pods = (self.callers + [PROVIDER, INVOICE_TEST, CANARY_TEST, PROVIDER_TEST, PROVIDER_AUTH_TEST,
+                                          INVOICES_DB, PAYMENTS_DB] + INTRUDERS + PROVIDER_PATH_TESTS
+                          + ISOLATION_TESTS)
         self.ways_in = {"gateway": GATEWAY, "ingress": INGRESS}
         ports = ",".join(args.api_server_ports.split(","))
         self.api_server = {node: f"{{protocols:TCP,dst_ports:{ports}}}" for node in args.api_server}
@@ -124,6 +138,10 @@ class World:
         a = self.args
         calls = {(c, PROVIDER): HTTP for c in self.callers}
         calls[(PROVIDER_TEST, PROVIDER)] = HTTP
+        calls[(PROVIDER_AUTH_TEST, PROVIDER)] = HTTP
+        calls.update({(t, PROVIDER): HTTP for t in PROVIDER_PATH_TESTS})
+        # The isolation test's own policy lets it out; payment-provider's keeps it out.
+        isolation_out = {(t, PROVIDER): HTTP for t in ISOLATION_TESTS}
         for _, _, test in self.releases:
             calls.update({(test, t): HTTP for t in self.test_targets(test)})
         ways_in = {(self.ways_in[w], s): HTTP for w in a.way_in for s in self.servers}
@@ -131,20 +149,25 @@ class World:
         if a.monitoring:
             scrape = {(PROMETHEUS, t): METRICS for t in self.servers + [PROVIDER]}
         # The database fixtures admit their app's label whatever database the app uses.
-        db_ingress = {(c, INVOICES_DB): POSTGRES for c in self.callers}
+        db_ingress = {(c, INVOICES_DB): POSTGRES for c in self.callers + PROVIDER_PATH_TESTS}
         db_ingress[(PROVIDER, PAYMENTS_DB)] = POSTGRES
+        db_ingress.update({(CNPG_OPERATOR, db): CNPG_PORTS for db in DATABASES})
         db_egress = {(c, INVOICES_DB): POSTGRES for c in self.callers} if a.invoices_db else {}
         if a.payments_db:
             db_egress[(PROVIDER, PAYMENTS_DB)] = POSTGRES
         dns = {(pod, DNS): DNS_PORTS for pod in self.team_pods}
         outbound = {(PROVIDER, node): conn for node, conn in self.api_server.items()}
+        outbound.update({(db, node): conn for node, conn in DB_API_SERVER.items() for db in DATABASES})
         outbound.update({(c, node): conn for node, conn in self.idp.items() for c in self.callers})
+
+        # The operator's namespace has no policy: only the databases' ingress rules hold it back.
+        operator = {(CNPG_OPERATOR, db): CNPG_PORTS for db in DATABASES}
 
         if mode == "ingress":  # what the team pods admit; every caller's egress is open
             return {**ways_in, **calls, **db_ingress, **scrape}
         if mode == "egress":  # what the team pods may reach; every destination is open
-            return {**calls, **db_egress, **dns, **outbound}
-        return {**ways_in, **calls, **db_egress, **scrape, **dns, **outbound}
+            return {**calls, **isolation_out, **db_egress, **dns, **outbound}
+        return {**ways_in, **calls, **db_egress, **scrape, **dns, **outbound, **operator}
 
 
 def in_scope(mode: str, pair: tuple[str, str]) -> bool:
@@ -207,6 +230,16 @@ def check(args: argparse.Namespace) -> int:
         expect(INVOICE_APP, PAYMENTS_DB, DENIED, "invoice-app -> payment-provider's PostgreSQL")
         expect(PROVIDER, PAYMENTS_DB, POSTGRES if args.payments_db else DENIED, "payment-provider -> its PostgreSQL")
         expect(PROVIDER, INVOICES_DB, DENIED, "payment-provider -> invoice-app's PostgreSQL")
+        for db in DATABASES:
+            expect(CNPG_OPERATOR, db, CNPG_PORTS, f"CloudNativePG operator -> {db}: PostgreSQL and status only")
+            expect(CNPG_NEIGHBOUR, db, DENIED, f"another pod of the operator's namespace -> {db}")
+            expect(CNPG_LOOKALIKE, db, DENIED, f"a pod with the operator's labels in another namespace -> {db}")
+            expect(BYSTANDER, db, DENIED, f"unrelated pod -> {db}")
+            expect(db, OUTSIDE, DENIED, f"{db} -> the internet")
+            for node, conn in DB_API_SERVER.items():
+                expect(db, node, conn, f"{db} -> the API server at {node} (instance manager)")
+        expect(INVOICES_DB, PAYMENTS_DB, DENIED, "invoices' PostgreSQL -> payments' PostgreSQL")
+        expect(PAYMENTS_DB, INVOICES_DB, DENIED, "payments' PostgreSQL -> invoices' PostgreSQL")
         for target in (PROVIDER, INVOICE_APP):
             expect(PROMETHEUS, target, METRICS if args.monitoring else DENIED,
                    f"Prometheus -> {target}: the metrics port only, never the API")
@@ -220,6 +253,17 @@ def check(args: argparse.Namespace) -> int:
                 expect(intruder, target, DENIED, f"{intruder} -> {target}")
             expect(intruder, OUTSIDE, DENIED, f"{intruder} -> the internet")
         expect(PROVIDER_TEST, PROVIDER, HTTP, "payment-provider's helm test pod -> payment-provider")
+        expect(PROVIDER_AUTH_TEST, PROVIDER, HTTP, "payment-provider's auth helm test pod -> payment-provider")
+        for test in PROVIDER_PATH_TESTS:
+            expect(test, PROVIDER, HTTP, f"{test} (invoice-app's labels) -> payment-provider, the app's way")
+            for target in (INVOICE_APP, INVOICES_DB, PAYMENTS_DB):
+                expect(test, target, DENIED, f"{test} -> {target}")
+            expect(test, OUTSIDE, DENIED, f"{test} -> the internet")
+        for test in ISOLATION_TESTS:
+            expect(test, PROVIDER, DENIED, f"{test} (not invoice-app) -> payment-provider: kept out")
+    if args.mode == "egress":
+        for test in ISOLATION_TESTS:
+            expect(test, PROVIDER, HTTP, f"{test} may go out to payment-provider: only its policy keeps it out")
 
     # The whole map in scope, nothing more and nothing less.
     expected = world.expected(args.mode)

@@ -19,6 +19,8 @@ Asserts:
     another team's;
   * the deployer may create/update/delete every kind its team's charts render, plus the
     Secrets in which helm keeps its releases;
+  * the team's people may run `helm test --logs`: every kind the apps' test hooks create,
+    with the verbs helm uses on it;
   * the team's people may do what the apps' NOTES.txt and READMEs tell them to do
     (--instructions): `helm test`, `kubectl port-forward`, `kubectl create job --from`,
     `kubectl logs`; and nothing those files ask for is beyond the team Role (no exec).
@@ -51,10 +53,13 @@ PEOPLE_ONLY = {("", "pods/portforward")}
 FORBIDDEN_VERBS = {"escalate", "bind", "impersonate", "*"}
 # Cluster-scoped objects the team chart may render: its admission policies.
 ADMISSION_KINDS = {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+# helm creates its test pods, watches them to the end, reads them and deletes them
+# (hook-delete-policy); it never updates them.
+HOOK_VERBS = {"get", "list", "watch", "create", "delete"}
 # What a documented command needs of the team Role: (apiGroup, resource) -> verbs.
 INSTRUCTIONS = [
     (re.compile(r"\bhelm test\b"), "helm test",
-     {("", "pods"): {"get", "create", "delete"}, ("", "secrets"): {"get", "list"}}),
+     {("", "pods"): HOOK_VERBS, ("", "secrets"): {"get", "list"}}),
     (re.compile(r"\bhelm test\b.*--logs"), "helm test --logs", {("", "pods/log"): {"get"}}),
     (re.compile(r"\bkubectl\b.*\bport-forward\b"), "kubectl port-forward",
      {("", "pods/portforward"): {"create"}, ("", "pods"): {"get", "list"}, ("", "services"): {"get"}}),
@@ -65,8 +70,6 @@ INSTRUCTIONS = [
      {("", "pods/exec"): {"create"}}),
 ]
 DEPLOY_VERBS = {"get", "list", "create", "update", "patch", "delete"}
-# helm only creates and deletes its test pods (hook-delete-policy), never updates them.
-HOOK_VERBS = {"get", "list", "create", "delete"}
 # kind -> (apiGroup, resource) for the kinds the app charts render.
 KIND_RESOURCES = {
     "ConfigMap": ("", "configmaps"),
@@ -101,6 +104,10 @@ def ok(msg: str) -> None:
 def load(path: str) -> list[dict]:
     with open(path, encoding="utf-8") as fh:
         return [d for d in yaml.safe_load_all(fh) if isinstance(d, dict) and d.get("kind")]
+
+
+def is_test_hook(doc: dict) -> bool:
+    return (doc.get("metadata", {}).get("annotations") or {}).get("helm.sh/hook") == "test"
 
 
 def ident(doc: dict) -> str:
@@ -240,6 +247,19 @@ def main() -> int:
             if "get" not in verbs or not verbs <= {"get", "list", "watch"}:
                 fail(f"{ns}: team should read {key[1]} and no more, has {sorted(verbs)}")
         ok("team group manages the same kinds; logs and events read-only")
+
+        # `helm test` run by the team's people: every kind the tests create, with what helm
+        # does to it, and the pods' logs (--logs). The test pods' ServiceAccounts and projected
+        # tokens need no right of the caller (the admission policies judge the pods).
+        tests = [d for d in team["apps"] if is_test_hook(d)]
+        for key in sorted({KIND_RESOURCES.get(d["kind"], ("?", d["kind"])) for d in tests}):
+            missing = HOOK_VERBS - team_grants.get(key, set())
+            if missing:
+                fail(f"{ns}: `helm test` creates {key[1]}, but the team Role lacks {sorted(missing)}")
+        if "get" not in team_grants.get(("", "pods/log"), set()):
+            fail(f"{ns}: `helm test --logs` reads pods/log, which the team Role does not allow")
+        ok(f"team group can run `helm test --logs`: {len(tests)} test hook(s) "
+           f"({', '.join(sorted({d['kind'] for d in tests}))}) within the team Role")
 
         # What the apps' instructions ask of the team's people.
         asked = 0

@@ -172,9 +172,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 /var/run/secrets/invoice-platform
 {{- end }}
 
-{{/* Sources of the projected secrets volume: each yields one file. */}}
-{{- define "invoice-app.secretSources" -}}
-{{- $fullname := include "invoice-app.fullname" . }}
+{{/* The credential presented to payment-provider, as one projected source (file
+     payment-provider-token); empty in demo mode without one (the app sends the dev token).
+     The helm test that calls payment-provider presents the same. */}}
+{{- define "invoice-app.providerCredentialSource" -}}
 {{- $sat := .Values.paymentProvider.serviceAccountToken }}
 {{- if $sat.enabled }}
 # payment-provider knows the caller by this token: the pods' ServiceAccount, short-lived,
@@ -191,11 +192,17 @@ app.kubernetes.io/instance: {{ .Release.Name }}
         path: payment-provider-token
 {{- else if .Values.paymentProvider.token }}
 - secret:
-    name: {{ $fullname }}
+    name: {{ include "invoice-app.fullname" . }}
     items:
       - key: payment-provider-token
         path: payment-provider-token
 {{- end }}
+{{- end }}
+
+{{/* Sources of the projected secrets volume: each yields one file. */}}
+{{- define "invoice-app.secretSources" -}}
+{{- $fullname := include "invoice-app.fullname" . }}
+{{- include "invoice-app.providerCredentialSource" . }}
 {{- with .Values.database.existingSecret.name }}
 - secret:
     name: {{ . }}
