@@ -86,9 +86,19 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if and .Values.demo (not (include "invoice-app.apiCredentials" .)) }}true{{ end }}
 {{- end }}
 
+{{/* The inline payment-provider token: paymentProvider.token, or in demo mode without
+     any other credential the well-known dev token, said explicitly (the app refuses to
+     guess it for a provider that is not on loopback). */}}
+{{- define "invoice-app.providerToken" -}}
+{{- $pp := .Values.paymentProvider }}
+{{- if $pp.token }}{{ $pp.token }}
+{{- else if and .Values.demo (not $pp.serviceAccountToken.enabled) (not $pp.existingSecret.name) }}dev-only-insecure-token
+{{- end }}
+{{- end }}
+
 {{/* "true" when a static payment-provider token is configured. */}}
 {{- define "invoice-app.staticToken" -}}
-{{- if or .Values.paymentProvider.existingSecret.name .Values.paymentProvider.token }}true{{ end }}
+{{- if or .Values.paymentProvider.existingSecret.name (include "invoice-app.providerToken" .) }}true{{ end }}
 {{- end }}
 
 {{/* API_KEYS_FILE content of the chart's Secret: the listed keys, or in demo mode the dev key. */}}
@@ -162,7 +172,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/* The chart's own Secret exists only when a secret value is given inline. */}}
 {{- define "invoice-app.chartSecretKeys" -}}
-{{- if and .Values.paymentProvider.token (not .Values.paymentProvider.existingSecret.name) }}payment-provider-token {{ end }}
+{{- if and (include "invoice-app.providerToken" .) (not .Values.paymentProvider.existingSecret.name) }}payment-provider-token {{ end }}
 {{- if include "invoice-app.apiKeysJson" . }}api-keys {{ end }}
 {{- if and .Values.database.url (not .Values.database.existingSecret.name) }}database-url {{ end }}
 {{- end }}
@@ -173,7 +183,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/* The credential presented to payment-provider, as one projected source (file
-     payment-provider-token); empty in demo mode without one (the app sends the dev token).
+     payment-provider-token).
      The helm test that calls payment-provider presents the same. */}}
 {{- define "invoice-app.providerCredentialSource" -}}
 {{- $sat := .Values.paymentProvider.serviceAccountToken }}
@@ -190,7 +200,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
     items:
       - key: {{ .Values.paymentProvider.existingSecret.key }}
         path: payment-provider-token
-{{- else if .Values.paymentProvider.token }}
+{{- else if include "invoice-app.providerToken" . }}
 - secret:
     name: {{ include "invoice-app.fullname" . }}
     items:

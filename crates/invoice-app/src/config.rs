@@ -101,6 +101,20 @@ impl Config {
         }
         let provider_token = secret(env, "PAYMENT_PROVIDER_TOKEN")?.map(SecretString::from);
         let provider_token_file = get("PAYMENT_PROVIDER_TOKEN_FILE").map(Into::into);
+        // The development token is payment-provider's default on loopback only: sent to a
+        // provider anywhere else it would be refused at the first charge, or worse, accepted
+        // by one misconfigured into demo mode. Say so at start-up instead.
+        if provider_token.is_none()
+            && provider_token_file.is_none()
+            && !is_loopback_url(&provider_url)
+        {
+            return Err(err("PAYMENT_PROVIDER_TOKEN")(format!(
+                "neither it nor PAYMENT_PROVIDER_TOKEN_FILE is set and PAYMENT_PROVIDER_URL \
+                 {provider_url} is not on loopback: set the credential invoice-app presents \
+                 (PAYMENT_PROVIDER_TOKEN={DEV_PROVIDER_TOKEN} sends the development token, \
+                 on purpose)"
+            )));
+        }
         let pay_schedule = match text("PAY_SCHEDULE", "0 0 0 1 * *").as_str() {
             "off" => None,
             expr => Some(cron::Schedule::from_str(expr).map_err(|e| {
@@ -146,6 +160,21 @@ impl Config {
                 .map_err(err("LOG_FORMAT"))?,
         })
     }
+}
+
+/// Whether `url`'s host is a loopback address or `localhost`.
+fn is_loopback_url(url: &str) -> bool {
+    let Some(host) = reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+    else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 impl Config {
@@ -275,6 +304,40 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Config::from_lookup(&move |k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn the_dev_provider_token_is_never_guessed_for_a_provider_off_loopback() {
+        for url in [
+            "http://127.0.0.1:8080",
+            "http://localhost:8080",
+            "http://[::1]:8080",
+        ] {
+            let c = config(&[("PAYMENT_PROVIDER_URL", url)]).expect("loopback");
+            assert!(c.provider_token.is_none());
+        }
+        for url in [
+            "http://payment-provider.payments.svc:8080",
+            "http://10.0.0.7:8080",
+            "http://127.0.0.1.example.com",
+        ] {
+            let e = config(&[("PAYMENT_PROVIDER_URL", url)]).expect_err(url);
+            assert_eq!(e.var, "PAYMENT_PROVIDER_TOKEN");
+            assert!(e.reason.contains("not on loopback"), "{}", e.reason);
+            let explicit = [
+                ("PAYMENT_PROVIDER_URL", url),
+                ("PAYMENT_PROVIDER_TOKEN", DEV_PROVIDER_TOKEN),
+            ];
+            config(&explicit).expect("an explicit token is the operator's choice");
+            let path = std::env::temp_dir().join(format!("pp-token-{}", std::process::id()));
+            std::fs::write(&path, "a-token-from-a-file").expect("written");
+            let path = path.to_string_lossy().into_owned();
+            let file = [
+                ("PAYMENT_PROVIDER_URL", url),
+                ("PAYMENT_PROVIDER_TOKEN_FILE", path.as_str()),
+            ];
+            config(&file).expect("a token file");
+        }
     }
 
     #[test]

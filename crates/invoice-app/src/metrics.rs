@@ -161,7 +161,11 @@ impl Metrics {
         ))?;
         // Every known label value starts at 0: a counter first seen at 1 has no increase
         // for `increase()` to find, so the first failed run would never alert.
-        for status in [RunStatus::Completed, RunStatus::Failed, RunStatus::Abandoned] {
+        for status in [
+            RunStatus::Completed,
+            RunStatus::Failed,
+            RunStatus::Abandoned,
+        ] {
             runs_ended.with_label_values(&[status.as_str()]);
         }
         for result in ["paid", "failed", "retry_later", "attention"] {
