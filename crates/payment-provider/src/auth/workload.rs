@@ -152,6 +152,13 @@ impl WorkloadIdentity {
                 header.alg
             )));
         }
+        // RFC 7515: a recipient must refuse extensions marked critical it does not know,
+        // and it knows none.
+        if header.crit.is_some() {
+            return Err(invalid(
+                "critical header parameters are not understood".into(),
+            ));
+        }
         let kid = header
             .kid
             .ok_or_else(|| invalid("no kid in the header".into()))?;
@@ -178,6 +185,9 @@ impl WorkloadIdentity {
         let now = jsonwebtoken::get_current_timestamp();
         if claims.iat > now + LEEWAY_SECS {
             return Err(invalid("issued in the future".into()));
+        }
+        if claims.iat > claims.exp {
+            return Err(invalid("expires before it was issued".into()));
         }
         if claims.exp.saturating_sub(claims.iat) > self.max_lifetime.as_secs() {
             return Err(invalid(format!(

@@ -121,6 +121,17 @@ async fn hostile_service_account_tokens_are_refused(backend: Backend) {
         ),
         ("not yet valid", rsa.sign(&with(json!({"nbf": t + 300})))),
         ("no exp", rsa.sign(&with(json!({"exp": null})))),
+        (
+            "expires before it was issued",
+            rsa.sign(&with(json!({"iat": t + 20, "exp": t + 10}))),
+        ),
+        (
+            "critical header extension",
+            rsa.sign_with_header(
+                &json!({"alg": "RS256", "kid": "rsa-1", "crit": ["x-ext"], "x-ext": 1}),
+                &good,
+            ),
+        ),
         ("lives too long", rsa.sign(&with(json!({"exp": t + 7200})))),
         (
             "other issuer",
