@@ -1,8 +1,9 @@
 //! Prometheus metrics, one registry per application instance.
 //!
-//! Two kinds: counters of what this process did (requests, calls, settlements, runs), and
-//! gauges read from the database at each scrape (`Snapshot`), the same on every replica:
-//! the alerts in the chart take their max over replicas. The names are what the chart's
+//! Two kinds: counters of what this process did (requests, charge calls), and gauges read
+//! from the database at each scrape (`Snapshot`), the same on every replica. The alerts read
+//! the gauges (taking their max over replicas): they also see the runs of the pay-run
+//! CronJob, a process no Prometheus scrapes. The names are what the chart's
 //! rules and dashboard use (charts/invoice-app/files); the live check in `make test` fails
 //! on a name either side lacks.
 
@@ -12,7 +13,10 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::domain::{RunStatus, Settlement};
+use crate::domain::RunStatus;
+
+/// The outcomes of a charge attempt (`CallOutcome::label`).
+const OUTCOMES: [&str; 5] = ["succeeded", "declined", "retryable", "unknown", "attention"];
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -20,10 +24,8 @@ pub struct Metrics {
     requests: IntCounterVec,
     latency: HistogramVec,
     pay_runs: HistogramVec,
-    runs_ended: IntCounterVec,
     attempts: IntCounterVec,
     unanswered: IntCounter,
-    settlements: IntCounterVec,
     db: DbGauges,
 }
 
@@ -38,7 +40,14 @@ struct DbGauges {
     oldest_unsettled: Gauge,
     // Without labels, so it is absent until a run completed (a 0 would read as 1970).
     last_completed: GaugeVec,
+    runs: IntGaugeVec,
+    run_invoices: IntGaugeVec,
+    recent_attempts: IntGaugeVec,
+    recent_unanswered: IntGauge,
 }
+
+/// The window of `invoice_app_recent_charge_attempts`.
+pub const RECENT: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
 
 /// What the database says at scrape time.
 #[derive(Debug, Default)]
@@ -52,7 +61,21 @@ pub struct Snapshot {
     /// The first attempt of the oldest invoice still unsettled that a run tried.
     pub oldest_unsettled_attempt: Option<NaiveDateTime>,
     pub last_completed: Option<NaiveDateTime>,
+    /// Runs by status, and the invoices all runs settled by result.
+    pub runs_by_status: Vec<(String, i64)>,
+    pub run_invoices: RunInvoices,
+    /// Ended attempts started within `RECENT`, by outcome, and those without an answer.
+    pub recent_attempts: Vec<(String, i64)>,
+    pub recent_unanswered: i64,
     pub now: NaiveDateTime,
+}
+
+/// Invoices settled by all pay runs, by result.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RunInvoices {
+    pub paid: i64,
+    pub failed: i64,
+    pub retry_later: i64,
 }
 
 fn counter_vec(name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
@@ -87,11 +110,6 @@ impl Metrics {
             ]),
             &[],
         )?;
-        let runs_ended = counter_vec(
-            "invoice_app_pay_runs_total",
-            "Pay runs this process closed, by final status (abandoned: closed for a dead process).",
-            &["status"],
-        )?;
         let attempts = counter_vec(
             "invoice_app_charge_attempts_total",
             "Charge attempts at payment-provider by outcome.",
@@ -100,11 +118,6 @@ impl Metrics {
         let unanswered = IntCounter::new(
             "invoice_app_charge_calls_unanswered_total",
             "Charge calls that got no HTTP answer (refused, reset or timed out).",
-        )?;
-        let settlements = counter_vec(
-            "invoice_app_settlements_total",
-            "Invoices whose row a pay run changed, by result (retry_later: retry budget spent).",
-            &["result"],
         )?;
         let db = DbGauges {
             up: IntGauge::new(
@@ -139,14 +152,39 @@ impl Metrics {
                 ),
                 &[],
             )?,
+            runs: IntGaugeVec::new(
+                Opts::new(
+                    "invoice_app_pay_runs",
+                    "Pay runs recorded, by status (every process's, the CronJob's too).",
+                ),
+                &["status"],
+            )?,
+            run_invoices: IntGaugeVec::new(
+                Opts::new(
+                    "invoice_app_pay_run_invoices",
+                    "Invoices settled by all pay runs, by result (retry_later: retry budget \
+                     spent or needing attention).",
+                ),
+                &["result"],
+            )?,
+            recent_attempts: IntGaugeVec::new(
+                Opts::new(
+                    "invoice_app_recent_charge_attempts",
+                    "Charge attempts started in the last 10 minutes that ended, by outcome \
+                     (every process's).",
+                ),
+                &["outcome"],
+            )?,
+            recent_unanswered: IntGauge::new(
+                "invoice_app_recent_charge_attempts_unanswered",
+                "Of those, the calls that got no HTTP answer (refused, reset, timed out).",
+            )?,
         };
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(pay_runs.clone()))?;
-        registry.register(Box::new(runs_ended.clone()))?;
         registry.register(Box::new(attempts.clone()))?;
         registry.register(Box::new(unanswered.clone()))?;
-        registry.register(Box::new(settlements.clone()))?;
         registry.register(Box::new(db.up.clone()))?;
         registry.register(Box::new(db.invoices.clone()))?;
         registry.register(Box::new(db.attention.clone()))?;
@@ -154,24 +192,18 @@ impl Metrics {
         registry.register(Box::new(db.oldest_running.clone()))?;
         registry.register(Box::new(db.oldest_unsettled.clone()))?;
         registry.register(Box::new(db.last_completed.clone()))?;
+        registry.register(Box::new(db.runs.clone()))?;
+        registry.register(Box::new(db.run_invoices.clone()))?;
+        registry.register(Box::new(db.recent_attempts.clone()))?;
+        registry.register(Box::new(db.recent_unanswered.clone()))?;
         // CPU, memory, open files and start time (Linux): the restart alert reads the last.
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
         // Every known label value starts at 0: a counter first seen at 1 has no increase
-        // for `increase()` to find, so the first failed run would never alert.
-        for status in [
-            RunStatus::Completed,
-            RunStatus::Failed,
-            RunStatus::Abandoned,
-        ] {
-            runs_ended.with_label_values(&[status.as_str()]);
-        }
-        for result in ["paid", "failed", "retry_later", "attention"] {
-            settlements.with_label_values(&[result]);
-        }
-        for outcome in ["succeeded", "declined", "retryable", "unknown", "attention"] {
+        // for `increase()` to find.
+        for outcome in OUTCOMES {
             attempts.with_label_values(&[outcome]);
         }
         Ok(Metrics {
@@ -179,10 +211,8 @@ impl Metrics {
             requests,
             latency,
             pay_runs,
-            runs_ended,
             attempts,
             unanswered,
-            settlements,
             db,
         })
     }
@@ -202,29 +232,12 @@ impl Metrics {
             .observe(seconds);
     }
 
-    pub fn pay_runs_ended(&self, status: RunStatus, n: usize) {
-        self.runs_ended
-            .with_label_values(&[status.as_str()])
-            .inc_by(u64::try_from(n).unwrap_or(u64::MAX));
-    }
-
     /// One call's outcome; `answered` is false when no HTTP answer came back.
     pub fn charge_attempt(&self, outcome: &str, answered: bool) {
         self.attempts.with_label_values(&[outcome]).inc();
         if !answered {
             self.unanswered.inc();
         }
-    }
-
-    /// An invoice row a run changed (counted after its transaction committed).
-    pub fn settled(&self, settlement: &Settlement) {
-        let result = match settlement {
-            Settlement::Paid { .. } => "paid",
-            Settlement::Failed { .. } => "failed",
-            Settlement::RetryLater { .. } => "retry_later",
-            Settlement::Attention { .. } => "attention",
-        };
-        self.settlements.with_label_values(&[result]).inc();
     }
 
     /// The text exposition format, with the gauges read from the database just now, or
@@ -265,6 +278,31 @@ impl DbGauges {
                 .set(t.and_utc().timestamp_millis() as f64 / 1000.0),
             None => self.last_completed.reset(),
         }
+        let count = |rows: &[(String, i64)], key: &str| {
+            rows.iter().find(|(k, _)| k == key).map_or(0, |(_, n)| *n)
+        };
+        for status in [
+            RunStatus::Running,
+            RunStatus::Completed,
+            RunStatus::Failed,
+            RunStatus::Abandoned,
+        ] {
+            let n = count(&s.runs_by_status, status.as_str());
+            self.runs.with_label_values(&[status.as_str()]).set(n);
+        }
+        let r = s.run_invoices;
+        for (result, n) in [
+            ("paid", r.paid),
+            ("failed", r.failed),
+            ("retry_later", r.retry_later),
+        ] {
+            self.run_invoices.with_label_values(&[result]).set(n);
+        }
+        for outcome in OUTCOMES {
+            let n = count(&s.recent_attempts, outcome);
+            self.recent_attempts.with_label_values(&[outcome]).set(n);
+        }
+        self.recent_unanswered.set(s.recent_unanswered);
     }
 }
 
@@ -286,6 +324,14 @@ mod tests {
             oldest_running_started: Some(at("2026-11-01 00:00:00")),
             oldest_unsettled_attempt: Some(at("2026-11-01 00:59:00")),
             last_completed: None,
+            runs_by_status: vec![("failed".into(), 2), ("completed".into(), 5)],
+            run_invoices: RunInvoices {
+                paid: 40,
+                failed: 1,
+                retry_later: 3,
+            },
+            recent_attempts: vec![("retryable".into(), 7), ("succeeded".into(), 2)],
+            recent_unanswered: 6,
             now: at("2026-11-01 01:00:00"),
         };
         let text = m.render(Some(&snapshot)).expect("renders");
@@ -297,6 +343,12 @@ mod tests {
             "invoice_app_invoices_lease_expired 1",
             "invoice_app_pay_run_oldest_running_seconds 3600",
             "invoice_app_oldest_unsettled_seconds 60",
+            "invoice_app_pay_runs{status=\"failed\"} 2",
+            "invoice_app_pay_runs{status=\"abandoned\"} 0",
+            "invoice_app_pay_run_invoices{result=\"retry_later\"} 3",
+            "invoice_app_recent_charge_attempts{outcome=\"retryable\"} 7",
+            "invoice_app_recent_charge_attempts{outcome=\"unknown\"} 0",
+            "invoice_app_recent_charge_attempts_unanswered 6",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }

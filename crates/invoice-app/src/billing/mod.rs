@@ -314,9 +314,6 @@ impl Biller {
         .await?;
         if closed {
             report.status = RunStatus::Abandoned;
-        } else {
-            // Counted where the run ended; one closed for a dead process, by its closer.
-            self.metrics.pay_runs_ended(report.status, 1);
         }
         Ok(report)
     }
@@ -389,7 +386,6 @@ impl Biller {
                 match self.settle(run_id, std::mem::take(&mut ready)).await {
                     Ok(settled) => {
                         for (invoice, settlement) in settled {
-                            self.metrics.settled(&settlement);
                             report.add(invoice, settlement, detail);
                         }
                     }
@@ -447,7 +443,6 @@ impl Biller {
         .await?;
         if closed > 0 {
             tracing::warn!(closed, "closed pay runs whose process died as abandoned");
-            self.metrics.pay_runs_ended(RunStatus::Abandoned, closed);
         }
         Ok(closed)
     }
@@ -473,7 +468,6 @@ impl Biller {
         match released {
             Ok((0, 0)) => {}
             Ok((released, abandoned)) => {
-                self.metrics.pay_runs_ended(RunStatus::Abandoned, abandoned);
                 tracing::info!(released, abandoned, "handed back claims on shutdown")
             }
             Err(e) => {

@@ -166,3 +166,25 @@ pub fn oldest_unsettled(conn: &mut AnyConnection) -> QueryResult<Option<NaiveDat
         .select(diesel::dsl::min(dsl::started_at))
         .get_result(conn)
 }
+
+/// Attempts started since `since` whose call has ended, by outcome, and how many of them
+/// got no HTTP answer: what every process (API, schedule, the CronJob's CLI) did lately.
+pub fn recent(
+    conn: &mut AnyConnection,
+    since: NaiveDateTime,
+) -> QueryResult<(Vec<(String, i64)>, i64)> {
+    let ended = || {
+        payment_attempts::table
+            .filter(dsl::started_at.ge(since))
+            .filter(dsl::outcome.ne_all([STARTED, INTERRUPTED]))
+    };
+    let by_outcome = ended()
+        .group_by(dsl::outcome)
+        .select((dsl::outcome, diesel::dsl::count_star()))
+        .load(conn)?;
+    let unanswered = ended()
+        .filter(dsl::http_status.is_null())
+        .count()
+        .get_result(conn)?;
+    Ok((by_outcome, unanswered))
+}

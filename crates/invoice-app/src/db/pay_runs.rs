@@ -142,6 +142,38 @@ pub fn abandon(
     .execute(conn)
 }
 
+/// Runs by status, and the invoices all runs settled, by result (paid, failed,
+/// retry_later): every run's, whichever process ran it.
+pub fn totals(conn: &mut AnyConnection) -> QueryResult<(Vec<(String, i64)>, Counts64)> {
+    let by_status = pay_runs::table
+        .group_by(dsl::status)
+        .select((dsl::status, diesel::dsl::count_star()))
+        .load(conn)?;
+    let (paid, failed, retry_later): (Option<i64>, Option<i64>, Option<i64>) = pay_runs::table
+        .select((
+            diesel::dsl::sum(dsl::paid),
+            diesel::dsl::sum(dsl::failed),
+            diesel::dsl::sum(dsl::retry_later),
+        ))
+        .get_result(conn)?;
+    Ok((
+        by_status,
+        Counts64 {
+            paid: paid.unwrap_or(0),
+            failed: failed.unwrap_or(0),
+            retry_later: retry_later.unwrap_or(0),
+        },
+    ))
+}
+
+/// `Counts` summed over runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts64 {
+    pub paid: i64,
+    pub failed: i64,
+    pub retry_later: i64,
+}
+
 /// When the oldest running run started.
 pub fn oldest_running(conn: &mut AnyConnection) -> QueryResult<Option<NaiveDateTime>> {
     pay_runs::table

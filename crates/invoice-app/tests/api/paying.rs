@@ -174,14 +174,21 @@ async fn provider_down_leaves_invoices_pending_and_says_so(backend: Backend) {
         .await;
     assert!(attempts.is_some_and(|n| n >= 3.0), "{attempts:?}");
     assert_eq!(unanswered, attempts);
-    let retry_later = app
-        .metric(r#"invoice_app_settlements_total{result="retry_later"}"#)
-        .await;
-    assert_eq!(retry_later, Some(3.0));
-    let completed = app
-        .metric(r#"invoice_app_pay_runs_total{status="completed"}"#)
-        .await;
-    assert_eq!(completed, Some(1.0));
+    // The same, read from the database (what the alerts use: the CronJob's runs too).
+    for (sample, want) in [
+        (r#"invoice_app_pay_run_invoices{result="retry_later"}"#, 3.0),
+        (r#"invoice_app_pay_runs{status="completed"}"#, 1.0),
+        (
+            r#"invoice_app_recent_charge_attempts{outcome="retryable"}"#,
+            attempts.unwrap_or(0.0),
+        ),
+        (
+            "invoice_app_recent_charge_attempts_unanswered",
+            attempts.unwrap_or(0.0),
+        ),
+    ] {
+        assert_eq!(app.metric(sample).await, Some(want), "{sample}");
+    }
 }
 
 async fn every_attempt_is_recorded(backend: Backend) {
