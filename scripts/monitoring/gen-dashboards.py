@@ -19,10 +19,11 @@ NS = 'namespace=~"$namespace"'
 RI = "$__rate_interval"
 
 TRACES = (
-    " Traces: both services export OTLP traces (config `otelExporterOtlpEndpoint`) and every"
-    " JSON log line carries its trace id; these metrics carry no exemplars (the Rust"
-    " `prometheus` crate does not export them), so open the traces of a spike by service,"
-    " route and time range in your trace backend."
+    " Traces: both services export OTLP traces (config `otelExporterOtlpEndpoint`), one trace"
+    " from invoice-app's pay run through payment-provider's charge; JSON log lines carry the"
+    " fields of their span (run_id, invoice_id, route), which are attributes of the same spans."
+    " These metrics carry no exemplars (the Rust `prometheus` crate does not export them), so"
+    " find the traces of a spike by service, route or run id and time range in your trace backend."
 )
 
 
