@@ -8,8 +8,9 @@
 #    charts/<chart>/ci/*.yaml; value sets in scripts/charts/values/invalid/ must be refused.
 # 1b. Monitoring: each rendered PrometheusRule equals the chart's rule files minus
 #    excludeRules (check_monitoring.py) and passes promtool; the dashboard ConfigMaps hold
-#    files/dashboards/ as is; dashboards linted (scripts/monitoring/lint-dashboards.py) and
-#    every alert has its runbook and back (scripts/monitoring/check-runbooks.py).
+#    files/dashboards/ as is; dashboards in step with gen-dashboards.py and linted
+#    (lint-dashboards.py); slo-rules.yaml in step with monitoring/slos.yaml; every alert
+#    has its runbook and back (check-runbooks.py); all in scripts/monitoring/.
 # 2. Every rendered manifest validated strictly against the Kubernetes schema
 #    (kubernetes-validate, K8S_VERSIONS); CRD kinds are skipped with a printed reason.
 # 3. checkov over everything rendered: zero failures (skips live in the charts, with reasons).
@@ -181,6 +182,13 @@ if ! "$PY" "$ROOT/scripts/monitoring/gen-dashboards.py" --check; then fail "dash
 if ! "$PY" "$ROOT/scripts/monitoring/lint-dashboards.py" "$CHARTS"/*/files/dashboards/*.json; then
   fail "dashboard lint"
 fi
+# The SLO rules as monitoring/slos.yaml gives them; every alert with its runbook and back.
+if "$PY" "$ROOT/scripts/monitoring/gen-slo-rules.py" --check; then
+  echo "  ok   files/slo-rules.yaml of both charts as monitoring/slos.yaml gives them"
+else
+  fail "SLO rules out of step with monitoring/slos.yaml"
+fi
+if ! "$PY" "$ROOT/scripts/monitoring/check-runbooks.py"; then fail "runbooks"; fi
 done_step
 
 step "strict Kubernetes schema validation (kubernetes-validate, Kubernetes ${K8S_VERSIONS// /, })"
