@@ -9,6 +9,8 @@ must equal files/alerts.yaml + files/slo-rules.yaml minus `excludeRules` (a grou
 empty is dropped), each `runbook_url` moved to `runbookBaseURL` when set, and carry the
 extra labels; without it, no PrometheusRule. The same for `grafanaDashboard` and the
 ConfigMap holding files/dashboards/*.json byte for byte, labelled for Grafana's sidecar.
+A rendered ServiceMonitor must set `jobLabel: app.kubernetes.io/name`, whose value on the
+Service is the job the rules and dashboards select (`job="<chart>"`).
 Kubernetes' schema does not know the PrometheusRule kind, so this check, and promtool run
 by check.sh on the spec it writes (--promtool-out), stand in for kubernetes-validate.
 """
@@ -80,9 +82,15 @@ def main() -> int:
         doc = rules_docs[0]
         want, got = expected_groups(chart, pr), doc["spec"]["groups"]
         if got != want:
-            names = lambda gs: [r.get("alert") or r.get("record") for g in gs for r in g["rules"]]
-            failures.append("spec.groups differ from the rule files minus excludeRules: "
-                            f"rendered {names(got)}, expected {names(want)}")
+            flat = lambda gs: [(g["name"], r) for g in gs for r in g["rules"]]
+            names = lambda gs: [r.get("alert") or r.get("record") for _, r in flat(gs)]
+            if names(got) != names(want):
+                failures.append("spec.groups differ from the rule files minus excludeRules: "
+                                f"rendered {names(got)}, expected {names(want)}")
+            else:
+                first = next((a, b) for a, b in zip(flat(got), flat(want)) if a != b)
+                failures.append(f"rule {first[0][1].get('alert') or first[0][1].get('record')} "
+                                f"rendered as {first[0]}, expected {first[1]}")
         for name in pr.get("excludeRules") or []:
             if any((r.get("alert") or r.get("record")) == name for g in got for r in g["rules"]):
                 failures.append(f"{name} is in excludeRules but rendered")
@@ -96,6 +104,17 @@ def main() -> int:
             print(f"  ok   {where}: PrometheusRule = rule files minus {pr.get('excludeRules') or 'nothing'}"
                   f" ({sum(len(g['rules']) for g in got)} rules"
                   f"{', runbooks at ' + pr['runbookBaseURL'] if pr.get('runbookBaseURL') else ''})")
+
+    # The rules and the dashboard select job="<chart>": the ServiceMonitor must take the job
+    # from the Service's app.kubernetes.io/name, and that label must be the chart's name.
+    job = chart.name
+    for sm in (d for d in docs if d["kind"] == "ServiceMonitor"):
+        if sm["spec"].get("jobLabel") != "app.kubernetes.io/name":
+            failures.append(f"ServiceMonitor jobLabel is {sm['spec'].get('jobLabel')!r}, not app.kubernetes.io/name")
+        for svc in (d for d in docs if d["kind"] == "Service"):
+            if (svc["metadata"].get("labels") or {}).get("app.kubernetes.io/name") != job:
+                failures.append(f"Service {svc['metadata']['name']} would give job "
+                                f"{svc['metadata'].get('labels', {}).get('app.kubernetes.io/name')!r}, the rules select {job!r}")
 
     gd = values["grafanaDashboard"]
     maps = [d for d in docs if d["kind"] == "ConfigMap"
