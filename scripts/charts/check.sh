@@ -8,9 +8,10 @@
 #    charts/<chart>/ci/*.yaml; value sets in scripts/charts/values/invalid/ must be refused.
 # 1b. Monitoring: each rendered PrometheusRule equals the chart's rule files minus
 #    excludeRules (check_monitoring.py) and passes promtool; the dashboard ConfigMaps hold
-#    files/dashboards/ as is; dashboards in step with gen-dashboards.py and linted
-#    (lint-dashboards.py); slo-rules.yaml in step with monitoring/slos.yaml; every alert
-#    has its runbook and back (check-runbooks.py); all in scripts/monitoring/.
+#    files/dashboards/ as is. In scripts/monitoring/: the dashboards are in step with
+#    gen-dashboards.py, linted (lint-dashboards.py) and read through Grafana's schema
+#    (check-dashboard-schema.py); slo-rules.yaml is in step with monitoring/slos.yaml; every
+#    alert has its runbook and back (check-runbooks.py).
 # 2. Every rendered manifest validated strictly against the Kubernetes schema
 #    (kubernetes-validate, K8S_VERSIONS); CRD kinds are skipped with a printed reason.
 # 3. checkov over everything rendered: zero failures (skips live in the charts, with reasons).
@@ -181,6 +182,10 @@ fi
 if ! "$PY" "$ROOT/scripts/monitoring/gen-dashboards.py" --check; then fail "dashboards out of step"; fi
 if ! "$PY" "$ROOT/scripts/monitoring/lint-dashboards.py" "$CHARTS"/*/files/dashboards/*.json; then
   fail "dashboard lint"
+fi
+if ! "$TOOLS_DIR/bin/python-grafana" "$ROOT/scripts/monitoring/check-dashboard-schema.py" \
+  "$CHARTS"/*/files/dashboards/*.json; then
+  fail "dashboards against Grafana's schema"
 fi
 # The SLO rules as monitoring/slos.yaml gives them; every alert with its runbook and back.
 if "$PY" "$ROOT/scripts/monitoring/gen-slo-rules.py" --check; then

