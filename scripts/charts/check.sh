@@ -13,7 +13,8 @@
 #    (check-dashboard-schema.py); slo-rules.yaml is in step with monitoring/slos.yaml; every
 #    alert has its runbook and back (check-runbooks.py).
 # 2. Every rendered manifest validated strictly against the Kubernetes schema
-#    (kubernetes-validate, K8S_VERSIONS); CRD kinds are skipped with a printed reason.
+#    (kubernetes-validate, K8S_VERSIONS); CRD kinds are skipped with a printed reason, and
+#    the Prometheus Operator's validated strictly against its CRD schemas (check_crds.py).
 # 3. checkov over everything rendered: zero failures (skips live in the charts, with reasons).
 # 4. Every pod template meets Pod Security "restricted" (check_pss.py); RBAC assertions
 #    over the rendered team namespaces and apps, and the apps' instructions against the
@@ -183,7 +184,7 @@ if ! "$PY" "$ROOT/scripts/monitoring/gen-dashboards.py" --check; then fail "dash
 if ! "$PY" "$ROOT/scripts/monitoring/lint-dashboards.py" "$CHARTS"/*/files/dashboards/*.json; then
   fail "dashboard lint"
 fi
-if ! "$TOOLS_DIR/bin/python-grafana" "$ROOT/scripts/monitoring/check-dashboard-schema.py" \
+if ! "$TOOLS_DIR/bin/python-models" "$ROOT/scripts/monitoring/check-dashboard-schema.py" \
   "$CHARTS"/*/files/dashboards/*.json; then
   fail "dashboards against Grafana's schema"
 fi
@@ -216,9 +217,13 @@ for f in sorted(src.glob("*/*.yaml")):
             keep.append(d)
     (dst / f"{f.parent.name}--{f.name}").write_text(yaml.safe_dump_all(keep, sort_keys=False))
 for kind, why in sorted(skipped.items()):
-    also = " and by check_monitoring.py + promtool" if kind.startswith("PrometheusRule ") else ""
+    also = " and against the CRD schema by check_crds.py" if "monitoring.coreos.com" in kind else ""
     print(f"  skip {kind}: {why}, not in the Kubernetes schema; rendered and checked by checkov{also}")
 EOF
+# The Prometheus Operator's kinds get their own strict validation, against its CRD schemas.
+if ! "$TOOLS_DIR/bin/python-models" "$HERE/check_crds.py" "$OUT"/rendered/*/*.yaml "$OUT"/monitoring/*.yaml; then
+  fail "Prometheus Operator objects against the CRD schemas"
+fi
 for version in $K8S_VERSIONS; do
   if kubernetes-validate --strict --quiet -k "$version" "$OUT"/validate/*.yaml >"$OUT/validate-$version.log" 2>&1 &&
     ! grep -q . "$OUT/validate-$version.log"; then

@@ -3,7 +3,7 @@
 
     check-dashboard-schema.py DASHBOARD.json...
 
-Runs on the Python of scripts/charts/install-tools.sh's venv-grafana (`python-grafana`),
+Runs on the Python of scripts/charts/install-tools.sh's venv-models (`python-models`),
 which holds grafana-foundation-sdk: models generated from Grafana's own schemas for the
 dashboard, each panel kind's options and field config, and the Prometheus query. Each
 dashboard is parsed into those models and written back; a key the schema does not know
