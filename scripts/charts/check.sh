@@ -277,6 +277,8 @@ instructions=()
 for app in invoice-app payment-provider; do
   instructions+=(--instructions "$CHARTS/$app/templates/NOTES.txt" --instructions "$CHARTS/$app/README.md")
 done
+# ... and the commands of the runbooks, which the team runs when an alert fires.
+for runbook in "$ROOT"/docs/runbooks/*.md; do instructions+=(--instructions "$runbook"); done
 if ! "$PY" "$HERE/check_rbac.py" "${team_args[@]}" "${instructions[@]}"; then
   fail "RBAC assertions"
 fi

@@ -20,7 +20,7 @@ Asserts:
   * the deployer may create/update/delete every kind its team's charts render, plus the
     Secrets in which helm keeps its releases;
   * the team's people may do what the apps' NOTES.txt and READMEs tell them to do
-    (--instructions): `helm test`, `kubectl port-forward`, `kubectl create job --from`,
+    (--instructions: NOTES, READMEs, runbooks): `helm test`, `kubectl port-forward`, `kubectl create job --from`,
     `kubectl logs`; and nothing those files ask for is beyond the team Role (no exec).
 The admission policies the team chart renders (cluster-scoped, bound to the namespace) are
 checked by check_admission.py.
@@ -63,6 +63,21 @@ INSTRUCTIONS = [
     (re.compile(r"\bkubectl\b.*\blogs\b"), "kubectl logs", {("", "pods/log"): {"get"}}),
     (re.compile(r"\bkubectl\b.*\b(exec|attach|debug)\b"), "kubectl exec/attach/debug",
      {("", "pods/exec"): {"create"}}),
+    # What the runbooks (docs/runbooks/) have people run to confirm and fix an alert.
+    (re.compile(r"\bkubectl\b.*\bget\b.*\bpods\b"), "kubectl get pods", {("", "pods"): {"list"}}),
+    (re.compile(r"\bkubectl\b.*\bdescribe pod\b"), "kubectl describe pod",
+     {("", "pods"): {"get"}, ("", "events"): {"list"}}),
+    (re.compile(r"\bkubectl\b.*\bdelete pod\b"), "kubectl delete pod", {("", "pods"): {"delete"}}),
+    (re.compile(r"\bkubectl\b.*\bget\b.*\bevents\b"), "kubectl get events", {("", "events"): {"list"}}),
+    (re.compile(r"\bkubectl\b.*\bget\b.*\bendpoints\b"), "kubectl get endpoints", {("", "endpoints"): {"get"}}),
+    (re.compile(r"\bkubectl\b.*\bget\b.*\bjobs\b"), "kubectl get jobs", {("batch", "jobs"): {"list"}}),
+    (re.compile(r"\bkubectl\b.*\bget\b.*\bsecret\b"), "kubectl get secret", {("", "secrets"): {"get"}}),
+    (re.compile(r"\bkubectl\b.*\bget\b.*\bconfigmap\b"), "kubectl get configmap", {("", "configmaps"): {"get"}}),
+    (re.compile(r"\bkubectl\b.*\bget\b.*\bnetworkpolicy\b"), "kubectl get networkpolicy",
+     {("networking.k8s.io", "networkpolicies"): {"list"}}),
+    (re.compile(r"\bkubectl\b.*\bget\b.*\bdeploy\b"), "kubectl get deploy", {("apps", "deployments"): {"get"}}),
+    (re.compile(r"\bkubectl\b.*\brollout restart\b"), "kubectl rollout restart",
+     {("apps", "deployments"): {"get", "patch"}}),
 ]
 DEPLOY_VERBS = {"get", "list", "create", "update", "patch", "delete"}
 # helm only creates and deletes its test pods (hook-delete-policy), never updates them.
