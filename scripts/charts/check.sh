@@ -11,7 +11,8 @@
 #    files/dashboards/ as is. In scripts/monitoring/: the dashboards are in step with
 #    gen-dashboards.py, linted (lint-dashboards.py) and read through Grafana's schema
 #    (check-dashboard-schema.py); slo-rules.yaml is in step with monitoring/slos.yaml; every
-#    alert has its runbook and back (check-runbooks.py).
+#    alert has its runbook and back (check-runbooks.py); with TEST_DATABASE_URL, the
+#    runbooks' SQL runs against both services' migrations (check-runbook-sql.py).
 # 2. Every rendered manifest validated strictly against the Kubernetes schema
 #    (kubernetes-validate, K8S_VERSIONS); CRD kinds are skipped with a printed reason, and
 #    the Prometheus Operator's validated strictly against its CRD schemas (check_crds.py).
@@ -195,6 +196,13 @@ else
   fail "SLO rules out of step with monitoring/slos.yaml"
 fi
 if ! "$PY" "$ROOT/scripts/monitoring/check-runbooks.py"; then fail "runbooks"; fi
+# The runbooks' SQL against both services' migrations, where a PostgreSQL is at hand (as
+# for the Rust tests: `make test` and CI set TEST_DATABASE_URL).
+if [[ -n "${TEST_DATABASE_URL:-}" ]]; then
+  "$PY" "$ROOT/scripts/monitoring/check-runbook-sql.py" "$TEST_DATABASE_URL" || fail "runbook SQL on PostgreSQL"
+else
+  echo "  SKIPPED runbook SQL on PostgreSQL: set TEST_DATABASE_URL=postgres://user@host:5432 to run it"
+fi
 done_step
 
 step "strict Kubernetes schema validation (kubernetes-validate, Kubernetes ${K8S_VERSIONS// /, })"
