@@ -160,6 +160,11 @@ for chart in invoice-app payment-provider; do
   for values in "$HERE/values/monitoring/$chart"/*.yaml; do
     set_name="$(basename "$values" .yaml)"
     rendered="$OUT/monitoring/$chart-$set_name.yaml"
+    if ! helm lint --strict "$CHARTS/$chart" -n "${NAMESPACE[$chart]}" \
+      -f "$CHARTS/$chart/ci/default-values.yaml" -f "$values" >"$OUT/lint.log" 2>&1; then
+      cat "$OUT/lint.log"
+      fail "helm lint $chart (monitoring/$set_name)"
+    fi
     if ! helm template "${RELEASE[$chart]}" "$CHARTS/$chart" -n "${NAMESPACE[$chart]}" \
       -f "$CHARTS/$chart/ci/default-values.yaml" -f "$values" >"$rendered"; then
       fail "helm template $chart (monitoring/$set_name)"
