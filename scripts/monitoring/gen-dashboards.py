@@ -119,8 +119,10 @@ def red(b, job, description):
     b.row("HTTP: rate, errors, duration per route")
     b.panel("Requests by route", f"Requests per second to {job}, by route (`unmatched`: no route).",
             [(f"sum by (route) (rate(http_requests_total{{{sel}}}[{RI}]))", "{{route}}")], "reqps", w=8)
+    # A route that never failed has no 5xx series: `or ... * 0` shows it at 0, not as no data.
     b.panel("5xx ratio by route", "Share of requests answered with a 5xx, by route." + description,
-            [(f'sum by (route) (rate(http_requests_total{{{sel}, status=~"5.."}}[{RI}]))'
+            [(f'(sum by (route) (rate(http_requests_total{{{sel}, status=~"5.."}}[{RI}]))'
+              f" or sum by (route) (rate(http_requests_total{{{sel}}}[{RI}])) * 0)"
               f" / sum by (route) (rate(http_requests_total{{{sel}}}[{RI}]))", "{{route}}")],
             "percentunit", w=8, thresholds=[(0.001, "red")])
     b.panel("4xx by route and status", "Requests answered with a 4xx per second, by route and status.",
