@@ -232,7 +232,8 @@ def invoice_app():
     b.panel("Charge error ratio",
             "Share of charge attempts ending retryable, unknown or attention (declines are answers,"
             " not errors). Above 10 % for 10 minutes: InvoiceAppChargeErrorRatioHigh.",
-            [(f'sum by (namespace) (rate(invoice_app_charge_attempts_total{{{sel}, outcome=~"retryable|unknown|attention"}}[{RI}]))'
+            [(f'(sum by (namespace) (rate(invoice_app_charge_attempts_total{{{sel}, outcome=~"retryable|unknown|attention"}}[{RI}]))'
+              f" or sum by (namespace) (rate(invoice_app_charge_attempts_total{{{sel}}}[{RI}])) * 0)"
               f" / sum by (namespace) (rate(invoice_app_charge_attempts_total{{{sel}}}[{RI}]))", "{{namespace}}")],
             "percentunit", w=12, thresholds=[(0.1, "red")])
     b.panel("Provider errors and unanswered calls",
@@ -292,7 +293,8 @@ def payment_provider():
     b.panel("Injected faults and rate limiting",
             "Share of charge requests refused on purpose (fault_injected, rate_limited): they count"
             " against the charge availability SLO, as invoice-app meets them.",
-            [(f'sum by (namespace) (rate(payment_provider_charges_total{{{sel}, outcome=~"fault_injected|rate_limited"}}[{RI}]))'
+            [(f'(sum by (namespace) (rate(payment_provider_charges_total{{{sel}, outcome=~"fault_injected|rate_limited"}}[{RI}]))'
+              f" or sum by (namespace) (rate(payment_provider_charges_total{{{sel}}}[{RI}])) * 0)"
               f" / sum by (namespace) (rate(payment_provider_charges_total{{{sel}}}[{RI}]))", "{{namespace}}")],
             "percentunit", w=12)
 
