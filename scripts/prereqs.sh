@@ -108,8 +108,9 @@ if wants charts; then
   fi
 fi
 
-if wants monitoring && ! { have promtool && have prometheus; }; then
-  # Installed by the project from Debian's package (no root); elsewhere, from PATH.
+if { wants charts || wants monitoring; } && ! { have promtool && have prometheus; }; then
+  # promtool checks the rendered rules, prometheus runs the live check: installed by the
+  # project from Debian's package (no root); elsewhere, from PATH.
   if ! { have apt-get && have dpkg-deb; }; then
     need_tool promtool prometheus prometheus
     need_tool prometheus prometheus prometheus
@@ -145,6 +146,6 @@ if ((install)); then
   # Installed before any build, so a failing install also stops at the first line.
   if wants lint || wants charts; then "$ROOT/scripts/lint/install-tools.sh" >/dev/null; fi
   if wants charts; then "$ROOT/scripts/charts/install-tools.sh"; fi
-  if wants monitoring; then "$ROOT/scripts/monitoring/install-tools.sh"; fi
+  if wants monitoring && ! wants charts; then "$ROOT/scripts/monitoring/install-tools.sh"; fi
 fi
 echo "prereqs: ready for 'make${asked}'"

@@ -22,7 +22,7 @@ Asserts:
   * the team's people may run `helm test --logs`: every kind the apps' test hooks create,
     with the verbs helm uses on it;
   * the team's people may do what the apps' NOTES.txt and READMEs tell them to do
-    (--instructions): `helm test`, `kubectl port-forward`, `kubectl create job --from`,
+    (--instructions: NOTES, READMEs, runbooks): `helm test`, `kubectl port-forward`, `kubectl create job --from`,
     `kubectl logs`; and nothing those files ask for is beyond the team Role (no exec).
 The admission policies the team chart renders (cluster-scoped, bound to the namespace) are
 checked by check_admission.py.
@@ -68,6 +68,21 @@ INSTRUCTIONS = [
     (re.compile(r"\bkubectl\b.*\blogs\b"), "kubectl logs", {("", "pods/log"): {"get"}}),
     (re.compile(r"\bkubectl\b.*\b(exec|attach|debug)\b"), "kubectl exec/attach/debug",
      {("", "pods/exec"): {"create"}}),
+    # What the runbooks (docs/runbooks/) have people run to confirm and fix an alert.
+    (re.compile(r"\bkubectl\b.*\bget\b.*\bpods\b"), "kubectl get pods", {("", "pods"): {"list"}}),
+    (re.compile(r"\bkubectl\b.*\bdescribe pod\b"), "kubectl describe pod",
+     {("", "pods"): {"get"}, ("", "events"): {"list"}}),
+    (re.compile(r"\bkubectl\b.*\bdelete pod\b"), "kubectl delete pod", {("", "pods"): {"delete"}}),
+    (re.compile(r"\bkubectl\b.*\bget\b.*\bevents\b"), "kubectl get events", {("", "events"): {"list"}}),
+    (re.compile(r"\bkubectl\b.*\bget\b.*\bendpoints\b"), "kubectl get endpoints", {("", "endpoints"): {"get"}}),
+    (re.compile(r"\bkubectl\b.*\bget\b.*\bjobs\b"), "kubectl get jobs", {("batch", "jobs"): {"list"}}),
+    (re.compile(r"\bkubectl\b.*\bget\b.*\bsecret\b"), "kubectl get secret", {("", "secrets"): {"get"}}),
+    (re.compile(r"\bkubectl\b.*\bget\b.*\bconfigmap\b"), "kubectl get configmap", {("", "configmaps"): {"get"}}),
+    (re.compile(r"\bkubectl\b.*\bget\b.*\bnetworkpolicy\b"), "kubectl get networkpolicy",
+     {("networking.k8s.io", "networkpolicies"): {"list"}}),
+    (re.compile(r"\bkubectl\b.*\bget\b.*\bdeploy\b"), "kubectl get deploy", {("apps", "deployments"): {"get"}}),
+    (re.compile(r"\bkubectl\b.*\brollout restart\b"), "kubectl rollout restart",
+     {("apps", "deployments"): {"get", "patch"}}),
 ]
 DEPLOY_VERBS = {"get", "list", "create", "update", "patch", "delete"}
 # kind -> (apiGroup, resource) for the kinds the app charts render.
@@ -86,6 +101,7 @@ KIND_RESOURCES = {
     "PodDisruptionBudget": ("policy", "poddisruptionbudgets"),
     "HorizontalPodAutoscaler": ("autoscaling", "horizontalpodautoscalers"),
     "ServiceMonitor": ("monitoring.coreos.com", "servicemonitors"),
+    "PrometheusRule": ("monitoring.coreos.com", "prometheusrules"),
     "HTTPRoute": ("gateway.networking.k8s.io", "httproutes"),
 }
 

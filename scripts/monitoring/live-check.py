@@ -5,7 +5,8 @@ Starts payment-provider (with injected 503s) and invoice-app on SQLite, and Prom
 (Debian's 2.42, from scripts/monitoring/install-tools.sh) scraping both every second with
 the charts' rule files loaded. Then:
 
-1. pays the demo invoices through the faults, and reads and creates invoices;
+1. pays the demo invoices (and one the provider declines) through the faults, reads and
+   creates invoices, and calls payment-provider once without a credential;
 2. evaluates every rule expression and every dashboard panel query through Prometheus's
    HTTP API: each must parse; every recording rule and every panel query must return
    series; every metric name any of them uses must be one Prometheus has scraped (a
@@ -323,8 +324,19 @@ def main():
 
         wait_for("Prometheus scraping both services", targets_up, 60)
 
-        # 1. Traffic: the demo invoices paid through injected 503s, reads, a creation.
+        # 1. Traffic: the demo invoices and one for a customer the provider does not know
+        # (a decline) paid through injected 503s; reads; a charge without a credential.
         app = f"http://127.0.0.1:{ports['ap']}"
+        status, _ = http(
+            "POST", f"{app}/invoices",
+            {"customer_id": "C999", "amount": {"minor_units": 100, "currency": "EUR"}},
+            token=DEV_KEY,
+        )
+        if status != 201:
+            fail(f"creating an invoice answered {status}")
+        status, _ = http("POST", f"http://127.0.0.1:{ports['pp']}/v1/charges", {})
+        if status != 401:
+            fail(f"a charge without a credential answered {status}, not 401")
         status, body = http("POST", f"{app}/invoices/pay", token=DEV_KEY)
         if status != 200:
             fail(f"pay run answered {status}: {body[:300]!r}")

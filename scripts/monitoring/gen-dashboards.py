@@ -1,0 +1,333 @@
+#!/usr/bin/env python3
+"""Writes the charts' Grafana dashboards (charts/<chart>/files/dashboards/<chart>.json).
+
+    scripts/monitoring/gen-dashboards.py           write them
+    scripts/monitoring/gen-dashboards.py --check   fail if a committed file differs
+
+Every panel queries through the `${datasource}` variable and selects its series with
+`namespace=~"$namespace"`; lint-dashboards.py checks the result. Edit the panels here, not
+the JSON.
+"""
+
+import json
+import pathlib
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+DS = {"type": "prometheus", "uid": "${datasource}"}
+NS = 'namespace=~"$namespace"'
+RI = "$__rate_interval"
+
+TRACES = (
+    " Traces: both services export OTLP traces (config `otelExporterOtlpEndpoint`), one trace"
+    " from invoice-app's pay run through payment-provider's charge; JSON log lines carry the"
+    " fields of their span (run_id, invoice_id, route), which are attributes of the same spans."
+    " These metrics carry no exemplars (the Rust `prometheus` crate does not export them), so"
+    " find the traces of a spike by service, route or run id and time range in your trace backend."
+)
+
+
+class Board:
+    def __init__(self, uid, title, description, jobs):
+        self.uid, self.title, self.description, self.jobs = uid, title, description, jobs
+        self.panels, self.next_id, self.x, self.y, self.row_h = [], 1, 0, 0, 0
+
+    def row(self, title):
+        self._newline()
+        self.panels.append({"type": "row", "id": self._id(), "title": title, "collapsed": False,
+                            "gridPos": {"h": 1, "w": 24, "x": 0, "y": self.y}, "panels": []})
+        self.y += 1
+
+    def panel(self, title, description, targets, unit, kind="timeseries", w=12, h=8,
+              thresholds=None, stack=False, decimals=None, min_zero=True):
+        if self.x + w > 24:
+            self._newline()
+        defaults = {"unit": unit}
+        if min_zero and kind == "timeseries":
+            defaults["min"] = 0
+        if decimals is not None:
+            defaults["decimals"] = decimals
+        if thresholds:
+            defaults["thresholds"] = {"mode": "absolute", "steps": [
+                {"color": "green", "value": None}] + [{"color": c, "value": v} for v, c in thresholds]}
+        if kind == "timeseries":
+            defaults["custom"] = {"drawStyle": "line", "lineWidth": 1, "fillOpacity": 10 if stack else 0,
+                                  "showPoints": "never", "spanNulls": False,
+                                  "stacking": {"mode": "normal" if stack else "none", "group": "A"},
+                                  "thresholdsStyle": {"mode": "line" if thresholds else "off"}}
+        p = {
+            "type": kind, "id": self._id(), "title": title, "description": description,
+            "datasource": DS,
+            "gridPos": {"h": h, "w": w, "x": self.x, "y": self.y},
+            "fieldConfig": {"defaults": defaults, "overrides": []},
+            "targets": [{"datasource": DS, "refId": chr(ord("A") + i), "expr": e, "legendFormat": l,
+                         "range": True, "instant": False, "editorMode": "code"}
+                        for i, (e, l) in enumerate(targets)],
+        }
+        if kind == "timeseries":
+            p["options"] = {"legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
+                            "tooltip": {"mode": "multi", "sort": "desc"}}
+        elif kind == "stat":
+            p["options"] = {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+                            "colorMode": "background", "graphMode": "area", "textMode": "value_and_name",
+                            "justifyMode": "auto", "orientation": "auto"}
+        self.panels.append(p)
+        self.x += w
+        self.row_h = max(self.row_h, h)
+
+    def _newline(self):
+        self.y += self.row_h
+        self.x, self.row_h = 0, 0
+
+    def _id(self):
+        self.next_id += 1
+        return self.next_id - 1
+
+    def json(self):
+        job_re = "|".join(self.jobs)
+        return {
+            "uid": self.uid, "title": self.title, "description": self.description,
+            "tags": ["invoice-platform"], "editable": True, "graphTooltip": 1,
+            "schemaVersion": 39, "version": 1, "refresh": "30s", "timezone": "utc",
+            "time": {"from": "now-6h", "to": "now"}, "fiscalYearStartMonth": 0, "liveNow": False,
+            # Grafana adds its built-in "Annotations & Alerts" itself.
+            "annotations": {"list": []},
+            "links": [
+                {"title": "Invoice platform dashboards", "type": "dashboards", "tags": ["invoice-platform"],
+                 "asDropdown": False, "includeVars": True, "keepTime": True, "targetBlank": False,
+                 "icon": "external link", "tooltip": "", "url": ""},
+                {"title": "Runbooks", "type": "link", "icon": "doc", "targetBlank": True, "tags": [],
+                 "asDropdown": False, "includeVars": False, "keepTime": False, "tooltip": "",
+                 "url": "https://github.com/invoice-platform/invoice-platform/blob/main/docs/runbooks/README.md"},
+            ],
+            "templating": {"list": [
+                {"type": "datasource", "name": "datasource", "label": "Data source", "query": "prometheus",
+                 "current": {}, "hide": 0, "refresh": 1, "regex": "", "options": [],
+                 "includeAll": False, "multi": False, "skipUrlSync": False},
+                {"type": "query", "name": "namespace", "label": "Namespace", "datasource": DS,
+                 "query": {"query": f'label_values(up{{job=~"{job_re}"}}, namespace)', "refId": "namespace"},
+                 "current": {}, "hide": 0, "refresh": 2, "regex": "", "sort": 1, "options": [],
+                 "includeAll": True, "allValue": ".*", "multi": True, "skipUrlSync": False},
+            ]},
+            "panels": self.panels,
+        }
+
+
+def red(b, job, description):
+    """HTTP rate, errors and duration per route of one service."""
+    sel = f'job="{job}", {NS}'
+    b.row("HTTP: rate, errors, duration per route")
+    b.panel("Requests by route", f"Requests per second to {job}, by route (`unmatched`: no route).",
+            [(f"sum by (route) (rate(http_requests_total{{{sel}}}[{RI}]))", "{{route}}")], "reqps", w=8)
+    # A route that never failed has no 5xx series: `or ... * 0` shows it at 0, not as no data.
+    b.panel("5xx ratio by route", "Share of requests answered with a 5xx, by route." + description,
+            [(f'(sum by (route) (rate(http_requests_total{{{sel}, status=~"5.."}}[{RI}]))'
+              f" or sum by (route) (rate(http_requests_total{{{sel}}}[{RI}])) * 0)"
+              f" / sum by (route) (rate(http_requests_total{{{sel}}}[{RI}]))", "{{route}}")],
+            "percentunit", w=8, thresholds=[(0.001, "red")])
+    b.panel("4xx by route and status", "Requests answered with a 4xx per second, by route and status.",
+            [(f'sum by (route, status) (rate(http_requests_total{{{sel}, status=~"4.."}}[{RI}]))',
+              "{{route}} {{status}}")], "reqps", w=8)
+    b.panel("Latency p50 / p95 / p99 by route",
+            "Request duration quantiles by route, from the histogram (buckets 0.5 ms to 5 s)." + TRACES,
+            [(f"histogram_quantile({q}, sum by (route, le) (rate(http_request_duration_seconds_bucket{{{sel}}}[{RI}])))",
+              f"p{int(q * 100)} {{{{route}}}}") for q in (0.5, 0.95, 0.99)], "s", w=24, h=9)
+
+
+def process(b, job, db_metric):
+    sel = f'job="{job}", {NS}'
+    b.row("Process and database")
+    b.panel("Database up", f"1 when {job} could query its database at the last scrape, per pod.",
+            [(f"min by (namespace, instance) ({db_metric}{{{sel}}})", "{{namespace}} {{instance}}")],
+            "bool_yes_no", w=6, min_zero=False)
+    b.panel("Scraped (up)", "1 when Prometheus scraped the pod's metrics port.",
+            [(f"up{{{sel}}}", "{{namespace}} {{instance}}")], "bool_yes_no", w=6, min_zero=False)
+    b.panel("Restarts (30 min)",
+            "Process starts within 30 minutes, from changes of process_start_time_seconds"
+            " (no kube-state-metrics needed).",
+            [(f"changes(process_start_time_seconds{{{sel}}}[30m])", "{{instance}}")], "short", w=6,
+            thresholds=[(3, "red")], decimals=0)
+    b.panel("Open file descriptors", "Open file descriptors per pod.",
+            [(f"process_open_fds{{{sel}}}", "{{instance}}")], "short", w=6, decimals=0)
+    b.panel("Resident memory", "Resident memory per pod (compare with the chart's memory limit).",
+            [(f"process_resident_memory_bytes{{{sel}}}", "{{instance}}")], "bytes")
+    b.panel("CPU", "CPU used per pod, in cores.",
+            [(f"rate(process_cpu_seconds_total{{{sel}}}[{RI}])", "{{instance}}")], "short")
+
+
+def burn(b, slo, objective, alert, w=12):
+    budget = round(1 - objective / 100, 6)
+    b.panel(f"{slo}: burn rate",
+            f"Error ratio of the SLO `{slo}` ({objective} %) divided by its error budget ({budget}),"
+            " from the recording rules slo:*:error_ratio_rate<window>: 1 spends the 30-day budget"
+            f" in exactly 30 days. `{alert}` pages at 14.4 (1h and 5m) and 6 (6h and 30m), and"
+            " opens a ticket at 3 (1d and 2h) and 1 (3d and 6h). See docs/slo.md.",
+            [(f"slo:{slo.replace('-', '_')}:error_ratio_rate{win}{{{NS}}} / {budget}", f"{{{{namespace}}}} {win}")
+             for win in ("5m", "1h", "6h", "1d", "3d")],
+            "suffix:x", w=w, thresholds=[(1, "yellow"), (6, "orange"), (14.4, "red")])
+
+
+def invoice_app():
+    job = "invoice-app"
+    sel = f'job="{job}", {NS}'
+    pp = f'job="payment-provider", {NS}'
+    b = Board("invoice-platform-invoice-app", "invoice-app",
+              "Pay runs, invoices, charges, HTTP and SLOs of invoice-app (job=\"invoice-app\")."
+              " Alerts and runbooks: docs/runbooks/; objectives: docs/slo.md.", [job, "payment-provider"])
+
+    b.row("Pay runs")
+    b.panel("Pay runs finished, by status",
+            "Pay runs that ended per interval, by status (completed, failed, abandoned), read from"
+            " the database: the CronJob's runs too. A failed or abandoned run:"
+            " InvoiceAppPayRunFailed; GET /pay-runs/{id} says why.",
+            [(f'max by (namespace, status) (delta(invoice_app_pay_runs{{{sel}, status!="running"}}[{RI}]))',
+              "{{namespace}} {{status}}")], "short", w=8, stack=True, decimals=0)
+    b.panel("Pay run duration p50 / p95",
+            "Duration of the pay runs that ended, from invoice_app_pay_run_duration_seconds.",
+            [(f"histogram_quantile({q}, sum by (namespace, le) (rate(invoice_app_pay_run_duration_seconds_bucket{{{sel}}}[{RI}])))",
+              f"{{{{namespace}}}} p{int(q * 100)}") for q in (0.5, 0.95)], "s", w=8)
+    b.panel("Oldest running pay run",
+            "How long the oldest pay run still running has been going (0: none)."
+            " Over an hour: InvoiceAppPayRunTooLong.",
+            [(f"max by (namespace) (invoice_app_pay_run_oldest_running_seconds{{{sel}}})", "{{namespace}}")],
+            "s", w=4, kind="stat", thresholds=[(3600, "red")])
+    b.panel("Since the last completed pay run",
+            "Time since the last pay run that completed (no value until one has).",
+            [(f"time() - max by (namespace) (invoice_app_last_completed_pay_run_timestamp_seconds{{{sel}}})",
+              "{{namespace}}")], "s", w=4, kind="stat", thresholds=[(32 * 86400, "red")])
+
+    b.row("Invoices")
+    b.panel("Invoices by status",
+            "Invoices in the database by status (pending, processing, paid, failed); every replica"
+            " reads the same counts, so the max over replicas.",
+            [(f"max by (namespace, status) (invoice_app_invoices{{{sel}}})", "{{namespace}} {{status}}")],
+            "short", w=12, stack=True, decimals=0)
+    b.panel("Settlements by result",
+            "Invoices the pay runs settled per interval, by result: paid, failed (declined),"
+            " retry_later (back to pending: retry budget spent, or needing a person). Read from"
+            " the database: the CronJob's runs too.",
+            [(f"max by (namespace, result) (delta(invoice_app_pay_run_invoices{{{sel}}}[{RI}]))",
+              "{{namespace}} {{result}}")], "short", w=12, stack=True, decimals=0)
+    b.panel("Need attention",
+            "Pending invoices carrying an attention reason (key conflict, refused credential, unknown"
+            " answer): InvoiceAppInvoicesNeedAttention. Never mark them failed without checking the provider.",
+            [(f"max by (namespace) (invoice_app_invoices_attention{{{sel}}})", "{{namespace}}")],
+            "short", w=6, kind="stat", thresholds=[(1, "red")], decimals=0)
+    b.panel("Processing past their lease",
+            "Invoices in processing whose claim lease expired: nothing is paying them."
+            " InvoiceAppInvoicesStuckProcessing after 15 minutes.",
+            [(f"max by (namespace) (invoice_app_invoices_lease_expired{{{sel}}})", "{{namespace}}")],
+            "short", w=6, kind="stat", thresholds=[(1, "red")], decimals=0)
+    b.panel("Oldest unsettled invoice",
+            "Age since the first attempt of the oldest invoice a pay run tried that is still pending"
+            " or processing (0: none). The billing objective is 6 h: InvoiceAppInvoicesUnsettled.",
+            [(f"max by (namespace) (invoice_app_oldest_unsettled_seconds{{{sel}}})", "{{namespace}}")],
+            "s", w=12, thresholds=[(6 * 3600, "red")])
+
+    b.row("Charges at payment-provider")
+    b.panel("Charge attempts by outcome",
+            "Calls to payment-provider per second by outcome: succeeded, declined (an answer),"
+            " retryable (retried with backoff), unknown (no answer known: retried with the same key),"
+            " attention." + TRACES,
+            [(f"sum by (namespace, outcome) (rate(invoice_app_charge_attempts_total{{{sel}}}[{RI}]))",
+              "{{namespace}} {{outcome}}")], "ops", w=12, stack=True)
+    b.panel("Charge error ratio",
+            "Share of charge attempts ending retryable, unknown or attention (declines are answers,"
+            " not errors). Above 10 % for 10 minutes: InvoiceAppChargeErrorRatioHigh.",
+            [(f'(sum by (namespace) (rate(invoice_app_charge_attempts_total{{{sel}, outcome=~"retryable|unknown|attention"}}[{RI}]))'
+              f" or sum by (namespace) (rate(invoice_app_charge_attempts_total{{{sel}}}[{RI}])) * 0)"
+              f" / sum by (namespace) (rate(invoice_app_charge_attempts_total{{{sel}}}[{RI}]))", "{{namespace}}")],
+            "percentunit", w=12, thresholds=[(0.1, "red")])
+    b.panel("Provider errors and unanswered calls",
+            "Charge calls that got no HTTP answer (refused, reset, timed out) and attempts that"
+            " failed retryably, per second, by the serving pods (a CronJob run is not scraped)."
+            " The alert InvoiceAppProviderUnreachable reads the database's last 10 minutes instead"
+            " (invoice_app_recent_charge_attempts_unanswered).",
+            [(f"sum by (namespace) (rate(invoice_app_charge_calls_unanswered_total{{{sel}}}[{RI}]))",
+              "{{namespace}} unanswered"),
+             (f'sum by (namespace) (rate(invoice_app_charge_attempts_total{{{sel}, outcome="retryable"}}[{RI}]))',
+              "{{namespace}} retryable answers")], "ops", w=8)
+    b.panel("Retries and spent retry budgets",
+            "Attempts that will be retried (retryable, unknown) per second, and invoices whose retry"
+            " budget (RETRY_MAX_ELAPSED_SECS) ran out and went back to pending (InvoiceAppRetriesExhausted).",
+            [(f'sum by (namespace) (rate(invoice_app_charge_attempts_total{{{sel}, outcome=~"retryable|unknown"}}[{RI}]))',
+              "{{namespace}} retried attempts"),
+             (f'max by (namespace) (deriv(invoice_app_pay_run_invoices{{{sel}, result="retry_later"}}[{RI}]))',
+              "{{namespace}} budget spent")], "ops", w=8)
+    b.panel("Charge latency at payment-provider p50 / p95 / p99",
+            "Duration of POST /v1/charges as payment-provider measures it. payment-provider usually"
+            " runs in another namespace: select it too in the namespace variable." + TRACES,
+            [(f'histogram_quantile({q}, sum by (namespace, le) (rate(http_request_duration_seconds_bucket{{{pp}, route="/v1/charges"}}[{RI}])))',
+              f"{{{{namespace}}}} p{int(q * 100)}") for q in (0.5, 0.95, 0.99)], "s", w=8)
+
+    red(b, job, " API 5xx count against invoice-app-api-availability (docs/slo.md).")
+
+    b.row("SLOs (docs/slo.md)")
+    burn(b, "invoice-app-api-availability", 99.9, "InvoiceAppApiAvailabilityBudgetBurn")
+    burn(b, "invoice-app-api-latency", 99, "InvoiceAppApiLatencyBudgetBurn")
+
+    process(b, job, "invoice_app_database_up")
+    return b
+
+
+def payment_provider():
+    job = "payment-provider"
+    sel = f'job="{job}", {NS}'
+    b = Board("invoice-platform-payment-provider", "payment-provider",
+              "Charges, HTTP and SLO of payment-provider (job=\"payment-provider\")."
+              " Alerts and runbooks: docs/runbooks/; objectives: docs/slo.md.", [job])
+
+    b.row("Charges")
+    b.panel("Charges by outcome",
+            "POST /v1/charges per second by outcome: succeeded, the decline codes (insufficient_funds,"
+            " customer_not_found, currency_mismatch), replayed (same key, stored answer), in_flight"
+            " (409, same key still running), key_reused (422), rate_limited (429), fault_injected"
+            " (FAULT_* settings)." + TRACES,
+            [(f"sum by (namespace, outcome) (rate(payment_provider_charges_total{{{sel}}}[{RI}]))",
+              "{{namespace}} {{outcome}}")], "ops", w=12, stack=True)
+    b.panel("Charge latency p50 / p95 / p99",
+            "Duration of POST /v1/charges." + TRACES,
+            [(f'histogram_quantile({q}, sum by (namespace, le) (rate(http_request_duration_seconds_bucket{{{sel}, route="/v1/charges"}}[{RI}])))',
+              f"{{{{namespace}}}} p{int(q * 100)}") for q in (0.5, 0.95, 0.99)], "s", w=12)
+    b.panel("Charge answers by status",
+            "POST /v1/charges per second by HTTP status; 401 for 10 minutes: PaymentProviderCallersRefused.",
+            [(f'sum by (namespace, status) (rate(http_requests_total{{{sel}, route="/v1/charges"}}[{RI}]))',
+              "{{namespace}} {{status}}")], "reqps", w=12, stack=True)
+    b.panel("Injected faults and rate limiting",
+            "Share of charge requests refused on purpose (fault_injected, rate_limited): they count"
+            " against the charge availability SLO, as invoice-app meets them.",
+            [(f'(sum by (namespace) (rate(payment_provider_charges_total{{{sel}, outcome=~"fault_injected|rate_limited"}}[{RI}]))'
+              f" or sum by (namespace) (rate(payment_provider_charges_total{{{sel}}}[{RI}])) * 0)"
+              f" / sum by (namespace) (rate(payment_provider_charges_total{{{sel}}}[{RI}]))", "{{namespace}}")],
+            "percentunit", w=12)
+
+    red(b, job, " POST /v1/charges 5xx count against payment-provider-charge-availability (docs/slo.md).")
+
+    b.row("SLO (docs/slo.md)")
+    burn(b, "payment-provider-charge-availability", 99.9, "PaymentProviderChargeAvailabilityBudgetBurn", w=24)
+
+    process(b, job, "payment_provider_database_up")
+    return b
+
+
+def main() -> int:
+    check = "--check" in sys.argv[1:]
+    stale = []
+    for chart, board in (("invoice-app", invoice_app()), ("payment-provider", payment_provider())):
+        path = ROOT / "charts" / chart / "files" / "dashboards" / f"{chart}.json"
+        text = json.dumps(board.json(), indent=2) + "\n"
+        if check:
+            if not path.exists() or path.read_text() != text:
+                stale.append(str(path.relative_to(ROOT)))
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            print(f"{path.relative_to(ROOT)}: {sum(p['type'] != 'row' for p in board.panels)} panels")
+    if stale:
+        print("stale (run scripts/monitoring/gen-dashboards.py): " + ", ".join(stale))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
