@@ -13,6 +13,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use crate::db::pay_runs::Counts64;
 use crate::domain::RunStatus;
 
 /// The outcomes of a charge attempt (`CallOutcome::label`).
@@ -63,19 +64,11 @@ pub struct Snapshot {
     pub last_completed: Option<NaiveDateTime>,
     /// Runs by status, and the invoices all runs settled by result.
     pub runs_by_status: Vec<(String, i64)>,
-    pub run_invoices: RunInvoices,
+    pub run_invoices: Counts64,
     /// Ended attempts started within `RECENT`, by outcome, and those without an answer.
     pub recent_attempts: Vec<(String, i64)>,
     pub recent_unanswered: i64,
     pub now: NaiveDateTime,
-}
-
-/// Invoices settled by all pay runs, by result.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct RunInvoices {
-    pub paid: i64,
-    pub failed: i64,
-    pub retry_later: i64,
 }
 
 fn counter_vec(name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
@@ -325,7 +318,7 @@ mod tests {
             oldest_unsettled_attempt: Some(at("2026-11-01 00:59:00")),
             last_completed: None,
             runs_by_status: vec![("failed".into(), 2), ("completed".into(), 5)],
-            run_invoices: RunInvoices {
+            run_invoices: Counts64 {
                 paid: 40,
                 failed: 1,
                 retry_later: 3,

@@ -166,7 +166,7 @@ pub fn totals(conn: &mut AnyConnection) -> QueryResult<(Vec<(String, i64)>, Coun
     ))
 }
 
-/// `Counts` summed over runs.
+/// `Counts` summed over runs: the invoices all runs settled, by result.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts64 {
     pub paid: i64,

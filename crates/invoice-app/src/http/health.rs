@@ -3,7 +3,7 @@ use diesel::RunQueryDsl;
 
 use crate::db::{self, DbError};
 use crate::error::ApiError;
-use crate::metrics::{RECENT, RunInvoices, Snapshot};
+use crate::metrics::{RECENT, Snapshot};
 use crate::startup::AppState;
 
 /// Liveness: the process answers.
@@ -38,15 +38,11 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
 
 fn snapshot(c: &mut db::AnyConnection) -> diesel::QueryResult<Snapshot> {
     let now = chrono::Utc::now().naive_utc();
-    let (runs_by_status, totals) = db::pay_runs::totals(c)?;
+    let (runs_by_status, run_invoices) = db::pay_runs::totals(c)?;
     let (recent_attempts, recent_unanswered) = db::attempts::recent(c, now - RECENT)?;
     Ok(Snapshot {
         runs_by_status,
-        run_invoices: RunInvoices {
-            paid: totals.paid,
-            failed: totals.failed,
-            retry_later: totals.retry_later,
-        },
+        run_invoices,
         recent_attempts,
         recent_unanswered,
         invoices_by_status: db::invoices::count_by_status(c)?,
