@@ -147,7 +147,9 @@ impl Drop for RunSlot {
 pub enum BillingError {
     #[error(transparent)]
     Db(#[from] DbError),
-    #[error("shutting down")]
+    #[error(
+        "the process is shutting down: it stopped claiming invoices (the next run takes the rest)"
+    )]
     ShuttingDown,
     #[error("{0} pay runs are in progress already")]
     Busy(usize),
@@ -347,7 +349,11 @@ impl Biller {
 
         let claimer = async move {
             let mut cursor: Option<String> = None;
-            while !self.stopping.load(Ordering::SeqCst) {
+            loop {
+                // Stopped before every invoice was tried: the run must not read completed.
+                if self.stopping.load(Ordering::SeqCst) {
+                    return Err(BillingError::ShuttingDown);
+                }
                 let (rows, next) = self.claim_batch(run_id, cursor.clone(), batch).await?;
                 if rows.is_empty() {
                     break;

@@ -189,6 +189,12 @@ async fn graceful_shutdown_hands_back_every_claim(backend: Backend) {
         .await
         .expect("sent");
     assert_eq!(started.status().as_u16(), 202);
+    let location = started
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .expect("a Location")
+        .to_owned();
     tokio::time::sleep(Duration::from_millis(400)).await;
 
     handle.stop(true).await;
@@ -211,6 +217,11 @@ async fn graceful_shutdown_hands_back_every_claim(backend: Backend) {
         paid,
         "every charge is recorded as paid"
     );
+    // The stopped run says so, with what it did: not `completed` with invoices untried.
+    let (_, run) = app.get_json(&location).await;
+    assert_ne!(run["status"], "completed", "{run}");
+    assert_ne!(run["status"], "running", "{run}");
+    assert_eq!(run["summary"]["paid"], paid, "{run}");
     // The remaining instance finishes the job.
     app.pay().await;
     assert_each_paid_once(&app, 200, 10_000_000, total).await;
