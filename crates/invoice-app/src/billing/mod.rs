@@ -430,6 +430,11 @@ impl Biller {
         Ok((claimed.rows, claimed.cursor))
     }
 
+    /// How long a claim lasts, and a run without a heartbeat counts as alive.
+    pub fn lease(&self) -> Duration {
+        self.settings.lease
+    }
+
     /// Closes as `abandoned` every run whose heartbeat stopped for a whole lease (its
     /// process died), and marks the attempts they left started as interrupted. Any replica
     /// may call it; returns how many runs it closed.

@@ -157,12 +157,17 @@ pub fn for_invoice(conn: &mut AnyConnection, invoice_id: &str) -> QueryResult<Ve
 }
 
 /// When the oldest invoice still pending or processing was first tried: the billing
-/// objective's clock (docs/slo.md).
+/// objective's clock (docs/slo.md). Invoices waiting for a person (`attention`) are left
+/// out: their own alert covers them. Read through the few unsettled invoices and the
+/// attempts' invoice index, not the whole audit trail.
 pub fn oldest_unsettled(conn: &mut AnyConnection) -> QueryResult<Option<NaiveDateTime>> {
     use super::schema::invoices;
-    payment_attempts::table
-        .inner_join(invoices::table)
+    let unsettled = invoices::table
+        .select(invoices::id)
         .filter(invoices::status.eq_any(["pending", "processing"]))
+        .filter(invoices::attention.is_null());
+    payment_attempts::table
+        .filter(dsl::invoice_id.eq_any(unsettled))
         .select(diesel::dsl::min(dsl::started_at))
         .get_result(conn)
 }

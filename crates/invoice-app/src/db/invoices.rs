@@ -111,11 +111,27 @@ pub fn count_attention(conn: &mut AnyConnection) -> QueryResult<i64> {
         .get_result(conn)
 }
 
-/// Invoices in `processing` whose lease ran out before `now`: nobody is paying them.
-pub fn count_lease_expired(conn: &mut AnyConnection, now: NaiveDateTime) -> QueryResult<i64> {
+/// Invoices in `processing` whose lease ran out before `now` and whose run is not alive
+/// (no heartbeat since `alive_since`): nobody is paying them. A live run's queued claims
+/// lapse while they wait (the lease is renewed as each call starts) and are not counted.
+pub fn count_lease_expired(
+    conn: &mut AnyConnection,
+    now: NaiveDateTime,
+    alive_since: NaiveDateTime,
+) -> QueryResult<i64> {
+    use super::schema::pay_runs;
+    let live_runs = pay_runs::table
+        .select(pay_runs::id.nullable())
+        .filter(pay_runs::status.eq(crate::domain::RunStatus::Running.as_str()))
+        .filter(pay_runs::heartbeat_at.ge(alive_since));
     invoices::table
         .filter(dsl::status.eq("processing"))
         .filter(dsl::lease_until.lt(now))
+        .filter(
+            dsl::last_run_id
+                .is_null()
+                .or(diesel::dsl::not(dsl::last_run_id.eq_any(live_runs))),
+        )
         .count()
         .get_result(conn)
 }

@@ -1,4 +1,5 @@
 use actix_web::{HttpResponse, web};
+use chrono::{NaiveDateTime, TimeDelta};
 use diesel::RunQueryDsl;
 
 use crate::db::{self, DbError};
@@ -27,7 +28,12 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
 /// database does not answer, `invoice_app_database_up 0` says so (a failed scrape would
 /// hide it behind `up == 0`).
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let snapshot = db::run(&state.pool, |c| snapshot(c).map_err(DbError::from)).await;
+    // A run is alive while its heartbeat is younger than a lease (as `close_abandoned` says).
+    let lease = TimeDelta::from_std(state.biller.lease()).unwrap_or(TimeDelta::MAX);
+    let snapshot = db::run(&state.pool, move |c| {
+        snapshot(c, lease).map_err(DbError::from)
+    })
+    .await;
     if let Err(e) = &snapshot {
         tracing::warn!(error = %e, "metrics: the database did not answer");
     }
@@ -36,7 +42,7 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
         .body(state.metrics.render(snapshot.as_ref().ok())?))
 }
 
-fn snapshot(c: &mut db::AnyConnection) -> diesel::QueryResult<Snapshot> {
+fn snapshot(c: &mut db::AnyConnection, lease: TimeDelta) -> diesel::QueryResult<Snapshot> {
     let now = chrono::Utc::now().naive_utc();
     let (runs_by_status, run_invoices) = db::pay_runs::totals(c)?;
     let (recent_attempts, recent_unanswered) = db::attempts::recent(c, now - RECENT)?;
@@ -47,7 +53,11 @@ fn snapshot(c: &mut db::AnyConnection) -> diesel::QueryResult<Snapshot> {
         recent_unanswered,
         invoices_by_status: db::invoices::count_by_status(c)?,
         attention: db::invoices::count_attention(c)?,
-        lease_expired: db::invoices::count_lease_expired(c, now)?,
+        lease_expired: db::invoices::count_lease_expired(
+            c,
+            now,
+            now.checked_sub_signed(lease).unwrap_or(NaiveDateTime::MIN),
+        )?,
         oldest_running_started: db::pay_runs::oldest_running(c)?,
         oldest_unsettled_attempt: db::attempts::oldest_unsettled(c)?,
         last_completed: db::pay_runs::last_completed(c)?,

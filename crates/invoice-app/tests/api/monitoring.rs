@@ -3,6 +3,9 @@
 
 use std::process::Command;
 
+use chrono::{TimeDelta, Utc};
+use diesel::{ExpressionMethods, RunQueryDsl};
+use invoice_app::db::{self, schema};
 use payment_provider::db::DbUrl;
 
 use crate::both_backends;
@@ -58,4 +61,62 @@ async fn a_run_by_another_process_shows_in_the_replicas_metrics(backend: Backend
     }
 }
 
-both_backends!(a_run_by_another_process_shows_in_the_replicas_metrics);
+/// Claims whose lease lapsed count as stuck only when their run is dead: a live run's
+/// queued claims lapse while they wait (the lease is renewed as each call starts), and the
+/// alert on stuck invoices must not fire for a run that is making progress.
+async fn lapsed_claims_of_a_live_run_are_not_stuck(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    app.eur_invoices(1_000_000, 2).await;
+    let pool = db::pool(&app.config.database_url, 1);
+    let set = |heartbeat_age: TimeDelta| {
+        let pool = pool.clone();
+        async move {
+            db::run(&pool, move |c| {
+                use schema::{invoices, pay_runs};
+                let now = Utc::now().naive_utc();
+                diesel::delete(pay_runs::table).execute(c)?;
+                diesel::insert_into(pay_runs::table)
+                    .values((
+                        pay_runs::id.eq("run-1"),
+                        pay_runs::trigger.eq("api"),
+                        pay_runs::status.eq("running"),
+                        pay_runs::paid.eq(0),
+                        pay_runs::failed.eq(0),
+                        pay_runs::retry_later.eq(0),
+                        pay_runs::started_at.eq(now - TimeDelta::hours(1)),
+                        pay_runs::heartbeat_at.eq(now - heartbeat_age),
+                    ))
+                    .execute(c)?;
+                diesel::update(invoices::table)
+                    .set((
+                        invoices::status.eq("processing"),
+                        invoices::claimed_by.eq("worker-1"),
+                        invoices::last_run_id.eq("run-1"),
+                        invoices::lease_until.eq(now - TimeDelta::seconds(5)),
+                    ))
+                    .execute(c)
+                    .map_err(anyhow::Error::from)
+            })
+            .await
+            .expect("written")
+        }
+    };
+    set(TimeDelta::seconds(1)).await;
+    assert_eq!(
+        app.metric("invoice_app_invoices_lease_expired").await,
+        Some(0.0)
+    );
+    // The same claims once the run's heartbeat is older than a lease: nobody pays them.
+    set(TimeDelta::hours(1)).await;
+    assert_eq!(
+        app.metric("invoice_app_invoices_lease_expired").await,
+        Some(2.0)
+    );
+}
+
+both_backends!(
+    a_run_by_another_process_shows_in_the_replicas_metrics,
+    lapsed_claims_of_a_live_run_are_not_stuck,
+);

@@ -178,6 +178,16 @@ async fn key_conflict_is_not_a_decline(backend: Backend) {
     let attention = stored["attention"].as_str().unwrap_or_default();
     assert!(attention.contains("idempotency_key_reused"), "{stored}");
     assert_eq!(app.provider.ledger().await.len(), 1, "no second charge");
+    // It alerts as needing a person, and is left out of the billing objective's clock (its
+    // own alert covers it; it would otherwise hold the unsettled alert up for good).
+    assert_eq!(
+        app.metric("invoice_app_invoices_attention").await,
+        Some(1.0)
+    );
+    assert_eq!(
+        app.metric("invoice_app_oldest_unsettled_seconds").await,
+        Some(0.0)
+    );
 }
 
 async fn payment_settled_by_two_runs_is_counted_once(backend: Backend) {
