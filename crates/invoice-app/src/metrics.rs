@@ -16,6 +16,16 @@ use prometheus::{
 use crate::db::pay_runs::Counts64;
 use crate::domain::RunStatus;
 
+/// The API's routes (`http::routes`), as the availability objective counts them.
+const API_ROUTES: [(&str, &str); 6] = [
+    ("GET", "/invoices"),
+    ("POST", "/invoices"),
+    ("POST", "/invoices/pay"),
+    ("GET", "/invoices/{id}"),
+    ("POST", "/pay-runs"),
+    ("GET", "/pay-runs/{id}"),
+];
+
 /// The outcomes of a charge attempt (`CallOutcome::label`).
 const OUTCOMES: [&str; 5] = ["succeeded", "declined", "retryable", "unknown", "attention"];
 
@@ -195,7 +205,12 @@ impl Metrics {
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
         // Every known label value starts at 0: a counter first seen at 1 has no increase
-        // for `increase()` to find.
+        // for `rate()` to find, so the first server error of a route would burn no budget.
+        for (method, route) in API_ROUTES {
+            for status in ["500", "503"] {
+                requests.with_label_values(&[method, route, status]);
+            }
+        }
         for outcome in OUTCOMES {
             attempts.with_label_values(&[outcome]);
         }
@@ -342,6 +357,7 @@ mod tests {
             "invoice_app_recent_charge_attempts{outcome=\"retryable\"} 7",
             "invoice_app_recent_charge_attempts{outcome=\"unknown\"} 0",
             "invoice_app_recent_charge_attempts_unanswered 6",
+            "http_requests_total{method=\"POST\",route=\"/invoices/pay\",status=\"503\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }

@@ -41,6 +41,11 @@ impl Metrics {
             ),
             &["outcome"],
         )?;
+        // The charge route's refusals and server errors start at 0: a counter first seen at
+        // 1 has no increase for `rate()` to find (the SLO and the refused-callers alert).
+        for status in ["401", "500", "503"] {
+            requests.with_label_values(&["POST", api_contract::CHARGES_PATH, status]);
+        }
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         let database_up = IntGauge::new(

@@ -59,6 +59,9 @@ async fn metrics_count_requests_and_outcomes(backend: Backend) {
         r#"http_requests_total{method="POST",route="/v1/charges",status="201"} 1"#,
         r#"http_requests_total{method="POST",route="/v1/charges",status="402"} 1"#,
         r#"http_requests_total{method="_OTHER",route="/healthz",status="405"} 1"#,
+        // Present before the first one, so the first refusal or server error is a rise.
+        r#"http_requests_total{method="POST",route="/v1/charges",status="401"} 0"#,
+        r#"http_requests_total{method="POST",route="/v1/charges",status="503"} 0"#,
     ] {
         assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
     }
