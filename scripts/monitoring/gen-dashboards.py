@@ -183,7 +183,8 @@ def invoice_app():
             [(f'max by (namespace, status) (delta(invoice_app_pay_runs{{{sel}, status!="running"}}[{RI}]))',
               "{{namespace}} {{status}}")], "short", w=8, stack=True, decimals=0)
     b.panel("Pay run duration p50 / p95",
-            "Duration of the pay runs that ended, from invoice_app_pay_run_duration_seconds.",
+            "Duration of the pay runs that ended in the serving pods (API, in-process schedule),"
+            " from invoice_app_pay_run_duration_seconds; the CronJob's runs are not scraped.",
             [(f"histogram_quantile({q}, sum by (namespace, le) (rate(invoice_app_pay_run_duration_seconds_bucket{{{sel}}}[{RI}])))",
               f"{{{{namespace}}}} p{int(q * 100)}") for q in (0.5, 0.95)], "s", w=8)
     b.panel("Oldest running pay run",
@@ -226,34 +227,37 @@ def invoice_app():
 
     b.row("Charges at payment-provider")
     b.panel("Charge attempts by outcome",
-            "Calls to payment-provider per second by outcome: succeeded, declined (an answer),"
-            " retryable (retried with backoff), unknown (no answer known: retried with the same key),"
-            " attention." + TRACES,
-            [(f"sum by (namespace, outcome) (rate(invoice_app_charge_attempts_total{{{sel}}}[{RI}]))",
-              "{{namespace}} {{outcome}}")], "ops", w=12, stack=True)
+            "Calls to payment-provider started in the last 10 minutes, by outcome, read from the"
+            " database (every process's, the CronJob's too): succeeded, declined (an answer),"
+            " retryable (retried with backoff), unknown (no answer known: retried with the same"
+            " key), attention." + TRACES,
+            [(f"max by (namespace, outcome) (invoice_app_recent_charge_attempts{{{sel}}})",
+              "{{namespace}} {{outcome}}")], "short", w=12, stack=True, decimals=0)
     b.panel("Charge error ratio",
-            "Share of charge attempts ending retryable, unknown or attention (declines are answers,"
-            " not errors). Above 10 % for 10 minutes: InvoiceAppChargeErrorRatioHigh.",
-            [(f'(sum by (namespace) (rate(invoice_app_charge_attempts_total{{{sel}, outcome=~"retryable|unknown|attention"}}[{RI}]))'
-              f" or sum by (namespace) (rate(invoice_app_charge_attempts_total{{{sel}}}[{RI}])) * 0)"
-              f" / sum by (namespace) (rate(invoice_app_charge_attempts_total{{{sel}}}[{RI}]))", "{{namespace}}")],
+            "Share of the last 10 minutes' charge attempts ending retryable, unknown or attention"
+            " (declines are answers, not errors). Above 10 % for 10 minutes:"
+            " InvoiceAppChargeErrorRatioHigh.",
+            [(f'(max by (namespace) (sum by (namespace, instance) (invoice_app_recent_charge_attempts{{{sel}, outcome=~"retryable|unknown|attention"}}))'
+              f" or max by (namespace) (sum by (namespace, instance) (invoice_app_recent_charge_attempts{{{sel}}})) * 0)"
+              f" / max by (namespace) (sum by (namespace, instance) (invoice_app_recent_charge_attempts{{{sel}}}))",
+              "{{namespace}}")],
             "percentunit", w=12, thresholds=[(0.1, "red")])
     b.panel("Provider errors and unanswered calls",
-            "Charge calls that got no HTTP answer (refused, reset, timed out) and attempts that"
-            " failed retryably, per second, by the serving pods (a CronJob run is not scraped)."
-            " The alert InvoiceAppProviderUnreachable reads the database's last 10 minutes instead"
-            " (invoice_app_recent_charge_attempts_unanswered).",
-            [(f"sum by (namespace) (rate(invoice_app_charge_calls_unanswered_total{{{sel}}}[{RI}]))",
+            "Of the last 10 minutes' charge attempts (every process's): those that got no HTTP"
+            " answer (refused, reset, timed out) and those answered retryably. Unanswered above"
+            " half for 5 minutes: InvoiceAppProviderUnreachable.",
+            [(f"max by (namespace) (invoice_app_recent_charge_attempts_unanswered{{{sel}}})",
               "{{namespace}} unanswered"),
-             (f'sum by (namespace) (rate(invoice_app_charge_attempts_total{{{sel}, outcome="retryable"}}[{RI}]))',
-              "{{namespace}} retryable answers")], "ops", w=8)
+             (f'max by (namespace) (invoice_app_recent_charge_attempts{{{sel}, outcome="retryable"}})',
+              "{{namespace}} retryable")], "short", w=8, decimals=0)
     b.panel("Retries and spent retry budgets",
-            "Attempts that will be retried (retryable, unknown) per second, and invoices whose retry"
-            " budget (RETRY_MAX_ELAPSED_SECS) ran out and went back to pending (InvoiceAppRetriesExhausted).",
-            [(f'sum by (namespace) (rate(invoice_app_charge_attempts_total{{{sel}, outcome=~"retryable|unknown"}}[{RI}]))',
+            "Attempts of the last 10 minutes that will be retried (retryable, unknown), and the"
+            " invoices that went back to pending per interval (retry budget spent or needing a"
+            " person; InvoiceAppRetriesExhausted). Both from the database: the CronJob's runs too.",
+            [(f'max by (namespace) (sum by (namespace, instance) (invoice_app_recent_charge_attempts{{{sel}, outcome=~"retryable|unknown"}}))',
               "{{namespace}} retried attempts"),
-             (f'max by (namespace) (deriv(invoice_app_pay_run_invoices{{{sel}, result="retry_later"}}[{RI}]))',
-              "{{namespace}} budget spent")], "ops", w=8)
+             (f'max by (namespace) (delta(invoice_app_pay_run_invoices{{{sel}, result="retry_later"}}[{RI}]))',
+              "{{namespace}} back to pending")], "short", w=8, decimals=0)
     b.panel("Charge latency at payment-provider p50 / p95 / p99",
             "Duration of POST /v1/charges as payment-provider measures it. payment-provider usually"
             " runs in another namespace: select it too in the namespace variable." + TRACES,
