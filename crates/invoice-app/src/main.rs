@@ -4,7 +4,7 @@ use clap::{Parser, Subcommand};
 use invoice_app::billing::{Detail, Trigger};
 use invoice_app::config::Config;
 use invoice_app::metrics::Metrics;
-use invoice_app::startup::{Application, biller, migrated_pool};
+use invoice_app::startup::{Application, SHUTDOWN_GRACE, biller, migrated_pool};
 use invoice_app::telemetry;
 
 /// Keeps invoices and pays them at payment-provider. Configured by environment variables.
@@ -74,7 +74,20 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Pay => {
             let pool = migrated_pool(&config).await?;
             let biller = biller(&config, pool, Metrics::new()?)?;
-            let report = biller.pay_all(Trigger::Cli, Detail::Counts).await?;
+            let paying = biller.pay_all(Trigger::Cli, Detail::Counts);
+            tokio::pin!(paying);
+            let report = tokio::select! {
+                report = &mut paying => report?,
+                () = stop_signal() => {
+                    // As the server does (a Job's pod is stopped the same way): claim no more,
+                    // settle the calls in hand, hand back what is still claimed. The run
+                    // closes failed, saying why, instead of staying `running`.
+                    tracing::warn!("stop signal: finishing the calls in hand");
+                    let (report, ()) =
+                        tokio::join!(&mut paying, biller.shutdown(SHUTDOWN_GRACE));
+                    report?
+                }
+            };
             println!(
                 "{}",
                 serde_json::json!({
@@ -92,4 +105,26 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// SIGTERM (what Kubernetes sends a pod it stops) or Ctrl-C; never, if neither can be
+/// listened for.
+async fn stop_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                () = ctrl_c => {}
+            }
+            return;
+        }
+    }
+    ctrl_c.await;
 }

@@ -20,7 +20,7 @@ use crate::payment_client::{PaymentClient, ProviderToken};
 use crate::{http, scheduler, seed};
 
 /// How long shutdown waits for pay runs in progress before handing back their claims.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
 pub struct AppState {
     pub pool: DbPool,

@@ -1,7 +1,8 @@
 //! What the chart's alerts read. They take the database's word, not one process's
 //! counters: the monthly run of the chart's CronJob is a process no Prometheus scrapes.
 
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
 use diesel::{ExpressionMethods, RunQueryDsl};
@@ -9,7 +10,14 @@ use invoice_app::db::{self, schema};
 use payment_provider::db::DbUrl;
 
 use crate::both_backends;
-use crate::helpers::{Backend, spawn_app};
+use crate::helpers::{Backend, TestApp, spawn_app, spawn_app_with};
+
+fn database_url(app: &TestApp) -> String {
+    match &app.db.url {
+        DbUrl::Postgres(url) => url.clone(),
+        DbUrl::Sqlite(path) => format!("sqlite://{path}"),
+    }
+}
 
 /// `invoice-app pay` (the CronJob's command) run as its own process: the serving
 /// replica's metrics show the run, its invoices and its calls, though its own counters
@@ -19,14 +27,10 @@ async fn a_run_by_another_process_shows_in_the_replicas_metrics(backend: Backend
         return;
     };
     app.eur_invoices(1_000_000, 3).await;
-    let database_url = match &app.db.url {
-        DbUrl::Postgres(url) => url.clone(),
-        DbUrl::Sqlite(path) => format!("sqlite://{path}"),
-    };
     let out = Command::new(env!("CARGO_BIN_EXE_invoice-app"))
         .arg("pay")
         .env_clear()
-        .env("DATABASE_URL", database_url)
+        .env("DATABASE_URL", database_url(&app))
         .env("PAYMENT_PROVIDER_URL", &app.provider.base_url)
         .env(
             "PAYMENT_PROVIDER_TOKEN",
@@ -59,6 +63,79 @@ async fn a_run_by_another_process_shows_in_the_replicas_metrics(backend: Backend
     ] {
         assert_eq!(app.metric(sample).await, Some(want), "{sample}");
     }
+}
+
+/// The CronJob's pod stopped mid-run (SIGTERM, as at `activeDeadlineSeconds` or a node
+/// drain): the run closes saying so, every claim is handed back, and every charge made is
+/// recorded paid. It used to exit at once, leaving the run `running` and its invoices
+/// `processing` until another replica noticed.
+async fn a_stopped_cli_run_closes_and_hands_back_its_claims(backend: Backend) {
+    let Some(app) = spawn_app_with(
+        backend,
+        |p| p.faults.latency = Duration::from_millis(400),
+        |_| {},
+    )
+    .await
+    else {
+        return;
+    };
+    // 200 calls of 0.4 s, 16 at a time: about 5 s, stopped after about 1.2 s.
+    app.eur_invoices(10_000_000, 200).await;
+    let child = Command::new(env!("CARGO_BIN_EXE_invoice-app"))
+        .arg("pay")
+        .env_clear()
+        .env("DATABASE_URL", database_url(&app))
+        .env("PAYMENT_PROVIDER_URL", &app.provider.base_url)
+        .env(
+            "PAYMENT_PROVIDER_TOKEN",
+            payment_provider::testing::TEST_TOKEN,
+        )
+        .env("SEED", "none")
+        .env("LOG_FORMAT", "json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("invoice-app pay starts");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("joined")
+        .expect("exited");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success(),
+        "a stopped run is no success: {stdout}"
+    );
+
+    let paid = app.invoices("paid").await.len();
+    assert!(
+        paid > 0 && paid < 200,
+        "the stop did not land mid-run (paid {paid})"
+    );
+    assert!(
+        app.invoices("processing").await.is_empty(),
+        "claims left behind"
+    );
+    assert_eq!(
+        app.provider.ledger().await.len(),
+        paid,
+        "every charge recorded paid"
+    );
+    assert_eq!(
+        app.metric(r#"invoice_app_pay_runs{status="running"}"#)
+            .await,
+        Some(0.0)
+    );
+    assert_eq!(
+        app.metric(r#"invoice_app_pay_runs{status="failed"}"#).await,
+        Some(1.0)
+    );
+    assert!(stdout.contains("shutting down"), "{stdout}");
 }
 
 /// Claims whose lease lapsed count as stuck only when their run is dead: a live run's
@@ -118,5 +195,6 @@ async fn lapsed_claims_of_a_live_run_are_not_stuck(backend: Backend) {
 
 both_backends!(
     a_run_by_another_process_shows_in_the_replicas_metrics,
+    a_stopped_cli_run_closes_and_hands_back_its_claims,
     lapsed_claims_of_a_live_run_are_not_stuck,
 );
