@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use actix_web::{HttpResponse, web};
 use chrono::{NaiveDateTime, TimeDelta};
 use diesel::RunQueryDsl;
@@ -24,22 +26,33 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready"})))
 }
 
+/// How long a scrape waits for the database: well within Prometheus's default scrape
+/// timeout (10 s), so a hung database reads as down rather than as a failed scrape.
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The metrics, with the gauges read from the database now. Always answered: when the
 /// database does not answer, `invoice_app_database_up 0` says so (a failed scrape would
 /// hide it behind `up == 0`).
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     // A run is alive while its heartbeat is younger than a lease (as `close_abandoned` says).
     let lease = TimeDelta::from_std(state.biller.lease()).unwrap_or(TimeDelta::MAX);
-    let snapshot = db::run(&state.pool, move |c| {
+    let read = db::run(&state.pool, move |c| {
         snapshot(c, lease).map_err(DbError::from)
-    })
-    .await;
-    if let Err(e) = &snapshot {
-        tracing::warn!(error = %e, "metrics: the database did not answer");
-    }
+    });
+    let snapshot = match tokio::time::timeout(SNAPSHOT_TIMEOUT, read).await {
+        Ok(Ok(snapshot)) => Some(snapshot),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "metrics: the database did not answer");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(timeout = ?SNAPSHOT_TIMEOUT, "metrics: the database did not answer in time");
+            None
+        }
+    };
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(state.metrics.render(snapshot.as_ref().ok())?))
+        .body(state.metrics.render(snapshot.as_ref())?))
 }
 
 fn snapshot(c: &mut db::AnyConnection, lease: TimeDelta) -> diesel::QueryResult<Snapshot> {

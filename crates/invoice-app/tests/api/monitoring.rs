@@ -193,6 +193,38 @@ async fn lapsed_claims_of_a_live_run_are_not_stuck(backend: Backend) {
     );
 }
 
+/// A database that hangs (here: a table locked by another session) reads as down within
+/// the scrape, instead of holding the scrape open past Prometheus's timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_hung_database_reads_as_down_within_the_scrape() {
+    use diesel::{Connection, PgConnection};
+    let Some(app) = spawn_app(Backend::Postgres).await else {
+        return;
+    };
+    let DbUrl::Postgres(url) = app.db.url.clone() else {
+        unreachable!("a PostgreSQL database")
+    };
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let mut c = PgConnection::establish(&url).expect("connects");
+        c.transaction::<_, diesel::result::Error, _>(|c| {
+            diesel::sql_query("LOCK TABLE invoices IN ACCESS EXCLUSIVE MODE").execute(c)?;
+            locked_tx.send(()).expect("told");
+            std::thread::sleep(Duration::from_secs(8));
+            Ok(())
+        })
+        .expect("held");
+    });
+    locked_rx.recv().expect("locked");
+    let started = std::time::Instant::now();
+    let up = app.metric("invoice_app_database_up").await;
+    let took = started.elapsed();
+    assert_eq!(up, Some(0.0));
+    assert!(took < Duration::from_secs(7), "the scrape took {took:?}");
+    holder.join().expect("released");
+    assert_eq!(app.metric("invoice_app_database_up").await, Some(1.0));
+}
+
 both_backends!(
     a_run_by_another_process_shows_in_the_replicas_metrics,
     a_stopped_cli_run_closes_and_hands_back_its_claims,
