@@ -87,6 +87,7 @@ run-app: ## invoice-app alone, against payment-provider on 127.0.0.1:8080
 	cargo run -p invoice-app
 
 bench: ## Release build; pay-run throughput, API latency, memory, start-up (prints a table and JSON)
+	$(call PREREQS,bench)
 	@scripts/bench/bench.py
 
 ci: ## What .ci/run does

@@ -4,7 +4,7 @@
 # The tools the project installs itself (linters, helm/kubectl, kubernetes-validate, nca,
 # checkov) are then installed into ~/.cache/invoice-platform, so they never need root.
 #
-#   scripts/prereqs.sh [--no-install] TARGET...     TARGET: test rust pact fuzz charts monitoring lint demo
+#   scripts/prereqs.sh [--no-install] TARGET...     TARGET: test rust pact fuzz charts monitoring lint demo bench
 #
 # Exit status: 0 ready; 2 something is missing (nothing was built or installed).
 # Written for bash 3.2 too (macOS's /bin/bash), so that it can say that bash is too old
@@ -26,7 +26,7 @@ for arg in "$@"; do
   case "$arg" in
     --no-install) install=0 ;;
     test) targets="$targets rust pact fuzz charts monitoring lint" asked="$asked $arg" ;;
-    rust | pact | fuzz | charts | monitoring | lint | demo) targets="$targets $arg" asked="$asked $arg" ;;
+    rust | pact | fuzz | charts | monitoring | lint | demo | bench) targets="$targets $arg" asked="$asked $arg" ;;
     -h | --help)
       sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
       exit 0
@@ -61,7 +61,7 @@ if ((bash_major < BASH_MIN_MAJOR || (bash_major == BASH_MIN_MAJOR && bash_minor 
     "sudo apt-get install -y bash" "brew install bash  (then run make with that bash first on PATH)"
 fi
 
-if wants rust || wants pact || wants fuzz || wants monitoring || wants demo; then
+if wants rust || wants pact || wants fuzz || wants monitoring || wants demo || wants bench; then
   have cargo || miss cargo "curl -sSf https://sh.rustup.rs | sh  (rustup)" "brew install rustup && rustup-init"
   if { wants rust || wants pact; } && ! have cargo-nextest; then
     miss cargo-nextest "cargo install --locked cargo-nextest" "brew install cargo-nextest"
@@ -94,6 +94,13 @@ fi
 if wants demo; then
   need_tool curl curl curl
   need_tool jq jq jq
+fi
+
+if wants bench; then
+  need_tool python3 python3 python
+  need_tool wrk wrk wrk
+  need_tool pgbench postgresql-client libpq
+  need_tool psql postgresql-client libpq
 fi
 
 if wants charts; then
