@@ -99,7 +99,7 @@ fi
 if wants bench; then
   need_tool python3 python3 python
   need_tool wrk wrk wrk
-  need_tool pgbench postgresql-client libpq
+  need_tool pgbench postgresql postgresql@15
   need_tool psql postgresql-client libpq
 fi
 
