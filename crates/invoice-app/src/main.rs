@@ -3,8 +3,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use invoice_app::billing::{Detail, Trigger};
 use invoice_app::config::Config;
+use invoice_app::domain::RunStatus;
 use invoice_app::metrics::Metrics;
-use invoice_app::startup::{Application, SHUTDOWN_GRACE, biller, migrated_pool};
+use invoice_app::startup::{Application, SHUTDOWN_GRACE, biller, migrated_pool, stop_signal};
 use invoice_app::telemetry;
 
 /// Keeps invoices and pays them at payment-provider. Configured by environment variables.
@@ -99,32 +100,14 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                     "error": report.error,
                 })
             );
-            if let Some(error) = report.error {
-                anyhow::bail!("pay run {} stopped: {error}", report.run_id);
+            // Anything but completed fails the Job, so Kubernetes retries it (backoffLimit).
+            if report.status != RunStatus::Completed {
+                let why = report
+                    .error
+                    .unwrap_or_else(|| report.status.as_str().to_owned());
+                anyhow::bail!("pay run {} did not complete: {why}", report.run_id);
             }
         }
     }
     Ok(())
-}
-
-/// SIGTERM (what Kubernetes sends a pod it stops) or Ctrl-C; never, if neither can be
-/// listened for.
-async fn stop_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = term.recv() => {}
-                () = ctrl_c => {}
-            }
-            return;
-        }
-    }
-    ctrl_c.await;
 }

@@ -95,6 +95,8 @@ impl Application {
         })
         .listen(listener)?
         .shutdown_timeout(20)
+        // Stopped by `run_until_stopped`, which tells the biller first (see `StopHandle`).
+        .disable_signals()
         .run();
         // Stopped with the API server (see `run_until_stopped`), not by signals of its own.
         let metrics_server = HttpServer::new(move || {
@@ -126,16 +128,27 @@ impl Application {
         self.metrics_port
     }
 
-    pub fn handle(&self) -> actix_web::dev::ServerHandle {
-        self.server.handle()
+    /// Stops the application as SIGTERM does.
+    pub fn handle(&self) -> StopHandle {
+        StopHandle {
+            server: self.server.handle(),
+            biller: self.biller.clone(),
+        }
     }
 
-    /// Serves until SIGTERM/SIGINT; then lets pay runs finish (for a while) and hands back
-    /// whatever they still hold.
+    /// Serves until SIGTERM/SIGINT (or `StopHandle::stop`); then lets pay runs finish (for a
+    /// while) and hands back whatever they still hold.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let stop = self.handle();
+        let signals = tokio::spawn(async move {
+            stop_signal().await;
+            tracing::info!("stop signal: stopping");
+            stop.stop(true).await;
+        });
         let metrics = self.metrics_server.handle();
         let metrics_served = tokio::spawn(self.metrics_server);
         let served = self.server.await;
+        signals.abort();
         metrics.stop(true).await;
         drop(metrics_served.await);
         self.housekeeping.abort();
@@ -145,6 +158,44 @@ impl Application {
         self.biller.shutdown(SHUTDOWN_GRACE).await;
         served
     }
+}
+
+/// Stops an `Application`: pay runs stop claiming and calling first, then the HTTP server
+/// drains its requests (a synchronous pay run among them ends as soon as its calls in
+/// flight are recorded), then the runs' claims are handed back.
+#[derive(Clone)]
+pub struct StopHandle {
+    server: actix_web::dev::ServerHandle,
+    biller: Arc<Biller>,
+}
+
+impl StopHandle {
+    pub async fn stop(&self, graceful: bool) {
+        self.biller.stop_claiming();
+        self.server.stop(graceful).await;
+    }
+}
+
+/// SIGTERM (what Kubernetes sends a pod it stops) or Ctrl-C; never, if neither can be
+/// listened for.
+pub async fn stop_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                () = ctrl_c => {}
+            }
+            return;
+        }
+    }
+    ctrl_c.await;
 }
 
 /// A pool whose database has every migration applied.

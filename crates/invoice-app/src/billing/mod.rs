@@ -8,7 +8,7 @@ mod periods;
 mod settle;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{TimeDelta, Utc};
@@ -168,7 +168,9 @@ pub struct Biller {
     metrics: Metrics,
     /// Names this process's claims and runs: host name plus a random suffix.
     worker_id: String,
-    stopping: AtomicBool,
+    /// Set once the process is stopping: no new run, claim or call starts, and retry
+    /// waits end at once.
+    stopping: tokio::sync::watch::Sender<bool>,
     /// Runs opened and not yet finished (see [`OpenRun`]).
     active_runs: Arc<AtomicUsize>,
     /// The process's main runtime: runs outlive the HTTP worker that started them.
@@ -189,7 +191,7 @@ impl Biller {
             settings,
             metrics,
             worker_id: format!("{host}-{}", uuid::Uuid::new_v4().simple()),
-            stopping: AtomicBool::new(false),
+            stopping: tokio::sync::watch::Sender::new(false),
             active_runs: Arc::new(AtomicUsize::new(0)),
             runtime: tokio::runtime::Handle::current(),
         })
@@ -215,7 +217,7 @@ impl Biller {
     }
 
     fn take_slot(&self) -> Result<RunSlot, BillingError> {
-        if self.stopping.load(Ordering::SeqCst) {
+        if self.is_stopping() {
             return Err(BillingError::ShuttingDown);
         }
         let max = self.settings.max_runs;
@@ -316,6 +318,16 @@ impl Biller {
         .await?;
         if closed {
             report.status = RunStatus::Abandoned;
+            // Closed by this process's own shutdown (its grace ran out) or by another
+            // replica that saw it stall: either way the run did not finish, and says why.
+            let why = if self.is_stopping() {
+                "the process is shutting down: its grace ran out with calls in flight, which \
+                 were handed back (the next run replays their keys)"
+                    .to_owned()
+            } else {
+                BillingError::RunClosed.to_string()
+            };
+            report.error.get_or_insert(why);
         }
         Ok(report)
     }
@@ -351,7 +363,7 @@ impl Biller {
             let mut cursor: Option<String> = None;
             loop {
                 // Stopped before every invoice was tried: the run must not read completed.
-                if self.stopping.load(Ordering::SeqCst) {
+                if self.is_stopping() {
                     return Err(BillingError::ShuttingDown);
                 }
                 let (rows, next) = self.claim_batch(run_id, cursor.clone(), batch).await?;
@@ -376,13 +388,27 @@ impl Biller {
                     .map(|row| self.pay_one(run_id, row))
                     .buffer_unordered(concurrency)
             );
+            // Whether the process's stop left an invoice of this run unpaid and unfailed (not
+            // called, or between retries): then the run did not complete.
+            let mut cut_short = false;
             while let Some(one) = charged.next().await {
-                let Some(one) = one? else { continue };
+                let one = one?;
+                if self.is_stopping()
+                    && !one.as_ref().is_some_and(|c| {
+                        matches!(
+                            c.settlement,
+                            Settlement::Paid { .. } | Settlement::Failed { .. }
+                        )
+                    })
+                {
+                    cut_short = true;
+                }
+                let Some(one) = one else { continue };
                 if charged_tx.send(one).await.is_err() {
                     break; // the settler stopped on an error of its own
                 }
             }
-            Ok::<_, BillingError>(())
+            Ok::<_, BillingError>(cut_short)
         };
 
         let settler = async move {
@@ -402,7 +428,12 @@ impl Biller {
         };
 
         let (claimed, charged, (report, settled)) = tokio::join!(claimer, charger, settler);
-        (report, settled.or(charged.err()).or(claimed.err()))
+        let cut_short = match charged {
+            Ok(true) => Some(BillingError::ShuttingDown),
+            Ok(false) => None,
+            Err(e) => Some(e),
+        };
+        (report, settled.or(cut_short).or(claimed.err()))
     }
 
     /// Claims up to `limit` invoices for this run. Returns them and the cursor.
@@ -428,6 +459,29 @@ impl Biller {
         .await?
         .ok_or(BillingError::RunClosed)?;
         Ok((claimed.rows, claimed.cursor))
+    }
+
+    /// The first step of stopping, taken as soon as the process is told to stop (before the
+    /// HTTP server drains its requests): no run, claim or call starts from now on, and
+    /// retry waits end. The calls in flight finish and are recorded.
+    pub fn stop_claiming(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    pub(crate) fn is_stopping(&self) -> bool {
+        *self.stopping.borrow()
+    }
+
+    /// Waits `wait`, or less if the process starts stopping meanwhile.
+    pub(crate) async fn sleep_unless_stopping(&self, wait: Duration) {
+        let mut stop = self.stopping.subscribe();
+        if *stop.borrow_and_update() {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => {}
+        }
     }
 
     /// How long a claim lasts, and a run without a heartbeat counts as alive.
@@ -462,7 +516,7 @@ impl Biller {
     /// any claim still held so another replica can take it at once, and closes the runs
     /// still open as abandoned (their counts say what they did).
     pub async fn shutdown(&self, grace: Duration) {
-        self.stopping.store(true, Ordering::SeqCst);
+        self.stop_claiming();
         let deadline = Instant::now() + grace;
         while self.active_runs.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -181,7 +181,19 @@ impl Biller {
             }
         };
         let mut budget = RetryBudget::new(self.settings.retry_max_elapsed, Instant::now());
+        let mut last_reason: Option<String> = None;
         loop {
+            // Stopping: no new call. An invoice not called yet stays claimed for the
+            // shutdown to hand back; one between retries goes back to pending, saying why.
+            if self.is_stopping() {
+                return Ok(last_reason.map(|reason| Charged {
+                    row,
+                    settlement: Settlement::RetryLater {
+                        reason: format!("{reason}; the process is shutting down"),
+                    },
+                    last: None,
+                }));
+            }
             let Some(attempt_id) = self.begin_attempt(run_id, &row).await? else {
                 tracing::info!("claim taken over by another worker; not calling");
                 return Ok(None);
@@ -208,7 +220,8 @@ impl Biller {
             match budget.next_wait(retry_after, Instant::now()) {
                 Ok(wait) => {
                     tracing::debug!(%reason, ?wait, "charge will be retried");
-                    tokio::time::sleep(wait).await;
+                    self.sleep_unless_stopping(wait).await;
+                    last_reason = Some(reason);
                 }
                 Err(why) => {
                     let settlement = Settlement::RetryLater {

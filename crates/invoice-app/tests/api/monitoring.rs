@@ -7,10 +7,11 @@ use std::time::Duration;
 use chrono::{TimeDelta, Utc};
 use diesel::{ExpressionMethods, RunQueryDsl};
 use invoice_app::db::{self, schema};
+use invoice_app::startup::Application;
 use payment_provider::db::DbUrl;
 
 use crate::both_backends;
-use crate::helpers::{Backend, TestApp, spawn_app, spawn_app_with};
+use crate::helpers::{Backend, TestApp, spawn_app, spawn_app_with, test_config};
 
 fn database_url(app: &TestApp) -> String {
     match &app.db.url {
@@ -66,10 +67,11 @@ async fn a_run_by_another_process_shows_in_the_replicas_metrics(backend: Backend
 }
 
 /// The CronJob's pod stopped mid-run (SIGTERM, as at `activeDeadlineSeconds` or a node
-/// drain): the run closes saying so, every claim is handed back, and every charge made is
-/// recorded paid. It used to exit at once, leaving the run `running` and its invoices
-/// `processing` until another replica noticed.
-async fn a_stopped_cli_run_closes_and_hands_back_its_claims(backend: Backend) {
+/// drain): no call starts after the signal, the run closes saying so, every claim is
+/// handed back, every charge made is recorded paid, and the Job fails (so Kubernetes
+/// retries it). It used to exit at once, leaving the run `running` and its invoices
+/// `processing`; then, with everything already claimed, it exited 0.
+async fn stop_cli_mid_run(backend: Backend, invoices: i64) {
     let Some(app) = spawn_app_with(
         backend,
         |p| p.faults.latency = Duration::from_millis(400),
@@ -79,8 +81,8 @@ async fn a_stopped_cli_run_closes_and_hands_back_its_claims(backend: Backend) {
     else {
         return;
     };
-    // 200 calls of 0.4 s, 16 at a time: about 5 s, stopped after about 1.2 s.
-    app.eur_invoices(10_000_000, 200).await;
+    // Calls of 0.4 s, 16 at a time; stopped after about 1.2 s.
+    app.eur_invoices(10_000_000, invoices).await;
     let child = Command::new(env!("CARGO_BIN_EXE_invoice-app"))
         .arg("pay")
         .env_clear()
@@ -101,6 +103,7 @@ async fn a_stopped_cli_run_closes_and_hands_back_its_claims(backend: Backend) {
         .args(["-TERM", &child.id().to_string()])
         .status()
         .expect("kill runs");
+    let stopped_at = chrono::Utc::now().naive_utc();
     assert!(killed.success());
     let out = tokio::task::spawn_blocking(move || child.wait_with_output())
         .await
@@ -111,10 +114,11 @@ async fn a_stopped_cli_run_closes_and_hands_back_its_claims(backend: Backend) {
         !out.status.success(),
         "a stopped run is no success: {stdout}"
     );
+    assert!(stdout.contains("shutting down"), "{stdout}");
 
     let paid = app.invoices("paid").await.len();
     assert!(
-        paid > 0 && paid < 200,
+        paid > 0 && paid < usize::try_from(invoices).unwrap_or(0),
         "the stop did not land mid-run (paid {paid})"
     );
     assert!(
@@ -135,7 +139,94 @@ async fn a_stopped_cli_run_closes_and_hands_back_its_claims(backend: Backend) {
         app.metric(r#"invoice_app_pay_runs{status="failed"}"#).await,
         Some(1.0)
     );
-    assert!(stdout.contains("shutting down"), "{stdout}");
+    // No call started once the signal was sent (a small margin for the signal's delivery).
+    assert_eq!(attempts_started_after(&app, stopped_at).await, 0);
+}
+
+/// Attempts whose call started more than 100 ms after `t`.
+async fn attempts_started_after(app: &TestApp, t: chrono::NaiveDateTime) -> i64 {
+    use diesel::QueryDsl;
+    use schema::payment_attempts::dsl;
+    let pool = db::pool(&app.config.database_url, 1);
+    let after = t + TimeDelta::milliseconds(100);
+    db::run(&pool, move |c| {
+        dsl::payment_attempts
+            .filter(dsl::started_at.gt(after))
+            .count()
+            .get_result(c)
+            .map_err(anyhow::Error::from)
+    })
+    .await
+    .expect("attempts")
+}
+
+/// While it was still claiming.
+async fn a_stopped_cli_run_closes_and_hands_back_its_claims(backend: Backend) {
+    stop_cli_mid_run(backend, 200).await;
+}
+
+/// Everything claimed already (one batch): the invoices not called yet make it no success.
+async fn a_stopped_cli_run_with_everything_claimed_fails(backend: Backend) {
+    stop_cli_mid_run(backend, 60).await;
+}
+
+/// A synchronous `POST /invoices/pay` open when the server is told to stop: the run stops
+/// calling at once (it used to go on for the 20 s the HTTP server drains requests, then
+/// close `completed`), the client gets an answer, and the stop takes about one call.
+async fn a_stopped_server_stops_its_synchronous_run_at_once(backend: Backend) {
+    let Some(app) = spawn_app_with(
+        backend,
+        |p| p.faults.latency = Duration::from_millis(400),
+        |_| {},
+    )
+    .await
+    else {
+        return;
+    };
+    app.eur_invoices(10_000_000, 400).await;
+    let instance = Application::build(test_config(&app.db, &app.provider.base_url))
+        .await
+        .expect("starts");
+    let (handle, base) = (
+        instance.handle(),
+        format!("http://127.0.0.1:{}", instance.port()),
+    );
+    let serving = tokio::spawn(instance.run_until_stopped());
+    let client = app.client.clone();
+    let paying =
+        tokio::spawn(async move { client.post(format!("{base}/invoices/pay")).send().await });
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+
+    let stopped_at = chrono::Utc::now().naive_utc();
+    let stopping = std::time::Instant::now();
+    handle.stop(true).await;
+    serving.await.expect("task").expect("stopped cleanly");
+    let took = stopping.elapsed();
+
+    let answer = paying.await.expect("task").expect("answered, not cut off");
+    assert_eq!(answer.status().as_u16(), 503);
+    let body: serde_json::Value = answer.json().await.expect("json");
+    assert!(body.to_string().contains("shutting down"), "{body}");
+    assert!(took < Duration::from_secs(5), "stopping took {took:?}");
+    assert_eq!(attempts_started_after(&app, stopped_at).await, 0);
+    assert!(
+        app.invoices("processing").await.is_empty(),
+        "claims left behind"
+    );
+    let paid = app.invoices("paid").await.len();
+    assert!(
+        paid > 0 && paid < 400,
+        "the stop did not land mid-run (paid {paid})"
+    );
+    assert_eq!(
+        app.provider.ledger().await.len(),
+        paid,
+        "every charge recorded paid"
+    );
+    assert_eq!(
+        app.metric(r#"invoice_app_pay_runs{status="failed"}"#).await,
+        Some(1.0)
+    );
 }
 
 /// Claims whose lease lapsed count as stuck only when their run is dead: a live run's
@@ -228,5 +319,7 @@ async fn postgres_a_hung_database_reads_as_down_within_the_scrape() {
 both_backends!(
     a_run_by_another_process_shows_in_the_replicas_metrics,
     a_stopped_cli_run_closes_and_hands_back_its_claims,
+    a_stopped_cli_run_with_everything_claimed_fails,
+    a_stopped_server_stops_its_synchronous_run_at_once,
     lapsed_claims_of_a_live_run_are_not_stuck,
 );

@@ -59,7 +59,7 @@ async fn scheduled(pool: &db::DbPool) -> Vec<(String, String)> {
 }
 
 /// Starts another replica with the monthly schedule on the same database.
-async fn replica(app: &TestApp) -> actix_web::dev::ServerHandle {
+async fn replica(app: &TestApp) -> invoice_app::startup::StopHandle {
     let mut config = test_config(&app.db, &app.provider.base_url);
     config.pay_schedule = Some(cron::Schedule::from_str(MONTHLY).expect("valid"));
     let replica = Application::build(config).await.expect("replica starts");
