@@ -8,7 +8,9 @@ use invoice_app::startup::Application;
 use payment_provider::testing::{TcpProxy, TestDb, server_addr, via};
 
 use crate::both_backends;
-use crate::helpers::{Backend, TestApp, api_client, assert_problem, spawn_app_with, test_config};
+use crate::helpers::{
+    Backend, TestApp, api_client, assert_problem, second_instance, spawn_app_with, test_config,
+};
 
 /// Every invoice of `app` paid, each charged exactly once, the balance exact.
 async fn assert_each_paid_once(app: &TestApp, count: usize, funded: i64, total: i64) {
@@ -174,14 +176,7 @@ async fn graceful_shutdown_hands_back_every_claim(backend: Backend) {
     };
     let total = app.eur_invoices(10_000_000, 200).await;
     // A second instance on the same database, stopped (SIGTERM-like) in the middle of a run.
-    let instance = Application::build(test_config(&app.db, &app.provider.base_url))
-        .await
-        .expect("starts");
-    let (handle, base) = (
-        instance.handle(),
-        format!("http://127.0.0.1:{}", instance.port()),
-    );
-    let serving = tokio::spawn(instance.run_until_stopped());
+    let (handle, base, serving) = second_instance(&app).await;
     let started = app
         .client
         .post(format!("{base}/pay-runs"))

@@ -102,6 +102,25 @@ pub async fn spawn_app_with(
     })
 }
 
+/// A second invoice-app on `app`'s database and provider, serving until its handle stops
+/// it (as SIGTERM does): the handle, its base URL, and the serving task.
+pub async fn second_instance(
+    app: &TestApp,
+) -> (
+    invoice_app::startup::StopHandle,
+    String,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let instance = Application::build(test_config(&app.db, &app.provider.base_url))
+        .await
+        .expect("starts");
+    let (handle, base) = (
+        instance.handle(),
+        format!("http://127.0.0.1:{}", instance.port()),
+    );
+    (handle, base, tokio::spawn(instance.run_until_stopped()))
+}
+
 /// Writes `count` pending invoices of 100, 101, … EUR cents for C001 straight into the
 /// database (much faster than through the API, for runs of thousands).
 pub async fn create_eur_invoices(pool: &invoice_app::db::DbPool, count: i64) {

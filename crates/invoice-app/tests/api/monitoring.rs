@@ -7,17 +7,30 @@ use std::time::Duration;
 use chrono::{TimeDelta, Utc};
 use diesel::{ExpressionMethods, RunQueryDsl};
 use invoice_app::db::{self, schema};
-use invoice_app::startup::Application;
 use payment_provider::db::DbUrl;
 
 use crate::both_backends;
-use crate::helpers::{Backend, TestApp, spawn_app, spawn_app_with, test_config};
+use crate::helpers::{Backend, TestApp, second_instance, spawn_app, spawn_app_with};
 
-fn database_url(app: &TestApp) -> String {
-    match &app.db.url {
+/// `invoice-app pay`, the CronJob's command, on `app`'s database and provider.
+fn pay_command(app: &TestApp) -> Command {
+    let database_url = match &app.db.url {
         DbUrl::Postgres(url) => url.clone(),
         DbUrl::Sqlite(path) => format!("sqlite://{path}"),
-    }
+    };
+    let mut command = Command::new(env!("CARGO_BIN_EXE_invoice-app"));
+    command
+        .arg("pay")
+        .env_clear()
+        .env("DATABASE_URL", database_url)
+        .env("PAYMENT_PROVIDER_URL", &app.provider.base_url)
+        .env(
+            "PAYMENT_PROVIDER_TOKEN",
+            payment_provider::testing::TEST_TOKEN,
+        )
+        .env("SEED", "none")
+        .env("LOG_FORMAT", "json");
+    command
 }
 
 /// `invoice-app pay` (the CronJob's command) run as its own process: the serving
@@ -28,19 +41,7 @@ async fn a_run_by_another_process_shows_in_the_replicas_metrics(backend: Backend
         return;
     };
     app.eur_invoices(1_000_000, 3).await;
-    let out = Command::new(env!("CARGO_BIN_EXE_invoice-app"))
-        .arg("pay")
-        .env_clear()
-        .env("DATABASE_URL", database_url(&app))
-        .env("PAYMENT_PROVIDER_URL", &app.provider.base_url)
-        .env(
-            "PAYMENT_PROVIDER_TOKEN",
-            payment_provider::testing::TEST_TOKEN,
-        )
-        .env("SEED", "none")
-        .env("LOG_FORMAT", "json")
-        .output()
-        .expect("invoice-app pay runs");
+    let out = pay_command(&app).output().expect("invoice-app pay runs");
     assert!(
         out.status.success(),
         "{}",
@@ -83,17 +84,7 @@ async fn stop_cli_mid_run(backend: Backend, invoices: i64) {
     };
     // Calls of 0.4 s, 16 at a time; stopped after about 1.2 s.
     app.eur_invoices(10_000_000, invoices).await;
-    let child = Command::new(env!("CARGO_BIN_EXE_invoice-app"))
-        .arg("pay")
-        .env_clear()
-        .env("DATABASE_URL", database_url(&app))
-        .env("PAYMENT_PROVIDER_URL", &app.provider.base_url)
-        .env(
-            "PAYMENT_PROVIDER_TOKEN",
-            payment_provider::testing::TEST_TOKEN,
-        )
-        .env("SEED", "none")
-        .env("LOG_FORMAT", "json")
+    let child = pay_command(&app)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -184,14 +175,7 @@ async fn a_stopped_server_stops_its_synchronous_run_at_once(backend: Backend) {
         return;
     };
     app.eur_invoices(10_000_000, 400).await;
-    let instance = Application::build(test_config(&app.db, &app.provider.base_url))
-        .await
-        .expect("starts");
-    let (handle, base) = (
-        instance.handle(),
-        format!("http://127.0.0.1:{}", instance.port()),
-    );
-    let serving = tokio::spawn(instance.run_until_stopped());
+    let (handle, base, serving) = second_instance(&app).await;
     let client = app.client.clone();
     let paying =
         tokio::spawn(async move { client.post(format!("{base}/invoices/pay")).send().await });
