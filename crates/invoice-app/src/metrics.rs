@@ -264,14 +264,11 @@ impl Metrics {
 impl DbGauges {
     fn set(&self, s: &Snapshot) {
         self.up.set(1);
-        for status in ["pending", "processing", "paid", "failed"] {
-            let n = s
-                .invoices_by_status
-                .iter()
-                .find(|(st, _)| st == status)
-                .map_or(0, |(_, n)| *n);
-            self.invoices.with_label_values(&[status]).set(n);
-        }
+        set_counts(
+            &self.invoices,
+            &s.invoices_by_status,
+            ["pending", "processing", "paid", "failed"],
+        );
         self.attention.set(s.attention);
         self.lease_expired.set(s.lease_expired);
         let age = |since: Option<NaiveDateTime>| {
@@ -286,18 +283,17 @@ impl DbGauges {
                 .set(t.and_utc().timestamp_millis() as f64 / 1000.0),
             None => self.last_completed.reset(),
         }
-        let count = |rows: &[(String, i64)], key: &str| {
-            rows.iter().find(|(k, _)| k == key).map_or(0, |(_, n)| *n)
-        };
-        for status in [
-            RunStatus::Running,
-            RunStatus::Completed,
-            RunStatus::Failed,
-            RunStatus::Abandoned,
-        ] {
-            let n = count(&s.runs_by_status, status.as_str());
-            self.runs.with_label_values(&[status.as_str()]).set(n);
-        }
+        set_counts(
+            &self.runs,
+            &s.runs_by_status,
+            [
+                RunStatus::Running,
+                RunStatus::Completed,
+                RunStatus::Failed,
+                RunStatus::Abandoned,
+            ]
+            .map(RunStatus::as_str),
+        );
         let r = s.run_invoices;
         for (result, n) in [
             ("paid", r.paid),
@@ -306,11 +302,17 @@ impl DbGauges {
         ] {
             self.run_invoices.with_label_values(&[result]).set(n);
         }
-        for outcome in OUTCOMES {
-            let n = count(&s.recent_attempts, outcome);
-            self.recent_attempts.with_label_values(&[outcome]).set(n);
-        }
+        set_counts(&self.recent_attempts, &s.recent_attempts, OUTCOMES);
         self.recent_unanswered.set(s.recent_unanswered);
+    }
+}
+
+/// Sets `gauges` for each of `labels` to its count in `rows` (a `GROUP BY`), 0 if absent:
+/// every label value is exported, so a first occurrence is a rise from 0.
+fn set_counts<const N: usize>(gauges: &IntGaugeVec, rows: &[(String, i64)], labels: [&str; N]) {
+    for label in labels {
+        let n = rows.iter().find(|(k, _)| k == label).map_or(0, |(_, n)| *n);
+        gauges.with_label_values(&[label]).set(n);
     }
 }
 
