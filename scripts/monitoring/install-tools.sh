@@ -16,9 +16,8 @@ PROMETHEUS_MIN="2.42"
 BIN="$TOOLS_DIR/bin"
 mkdir -p "$BIN"
 
-log() { printf '[install-tools] %s\n' "$*" >&2; }
-installed() { [[ -f "$TOOLS_DIR/.stamp-$1" && "$(cat "$TOOLS_DIR/.stamp-$1")" == "$2" ]]; }
-stamp() { printf '%s' "$2" >"$TOOLS_DIR/.stamp-$1"; }
+# shellcheck source=scripts/lib/tools.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/tools.sh"
 
 install_prometheus() {
   # Binaries already on PATH (e.g. Homebrew's) are used as they are.
@@ -51,19 +50,6 @@ install_prometheus() {
   stamp prometheus "$want"
 }
 
-install_venv() {
-  local want="pyyaml=$PYYAML_VERSION"
-  if ! installed venv-monitoring "$want" || [[ ! -x "$TOOLS_DIR/venv-monitoring/bin/python" ]]; then
-    log "installing PyYAML into $TOOLS_DIR/venv-monitoring"
-    rm -rf "${TOOLS_DIR:?}/venv-monitoring"
-    "$PYTHON" -m venv "$TOOLS_DIR/venv-monitoring"
-    "$TOOLS_DIR/venv-monitoring/bin/pip" install --quiet --disable-pip-version-check "PyYAML==$PYYAML_VERSION"
-    stamp venv-monitoring "$want"
-  fi
-  # A wrapper, not a symlink: Python finds its venv from the path it was started by.
-  printf '#!/bin/sh\nexec "%s" "$@"\n' "$TOOLS_DIR/venv-monitoring/bin/python" >"$BIN/python-monitoring"
-  chmod 0755 "$BIN/python-monitoring"
-}
-
 install_prometheus
-install_venv
+make_venv venv-monitoring "pyyaml=$PYYAML_VERSION" "PyYAML==$PYYAML_VERSION"
+python_wrapper python-monitoring venv-monitoring
