@@ -13,8 +13,9 @@ CHARTS_DIR/<chart>/ci/<set>-values.yaml. Asserts:
   * metrics on their own port: container ports `http` 8080 and `metrics` 9090,
     METRICS_ADDR on the metrics port, a Service port `metrics`, the ServiceMonitor on it,
     probes on `http`, and no NetworkPolicy rule that admits both ports at once;
-  * invoice-app presents a projected ServiceAccount token (audience payment-provider,
-    short-lived) unless its value set configures a static token.
+  * invoice-app presents a credential to payment-provider: a projected ServiceAccount token
+    (audience payment-provider, short-lived) unless its value set configures a static token
+    (or, in demo mode, turns the projected one off and gets the dev token).
 """
 from __future__ import annotations
 
@@ -136,12 +137,14 @@ def check_provider_credential(where: str, docs: list[dict], values: dict) -> Non
         projected = [s["serviceAccountToken"] for s in sources if "serviceAccountToken" in s]
         if spec.get("automountServiceAccountToken") is not False:
             fail(f"{where}: {name} automounts an API token")
-        if static:
-            if projected:
-                fail(f"{where}: {name} mounts a ServiceAccount token although a static one is configured")
-            continue
+        # Always a credential: without one invoice-app refuses to start off loopback.
         if not token_file or not token_file.endswith("/payment-provider-token"):
             fail(f"{where}: {name} has no PAYMENT_PROVIDER_TOKEN_FILE")
+        elif static:
+            if projected:
+                fail(f"{where}: {name} mounts a ServiceAccount token although a static one is configured")
+            else:
+                print(f"  ok   {where}: {name} presents a static token from a Secret")
         elif len(projected) != 1 or projected[0].get("audience") != "payment-provider" \
                 or projected[0].get("path") != "payment-provider-token" \
                 or not 600 <= projected[0].get("expirationSeconds", 0) <= 86400:
