@@ -106,7 +106,7 @@ impl Config {
         // by one misconfigured into demo mode. Say so at start-up instead.
         if provider_token.is_none()
             && provider_token_file.is_none()
-            && !is_loopback_url(&provider_url)
+            && !reqwest::Url::parse(&provider_url).is_ok_and(|url| auth::is_loopback(&url))
         {
             return Err(err("PAYMENT_PROVIDER_TOKEN")(format!(
                 "neither it nor PAYMENT_PROVIDER_TOKEN_FILE is set and PAYMENT_PROVIDER_URL \
@@ -160,21 +160,6 @@ impl Config {
                 .map_err(err("LOG_FORMAT"))?,
         })
     }
-}
-
-/// Whether `url`'s host is a loopback address or `localhost`.
-fn is_loopback_url(url: &str) -> bool {
-    let Some(host) = reqwest::Url::parse(url)
-        .ok()
-        .and_then(|u| u.host_str().map(str::to_owned))
-    else {
-        return false;
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
 }
 
 impl Config {

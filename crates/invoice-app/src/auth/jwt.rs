@@ -78,20 +78,25 @@ pub fn parse_algorithms(list: &str) -> Result<Vec<Algorithm>, String> {
     Ok(algorithms)
 }
 
+/// Whether `url`'s host is this machine: `localhost` or a loopback address.
+pub fn is_loopback(url: &Url) -> bool {
+    let host = url.host_str().unwrap_or_default();
+    host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// A URL keys may be fetched from: HTTPS, or plain HTTP to this machine only (tests, a
 /// local IdP). Keys fetched in the clear could be swapped on the way.
 pub fn parse_fetch_url(text: &str) -> Result<Url, String> {
     let url = Url::parse(text).map_err(|e| format!("{e} (expected an https:// URL)"))?;
     let host = url.host_str().unwrap_or_default();
-    let loopback = host == "localhost"
-        || host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
     match url.scheme() {
         "https" if !host.is_empty() => Ok(url),
-        "http" if loopback => Ok(url),
+        "http" if is_loopback(&url) => Ok(url),
         _ => Err("expected an https:// URL (http:// only to localhost)".to_owned()),
     }
 }
