@@ -6,16 +6,15 @@ Usage: check_exposure.py CHARTS_DIR RENDERED_DIR...
 Each RENDERED_DIR holds `<set>.yaml`, the chart `<dir name>` rendered with
 CHARTS_DIR/<chart>/ci/<set>-values.yaml. Asserts:
   * no well-known credential (the dev token, the dev API key, or the SHA-256 of either) in
-    a render (its helm tests aside, which may send one to see it refused) unless its value
-    set says `demo: true`; a demo render does configure one;
+    any render, `demo: true` included (its helm tests aside, which send one to see it
+    refused): the binaries refuse them off loopback, and a pod listens on 0.0.0.0;
   * payment-provider renders no Ingress or HTTPRoute; invoice-app's Ingress rules and
     HTTPRoutes name their hosts (no wildcard) and route /invoices and /pay-runs alone;
   * metrics on their own port: container ports `http` 8080 and `metrics` 9090,
     METRICS_ADDR on the metrics port, a Service port `metrics`, the ServiceMonitor on it,
     probes on `http`, and no NetworkPolicy rule that admits both ports at once;
   * invoice-app presents a credential to payment-provider: a projected ServiceAccount token
-    (audience payment-provider, short-lived) unless its value set configures a static token
-    (or, in demo mode, turns the projected one off and gets the dev token).
+    (audience payment-provider, short-lived) unless its value set configures a static token.
 """
 from __future__ import annotations
 
@@ -57,12 +56,10 @@ def is_test_hook(doc: dict) -> bool:
     return (doc.get("metadata", {}).get("annotations") or {}).get("helm.sh/hook") == "test"
 
 
-def check_credentials(where: str, text: str, demo: bool) -> None:
+def check_credentials(where: str, text: str) -> None:
     found = [s for s in SECRETS if s in text]
-    if found and not demo:
-        fail(f"{where}: a well-known credential without demo: true ({found[0][:24]}...)")
-    elif demo and not found:
-        fail(f"{where}: demo: true but no well-known credential configured")
+    if found:
+        fail(f"{where}: a well-known credential, which the binaries refuse off loopback ({found[0][:24]}...)")
 
 
 def check_routes(where: str, chart: str, docs: list[dict]) -> None:
@@ -169,15 +166,14 @@ def main(argv: list[str]) -> int:
             # A helm test may send a well-known credential to prove it is refused; what counts is
             # what the release itself is configured with.
             configured = yaml.safe_dump_all([d for d in docs if not is_test_hook(d)])
-            check_credentials(where, configured, values.get("demo") is True)
+            check_credentials(where, configured)
             check_routes(where, chart, docs)
             check_metrics(where, docs)
             if chart == "invoice-app":
                 check_provider_credential(where, docs, values)
             if failures == before:
-                demo = " (demo: true, the well-known credential on purpose)" if values.get("demo") else \
-                    ", no well-known credential"
-                print(f"  ok   {where}: metrics on port {METRICS_PORT} only{demo}")
+                demo = " (demo: true)" if values.get("demo") else ""
+                print(f"  ok   {where}: metrics on port {METRICS_PORT} only, no well-known credential{demo}")
     if failures:
         print(f"Exposure check: {failures} failure(s)")
         return 1

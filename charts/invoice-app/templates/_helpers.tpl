@@ -80,20 +80,17 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- with .Values.apiAuth }}{{ if or .issuer .apiKeys .existingSecret.name }}true{{ end }}{{ end }}
 {{- end }}
 
-{{/* "true" in demo mode with no API credentials: the chart itself configures the app's
-     well-known dev key (the binary accepts it unasked only on a loopback address). */}}
+{{/* "true" in demo mode with no API credentials: the API takes demoApiKey, whose SHA-256
+     the chart configures. Never the app's well-known dev key: the binary accepts that on a
+     loopback address only, and refuses its digest in API_KEYS anywhere. */}}
 {{- define "invoice-app.demoApiKey" -}}
 {{- if and .Values.demo (not (include "invoice-app.apiCredentials" .)) }}true{{ end }}
 {{- end }}
 
-{{/* The inline payment-provider token: paymentProvider.token, or in demo mode without
-     any other credential the well-known dev token, said explicitly (the app refuses to
-     guess it for a provider that is not on loopback). */}}
+{{/* The inline payment-provider token, paymentProvider.token. Never payment-provider's
+     well-known dev token, demo or not: the provider refuses it off loopback. */}}
 {{- define "invoice-app.providerToken" -}}
-{{- $pp := .Values.paymentProvider }}
-{{- if $pp.token }}{{ $pp.token }}
-{{- else if and .Values.demo (not $pp.serviceAccountToken.enabled) (not $pp.existingSecret.name) }}dev-only-insecure-token
-{{- end }}
+{{- .Values.paymentProvider.token }}
 {{- end }}
 
 {{/* "true" when a static payment-provider token is configured. */}}
@@ -101,12 +98,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if or .Values.paymentProvider.existingSecret.name (include "invoice-app.providerToken" .) }}true{{ end }}
 {{- end }}
 
-{{/* API_KEYS_FILE content of the chart's Secret: the listed keys, or in demo mode the dev key. */}}
+{{/* API_KEYS_FILE content of the chart's Secret: the listed keys, or in demo mode the
+     SHA-256 of demoApiKey (every scope). */}}
 {{- define "invoice-app.apiKeysJson" -}}
 {{- if .Values.apiAuth.apiKeys }}
 {{- toJson .Values.apiAuth.apiKeys }}
-{{- else if include "invoice-app.demoApiKey" . }}
-{{- toJson (list (dict "client" "demo" "scopes" (list "invoices:read" "invoices:write" "invoices:pay") "sha256" (sha256sum "dev-only-insecure-api-key"))) }}
+{{- else if and (include "invoice-app.demoApiKey" .) .Values.demoApiKey }}
+{{- toJson (list (dict "client" "demo" "scopes" (list "invoices:read" "invoices:write" "invoices:pay") "sha256" (sha256sum .Values.demoApiKey))) }}
 {{- end }}
 {{- end }}
 
@@ -128,7 +126,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 {{- if not (or (include "invoice-app.apiCredentials" .) .Values.demo) }}
-{{- fail "invoice-app's API has no credentials configured: set apiAuth.issuer and apiAuth.audience (OAuth2/OIDC bearer tokens), or apiAuth.existingSecret / apiAuth.apiKeys (API keys); demo: true accepts the well-known dev key instead" }}
+{{- fail "invoice-app's API has no credentials configured: set apiAuth.issuer and apiAuth.audience (OAuth2/OIDC bearer tokens), or apiAuth.existingSecret / apiAuth.apiKeys (API keys); demo: true with demoApiKey takes a key of your choosing instead" }}
+{{- end }}
+{{- if and (include "invoice-app.demoApiKey" .) (not .Values.demoApiKey) }}
+{{- fail "demo: true needs demoApiKey when apiAuth is empty: a key of your choosing, at least 16 characters (e.g. --set demoApiKey=$(openssl rand -hex 24)); the chart keeps its SHA-256 alone. The app's well-known dev key works on loopback only, never in a pod" }}
+{{- end }}
+{{- if and .Values.demoApiKey (not (include "invoice-app.demoApiKey" .)) }}
+{{- fail "demoApiKey takes effect only with demo: true and an empty apiAuth; otherwise give keys as apiAuth.apiKeys (digests) or apiAuth.existingSecret" }}
 {{- end }}
 {{- if and .Values.apiAuth.issuer (not .Values.apiAuth.audience) }}
 {{- fail "apiAuth.issuer needs apiAuth.audience: the audience its tokens must carry" }}
@@ -140,8 +144,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if include "invoice-app.staticToken" . }}
 {{- fail "paymentProvider: a static token (token or existingSecret) needs serviceAccountToken.enabled: false; the app presents one credential" }}
 {{- end }}
-{{- else if not (or (include "invoice-app.staticToken" .) .Values.demo) }}
-{{- fail "invoice-app has no credential for payment-provider: keep paymentProvider.serviceAccountToken.enabled, or set paymentProvider.existingSecret / paymentProvider.token; demo: true sends the well-known dev token instead" }}
+{{- else if not (include "invoice-app.staticToken" .) }}
+{{- fail "invoice-app has no credential for payment-provider: keep paymentProvider.serviceAccountToken.enabled, or set paymentProvider.existingSecret / paymentProvider.token (in a demo too: payment-provider refuses its well-known dev token off loopback; give both charts a token of your choosing)" }}
 {{- end }}
 {{- if and .Values.ingress.enabled (not .Values.ingress.host) }}
 {{- fail "ingress.host is required: the chart never renders a catch-all Ingress" }}

@@ -74,11 +74,6 @@ app.kubernetes.io/component: server
 {{- if or .Values.auth.existingSecret.name .Values.auth.callerTokens }}true{{ end }}
 {{- end }}
 
-{{/* "true" in demo mode with no caller configured: the chart itself hands invoice-app the
-     app's well-known dev token (the binary accepts it unasked only on a loopback address). */}}
-{{- define "payment-provider.demoToken" -}}
-{{- if and .Values.demo (not (include "payment-provider.workloadIdentity" .)) (not (include "payment-provider.staticTokens" .)) }}true{{ end }}
-{{- end }}
 
 {{/* CALLER_SUBJECTS: caller=system:serviceaccount:<ns>:<sa>[,...] */}}
 {{- define "payment-provider.callerSubjects" -}}
@@ -90,8 +85,9 @@ app.kubernetes.io/component: server
 {{- end }}
 
 {{/* Refuse values that cannot work or that would fail open. SQLite is one file on one
-     volume: a single pod. Without a configured caller the app would fall back to a
-     well-known token: only in demo mode, said explicitly. */}}
+     volume: a single pod. Without a configured caller the app would fall back to its
+     well-known dev token, which it refuses off loopback (and a pod listens on 0.0.0.0):
+     demo or not, callers are named. */}}
 {{- define "payment-provider.validate" -}}
 {{- if eq (include "payment-provider.databaseKind" .) "sqlite" }}
 {{- if gt (int .Values.replicaCount) 1 }}
@@ -101,8 +97,8 @@ app.kubernetes.io/component: server
 {{- fail "SQLite allows one replica only: set database.existingSecret (PostgreSQL) or autoscaling.enabled: false" }}
 {{- end }}
 {{- end }}
-{{- if not (or (include "payment-provider.workloadIdentity" .) (include "payment-provider.staticTokens" .) .Values.demo) }}
-{{- fail "payment-provider has no caller configured: set auth.workloadIdentity.callers (ServiceAccounts), auth.existingSecret or auth.callerTokens (static tokens); demo: true accepts the well-known dev token instead" }}
+{{- if not (or (include "payment-provider.workloadIdentity" .) (include "payment-provider.staticTokens" .)) }}
+{{- fail "payment-provider has no caller configured: set auth.workloadIdentity.callers (ServiceAccounts), auth.existingSecret or auth.callerTokens (static tokens); in a demo too, e.g. auth.callerTokens=invoice-app:<a token of your choosing> and the same token as invoice-app's paymentProvider.token (the well-known dev token is refused off loopback)" }}
 {{- end }}
 {{- if .Values.networkPolicy.enabled }}
 {{- if and (include "payment-provider.workloadIdentity" .) (not .Values.networkPolicy.apiServer.cidrs) }}
@@ -116,7 +112,7 @@ app.kubernetes.io/component: server
 
 {{/* The chart's own Secret exists only when a secret value is given inline. */}}
 {{- define "payment-provider.chartSecretKeys" -}}
-{{- if or (and .Values.auth.callerTokens (not .Values.auth.existingSecret.name)) (include "payment-provider.demoToken" .) }}caller-tokens {{ end }}
+{{- if and .Values.auth.callerTokens (not .Values.auth.existingSecret.name) }}caller-tokens {{ end }}
 {{- if and .Values.database.url (not .Values.database.existingSecret.name) }}database-url {{ end }}
 {{- end }}
 
@@ -136,7 +132,7 @@ app.kubernetes.io/component: server
       - key: {{ $.Values.auth.existingSecret.key }}
         path: caller-tokens
 {{- else }}
-{{- if or .Values.auth.callerTokens (include "payment-provider.demoToken" .) }}
+{{- if .Values.auth.callerTokens }}
 - secret:
     name: {{ $fullname }}
     items:
@@ -176,7 +172,7 @@ app.kubernetes.io/component: server
 
 {{/* Environment pointing the app at the secret files. */}}
 {{- define "payment-provider.secretEnv" -}}
-{{- if or (include "payment-provider.staticTokens" .) (include "payment-provider.demoToken" .) }}
+{{- if include "payment-provider.staticTokens" . }}
 - name: CALLER_TOKENS_FILE
   value: {{ include "payment-provider.secretsDir" . }}/caller-tokens
 {{- end }}
