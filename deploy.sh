@@ -269,6 +269,23 @@ networking:
   disableDefaultCNI: true
   # Calico's default IP pool.
   podSubnet: 192.168.0.0/16
+# The API server refuses Services with spec.externalIPs (CVE-2020-8554), for every namespace;
+# the team namespaces' admission policy says the same. One patch per kubeadm API version (the
+# node image decides which kind generates): v1beta4 gives extraArgs as a name/value list.
+kubeadmConfigPatches:
+  - |
+    apiVersion: kubeadm.k8s.io/v1beta3
+    kind: ClusterConfiguration
+    apiServer:
+      extraArgs:
+        enable-admission-plugins: NodeRestriction,DenyServiceExternalIPs
+  - |
+    apiVersion: kubeadm.k8s.io/v1beta4
+    kind: ClusterConfiguration
+    apiServer:
+      extraArgs:
+        - name: enable-admission-plugins
+          value: NodeRestriction,DenyServiceExternalIPs
 nodes:
   - role: control-plane
     kubeadmConfigPatches:

@@ -15,7 +15,8 @@ no expression may fail to evaluate, and the verdict (admit, or refuse by a named
 must be the expected one.
 
 --app adds the pods the app charts really create (Deployment and CronJob pod templates,
-helm test pods) as CREATE requests in their namespace: each must be admitted.
+helm test pods) and their Services as CREATE requests in their namespace: each must be
+admitted.
 --refused-app does the same for a render whose serving pods must be refused (a second
 invoice-app release whose ServiceAccount the team has not allowed to wear the label).
 """
@@ -264,6 +265,21 @@ def main() -> int:
             else:
                 print(f"  ok   {verdict}: the pods of {what} (ServiceAccount {sa}, {path.split('/')[-1]})"
                       + (f" by {policy}" if policy else ""))
+
+    # The apps' own Services (the externalIPs policy must not refuse what the charts create).
+    for spec in args.app:
+        namespace, _, path = spec.partition("=")
+        for doc in load(path):
+            if doc["kind"] != "Service":
+                continue
+            request = {"namespace": namespace, "group": "", "version": "v1", "resource": "services",
+                       "operation": "CREATE", "object": doc}
+            verdict, policy, message = admission.review(request)
+            what = f"Service {namespace}/{doc['metadata']['name']} ({path.split('/')[-1]})"
+            if verdict != "admit":
+                fail(f"{what}: expected admit, got {verdict} {policy or ''} {message}")
+            else:
+                print(f"  ok   admit: {what}")
 
     if failures:
         print(f"Admission check: {failures} failure(s)")

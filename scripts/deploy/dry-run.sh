@@ -5,7 +5,8 @@
 # what deploy.sh passes. Checks:
 #   - kind deploys under this bash, with the Gateway (default) and with --ingress:
 #     attestation-free build, load through an archive, team values files, the API server's
-#     addresses, the API key's digest, the way in and its timeouts;
+#     addresses, the API key's digest, the way in and its timeouts; the kind cluster's API
+#     server enables DenyServiceExternalIPs for either kubeadm API version;
 #   - --down --context: waits for the namespaces' deletion;
 #   - a bash too old (PREFLIGHT_BASH_VERSION=3.2, and 4.3) is refused before any tool runs;
 #   - a missing tool (jq) is named with Linux and macOS hints.
@@ -41,7 +42,12 @@ case "$1" in
   save) touch "$3" ;;
 esac
 exit 0'
-stub kind 'exit 0'
+# shellcheck disable=SC2016
+stub kind '
+if [[ "$1 $2" == "create cluster" ]]; then
+  while (($#)); do [[ "$1" == --config ]] && cp "$2" "$LOG/kind-config.yaml"; shift; done
+fi
+exit 0'
 stub curl 'echo 200'
 # shellcheck disable=SC2016
 stub kubectl '
@@ -128,6 +134,42 @@ deploy_checks() {
   validate "$name"
 }
 
+# kind_config_checks: the cluster deploy.sh asks kind for. Its kubeadm patches must parse and
+# enable DenyServiceExternalIPs (next to kubeadm's own NodeRestriction) in the kubeadm API
+# version the node image uses: v1beta3 takes extraArgs as a map, v1beta4 as a name/value list.
+kind_config_checks() {
+  local config="$LOG/kind-config.yaml"
+  [[ -s "$config" ]] || { fail "kind create cluster got no --config"; return; }
+  if "$TOOLS_DIR/bin/python-k8s" - "$config" <<'PY'; then ok "kind: the API server enables DenyServiceExternalIPs (kubeadm v1beta3 and v1beta4)"; else fail "kind: DenyServiceExternalIPs not enabled for both kubeadm versions"; fi
+import sys, yaml
+cluster = yaml.safe_load(open(sys.argv[1]))
+found = {}
+for raw in cluster.get("kubeadmConfigPatches") or []:
+    patch = yaml.safe_load(raw)
+    if patch.get("kind") != "ClusterConfiguration":
+        continue
+    args = (patch.get("apiServer") or {}).get("extraArgs")
+    if isinstance(args, list):
+        args = {a["name"]: a["value"] for a in args}
+    found[patch.get("apiVersion")] = (args or {}).get("enable-admission-plugins", "").split(",")
+want = {"kubeadm.k8s.io/v1beta3": dict, "kubeadm.k8s.io/v1beta4": list}
+ok = True
+for version in want:
+    plugins = found.get(version) or []
+    if not {"NodeRestriction", "DenyServiceExternalIPs"} <= set(plugins):
+        print(f"    {version}: enable-admission-plugins = {plugins}")
+        ok = False
+for raw in cluster.get("kubeadmConfigPatches") or []:
+    patch = yaml.safe_load(raw)
+    kind = want.get(patch.get("apiVersion"))
+    args = (patch.get("apiServer") or {}).get("extraArgs")
+    if kind and args is not None and not isinstance(args, kind):
+        print(f"    {patch['apiVersion']}: extraArgs must be a {kind.__name__}")
+        ok = False
+sys.exit(0 if ok else 1)
+PY
+}
+
 # validate NAME: everything deploy.sh rendered, strictly against the Kubernetes schema (custom
 # resources aside: Gateway API, CloudNativePG and Envoy Gateway kinds are not in it).
 validate() {
@@ -156,6 +198,7 @@ PY
 echo "== deploy.sh on kind (Gateway API, the default), bash $BASH_VERSION"
 run deploy bash "$ROOT/deploy.sh"
 deploy_checks deploy
+kind_config_checks
 has "$LOG/helm.log" "oci://docker.io/envoyproxy/gateway-helm" "Envoy Gateway installed"
 hasnt "$LOG/kubectl.log" "deploy/static/provider/kind/deploy.yaml" "no ingress-nginx"
 if compgen -G "$LOG/applied-*-gateway.yaml" >/dev/null; then ok "the Gateway applied"; else fail "deploy/kind/gateway.yaml not applied"; fi
