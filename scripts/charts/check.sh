@@ -13,6 +13,11 @@
 #    (check-dashboard-schema.py); slo-rules.yaml is in step with monitoring/slos.yaml; every
 #    alert has its runbook and back (check-runbooks.py); with TEST_DATABASE_URL, the
 #    runbooks' SQL runs against both services' migrations (check-runbook-sql.py).
+# 1c. Every value set of both apps starts the real binaries (check_start.py): the pods'
+#    environment and mounted files as rendered, the binaries built from this tree
+#    (cargo build --locked --bins), only the ports and the database made local (PostgreSQL
+#    with TEST_DATABASE_URL); a set that renders but does not start fails with the binary's
+#    last line on stderr.
 # 2. Every rendered manifest validated strictly against the Kubernetes schema
 #    (kubernetes-validate, K8S_VERSIONS); CRD kinds are skipped with a printed reason: the
 #    Prometheus Operator's are validated strictly against its CRD schemas (check_crds.py), the
@@ -145,6 +150,28 @@ for values in "$HERE"/values/invalid/*/*.yaml; do
     printf '  ok   %-40s refused: %s\n' "$case_name" "$expect"
   fi
 done
+done_step
+
+step "Every value set starts the real binaries (check_start.py)"
+# A value set that renders and passes every other check may still crash-loop: a credential
+# the binary refuses, a file it cannot read. Each pod template runs as the kubelet would run
+# it (environment, mounted files, args), LISTEN_ADDR keeping its rendered host (0.0.0.0:
+# the rules that hold only on loopback are tested as in a pod), until /readyz answers.
+# CHARTS_BINARIES=dir starts the binaries there instead of building this tree's (cargo build
+# --locked --bins into the target directory, debug).
+if [[ -n "${CHARTS_BINARIES:-}" ]]; then
+  BIN_DIR="$CHARTS_BINARIES"
+  echo "  note the binaries in CHARTS_BINARIES=$BIN_DIR, not built from this tree"
+else
+  BIN_DIR="$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps |
+    "$PY" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')/debug"
+fi
+if [[ -z "${CHARTS_BINARIES:-}" ]] && ! (cd "$ROOT" && cargo build --locked --bins --quiet); then
+  fail "cargo build --locked --bins (check_start.py needs the binaries)"
+elif ! "$PY" "$HERE/check_start.py" --bin-dir "$BIN_DIR" \
+  "$CHARTS"/invoice-app/ci/*.yaml "$CHARTS"/payment-provider/ci/*.yaml; then
+  fail "value sets that render but do not start (check_start.py)"
+fi
 done_step
 
 step "Monitoring: PrometheusRule = the rule files minus excludeRules, dashboards as shipped (check_monitoring.py)"
