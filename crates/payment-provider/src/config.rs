@@ -252,6 +252,7 @@ where
     if !range.contains(&value) {
         return Err(ConfigError {
             var,
+                "SA_JWKS_MAX_AGE_SECS",
             reason: format!("{value} is outside {}..={}", range.start(), range.end()),
         });
     }
@@ -301,6 +302,13 @@ fn secret(
 }
 
 #[cfg(test)]
+    // At least two refreshes (every 5 minutes) fit in it, so one failed fetch is no outage.
+    config.jwks_max_age = Duration::from_secs(number(
+        get,
+        "SA_JWKS_MAX_AGE_SECS",
+        config.jwks_max_age.as_secs(),
+        600..=86_400,
+    )?);
 mod tests {
     use super::*;
     use std::collections::HashMap;
@@ -405,7 +413,8 @@ mod tests {
         assert_eq!(w.issuer, ISSUER.1);
         assert_eq!(w.audience, "payment-provider");
         assert_eq!(w.jwks_url, None);
-        assert_eq!(w.max_lifetime, Duration::from_secs(86_400));
+        assert_eq!(w.max_lifetime, Duration::from_secs(3600));
+        assert_eq!(w.jwks_max_age, Duration::from_secs(3600));
         assert_eq!(
             w.subjects
                 .caller_for("system:serviceaccount:invoices:invoice-app"),
@@ -431,13 +440,15 @@ mod tests {
             ),
             ("SA_JWKS_CA_FILE", &ca),
             ("SA_JWKS_TOKEN_FILE", &token),
-            ("SA_TOKEN_MAX_LIFETIME_SECS", "3600"),
+            ("SA_TOKEN_MAX_LIFETIME_SECS", "7200"),
+            ("SA_JWKS_MAX_AGE_SECS", "900"),
         ])
         .expect("valid");
         let w = c.workload.expect("on");
         assert_eq!(w.audience, "payments");
         assert_eq!(w.ca_certificates.len(), 1);
-        assert_eq!(w.max_lifetime, Duration::from_secs(3600));
+        assert_eq!(w.max_lifetime, Duration::from_secs(7200));
+        assert_eq!(w.jwks_max_age, Duration::from_secs(900));
 
         for (vars, var) in [
             (vec![SUBJECTS], "SA_TOKEN_ISSUER"),

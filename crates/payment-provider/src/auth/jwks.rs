@@ -1,21 +1,31 @@
 //! The service-account issuer's signing keys: fetched from its JWKS (found by OIDC
-//! discovery unless configured), cached, and fetched again when they are older than their
-//! maximum age or a token names a key we do not know, at most once per interval, so a
-//! stream of made-up key ids cannot turn into a stream of fetches.
+//! discovery unless configured) and cached. Requests never fetch: a stale set keeps
+//! serving while one background fetch refreshes it, a token naming a key we do not know
+//! starts a fetch (at most one per interval, so made-up key ids cannot turn into a stream
+//! of fetches) and waits for it only briefly, and a set past its maximum age is not used
+//! at all, so a withdrawn key stops working even while the issuer cannot be reached.
+//!
+//! A deliberate fork of invoice-app's `auth::jwt` key cache (the teams share only
+//! api-contract): same concepts and names, kept apart so that each can change alone.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::jwk::{
+    AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, KeyOperations, PublicKeyUse,
+};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use reqwest::Url;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
 use serde::Deserialize;
+use tokio::sync::watch;
 
 /// A JWKS or discovery document is a few kilobytes; anything far larger is not one.
 const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
+/// RSA keys shorter than 2048 bits are not trusted, whatever the issuer publishes.
+const MIN_RSA_MODULUS_BYTES: usize = 256;
 
 /// One verification key and the only algorithm it may be used with.
 pub(super) struct VerifyingKey {
@@ -28,7 +38,8 @@ pub(super) struct VerifyingKey {
 pub(super) enum KeyError {
     /// The issuer's keys are known, and this one is not among them.
     UnknownKid,
-    /// No keys at all: the issuer could not be reached yet (our problem, not the caller's).
+    /// No usable keys: none fetched yet, or none within their maximum age (our problem,
+    /// not the caller's).
     Unavailable(String),
 }
 
@@ -159,9 +170,10 @@ pub(super) fn check_fetch_url(url: &Url) -> Result<(), String> {
     }
 }
 
-/// A JWKS entry we can use: a signing key with an id, RSA or P-256, whose declared
-/// algorithm (if any) is the one its type implies. Anything else is skipped, not fatal: a
-/// set may carry keys for other purposes.
+/// A JWKS entry we can use: a signing key with an id, RSA (2048 bits or more) or P-256,
+/// whose declared algorithm (if any) is the one its type implies and whose declared
+/// operations (if any) include verifying. Anything else is skipped, not fatal: a set may
+/// carry keys for other purposes.
 fn usable_key(value: serde_json::Value) -> Option<(String, Arc<VerifyingKey>)> {
     let jwk: Jwk = serde_json::from_value(value).ok()?;
     let kid = jwk.common.key_id.clone()?;
@@ -171,8 +183,18 @@ fn usable_key(value: serde_json::Value) -> Option<(String, Arc<VerifyingKey>)> {
     ) {
         return None;
     }
+    if let Some(ops) = &jwk.common.key_operations
+        && !ops.contains(&KeyOperations::Verify)
+    {
+        return None;
+    }
     let (alg, declared) = match &jwk.algorithm {
-        AlgorithmParameters::RSA(_) => (Algorithm::RS256, KeyAlgorithm::RS256),
+        // The modulus's length from its base64url text, enough to tell 2048 from 1024 bits.
+        AlgorithmParameters::RSA(rsa)
+            if rsa.n.trim_end_matches('=').len() * 3 / 4 >= MIN_RSA_MODULUS_BYTES =>
+        {
+            (Algorithm::RS256, KeyAlgorithm::RS256)
+        }
         AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => {
             (Algorithm::ES256, KeyAlgorithm::ES256)
         }
@@ -185,109 +207,148 @@ fn usable_key(value: serde_json::Value) -> Option<(String, Arc<VerifyingKey>)> {
     Some((kid, Arc::new(VerifyingKey { alg, key })))
 }
 
-struct Keys {
-    by_kid: HashMap<String, Arc<VerifyingKey>>,
-    fetched_at: Option<Instant>,
+/// How long fetched keys serve, and how often and how long a request may ask for more.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct CachePolicy {
+    /// Older keys are fetched again in the background, still serving meanwhile.
+    pub refresh_after: Duration,
+    /// Older keys are not used at all: without a successful fetch since, tokens cannot be
+    /// checked (fail closed), so a key the issuer withdrew cannot outlive an outage.
+    pub max_age: Duration,
+    /// At most one fetch starts per this long, whatever tokens arrive.
+    pub min_interval: Duration,
+    /// How long a request that has no usable key waits for a fetch in flight.
+    pub max_wait: Duration,
 }
 
+struct Keys {
+    by_kid: HashMap<String, Arc<VerifyingKey>>,
+    fetched_at: Instant,
+}
+
+/// The issuer's keys, refreshed by one background fetch at a time: requests never fetch,
+/// they use what is cached and wait (briefly) only when it has nothing for them.
 pub(super) struct KeyCache {
     inner: Arc<CacheState>,
 }
 
 struct CacheState {
     source: JwksSource,
-    keys: RwLock<Arc<Keys>>,
-    /// When the last fetch was tried; the lock also makes concurrent refreshes one.
-    last_attempt: tokio::sync::Mutex<Option<Instant>>,
-    max_age: Duration,
-    min_interval: Duration,
+    policy: CachePolicy,
+    keys: RwLock<Option<Arc<Keys>>>,
+    /// Never held across an await.
+    refresh: Mutex<RefreshState>,
+    /// Bumped whenever a fetch ends, for the requests waiting on it.
+    fetches_ended: watch::Sender<u64>,
+}
+
+#[derive(Default)]
+struct RefreshState {
+    in_flight: bool,
+    last_attempt: Option<Instant>,
 }
 
 impl KeyCache {
-    pub fn new(source: JwksSource, max_age: Duration, min_interval: Duration) -> Self {
+    pub fn new(source: JwksSource, policy: CachePolicy) -> Self {
         KeyCache {
             inner: Arc::new(CacheState {
                 source,
-                keys: RwLock::new(Arc::new(Keys {
-                    by_kid: HashMap::new(),
-                    fetched_at: None,
-                })),
-                last_attempt: tokio::sync::Mutex::new(None),
-                max_age,
-                min_interval,
+                policy,
+                keys: RwLock::new(None),
+                refresh: Mutex::new(RefreshState::default()),
+                fetches_ended: watch::Sender::new(0),
             }),
         }
     }
 
-    /// The key with this id, fetching the set again when it is stale or lacks the id.
+    /// The key with this id. A stale set still serves while it is refreshed; a missing id
+    /// or a cold or expired set waits for a fetch, but only up to `max_wait`.
     pub async fn key(&self, kid: &str) -> Result<Arc<VerifyingKey>, KeyError> {
-        let keys = self.inner.snapshot();
-        if self.inner.is_fresh(&keys)
+        if let Some(keys) = self.inner.usable()
             && let Some(key) = keys.by_kid.get(kid)
         {
+            if keys.fetched_at.elapsed() >= self.inner.policy.refresh_after {
+                CacheState::start_refresh(&self.inner);
+            }
             return Ok(key.clone());
         }
-        // The refresh runs as a task of its own: a request dropped while it waits (another
-        // of its extractors failed) must not cancel a fetch already counted against the
-        // rate limit, or a stream of such requests would keep a rotated key out for good.
-        let refresh = tokio::spawn({
-            let (state, kid) = (self.inner.clone(), kid.to_owned());
-            async move { state.refresh(&kid).await }
-        });
-        if let Err(e) = refresh.await {
-            tracing::warn!(error = %e, "refreshing the service-account issuer's keys failed");
+        if let Some(mut ended) = CacheState::start_refresh(&self.inner) {
+            // Timing out only stops the waiting: the fetch goes on for later requests.
+            let _ = tokio::time::timeout(self.inner.policy.max_wait, ended.changed()).await;
         }
-        let keys = self.inner.snapshot();
-        match keys.by_kid.get(kid) {
-            Some(key) => Ok(key.clone()),
-            None if keys.fetched_at.is_none() => Err(KeyError::Unavailable(
-                "the service-account issuer's keys could not be fetched yet".into(),
+        match self.inner.usable() {
+            Some(keys) => keys.by_kid.get(kid).cloned().ok_or(KeyError::UnknownKid),
+            None => Err(KeyError::Unavailable(
+                "the service-account issuer's keys could not be fetched within their maximum age"
+                    .into(),
             )),
-            None => Err(KeyError::UnknownKid),
         }
     }
 }
 
 impl CacheState {
-    fn snapshot(&self) -> Arc<Keys> {
-        match self.keys.read() {
+    /// The cached keys, unless there are none or they are past their maximum age.
+    fn usable(&self) -> Option<Arc<Keys>> {
+        let keys = match self.keys.read() {
             Ok(keys) => keys.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        };
+        keys.filter(|k| k.fetched_at.elapsed() < self.policy.max_age)
     }
 
-    fn is_fresh(&self, keys: &Keys) -> bool {
-        keys.fetched_at
-            .is_some_and(|at| at.elapsed() < self.max_age)
+    /// Starts a fetch in a task of its own, unless one runs or one started within
+    /// `min_interval`. Returns a receiver that changes when the running fetch ends, if any.
+    fn start_refresh(this: &Arc<Self>) -> Option<watch::Receiver<u64>> {
+        let mut state = this
+            .refresh
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !state.in_flight {
+            if state
+                .last_attempt
+                .is_some_and(|at| at.elapsed() < this.policy.min_interval)
+            {
+                return None;
+            }
+            state.in_flight = true;
+            state.last_attempt = Some(Instant::now());
+            // A task, not the request's future: a request dropped meanwhile must not
+            // cancel a fetch already counted against the interval.
+            let fetch = InFlight(this.clone());
+            tokio::spawn(async move { fetch.run().await });
+        }
+        // Subscribed under the lock, so the end of the running fetch cannot be missed.
+        Some(this.fetches_ended.subscribe())
     }
 
-    async fn refresh(&self, kid: &str) {
-        let mut last_attempt = self.last_attempt.lock().await;
-        // Another request may have refreshed the set while this one waited for the lock.
-        let keys = self.snapshot();
-        let fresh = self.is_fresh(&keys);
-        let due = last_attempt.is_none_or(|at| at.elapsed() >= self.min_interval);
-        if (fresh && keys.by_kid.contains_key(kid)) || !due {
-            return;
+    fn store(&self, by_kid: HashMap<String, Arc<VerifyingKey>>) {
+        let keys = Some(Arc::new(Keys {
+            by_kid,
+            fetched_at: Instant::now(),
+        }));
+        match self.keys.write() {
+            Ok(mut slot) => *slot = keys,
+            Err(poisoned) => *poisoned.into_inner() = keys,
         }
-        *last_attempt = Some(Instant::now());
-        match self.source.fetch().await {
+    }
+}
+
+/// The one fetch in flight; marks itself ended however it ends (even dropped with its
+/// runtime), so a lost task cannot block refreshes for good.
+struct InFlight(Arc<CacheState>);
+
+impl InFlight {
+    async fn run(self) {
+        match self.0.source.fetch().await {
             Ok(by_kid) => {
                 tracing::info!(
                     keys = by_kid.len(),
                     "fetched the service-account issuer's keys"
                 );
-                let keys = Arc::new(Keys {
-                    by_kid,
-                    fetched_at: Some(Instant::now()),
-                });
-                match self.keys.write() {
-                    Ok(mut slot) => *slot = keys,
-                    Err(poisoned) => *poisoned.into_inner() = keys,
-                }
+                self.0.store(by_kid);
             }
-            // The keys we had stay in use: an API-server blip must not refuse every
-            // caller. Removed keys are dropped at the next successful fetch.
+            // The keys we had serve on until their maximum age: an API-server blip must
+            // not refuse every caller.
             Err(e) => {
                 tracing::warn!(error = %e, "fetching the service-account issuer's keys failed")
             }
@@ -295,9 +356,40 @@ impl CacheState {
     }
 }
 
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0
+            .refresh
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .in_flight = false;
+        self.0.fetches_ended.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn weak_rsa_keys_and_keys_not_for_verifying_are_skipped() {
+        // 342 base64url characters hold a 2048-bit modulus, 171 a 1024-bit one; the last
+        // is `A` so that no bits are left over.
+        let usable = |n_chars: usize, key_ops: Option<&[&str]>| {
+            let n = format!("{}A", "x".repeat(n_chars - 1));
+            let mut jwk = json!({"kty": "RSA", "kid": "k", "n": n, "e": "AQAB"});
+            if let Some(ops) = key_ops {
+                jwk["key_ops"] = json!(ops);
+            }
+            usable_key(jwk).is_some()
+        };
+        assert!(usable(342, None));
+        assert!(!usable(171, None), "1024 bits");
+        assert!(usable(342, Some(&["verify"])));
+        assert!(!usable(342, Some(&["sign"])));
+        assert!(!usable(342, Some(&["encrypt", "decrypt"])));
+    }
 
     #[test]
     fn keys_are_fetched_over_tls_except_on_loopback() {

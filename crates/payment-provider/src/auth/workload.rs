@@ -1,8 +1,10 @@
 //! Workload identity: a Kubernetes projected ServiceAccount token (a JWT the API server
 //! signs) names its ServiceAccount in `sub`, and `CALLER_SUBJECTS` says which caller that
 //! ServiceAccount speaks for. The token is checked offline against the issuer's keys:
-//! signature (RS256 or ES256 only, the algorithm the key's own type implies), `iss`,
-//! `aud`, `exp` and `nbf` with a small leeway, and a lifetime no longer than allowed.
+//! signature (RS256 or ES256 only, the algorithm the key's own type implies), `iss` (one
+//! string), `aud`, `exp` and `nbf` with a small leeway, and a lifetime no longer than
+//! allowed. What a refusal quotes of the token is cut short: it goes to the log, and the
+//! token is the caller's to make as long as it likes.
 //!
 //! `sub` is enough: the API server sets it to `system:serviceaccount:<ns>:<name>` from the
 //! ServiceAccount it signed for, so the `kubernetes.io` claims (namespace, name, uids of the
@@ -19,12 +21,14 @@ use reqwest::Url;
 use serde::Deserialize;
 
 use super::CallerSubjects;
-use super::jwks::{JwksSource, KeyCache, KeyError, check_fetch_url, discovery_url};
+use super::jwks::{CachePolicy, JwksSource, KeyCache, KeyError, check_fetch_url, discovery_url};
 
 /// Clock skew tolerated on `exp`, `nbf` and `iat`.
 const LEEWAY_SECS: u64 = 30;
 /// What the API server signs with; never `none`, never an HMAC.
 const ALLOWED: [Algorithm; 2] = [Algorithm::RS256, Algorithm::ES256];
+/// How much of a token's own text a refusal quotes.
+const QUOTE_CHARS: usize = 64;
 
 #[derive(Debug, Clone)]
 pub struct WorkloadConfig {
@@ -41,10 +45,15 @@ pub struct WorkloadConfig {
     pub bearer_file: Option<PathBuf>,
     /// A token whose `exp - iat` is longer than this is refused.
     pub max_lifetime: Duration,
-    /// Keys older than this are fetched again before use (removed keys stop working).
+    /// Keys older than this are fetched again in the background (removed keys stop
+    /// working), serving until then.
+    pub jwks_refresh_after: Duration,
+    /// Keys older than this are not used: tokens wait for a successful fetch (503 until).
     pub jwks_max_age: Duration,
     /// At most one fetch per this interval, whatever tokens arrive.
     pub jwks_min_refresh: Duration,
+    /// How long a token without a usable key waits for the fetch in flight.
+    pub jwks_max_wait: Duration,
 }
 
 impl WorkloadConfig {
@@ -60,9 +69,13 @@ impl WorkloadConfig {
             jwks_url: None,
             ca_certificates: Vec::new(),
             bearer_file: None,
-            max_lifetime: Duration::from_secs(86_400),
-            jwks_max_age: Duration::from_secs(300),
+            // What the chart mounts; a leaked token is useless within the hour.
+            max_lifetime: Duration::from_secs(3600),
+            jwks_refresh_after: Duration::from_secs(300),
+            jwks_max_age: Duration::from_secs(3600),
             jwks_min_refresh: Duration::from_secs(10),
+            // Far below a caller's timeout: a hanging issuer must not stall charges.
+            jwks_max_wait: Duration::from_millis(250),
         })
     }
 
@@ -89,6 +102,8 @@ pub enum WorkloadError {
 #[derive(Deserialize)]
 struct Claims {
     sub: String,
+    /// `Validation` would take a list that includes the issuer; only a string is.
+    iss: serde_json::Value,
     iat: u64,
     exp: u64,
 }
@@ -133,7 +148,15 @@ impl WorkloadIdentity {
             bearer_file: config.bearer_file,
         };
         Ok(WorkloadIdentity {
-            keys: KeyCache::new(source, config.jwks_max_age, config.jwks_min_refresh),
+            keys: KeyCache::new(
+                source,
+                CachePolicy {
+                    refresh_after: config.jwks_refresh_after,
+                    max_age: config.jwks_max_age,
+                    min_interval: config.jwks_min_refresh,
+                    max_wait: config.jwks_max_wait,
+                },
+            ),
             issuer: config.issuer,
             audience: config.audience,
             subjects: config.subjects,
@@ -145,7 +168,8 @@ impl WorkloadIdentity {
     pub async fn authenticate(&self, token: &str) -> Result<String, WorkloadError> {
         let invalid = |reason: String| WorkloadError::Invalid(reason);
         // `alg: none` and unknown algorithms already fail here.
-        let header = decode_header(token).map_err(|e| invalid(format!("header: {e}")))?;
+        let header = decode_header(token)
+            .map_err(|e| invalid(format!("header: {}", quote(&e.to_string()))))?;
         if !ALLOWED.contains(&header.alg) {
             return Err(invalid(format!(
                 "algorithm {:?} is not accepted",
@@ -163,14 +187,16 @@ impl WorkloadIdentity {
             .kid
             .ok_or_else(|| invalid("no kid in the header".into()))?;
         let key = self.keys.key(&kid).await.map_err(|e| match e {
-            KeyError::UnknownKid => invalid(format!("unknown key id {kid:?}")),
+            KeyError::UnknownKid => invalid(format!("unknown key id {}", quote(&kid))),
             KeyError::Unavailable(reason) => WorkloadError::KeysUnavailable(reason),
         })?;
         // A token may not pick the algorithm a key is used with.
         if key.alg != header.alg {
             return Err(invalid(format!(
-                "key {kid:?} is for {:?}, the token says {:?}",
-                key.alg, header.alg
+                "key {} is for {:?}, the token says {:?}",
+                quote(&kid),
+                key.alg,
+                header.alg
             )));
         }
         let mut validation = Validation::new(key.alg);
@@ -180,8 +206,11 @@ impl WorkloadIdentity {
         validation.set_audience(&[&self.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         let claims = decode::<Claims>(token, &key.key, &validation)
-            .map_err(|e| invalid(format!("{e}")))?
+            .map_err(|e| invalid(quote(&e.to_string())))?
             .claims;
+        if claims.iss.as_str() != Some(self.issuer.as_str()) {
+            return Err(invalid("iss is not the issuer as one string".into()));
+        }
         let now = jsonwebtoken::get_current_timestamp();
         if claims.iat > now + LEEWAY_SECS {
             return Err(invalid("issued in the future".into()));
@@ -199,6 +228,37 @@ impl WorkloadIdentity {
         self.subjects
             .caller_for(&claims.sub)
             .map(str::to_owned)
-            .ok_or_else(|| invalid(format!("subject {} is not a configured caller", claims.sub)))
+            .ok_or_else(|| {
+                invalid(format!(
+                    "subject {} is not a configured caller",
+                    quote(&claims.sub)
+                ))
+            })
+    }
+}
+
+/// `text` quoted for a log line: escaped, and cut to its first [`QUOTE_CHARS`] characters
+/// with its length, so a made-up 20 KB key id is a line, not a flood.
+fn quote(text: &str) -> String {
+    let chars = text.chars().count();
+    if chars <= QUOTE_CHARS {
+        return format!("{text:?}");
+    }
+    let prefix: String = text.chars().take(QUOTE_CHARS).collect();
+    format!("{prefix:?}… ({chars} characters)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_are_short_and_escaped() {
+        assert_eq!(quote("kid-1"), "\"kid-1\"");
+        assert_eq!(quote("a\nb"), "\"a\\nb\"");
+        let long = "k".repeat(20_000);
+        let quoted = quote(&long);
+        assert!(quoted.len() < 100, "{quoted}");
+        assert!(quoted.ends_with("… (20000 characters)"), "{quoted}");
     }
 }

@@ -4,7 +4,7 @@
 //! sides cannot share a mistake.
 
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
@@ -154,6 +154,9 @@ struct Published {
     /// The Authorization header of every request, in order.
     authorizations: Mutex<Vec<Option<String>>>,
     url: Mutex<String>,
+    /// Accept requests and answer none until released (an API server that hangs).
+    hanging: AtomicBool,
+    released: tokio::sync::Notify,
 }
 
 /// The issuer, serving until dropped.
@@ -202,6 +205,15 @@ impl Issuer {
     /// Replaces the published key set (a key rotation at the API server).
     pub fn publish(&self, keys: &[&SigningKey]) {
         *self.published.keys.lock().expect("lock") = keys.iter().map(|k| k.jwk()).collect();
+    }
+
+    /// While hanging, discovery and JWKS requests are accepted and not answered; those
+    /// waiting are answered once it stops.
+    pub fn hang(&self, hanging: bool) {
+        self.published.hanging.store(hanging, Ordering::SeqCst);
+        if !hanging {
+            self.published.released.notify_waiters();
+        }
     }
 
     pub fn jwks_fetches(&self) -> usize {
@@ -267,8 +279,21 @@ fn record(published: &Published, req: &HttpRequest) {
         .push(authorization);
 }
 
+/// Waits as long as the issuer hangs.
+async fn hang_if_asked(published: &Published) {
+    loop {
+        // Registered before the check, so a release in between is not missed.
+        let released = published.released.notified();
+        if !published.hanging.load(Ordering::SeqCst) {
+            return;
+        }
+        released.await;
+    }
+}
+
 async fn discovery(published: web::Data<Published>, req: HttpRequest) -> HttpResponse {
     record(&published, &req);
+    hang_if_asked(&published).await;
     let url = published.url.lock().expect("lock").clone();
     HttpResponse::Ok().json(json!({
         "issuer": url,
@@ -282,6 +307,7 @@ async fn discovery(published: web::Data<Published>, req: HttpRequest) -> HttpRes
 async fn jwks(published: web::Data<Published>, req: HttpRequest) -> HttpResponse {
     record(&published, &req);
     published.jwks_fetches.fetch_add(1, Ordering::SeqCst);
+    hang_if_asked(&published).await;
     let keys = published.keys.lock().expect("lock").clone();
     HttpResponse::Ok().json(json!({ "keys": keys }))
 }

@@ -1,5 +1,5 @@
-//! The real binary's logs: never a caller's token, right or wrong, even at debug; and no
-//! ERROR for a client's malformed request.
+//! The real binary's logs: never a caller's token, right or wrong, even at debug; what a
+//! token says quoted only as a short prefix; and no ERROR for a client's malformed request.
 
 use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
@@ -129,5 +129,72 @@ async fn malformed_requests_are_not_logged_as_errors() {
         !logs.contains("\"level\":\"ERROR\""),
         "a client's malformed request was logged as an error:\n{logs}"
     );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Text a caller makes up (a 20 KB key id, algorithm or subject) is quoted in the log only
+/// as a short prefix: a refused token cannot flood the logs or hide other lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_token_text_is_logged_only_as_a_prefix() {
+    use crate::issuer::{Issuer, SigningKey};
+    use serde_json::json;
+
+    let key = SigningKey::rsa("rsa-1");
+    let issuer = Issuer::start(&[&key]).await;
+    let dir = scratch_dir();
+    let (child, base) = spawn_binary(
+        &dir,
+        &[
+            (
+                "CALLER_SUBJECTS",
+                "invoice-app=system:serviceaccount:invoices:invoice-app".to_owned(),
+            ),
+            ("SA_TOKEN_ISSUER", issuer.url.clone()),
+        ],
+    )
+    .await;
+    let huge = |c: char| c.to_string().repeat(20_000);
+    let claims = issuer.claims("invoices", "invoice-app");
+    let mut stranger = claims.clone();
+    stranger["sub"] = json!(format!("system:serviceaccount:x:{}", huge('s')));
+    let tokens = [
+        ("the right token", key.sign(&claims), 201),
+        (
+            "a 20 KB kid",
+            key.sign_with_header(&json!({"alg": "RS256", "kid": huge('k')}), &claims),
+            401,
+        ),
+        (
+            "a 20 KB alg",
+            key.sign_with_header(&json!({"alg": huge('a'), "kid": "rsa-1"}), &claims),
+            401,
+        ),
+        ("a 20 KB subject", key.sign(&stranger), 401),
+    ];
+    let client = reqwest::Client::new();
+    let body = serde_json::json!({"invoice_id": "i1", "customer_id": "C001",
+                                  "amount": {"minor_units": 100, "currency": "EUR"}});
+    for (i, (what, token, expected)) in tokens.iter().enumerate() {
+        let response = client
+            .post(format!("{base}/v1/charges"))
+            .bearer_auth(token)
+            .header("Idempotency-Key", format!("k{i}"))
+            .json(&body)
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status().as_u16(), *expected, "{what}");
+    }
+    let logs = logs_of(child);
+    let refusals = logs.matches("caller refused").count();
+    assert_eq!(refusals, 3, "each refusal logged once:\n{logs:.4000}");
+    for c in ['k', 'a', 's'] {
+        assert!(
+            !logs.contains(&c.to_string().repeat(100)),
+            "the made-up {c}… text was logged at length"
+        );
+    }
+    let longest = logs.lines().map(str::len).max().unwrap_or_default();
+    assert!(longest < 1000, "a log line of {longest} bytes");
     let _ = std::fs::remove_dir_all(dir);
 }

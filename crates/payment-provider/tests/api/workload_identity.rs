@@ -2,7 +2,7 @@
 //! from a stand-in issuer, the right one accepted, each hostile variant refused with a 401
 //! problem, keys rotated without a restart, and idempotency shared with static tokens.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use api_contract::ChargeResponse;
 use payment_provider::auth::WorkloadConfig;
@@ -134,6 +134,10 @@ async fn hostile_service_account_tokens_are_refused(backend: Backend) {
         ),
         ("lives too long", rsa.sign(&with(json!({"exp": t + 7200})))),
         (
+            "iss a list holding the issuer",
+            rsa.sign(&with(json!({"iss": [issuer.url.clone()]}))),
+        ),
+        (
             "other issuer",
             rsa.sign(&with(json!({"iss": "https://evil.example"}))),
         ),
@@ -209,12 +213,13 @@ async fn hostile_service_account_tokens_are_refused(backend: Backend) {
 }
 
 /// The API server rotates its keys: a new kid works at once, without a restart; a key
-/// taken out of the set stops working once the cached set is older than its maximum age.
+/// taken out of the set stops working at the refresh that the first token after the
+/// refresh age starts (that token is still checked against the keys in hand).
 async fn rotated_keys_need_no_restart(backend: Backend) {
     let (old, new) = (SigningKey::rsa("key-2024"), SigningKey::ec("key-2025"));
     let issuer = Issuer::start(&[&old]).await;
     let Some(app) = provider_for(backend, &issuer, |w| {
-        w.jwks_max_age = Duration::from_secs(1);
+        w.jwks_refresh_after = Duration::from_secs(1);
         w.jwks_min_refresh = Duration::from_millis(100);
     })
     .await
@@ -251,16 +256,206 @@ async fn rotated_keys_need_no_restart(backend: Backend) {
 
     issuer.publish(&[&new]);
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let old_after_removal = charge_with(&app, &old.sign(&claims), "k5").await;
-    assert_problem(old_after_removal, 401, "unauthorized").await;
+    let fetches = issuer.jwks_fetches();
     assert_eq!(
-        charge_with(&app, &new.sign(&claims), "k6")
+        charge_with(&app, &new.sign(&claims), "k5")
             .await
             .status()
             .as_u16(),
         201
     );
+    wait_for(|| issuer.jwks_fetches() > fetches).await;
+    let old_after_removal = charge_with(&app, &old.sign(&claims), "k6").await;
+    assert_problem(old_after_removal, 401, "unauthorized").await;
     assert_eq!(app.provider.ledger().await.len(), 4);
+}
+
+/// Polls `done` for up to 5 s, then a little longer so that what it saw has settled.
+async fn wait_for(done: impl Fn() -> bool) {
+    for _ in 0..100 {
+        if done() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("waited 5 s in vain");
+}
+
+/// How long the slowest of `n` charges with `token`, sent at once, took; and their statuses.
+async fn concurrent_charges(app: &TestApp, token: &str, n: usize) -> (Duration, Vec<u16>) {
+    let started = Instant::now();
+    let charges = (0..n).map(|i| {
+        let key = format!("concurrent-{}-{i}", uuid::Uuid::new_v4().simple());
+        async move { charge_with(app, token, &key).await.status().as_u16() }
+    });
+    let statuses = futures_util::future::join_all(charges).await;
+    (started.elapsed(), statuses)
+}
+
+/// Far below the 5 s a key fetch may take, far above the 250 ms a request may wait for one.
+const NO_STALL: Duration = Duration::from_secs(1);
+
+/// The issuer hangs (accepts, never answers) and the cached keys are past their refresh
+/// age: charges are checked at once against the keys in hand while one fetch waits in the
+/// background. Found by an outside audit: 8 of 8 concurrent charges waited the 5 s fetch
+/// timeout under one lock, as long as invoice-app's charge timeout.
+async fn a_hanging_issuer_does_not_stall_charges(backend: Backend) {
+    let key = SigningKey::rsa("rsa-1");
+    let issuer = Issuer::start(&[&key]).await;
+    let Some(app) = provider_for(backend, &issuer, |w| {
+        w.jwks_refresh_after = Duration::from_millis(300);
+        w.jwks_min_refresh = Duration::from_millis(100);
+    })
+    .await
+    else {
+        return;
+    };
+    let token = key.sign(&issuer.claims("invoices", "invoice-app"));
+    assert_eq!(charge_with(&app, &token, "k0").await.status().as_u16(), 201);
+    issuer.hang(true);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let requests_before = issuer.authorizations().len();
+    for round in 0..2 {
+        let (took, statuses) = concurrent_charges(&app, &token, 8).await;
+        assert!(took < NO_STALL, "round {round}: 8 charges took {took:?}");
+        assert_eq!(statuses, vec![201; 8], "round {round}");
+    }
+    assert_eq!(
+        issuer.authorizations().len(),
+        requests_before + 1,
+        "one fetch in flight, not one per charge"
+    );
+}
+
+/// A key withdrawn while the issuer cannot be reached: the cached set serves on until its
+/// maximum age, then tokens are not checked at all (503) rather than checked against keys
+/// that may have been withdrawn; once the issuer answers again, the withdrawn key is refused.
+async fn a_withdrawn_key_stops_at_the_maximum_age_while_the_issuer_hangs(backend: Backend) {
+    let (old, new) = (SigningKey::rsa("old"), SigningKey::rsa("new"));
+    let issuer = Issuer::start(&[&old]).await;
+    let Some(app) = provider_for(backend, &issuer, |w| {
+        w.jwks_refresh_after = Duration::from_millis(200);
+        w.jwks_max_age = Duration::from_millis(1500);
+        w.jwks_min_refresh = Duration::from_millis(100);
+    })
+    .await
+    else {
+        return;
+    };
+    let claims = issuer.claims("invoices", "invoice-app");
+    // The keys are fetched between these two instants.
+    let fetched = Instant::now();
+    assert_eq!(
+        charge_with(&app, &old.sign(&claims), "k1")
+            .await
+            .status()
+            .as_u16(),
+        201
+    );
+    let fetched_by = Instant::now();
+    issuer.publish(&[&new]);
+    issuer.hang(true);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let stale = charge_with(&app, &old.sign(&claims), "k2").await;
+    assert!(
+        fetched.elapsed() < Duration::from_millis(1400),
+        "too slow to tell"
+    );
+    assert_eq!(
+        stale.status().as_u16(),
+        201,
+        "stale, within the maximum age"
+    );
+
+    tokio::time::sleep(Duration::from_millis(1600).saturating_sub(fetched_by.elapsed())).await;
+    let started = Instant::now();
+    let expired = charge_with(&app, &old.sign(&claims), "k3").await;
+    assert!(started.elapsed() < NO_STALL, "took {:?}", started.elapsed());
+    assert!(expired.headers().contains_key("retry-after"));
+    assert_problem(expired, 503, "service_unavailable").await;
+
+    issuer.hang(false);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(
+        charge_with(&app, &new.sign(&claims), "k4")
+            .await
+            .status()
+            .as_u16(),
+        201
+    );
+    assert_problem(
+        charge_with(&app, &old.sign(&claims), "k5").await,
+        401,
+        "unauthorized",
+    )
+    .await;
+    assert_eq!(app.provider.ledger().await.len(), 3);
+}
+
+/// A token whose key is not in hand waits for a hanging fetch only briefly: an unknown kid
+/// is refused (401), and with no keys at all yet the answer is 503, each within the bound.
+async fn a_missing_key_waits_for_a_hanging_fetch_only_briefly(backend: Backend) {
+    let key = SigningKey::rsa("rsa-1");
+    let issuer = Issuer::start(&[&key]).await;
+    let Some(app) = provider_for(backend, &issuer, |w| {
+        w.jwks_min_refresh = Duration::from_millis(100);
+    })
+    .await
+    else {
+        return;
+    };
+    let claims = issuer.claims("invoices", "invoice-app");
+    assert_eq!(
+        charge_with(&app, &key.sign(&claims), "k0")
+            .await
+            .status()
+            .as_u16(),
+        201
+    );
+    issuer.hang(true);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let unknown = key.sign_with_header(&json!({"alg": "RS256", "kid": "rotated-in"}), &claims);
+    let (took, statuses) = concurrent_charges(&app, &unknown, 4).await;
+    assert!(took < NO_STALL, "unknown kids took {took:?}");
+    assert_eq!(statuses, vec![401; 4]);
+
+    // A provider started while the issuer hangs: nothing to check tokens with yet.
+    let Some(cold) = provider_for(backend, &issuer, |_| {}).await else {
+        return;
+    };
+    let (took, statuses) = concurrent_charges(&cold, &key.sign(&claims), 4).await;
+    assert!(took < NO_STALL, "a cold cache took {took:?}");
+    assert_eq!(statuses, vec![503; 4]);
+}
+
+/// A token living 2 h, as a chart allowing `expirationSeconds: 7200` would mount: refused by
+/// default, since the chart mounts 1 h tokens and a leaked one must be useless within the hour.
+async fn a_two_hour_token_is_refused_by_default(backend: Backend) {
+    let key = SigningKey::rsa("rsa-1");
+    let issuer = Issuer::start(&[&key]).await;
+    let Some(app) = provider_for(backend, &issuer, |_| {}).await else {
+        return;
+    };
+    let mut claims = issuer.claims("invoices", "invoice-app");
+    let t = now();
+    claims["iat"] = json!(t);
+    claims["exp"] = json!(t + 3600);
+    assert_eq!(
+        charge_with(&app, &key.sign(&claims), "k1")
+            .await
+            .status()
+            .as_u16(),
+        201,
+        "one hour, as the chart mounts it"
+    );
+    claims["exp"] = json!(t + 7200);
+    assert_problem(
+        charge_with(&app, &key.sign(&claims), "k2").await,
+        401,
+        "unauthorized",
+    )
+    .await;
 }
 
 /// Made-up key ids cannot make the provider hammer the issuer: one fetch per interval.
@@ -480,6 +675,32 @@ async fn a_dropped_request_does_not_cancel_the_key_refresh(backend: Backend) {
     // The fetch it started finished anyway: the rotated key works within the interval.
     let rotated = charge_with(&app, &new.sign(&claims), "k2").await;
     assert_eq!(rotated.status().as_u16(), 201);
+}
+
+/// The key cache does not touch the database: these run on SQLite only.
+mod sqlite_only {
+    use crate::helpers::Backend;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hanging_issuer_does_not_stall_charges() {
+        super::a_hanging_issuer_does_not_stall_charges(Backend::Sqlite).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_withdrawn_key_stops_at_the_maximum_age_while_the_issuer_hangs() {
+        super::a_withdrawn_key_stops_at_the_maximum_age_while_the_issuer_hangs(Backend::Sqlite)
+            .await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_missing_key_waits_for_a_hanging_fetch_only_briefly() {
+        super::a_missing_key_waits_for_a_hanging_fetch_only_briefly(Backend::Sqlite).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_two_hour_token_is_refused_by_default() {
+        super::a_two_hour_token_is_refused_by_default(Backend::Sqlite).await
+    }
 }
 
 both_backends!(
