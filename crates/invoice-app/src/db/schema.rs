@@ -64,9 +64,22 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    idempotency_keys (client, idempotency_key) {
+        client -> Text,
+        idempotency_key -> Text,
+        request_hash -> Text,
+        response_status -> Integer,
+        response_location -> Nullable<Text>,
+        response_body -> Text,
+        created_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(payment_attempts -> invoices (invoice_id));
 diesel::allow_tables_to_appear_in_same_query!(
     billing_periods,
+    idempotency_keys,
     invoices,
     pay_runs,
     payment_attempts
