@@ -180,6 +180,7 @@ fn workload(
                 "SA_JWKS_CA_FILE",
                 "SA_JWKS_TOKEN_FILE",
                 "SA_TOKEN_MAX_LIFETIME_SECS",
+                "SA_JWKS_MAX_AGE_SECS",
             ];
             return match settings.into_iter().find(|var| get(var).is_some()) {
                 Some(var) => Err(err(var)(
@@ -229,6 +230,13 @@ fn workload(
         config.max_lifetime.as_secs(),
         600..=31_536_000,
     )?);
+    // At least two refreshes (every 5 minutes) fit in it, so one failed fetch is no outage.
+    config.jwks_max_age = Duration::from_secs(number(
+        get,
+        "SA_JWKS_MAX_AGE_SECS",
+        config.jwks_max_age.as_secs(),
+        600..=86_400,
+    )?);
     Ok(Some(config))
 }
 
@@ -252,7 +260,6 @@ where
     if !range.contains(&value) {
         return Err(ConfigError {
             var,
-                "SA_JWKS_MAX_AGE_SECS",
             reason: format!("{value} is outside {}..={}", range.start(), range.end()),
         });
     }
@@ -302,13 +309,6 @@ fn secret(
 }
 
 #[cfg(test)]
-    // At least two refreshes (every 5 minutes) fit in it, so one failed fetch is no outage.
-    config.jwks_max_age = Duration::from_secs(number(
-        get,
-        "SA_JWKS_MAX_AGE_SECS",
-        config.jwks_max_age.as_secs(),
-        600..=86_400,
-    )?);
 mod tests {
     use super::*;
     use std::collections::HashMap;
