@@ -9,6 +9,7 @@ use crate::auth::{CallerSubjects, CallerTokens, WorkloadConfig, dev_token_allowe
 use crate::db::DbUrl;
 use crate::faults::Faults;
 use crate::telemetry::LogFormat;
+use crate::tls::TlsSettings;
 
 #[derive(Debug, thiserror::Error)]
 #[error("invalid {var}: {reason}")]
@@ -44,6 +45,11 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Serve `POST /_pact/provider-states` (test mode; see `pact_states`).
     pub pact_states: bool,
+    /// The API over TLS (`TLS_CERT_FILE`, `TLS_KEY_FILE`). Without it, plain HTTP: on a
+    /// loopback `LISTEN_ADDR`, or elsewhere with `ALLOW_PLAINTEXT_HTTP=true`.
+    pub tls: Option<TlsSettings>,
+    /// `ALLOW_PLAINTEXT_HTTP=true`: plain HTTP off loopback, said on purpose.
+    pub allow_plaintext_http: bool,
 }
 
 impl Config {
@@ -87,7 +93,17 @@ impl Config {
             .map(|spec| CallerTokens::parse(&spec).map_err(err("CALLER_TOKENS")))
             .transpose()?;
         let workload = workload(&get)?;
-        // The development token is public: only where nobody else can reach the port.
+        // The development token is public: only where nobody else can reach the port, whether
+        // it stands in by default or someone listed it.
+        if callers
+            .as_ref()
+            .is_some_and(CallerTokens::includes_dev_token)
+            && !dev_token_allowed(listen_addr)
+        {
+            return Err(err("CALLER_TOKENS")(format!(
+                "lists the public development token, and LISTEN_ADDR {listen_addr} is not a loopback address: anyone could charge with it; give every caller a token of its own"
+            )));
+        }
         if callers.is_none() && workload.is_none() && !dev_token_allowed(listen_addr) {
             return Err(err("CALLER_TOKENS")(format!(
                 "not set, and LISTEN_ADDR {listen_addr} is not a loopback address: the development token is accepted only on loopback; set CALLER_TOKENS (or CALLER_TOKENS_FILE), or CALLER_SUBJECTS with SA_TOKEN_ISSUER"
@@ -134,6 +150,8 @@ impl Config {
             ));
         }
 
+        let (tls, allow_plaintext_http) = tls(&get, listen_addr)?;
+
         Ok(Config {
             listen_addr,
             metrics_addr,
@@ -146,8 +164,62 @@ impl Config {
             stale_claim_after,
             log_format,
             pact_states,
+            tls,
+            allow_plaintext_http,
         })
     }
+}
+
+/// TLS on the API port: both files or neither. Bearer tokens cross the network there, so
+/// without TLS only a loopback `LISTEN_ADDR`, or `ALLOW_PLAINTEXT_HTTP=true` said on purpose
+/// (something else encrypts the traffic, e.g. a service mesh's mTLS).
+fn tls(
+    get: &dyn Fn(&'static str) -> Option<String>,
+    listen_addr: SocketAddr,
+) -> Result<(Option<TlsSettings>, bool), ConfigError> {
+    let err = |var: &'static str| move |reason: String| ConfigError { var, reason };
+    let allow_plaintext = match get("ALLOW_PLAINTEXT_HTTP").as_deref().map(str::trim) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(err("ALLOW_PLAINTEXT_HTTP")(format!(
+                "{other:?}: expected true or false"
+            )));
+        }
+    };
+    let settings = match (get("TLS_CERT_FILE"), get("TLS_KEY_FILE")) {
+        (Some(cert), Some(key)) => TlsSettings::new(cert.trim(), key.trim()),
+        (Some(_), None) => {
+            return Err(err("TLS_KEY_FILE")(
+                "required with TLS_CERT_FILE: the certificate's private key (PEM)".into(),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(err("TLS_CERT_FILE")(
+                "required with TLS_KEY_FILE: the certificate chain (PEM)".into(),
+            ));
+        }
+        (None, None) if allow_plaintext || listen_addr.ip().is_loopback() => {
+            return Ok((None, allow_plaintext));
+        }
+        (None, None) => {
+            return Err(err("TLS_CERT_FILE")(format!(
+                "not set, and LISTEN_ADDR {listen_addr} is not a loopback address: callers' \
+                 tokens would cross the network in clear; set TLS_CERT_FILE and TLS_KEY_FILE \
+                 (PEM), or ALLOW_PLAINTEXT_HTTP=true where something else encrypts the traffic"
+            )));
+        }
+    };
+    if allow_plaintext {
+        return Err(err("ALLOW_PLAINTEXT_HTTP")(
+            "has no effect with TLS_CERT_FILE: the API is served over TLS only".into(),
+        ));
+    }
+    settings.check().map_err(|e| ConfigError {
+        var: e.var,
+        reason: e.reason,
+    })?;
+    Ok((Some(settings), false))
 }
 
 /// Workload identity: on with `CALLER_SUBJECTS` and `SA_TOKEN_ISSUER` together; the other
@@ -402,8 +474,20 @@ mod tests {
             assert!(c.callers.is_none() && c.workload.is_none());
         }
         let tokens = ("CALLER_TOKENS", "invoice-app:a-real-token-0123456789");
-        assert!(config(&[open, tokens]).is_ok());
-        assert!(config(&[open, SUBJECTS, ISSUER]).is_ok());
+        // (Plain HTTP off loopback only when asked for: see tls::plain_http_off_loopback_*.)
+        let plain = ("ALLOW_PLAINTEXT_HTTP", "true");
+        assert!(config(&[open, plain, tokens]).is_ok());
+        assert!(config(&[open, plain, SUBJECTS, ISSUER]).is_ok());
+        let e = config(&[open, tokens]).expect_err("plain HTTP off loopback");
+        assert_eq!(e.var, "TLS_CERT_FILE", "{e}");
+        // Listed by hand, the public token is still public.
+        let dev = format!("invoice-app:{}", crate::auth::DEV_TOKEN);
+        let e = config(&[open, ("CALLER_TOKENS", &dev)]).expect_err("public token off loopback");
+        assert!(e.reason.contains("development token"), "{e}");
+        assert!(
+            config(&[("CALLER_TOKENS", &dev)]).is_ok(),
+            "on loopback it may"
+        );
     }
 
     #[test]

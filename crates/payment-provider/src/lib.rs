@@ -16,3 +16,4 @@ pub mod startup;
 pub mod telemetry;
 #[doc(hidden)]
 pub mod testing;
+pub mod tls;

@@ -66,6 +66,7 @@ impl Application {
                 "PACT_PROVIDER_STATES is on: every state change empties the ledger; for contract verification only"
             );
         }
+        let tls = api_tls(&config)?;
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(from_fn(http::observe))
@@ -76,12 +77,16 @@ impl Application {
                     }
                     http::routes(cfg);
                 })
-        })
-        .listen(listener)?
+        });
+        let server = match tls {
+            Some(tls) => server.listen_rustls_0_23(listener, tls)?,
+            None => server.listen(listener)?,
+        }
         .shutdown_timeout(20)
         .run();
 
-        // Metrics on a port of their own, which only Prometheus is let reach.
+        // Metrics on a port of their own, which only Prometheus is let reach. Plain HTTP: it
+        // serves /metrics alone, which takes and shows no credential.
         let metrics_listener = TcpListener::bind(config.metrics_addr)
             .with_context(|| format!("binding METRICS_ADDR {}", config.metrics_addr))?;
         let metrics_port = metrics_listener.local_addr()?.port();
@@ -99,6 +104,7 @@ impl Application {
         tracing::info!(
             port,
             metrics_port,
+            tls = config.tls.is_some(),
             backend = config.database_url.backend(),
             "payment-provider listening"
         );
@@ -158,6 +164,12 @@ fn authenticator(config: &Config) -> anyhow::Result<Authenticator> {
     let tokens = match (&config.callers, &workload) {
         (Some(tokens), _) => {
             if tokens.includes_dev_token() {
+                // Config refuses this too; `build` may be given a Config made by hand.
+                anyhow::ensure!(
+                    dev_token_allowed(config.listen_addr),
+                    "CALLER_TOKENS lists the public development token, and LISTEN_ADDR {} is not loopback",
+                    config.listen_addr
+                );
                 tracing::warn!(
                     token = DEV_TOKEN,
                     "CALLER_TOKENS includes the public development token; never do this in production"
@@ -180,6 +192,32 @@ fn authenticator(config: &Config) -> anyhow::Result<Authenticator> {
         }
     };
     Ok(Authenticator::new(tokens, workload))
+}
+
+/// The API's TLS, as configured; plain HTTP only on loopback or when allowed on purpose
+/// (config refuses the rest too; `build` may be given a Config made by hand).
+fn api_tls(config: &Config) -> anyhow::Result<Option<rustls::ServerConfig>> {
+    let Some(settings) = &config.tls else {
+        anyhow::ensure!(
+            config.listen_addr.ip().is_loopback() || config.allow_plaintext_http,
+            "no TLS_CERT_FILE, and LISTEN_ADDR {} is not loopback: set TLS_CERT_FILE and TLS_KEY_FILE, or ALLOW_PLAINTEXT_HTTP=true",
+            config.listen_addr
+        );
+        if !config.listen_addr.ip().is_loopback() {
+            tracing::warn!(
+                listen_addr = %config.listen_addr,
+                "ALLOW_PLAINTEXT_HTTP=true: serving the API without TLS off loopback; callers' tokens cross the network in clear unless something else encrypts it"
+            );
+        }
+        return Ok(None);
+    };
+    let tls = crate::tls::server_config(settings).context("TLS_CERT_FILE / TLS_KEY_FILE")?;
+    tracing::info!(
+        cert_file = %settings.cert_file.display(),
+        reload_every_secs = settings.reload_every.as_secs_f64(),
+        "serving the API over TLS"
+    );
+    Ok(Some(tls))
 }
 
 /// A pool whose database has every migration applied.

@@ -167,8 +167,13 @@ impl TestProvider {
             .expect("payment-provider starts");
         // A restart comes back on the same port.
         config.listen_addr.set_port(app.port());
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let provider = TestProvider {
-            base_url: format!("http://127.0.0.1:{}", app.port()),
+            base_url: format!("{scheme}://127.0.0.1:{}", app.port()),
             metrics_url: format!("http://127.0.0.1:{}/metrics", app.metrics_port()),
             token: TEST_TOKEN.to_owned(),
             pool: app.pool(),

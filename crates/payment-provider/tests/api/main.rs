@@ -11,4 +11,5 @@ mod idempotency;
 mod issuer;
 mod logs;
 mod operations;
+mod tls;
 mod workload_identity;
