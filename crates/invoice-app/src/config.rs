@@ -54,6 +54,8 @@ pub struct Config {
     pub charge_timeout: Duration,
     pub retry_max_elapsed: Duration,
     pub claim_lease: Duration,
+    /// How long an `Idempotency-Key` of `POST /invoices` is kept (at least a day).
+    pub idempotency_key_retention: Duration,
     pub log_format: LogFormat,
 }
 
@@ -155,6 +157,9 @@ impl Config {
             charge_timeout,
             retry_max_elapsed,
             claim_lease,
+            idempotency_key_retention: Duration::from_secs(
+                3600 * number(&get, "IDEMPOTENCY_KEY_RETENTION_HOURS", 24, 24..=8760)?,
+            ),
             log_format: text("LOG_FORMAT", "auto")
                 .parse()
                 .map_err(err("LOG_FORMAT"))?,
@@ -422,6 +427,18 @@ mod tests {
         .expect("valid");
         let jwt = c.api_jwt.expect("configured");
         assert_eq!(jwt.algorithms.len(), 2, "RS256 and ES256 by default");
+    }
+
+    #[test]
+    fn idempotency_keys_are_kept_at_least_a_day() {
+        let hours = |c: Config| c.idempotency_key_retention.as_secs() / 3600;
+        assert_eq!(hours(config(&[]).expect("default")), 24);
+        let week = [("IDEMPOTENCY_KEY_RETENTION_HOURS", "168")];
+        assert_eq!(hours(config(&week).expect("a week")), 168);
+        for short in ["23", "0", "8761", "1.5"] {
+            let e = config(&[("IDEMPOTENCY_KEY_RETENTION_HOURS", short)]).expect_err(short);
+            assert_eq!(e.var, "IDEMPOTENCY_KEY_RETENTION_HOURS");
+        }
     }
 
     #[test]

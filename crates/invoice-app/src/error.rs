@@ -1,5 +1,5 @@
-//! Error policy: `db` functions return diesel errors, `billing` returns `BillingError` and
-//! `auth` returns `AuthError`; handlers and the auth middleware turn them into `ApiError`
+//! Error policy: `db` functions return diesel errors, `billing` returns `BillingError`,
+//! `invoices::create_once` `OnceError` and `auth` `AuthError`; handlers and the auth middleware turn them into `ApiError`
 //! where the meaning is known (a database that is down is a 503, never a 500), and this
 //! file alone renders errors as
 //! `application/problem+json` with a stable `code`.
@@ -12,6 +12,7 @@ use api_contract::{ErrorCode, PROBLEM_JSON, Problem};
 use crate::auth::{AuthError, Scope};
 use crate::billing::BillingError;
 use crate::db::DbError;
+use crate::invoices::OnceError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -25,6 +26,11 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("payload too large")]
     PayloadTooLarge,
+    #[error("invalid Idempotency-Key: {0}")]
+    InvalidIdempotencyKey(String),
+    /// The client sent the key before with another request (422).
+    #[error("Idempotency-Key reused")]
+    IdempotencyKeyReused,
     #[error("not found: {0}")]
     NotFound(String),
     /// No usable credential (401 with an RFC 6750 challenge).
@@ -80,6 +86,21 @@ impl ApiError {
                 Some("send the body as application/json".to_owned()),
             ),
             E::PayloadTooLarge => (413, ErrorCode::PayloadTooLarge, "Payload too large", None),
+            E::InvalidIdempotencyKey(d) => (
+                400,
+                ErrorCode::InvalidIdempotencyKey,
+                "Invalid Idempotency-Key",
+                Some(d.clone()),
+            ),
+            E::IdempotencyKeyReused => (
+                422,
+                ErrorCode::IdempotencyKeyReused,
+                "Idempotency-Key reused",
+                Some(
+                    "this client sent the key before with another request; a new invoice needs a new key"
+                        .to_owned(),
+                ),
+            ),
             E::NotFound(d) => (404, ErrorCode::NotFound, "Not found", Some(d.clone())),
             E::Unauthorized(e) => (
                 401,
@@ -134,6 +155,16 @@ impl From<DbError> for ApiError {
                 }
             }
             DbError::Query(e) => ApiError::Internal(e.into()),
+        }
+    }
+}
+
+impl From<OnceError> for ApiError {
+    fn from(e: OnceError) -> Self {
+        match e {
+            OnceError::KeyReused => ApiError::IdempotencyKeyReused,
+            OnceError::Db(e) => e.into(),
+            OnceError::Corrupt(e) => ApiError::Internal(anyhow::anyhow!(e)),
         }
     }
 }

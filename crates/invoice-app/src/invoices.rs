@@ -1,7 +1,12 @@
-//! Creating invoices: validated `NewInvoice`s become pending rows with time-ordered ids.
+//! Creating invoices: validated `NewInvoice`s become pending rows with time-ordered ids;
+//! with an `Idempotency-Key`, once per client and key (a retry gets the first answer).
 
-use chrono::Utc;
+use std::time::Duration;
 
+use api_contract::IdempotencyKey;
+use chrono::{NaiveDateTime, TimeDelta, Utc};
+
+use crate::db::idempotency_keys::{self, KeyRow};
 use crate::db::{self, DbError, DbPool, invoices::InvoiceRow};
 use crate::domain::{Invoice, InvoiceStatus, NewInvoice};
 
@@ -18,24 +23,7 @@ pub async fn create_as(
     let now = Utc::now().naive_utc();
     let rows: Vec<InvoiceRow> = new
         .into_iter()
-        .map(|n| InvoiceRow {
-            id: uuid::Uuid::now_v7().to_string(),
-            customer_id: n.customer_id.to_string(),
-            amount_minor: n.amount.minor_units(),
-            currency: n.amount.currency().code().to_owned(),
-            description: n.description,
-            status: InvoiceStatus::Pending.as_str().to_owned(),
-            failure_reason: None,
-            charge_id: None,
-            claimed_by: None,
-            lease_until: None,
-            last_run_id: None,
-            created_at: now,
-            updated_at: now,
-            paid_at: None,
-            attention: None,
-            created_by: created_by.clone(),
-        })
+        .map(|n| pending_row(n, created_by.clone(), now))
         .collect();
     let stored = rows.clone();
     db::run(pool, move |c| {
@@ -47,4 +35,147 @@ pub async fn create_as(
         .into_iter()
         .filter_map(|r| Invoice::try_from(r).ok())
         .collect())
+}
+
+fn pending_row(n: NewInvoice, created_by: Option<String>, now: NaiveDateTime) -> InvoiceRow {
+    InvoiceRow {
+        id: uuid::Uuid::now_v7().to_string(),
+        customer_id: n.customer_id.to_string(),
+        amount_minor: n.amount.minor_units(),
+        currency: n.amount.currency().code().to_owned(),
+        description: n.description,
+        status: InvoiceStatus::Pending.as_str().to_owned(),
+        failure_reason: None,
+        charge_id: None,
+        claimed_by: None,
+        lease_until: None,
+        last_run_id: None,
+        created_at: now,
+        updated_at: now,
+        paid_at: None,
+        attention: None,
+        created_by,
+    }
+}
+
+/// An answer as it is given, stored with its key to be given again to a retry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    pub location: Option<String>,
+    /// The JSON body.
+    pub body: String,
+}
+
+/// What a keyed create did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Once {
+    /// The invoice was created now; this is the first answer.
+    Created(Answer),
+    /// The client used the key before with the same request: its first answer, and nothing
+    /// created.
+    Replayed(Answer),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OnceError {
+    /// The client used the key before with another request.
+    #[error("the Idempotency-Key was used before with another request")]
+    KeyReused,
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("a new invoice does not convert back: {0}")]
+    Corrupt(String),
+}
+
+/// How many times a key that vanished under us (pruned between a conflict and the read) is
+/// tried again before giving up.
+const KEY_TRIES: usize = 3;
+
+/// Creates the invoice unless `client` used `key` before: then the first answer is replayed
+/// when the request was the same (by [`NewInvoice::fingerprint`]), and refused when not.
+/// The invoice and its key are written in one transaction, so of concurrent requests with
+/// one key exactly one creates it and the others (a unique violation) replay its answer.
+/// `answer` renders the answer to store and give.
+pub async fn create_once(
+    pool: &DbPool,
+    new: NewInvoice,
+    client: String,
+    key: IdempotencyKey,
+    answer: impl FnOnce(Invoice) -> Answer,
+) -> Result<Once, OnceError> {
+    let now = Utc::now().naive_utc();
+    let request_hash = new.fingerprint();
+    let row = pending_row(new, Some(client.clone()), now);
+    let first = answer(Invoice::try_from(row.clone()).map_err(OnceError::Corrupt)?);
+    let key_row = KeyRow {
+        client,
+        idempotency_key: key.as_str().to_owned(),
+        request_hash: request_hash.clone(),
+        response_status: i32::from(first.status),
+        response_location: first.location.clone(),
+        response_body: first.body.clone(),
+        created_at: now,
+    };
+    let stored = db::run(pool, move |c| {
+        for _ in 0..KEY_TRIES {
+            // Read first: a retry finds its key without writing anything.
+            let (client, key) = (&key_row.client, &key_row.idempotency_key);
+            if let Some(stored) = idempotency_keys::find(c, client, key)? {
+                return Ok(Some(stored));
+            }
+            let written = idempotency_keys::insert_with(c, &key_row, |t| {
+                db::invoices::insert(t, std::slice::from_ref(&row))
+            });
+            match written {
+                Ok(_) => return Ok(None),
+                // Another request with the key committed first: answer as it did.
+                Err(e) if db::is_unique_violation(&e) => {}
+                Err(e) => return Err(DbError::from(e)),
+            }
+        }
+        Err(DbError::Unavailable(format!(
+            "Idempotency-Key conflicted {KEY_TRIES} times without a stored answer"
+        )))
+    })
+    .await?;
+    let Some(stored) = stored else {
+        return Ok(Once::Created(first));
+    };
+    if stored.request_hash != request_hash {
+        return Err(OnceError::KeyReused);
+    }
+    Ok(Once::Replayed(Answer {
+        status: u16::try_from(stored.response_status).unwrap_or(500),
+        location: stored.response_location,
+        body: stored.response_body,
+    }))
+}
+
+/// Keys deleted per statement, and statements per call: a call deletes at most about
+/// 20,000 keys, each statement briefly.
+const PRUNE_BATCH: i64 = 1_000;
+const PRUNE_BATCHES: usize = 20;
+
+/// Deletes idempotency keys older than `retention`, in bounded batches (housekeeping calls
+/// it every minute or so). Returns how many went.
+pub async fn prune_idempotency_keys(pool: &DbPool, retention: Duration) -> Result<usize, DbError> {
+    let Some(before) = TimeDelta::from_std(retention)
+        .ok()
+        .and_then(|r| Utc::now().naive_utc().checked_sub_signed(r))
+    else {
+        return Ok(0);
+    };
+    let mut pruned = 0;
+    for _ in 0..PRUNE_BATCHES {
+        let n = db::run(pool, move |c| {
+            idempotency_keys::prune(c, before, PRUNE_BATCH).map_err(DbError::from)
+        })
+        .await?;
+        pruned += n;
+        if n < usize::try_from(PRUNE_BATCH).unwrap_or(usize::MAX) {
+            break;
+        }
+    }
+    Ok(pruned)
 }

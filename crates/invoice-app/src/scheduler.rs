@@ -1,7 +1,7 @@
 //! The in-process schedule. Every replica runs it; a billing period is paid once across
 //! them (see `billing::periods`), and a period that fell due while none was up is paid by
 //! the first one up. Housekeeping, on whether or not the schedule is, closes the runs of
-//! processes that died.
+//! processes that died and deletes idempotency keys past their retention.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +9,8 @@ use std::time::Duration;
 use chrono::Utc;
 
 use crate::billing::{Biller, BillingError};
+use crate::db::DbPool;
+use crate::invoices;
 
 /// Between fire times the schedule still looks every so often, for a period whose run was
 /// abandoned.
@@ -41,13 +43,25 @@ pub fn spawn(biller: Arc<Biller>, schedule: cron::Schedule) -> tokio::task::Join
 }
 
 /// Closes the runs of dead processes every `every` (a run silent for a lease is dead), so
-/// none reads `running` for longer than about a lease and a half, schedule or not.
-pub fn spawn_housekeeping(biller: Arc<Biller>, every: Duration) -> tokio::task::JoinHandle<()> {
+/// none reads `running` for longer than about a lease and a half, schedule or not; and
+/// deletes `POST /invoices` idempotency keys older than `key_retention`, a bounded number
+/// each time.
+pub fn spawn_housekeeping(
+    biller: Arc<Biller>,
+    pool: DbPool,
+    key_retention: Duration,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(every).await;
             if let Err(e) = biller.close_abandoned().await {
                 tracing::warn!(error = %e, "could not close abandoned pay runs");
+            }
+            match invoices::prune_idempotency_keys(&pool, key_retention).await {
+                Ok(0) => {}
+                Ok(pruned) => tracing::debug!(pruned, "deleted expired idempotency keys"),
+                Err(e) => tracing::warn!(error = %e, "could not delete expired idempotency keys"),
             }
         }
     })

@@ -63,6 +63,8 @@ impl Application {
             .map(|s| scheduler::spawn(biller.clone(), s));
         let housekeeping = scheduler::spawn_housekeeping(
             biller.clone(),
+            pool.clone(),
+            config.idempotency_key_retention,
             (config.claim_lease / 2).min(Duration::from_secs(60)),
         );
         let state = web::Data::new(AppState {

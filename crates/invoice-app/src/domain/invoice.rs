@@ -4,6 +4,7 @@ use std::str::FromStr;
 use api_contract::{CustomerId, IdempotencyKey, Money};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -84,6 +85,22 @@ impl NewInvoice {
             description,
         })
     }
+
+    /// SHA-256 of what defines the invoice, in a fixed text form of our own (as the
+    /// provider's charge fingerprint): the same request however its JSON was written (key
+    /// order, spacing, an absent description or an empty one), another one if anything
+    /// that would be stored differs. The description goes last, length first.
+    pub fn fingerprint(&self) -> String {
+        let canonical = format!(
+            "POST /invoices v1\ncustomer_id={}\nminor_units={}\ncurrency={}\ndescription={}:{}",
+            self.customer_id.as_str(),
+            self.amount.minor_units(),
+            self.amount.currency().code(),
+            self.description.len(),
+            self.description,
+        );
+        hex::encode(Sha256::digest(canonical))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,6 +139,35 @@ mod tests {
         assert!(NewInvoice::parse(c.clone(), m(0), None).is_err());
         assert!(NewInvoice::parse(c.clone(), m(1), Some("x".repeat(501))).is_err());
         assert!(NewInvoice::parse(c, m(1), Some("bell\u{7}".into())).is_err());
+    }
+
+    #[test]
+    fn fingerprint_is_of_the_invoice_not_of_its_json() {
+        let c = CustomerId::parse("C001").expect("valid");
+        let m = |n| Money::new(n, Currency::Eur).expect("valid");
+        let new = |n, d: Option<&str>| {
+            NewInvoice::parse(c.clone(), m(n), d.map(str::to_owned)).expect("valid")
+        };
+        assert_eq!(new(5, None).fingerprint(), new(5, Some("")).fingerprint());
+        assert_ne!(new(5, None).fingerprint(), new(6, None).fingerprint());
+        assert_ne!(
+            new(5, None).fingerprint(),
+            new(5, Some("May")).fingerprint()
+        );
+        let usd = NewInvoice::parse(
+            c.clone(),
+            Money::new(5, Currency::Usd).expect("valid"),
+            None,
+        )
+        .expect("valid");
+        assert_ne!(new(5, None).fingerprint(), usd.fingerprint());
+        // Fixed: a release that changes it turns every stored key's retry into a 422.
+        assert_eq!(
+            new(5, Some("May")).fingerprint(),
+            hex::encode(Sha256::digest(
+                "POST /invoices v1\ncustomer_id=C001\nminor_units=5\ncurrency=EUR\ndescription=3:May"
+            ))
+        );
     }
 
     #[test]

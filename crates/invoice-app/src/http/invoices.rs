@@ -1,6 +1,7 @@
+use actix_web::http::StatusCode;
 use actix_web::http::header;
 use actix_web::{HttpResponse, web};
-use api_contract::{CustomerId, Money};
+use api_contract::{CustomerId, Money, headers};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -8,7 +9,8 @@ use crate::auth::Principal;
 use crate::db::{self, DbError};
 use crate::domain::{Invoice, InvoiceStatus, NewInvoice};
 use crate::error::ApiError;
-use crate::invoices;
+use crate::http::idempotency::OptionalKey;
+use crate::invoices::{self, Answer, Once};
 use crate::startup::AppState;
 
 /// An invoice as the API shows it.
@@ -61,15 +63,25 @@ pub struct CreateInvoice {
     description: Option<String>,
 }
 
-/// `POST /invoices`
+/// `POST /invoices`, once per `Idempotency-Key` of the client when one is sent.
 pub async fn create(
     principal: Principal,
+    key: OptionalKey,
     body: web::Json<CreateInvoice>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let new = NewInvoice::parse(body.customer_id, body.amount, body.description)
         .map_err(ApiError::InvalidRequest)?;
+    if let OptionalKey(Some(key)) = key {
+        let client = principal.name().to_owned();
+        return Ok(
+            match invoices::create_once(&state.pool, new, client, key, created).await? {
+                Once::Created(answer) => respond(answer, false),
+                Once::Replayed(answer) => respond(answer, true),
+            },
+        );
+    }
     let invoice = invoices::create_as(&state.pool, vec![new], Some(principal.name().to_owned()))
         .await?
         .pop()
@@ -77,6 +89,30 @@ pub async fn create(
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/invoices/{}", invoice.id)))
         .json(InvoiceResource::from(invoice)))
+}
+
+/// The answer to a create: 201, where the invoice is, and the invoice.
+fn created(invoice: Invoice) -> Answer {
+    let location = format!("/invoices/{}", invoice.id);
+    Answer {
+        status: 201,
+        location: Some(location),
+        // Plain data: serialising it cannot fail.
+        body: serde_json::to_string(&InvoiceResource::from(invoice)).unwrap_or_default(),
+    }
+}
+
+/// An answer, first or stored (`replayed`, flagged as the provider flags its replays).
+fn respond(answer: Answer, replayed: bool) -> HttpResponse {
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = HttpResponse::build(status);
+    if let Some(location) = answer.location {
+        response.insert_header((header::LOCATION, location));
+    }
+    if replayed {
+        response.insert_header((headers::IDEMPOTENT_REPLAYED, "true"));
+    }
+    response.content_type("application/json").body(answer.body)
 }
 
 #[derive(Debug, Deserialize)]

@@ -2,6 +2,7 @@
 
 mod auth;
 mod health;
+mod idempotency;
 mod invoices;
 mod observe;
 mod pay_runs;

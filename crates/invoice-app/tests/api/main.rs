@@ -9,6 +9,7 @@ mod claims_model;
 mod crash;
 mod faults;
 mod fuzz;
+mod idempotency;
 mod monitoring;
 mod paying;
 mod provider_token;
