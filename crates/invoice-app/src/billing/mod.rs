@@ -52,7 +52,7 @@ impl Trigger {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct RetryLater {
     pub invoice_id: String,
     pub reason: String,

@@ -1,25 +1,48 @@
 use actix_web::http::header;
 use actix_web::{HttpResponse, web};
 use chrono::{NaiveDateTime, SecondsFormat};
+use serde::Serialize;
 use serde_json::json;
 
 use super::invoices::InvoiceResource;
-use crate::auth::Principal;
-use crate::billing::{Detail, Trigger};
+use crate::auth::{Principal, Scope};
+use crate::billing::{Detail, RetryLater, Summary, Trigger};
 use crate::db::{self, DbError, pay_runs::PayRunRow};
 use crate::error::ApiError;
 use crate::startup::AppState;
+
+/// The answer of `POST /invoices/pay`. Starting a run needs `invoices:pay` only, which lets
+/// a caller move money but not read invoices: the invoices the run settled are listed only
+/// for a caller that also holds `invoices:read`; the others get the run and its counts.
+#[derive(Debug, Serialize)]
+struct PayReportResource {
+    run_id: String,
+    status: &'static str,
+    summary: Summary,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    paid: Option<Vec<InvoiceResource>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failed: Option<Vec<InvoiceResource>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_later: Option<Vec<RetryLater>>,
+}
 
 /// `POST /invoices/pay`: pays every pending invoice and answers when done.
 pub async fn pay_now(
     principal: Principal,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let itemised = principal.may(Scope::Read);
     let run = state
         .biller
         .open_run(Trigger::Api, Some(principal.name().to_owned()))
         .await?;
-    let report = state.biller.spawn_pay(run, Detail::Itemised).await?;
+    let detail = if itemised {
+        Detail::Itemised
+    } else {
+        Detail::Counts
+    };
+    let report = state.biller.spawn_pay(run, detail).await?;
     if let Some(error) = &report.error {
         // What it settled is on the run's row; say where, and why it stopped.
         let (id, s) = (&report.run_id, report.summary);
@@ -31,19 +54,16 @@ pub async fn pay_now(
             retry_after_secs: 5,
         });
     }
-    let retry_later: Vec<_> = report
-        .retry_later
-        .iter()
-        .map(|r| json!({"invoice_id": r.invoice_id, "reason": r.reason}))
-        .collect();
-    Ok(HttpResponse::Ok().json(json!({
-        "run_id": report.run_id,
-        "status": "completed",
-        "summary": report.summary,
-        "paid": report.paid.into_iter().map(InvoiceResource::from).collect::<Vec<_>>(),
-        "failed": report.failed.into_iter().map(InvoiceResource::from).collect::<Vec<_>>(),
-        "retry_later": retry_later,
-    })))
+    let items = |invoices: Vec<_>| invoices.into_iter().map(InvoiceResource::from).collect();
+    let answer = PayReportResource {
+        run_id: report.run_id,
+        status: "completed",
+        summary: report.summary,
+        paid: itemised.then(|| items(report.paid)),
+        failed: itemised.then(|| items(report.failed)),
+        retry_later: itemised.then_some(report.retry_later),
+    };
+    Ok(HttpResponse::Ok().json(answer))
 }
 
 /// `POST /pay-runs`: starts a run in the background; poll `GET /pay-runs/{id}`.
@@ -73,7 +93,7 @@ pub async fn get(
         return Err(not_found());
     }
     let lookup = id.clone();
-    let run = db::run(&state.pool, move |c| {
+    let run = db::read(&state.pool, move |c| {
         db::pay_runs::find(c, &lookup).map_err(DbError::from)
     })
     .await?

@@ -480,6 +480,39 @@ async fn a_token_may_do_what_its_scopes_allow(backend: Backend) {
     .await;
     assert_eq!(read_back["created_by"], "jwt:alice");
 
+    // Paying moves money but reads nothing: the answer holds the run and its counts, never
+    // the invoices (descriptions, customers, amounts, creators) it settled.
+    let mut claims = issuer.claims("dave", "");
+    claims["scp"] = json!("invoices:pay");
+    let pay_only = rsa.sign(&claims);
+    let report = json_of(
+        call(&app, "POST", "/invoices/pay", Some(&pay_only)).await,
+        200,
+        "pay-only token pays",
+    )
+    .await;
+    let settled = |r: &Value| {
+        ["paid", "failed"]
+            .iter()
+            .map(|k| r["summary"][k].as_u64().unwrap_or_default())
+            .sum::<u64>()
+    };
+    assert!(settled(&report) >= 1, "{report}");
+    let text = report.to_string();
+    for leak in [
+        "paid\":[",
+        "failed\":[",
+        "retry_later\":[",
+        "jwt:alice",
+        "customer_id",
+    ] {
+        assert!(!text.contains(leak), "pay-only answer shows {leak}: {text}");
+    }
+    assert!(
+        !text.contains(created["id"].as_str().expect("id")),
+        "{text}"
+    );
+
     // `scp` as a list, an audience list that includes ours, a key whose JWK names no `alg`.
     let mut claims = issuer.claims("bob", "");
     claims["scp"] = json!(["invoices:pay", "invoices:read"]);
@@ -495,6 +528,12 @@ async fn a_token_may_do_what_its_scopes_allow(backend: Backend) {
         .to_owned();
     let run = finished_run(&app, &location, &payer).await;
     assert_eq!(run["started_by"], "jwt:bob", "{run}");
+    let second = json_of(
+        call(&app, "POST", "/invoices", Some(&writer)).await,
+        201,
+        "write token creates again",
+    )
+    .await;
     let report = json_of(
         call(&app, "POST", "/invoices/pay", Some(&payer)).await,
         200,
@@ -502,6 +541,15 @@ async fn a_token_may_do_what_its_scopes_allow(backend: Backend) {
     )
     .await;
     assert_eq!(report["status"], "completed", "{report}");
+    // With `invoices:read` as well, the settled invoices are listed.
+    let listed: Vec<&Value> = ["paid", "failed"]
+        .iter()
+        .filter_map(|k| report[k].as_array())
+        .flatten()
+        .map(|invoice| &invoice["id"])
+        .collect();
+    assert_eq!(listed, [&second["id"]], "{report}");
+    assert!(report["retry_later"].is_array(), "{report}");
 
     // Clock skew: expired 10 s ago is within the leeway.
     let mut claims = issuer.claims("carol", "invoices:read");
