@@ -4,6 +4,7 @@
 use crate::both_backends;
 use crate::helpers::{Backend, charge_body, eur, spawn_app_with};
 use api_contract::ChargeResponse;
+use payment_provider::auth::{CallerTokens, DEV_TOKEN};
 use payment_provider::config::Config;
 
 const OLD: &str = "old-token-of-invoice-app-0001";
@@ -92,17 +93,15 @@ both_backends!(
     dev_token_works_on_loopback,
 );
 
-/// Off loopback, a provider with no callers configured refuses to start, naming what to set:
-/// the real binary (exit code 2, like any bad setting) and the library's `build` alike.
-#[tokio::test]
-async fn dev_token_is_refused_off_loopback() {
-    let dir = std::env::temp_dir().join(format!("pp-dev-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+/// The real binary started off loopback with `vars`; it must exit with code 2 (a bad
+/// setting) within 10 s. Its stderr.
+fn refused_off_loopback(dir: &std::path::Path, vars: &[(&str, &str)]) -> String {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_payment-provider"))
         .env_clear()
         .env("LISTEN_ADDR", "0.0.0.0:0")
         .env("METRICS_ADDR", "127.0.0.1:0")
         .env("DATABASE_URL", dir.join("pp.db"))
+        .envs(vars.iter().copied())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -116,10 +115,41 @@ async fn dev_token_is_refused_off_loopback() {
     }
     let _ = child.kill();
     let output = child.wait_with_output().expect("output");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(2), "{vars:?}: {stderr}");
+    stderr
+}
+
+/// Off loopback, a provider with no callers configured refuses to start, naming what to set:
+/// the real binary (exit code 2, like any bad setting) and the library's `build` alike.
+#[tokio::test]
+async fn dev_token_is_refused_off_loopback() {
+    let dir = std::env::temp_dir().join(format!("pp-dev-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let stderr = refused_off_loopback(&dir, &[]);
     for var in ["CALLER_TOKENS", "CALLER_SUBJECTS", "LISTEN_ADDR"] {
         assert!(stderr.contains(var), "{var} not named in: {stderr}");
+    }
+    // Listing the public token by hand, beside a real one or in the file, is no way round it.
+    let dev = format!("invoice-app:{DEV_TOKEN}");
+    let beside = format!("audit:a-real-token-0123456789,{dev}");
+    let file = dir.join("callers");
+    std::fs::write(&file, &dev).expect("callers file");
+    let file = file.to_string_lossy().into_owned();
+    for vars in [
+        vec![("CALLER_TOKENS", dev.as_str())],
+        vec![("CALLER_TOKENS", beside.as_str())],
+        vec![("CALLER_TOKENS_FILE", file.as_str())],
+    ] {
+        let stderr = refused_off_loopback(&dir, &vars);
+        assert!(
+            stderr.contains("CALLER_TOKENS") && stderr.contains("development token"),
+            "{vars:?}: {stderr}"
+        );
+        assert!(
+            !stderr.contains(DEV_TOKEN),
+            "the token itself is not echoed: {stderr}"
+        );
     }
 
     let mut config = Config::from_lookup(&|_| None).expect("defaults");
@@ -128,8 +158,12 @@ async fn dev_token_is_refused_off_loopback() {
     config.listen_addr = ([0, 0, 0, 0], 0).into();
     config.metrics_addr = ([127, 0, 0, 1], 0).into();
     config.callers = None;
-    let refused = payment_provider::startup::Application::build(config).await;
+    let refused = payment_provider::startup::Application::build(config.clone()).await;
     let error = format!("{:#}", refused.err().expect("refused to start"));
     assert!(error.contains("loopback"), "{error}");
+    config.callers = Some(CallerTokens::dev_default());
+    let refused = payment_provider::startup::Application::build(config).await;
+    let error = format!("{:#}", refused.err().expect("refused to start"));
+    assert!(error.contains("development token"), "{error}");
     std::fs::remove_dir_all(dir).ok();
 }
