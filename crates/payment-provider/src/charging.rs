@@ -190,6 +190,11 @@ fn execute(
     match outcome {
         Ok(reply) => Ok(reply),
         Err(ExecError::LostClaim) => Err(ApiError::IdempotencyKeyInFlight),
+        // The ledger holds one charge per caller and key: another replica, which took this
+        // request's stale claim over, charged first. Same answer as a lost claim.
+        Err(ExecError::Db(e)) if db::is_unique_violation(&e) => {
+            Err(ApiError::IdempotencyKeyInFlight)
+        }
         Err(ExecError::Db(e)) => Err(DbError::from(e).into()),
     }
 }

@@ -163,6 +163,71 @@ async fn stalled_request_loses_its_stale_claim_and_charges_nothing(backend: Back
     assert_eq!(app.charge("key-1", &body).await.status().as_u16(), 200);
 }
 
+/// Two replicas on one database: a request stalled on the first loses its stale key to a
+/// retry on the second, which charges at once. When the stalled one wakes, the charge is
+/// already made: it answers the contract's 409 (a retry replays), never a 500 from the
+/// ledger's unique key.
+async fn stalled_request_finishing_second_on_another_replica_answers_409(backend: Backend) {
+    use payment_provider::auth::CallerTokens;
+    use payment_provider::config::{Config, Seed};
+    use payment_provider::startup::Application;
+    let stale = Duration::from_secs(1);
+    let Some(app) = spawn_app_with(backend, |c| {
+        c.faults.latency = Duration::from_millis(3000);
+        c.stale_claim_after = stale;
+    })
+    .await
+    else {
+        return;
+    };
+    let mut config = Config::from_lookup(&|_| None).expect("defaults");
+    config.listen_addr = ([127, 0, 0, 1], 0).into();
+    config.metrics_addr = ([127, 0, 0, 1], 0).into();
+    config.database_url = app.provider.db.url.clone();
+    config.pool_size = config.database_url.default_pool_size();
+    config.seed = Seed::None;
+    config.stale_claim_after = stale;
+    config.callers =
+        Some(CallerTokens::parse(&format!("invoice-app:{}", app.provider.token)).expect("token"));
+    let replica = Application::build(config)
+        .await
+        .expect("second replica starts");
+    let replica_url = format!("http://127.0.0.1:{}/v1/charges", replica.port());
+    tokio::spawn(replica.run_until_stopped());
+
+    app.provider.fund("C001", eur(10_000)).await;
+    let app = std::sync::Arc::new(app);
+    let body = charge_body("inv-1", "C001", 100, "EUR");
+    let stalled = {
+        let (app, body) = (app.clone(), body.clone());
+        tokio::spawn(async move { app.charge("key-1", &body).await })
+    };
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let retry = app
+        .client
+        .post(&replica_url)
+        .bearer_auth(&app.provider.token)
+        .header("Idempotency-Key", "key-1")
+        .json(&body)
+        .send()
+        .await
+        .expect("retry sent");
+    assert_eq!(
+        retry.status().as_u16(),
+        201,
+        "the other replica took the key over"
+    );
+    assert_problem(
+        stalled.await.expect("task"),
+        409,
+        "idempotency_key_in_flight",
+    )
+    .await;
+    assert_eq!(app.provider.ledger().await.len(), 1);
+    assert_eq!(app.provider.balance("C001").await, Some(10_000 - 100));
+    assert_eq!(app.charge("key-1", &body).await.status().as_u16(), 200);
+}
+
 async fn injected_unavailability_charges_nothing_and_retry_succeeds(backend: Backend) {
     let Some(app) = spawn_app_with(backend, |c| {
         c.faults.unavailable_rate = 1.0;
@@ -265,6 +330,7 @@ both_backends!(
     concurrent_same_key_debits_once,
     key_in_flight_is_409,
     stalled_request_loses_its_stale_claim_and_charges_nothing,
+    stalled_request_finishing_second_on_another_replica_answers_409,
     injected_unavailability_charges_nothing_and_retry_succeeds,
     injected_rate_limit_is_429_with_retry_after_and_charges_nothing,
 );
