@@ -8,7 +8,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 
 use crate::auth::{self, ApiKeys, JwtSettings};
-use crate::db::DbUrl;
+use crate::db::{self, DbUrl};
 use crate::telemetry::LogFormat;
 
 /// The provider's development token, accepted by a payment-provider started without
@@ -40,6 +40,9 @@ pub struct Config {
     pub api_keys: Option<ApiKeys>,
     pub database_url: DbUrl,
     pub pool_size: u32,
+    /// PostgreSQL only: how long a session may wait on a lock, a statement, an idle
+    /// transaction.
+    pub db_limits: db::SessionLimits,
     pub seed: Seed,
     pub provider_url: String,
     /// `None` means the development token (start-up warns).
@@ -90,6 +93,14 @@ impl Config {
             database_url.default_pool_size(),
             1..=200,
         )?;
+        let ms = |var: &'static str, default: u64| {
+            number(&get, var, default, 100..=3_600_000).map(Duration::from_millis)
+        };
+        let db_limits = db::SessionLimits {
+            lock_timeout: ms("DATABASE_LOCK_TIMEOUT_MS", 5_000)?,
+            statement_timeout: ms("DATABASE_STATEMENT_TIMEOUT_MS", 60_000)?,
+            idle_in_transaction_timeout: ms("DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS", 30_000)?,
+        };
         let seed = match text("SEED", "demo").as_str() {
             "demo" => Seed::Demo,
             "none" => Seed::None,
@@ -147,6 +158,7 @@ impl Config {
             api_keys,
             database_url,
             pool_size,
+            db_limits,
             seed,
             provider_url,
             provider_token,

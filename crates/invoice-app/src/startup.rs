@@ -202,7 +202,7 @@ pub async fn stop_signal() {
 
 /// A pool whose database has every migration applied.
 pub async fn migrated_pool(config: &Config) -> anyhow::Result<DbPool> {
-    let pool = db::pool(&config.database_url, config.pool_size);
+    let pool = db::pool_with(&config.database_url, config.pool_size, config.db_limits);
     let applied = db::run(&pool, db::migrate)
         .await
         .with_context(|| format!("preparing the {} database", config.database_url.backend()))?;

@@ -205,8 +205,12 @@ impl Biller {
         started_by: Option<String>,
     ) -> Result<OpenRun, BillingError> {
         let slot = self.take_slot()?;
-        // Whoever notices first closes the runs of processes that died.
-        self.close_abandoned().await?;
+        // Whoever notices first closes the runs of processes that died. Housekeeping only:
+        // a run it cannot close now (locked by a frozen peer; waits are bounded by the
+        // session's lock timeout) does not keep this one from starting.
+        if let Err(e) = self.close_abandoned().await {
+            tracing::warn!(error = %e, "could not close abandoned pay runs; the next run tries again");
+        }
         let row = self.new_run_row(trigger, started_by);
         let stored = row.clone();
         db::run(&self.pool, move |c| {
@@ -300,22 +304,25 @@ impl Biller {
             None => tracing::info!(summary = ?report.summary, "pay run finished"),
             Some(error) => tracing::error!(%error, summary = ?report.summary, "pay run failed"),
         }
-        let (id, status, error) = (run.id.clone(), report.status, report.error.clone());
-        let closed = db::run(&self.pool, move |c| {
-            let now = Utc::now().naive_utc();
-            if pay_runs::finish(c, &id, status, error.as_deref(), now)? {
-                if status == RunStatus::Failed {
-                    // Calls in flight when it stopped were dropped unanswered.
-                    attempts::interrupt(c, std::slice::from_ref(&id), now)?;
-                }
-                return Ok(false);
+        let closed = match self.close_run(&run.id, &report).await {
+            Ok(Closed::Finished { handed_back }) => {
+                report.summary.retry_later += handed_back;
+                false
             }
-            // Closed by another while this process stalled: its calls since then stay on
-            // record as interrupted, and the row keeps saying abandoned.
-            attempts::interrupt(c, std::slice::from_ref(&id), now)?;
-            Ok::<_, DbError>(true)
-        })
-        .await?;
+            Ok(Closed::ByAnother) => true,
+            Err(e) => {
+                // The row still says running; housekeeping closes it once its heartbeat
+                // (stopped with this task) is a lease old. The caller learns it now.
+                tracing::error!(error = %e, run_id = %run.id, "could not record the end of the pay run");
+                report.status = RunStatus::Failed;
+                let why = report
+                    .error
+                    .take()
+                    .unwrap_or_else(|| "it finished".to_owned());
+                report.error = Some(format!("{why}; recording the run's end failed: {e}"));
+                return Ok(report);
+            }
+        };
         if closed {
             report.status = RunStatus::Abandoned;
             // Closed by this process's own shutdown (its grace ran out) or by another
@@ -330,6 +337,37 @@ impl Biller {
             report.error.get_or_insert(why);
         }
         Ok(report)
+    }
+
+    /// Records the run's end as `report` says. A failed run hands back the claims it still
+    /// holds (the invoices it claimed and did not settle, called or not: the next run
+    /// replays their keys), counted as handed back. Tried a few times, each on a connection
+    /// that works (a failed call discards a dead one): a run whose database connections
+    /// were cut is still recorded as failed, not left running for housekeeping to call
+    /// dead.
+    async fn close_run(&self, run_id: &str, report: &PayRunReport) -> Result<Closed, DbError> {
+        let mut wait = Duration::from_millis(100);
+        let mut tries = 0;
+        loop {
+            let (id, status, error) = (run_id.to_owned(), report.status, report.error.clone());
+            let worker = self.worker_id.clone();
+            let closed = db::run(&self.pool, move |c| {
+                let now = Utc::now().naive_utc();
+                c.transaction(|c| close_own(c, &id, &worker, status, error.as_deref(), now))
+                    .map_err(DbError::from)
+            })
+            .await;
+            tries += 1;
+            match closed {
+                Ok(closed) => return Ok(closed),
+                Err(e) if tries >= CLOSE_TRIES => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, "recording the end of the pay run failed; trying again");
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+            }
+        }
     }
 
     /// Shows the run alive while it works, so one whose process died can be told apart.
@@ -368,7 +406,16 @@ impl Biller {
                 }
                 let (rows, next) = self.claim_batch(run_id, cursor.clone(), batch).await?;
                 if rows.is_empty() {
-                    break;
+                    // Claims of dead runs are invoices nobody is trying: wait for them to
+                    // lapse and take them, rather than complete with them left behind.
+                    match self.next_dead_lapse(run_id).await? {
+                        Some(wait) => {
+                            tracing::info!(?wait, "waiting for claims of dead runs to lapse");
+                            self.sleep_unless_stopping(wait).await;
+                            continue;
+                        }
+                        None => break,
+                    }
                 }
                 cursor = next.or(cursor);
                 if claimed_tx.send(rows).await.is_err() {
@@ -461,6 +508,26 @@ impl Biller {
         Ok((claimed.rows, claimed.cursor))
     }
 
+    /// How long until the first claim held by a dead run lapses (at least a moment, at most
+    /// a lease), or `None` when dead runs hold nothing.
+    async fn next_dead_lapse(&self, run_id: &str) -> Result<Option<Duration>, BillingError> {
+        let lease = TimeDelta::from_std(self.settings.lease).unwrap_or(TimeDelta::MAX);
+        let run = run_id.to_owned();
+        let (lapse, now) = db::run(&self.pool, move |c| {
+            let now = Utc::now().naive_utc();
+            invoices::next_dead_lapse(c, &run, now - lease)
+                .map(|lapse| (lapse, now))
+                .map_err(DbError::from)
+        })
+        .await?;
+        Ok(lapse.map(|at| {
+            (at - now)
+                .to_std()
+                .unwrap_or_default()
+                .clamp(Duration::from_millis(100), self.settings.lease)
+        }))
+    }
+
     /// The first step of stopping, taken as soon as the process is told to stop (before the
     /// HTTP server drains its requests): no run, claim or call starts from now on, and
     /// retry waits end. The calls in flight finish and are recorded.
@@ -542,6 +609,48 @@ impl Biller {
     }
 }
 
+/// How many times a run's end is written before giving up (about 3 s in all).
+const CLOSE_TRIES: u32 = 5;
+
+/// How a run's own close went.
+enum Closed {
+    /// Recorded with its status; a failed run handed back this many claims.
+    Finished { handed_back: usize },
+    /// Closed as abandoned by another while this process stalled: its row says so.
+    ByAnother,
+}
+
+/// A run's own close, in one transaction: the row (first, as [`close`] takes it), the
+/// claims a failed run still holds, and the attempts whose calls were dropped unanswered.
+fn close_own(
+    c: &mut db::AnyConnection,
+    id: &str,
+    worker: &str,
+    status: RunStatus,
+    error: Option<&str>,
+    now: chrono::NaiveDateTime,
+) -> Result<Closed, diesel::result::Error> {
+    let runs = [id.to_owned()];
+    if pay_runs::lock_for_close(c, &runs)?.is_empty() {
+        // Closed by another while this process stalled: its calls since then stay on
+        // record as interrupted, and the row keeps saying abandoned.
+        attempts::interrupt(c, &runs, now)?;
+        return Ok(Closed::ByAnother);
+    }
+    let mut handed_back = 0;
+    if status == RunStatus::Failed {
+        handed_back = invoices::release_run(c, worker, id, now)?;
+        let counts = pay_runs::Counts {
+            retry_later: i32::try_from(handed_back).unwrap_or(i32::MAX),
+            ..Default::default()
+        };
+        pay_runs::add(c, id, counts, now)?;
+    }
+    pay_runs::finish(c, id, status, error, now)?;
+    attempts::interrupt(c, &runs, now)?;
+    Ok(Closed::Finished { handed_back })
+}
+
 /// Closes `runs` as abandoned and their attempts still started as interrupted, together.
 /// The write comes first in the transaction: a SQLite transaction that reads first cannot
 /// take the write lock once another writer has committed.
@@ -554,10 +663,17 @@ fn close(
     if runs.is_empty() {
         return Ok(0);
     }
-    // Attempts before the run's row: the order a settlement takes them in, so the two
-    // never wait on each other (PostgreSQL found that deadlock under the chaos harness).
+    // The runs' rows first, as a settlement takes them (so the two never wait on each
+    // other: PostgreSQL found that deadlock under the chaos harness), and before their
+    // attempts: an attempt being recorded meanwhile commits first and is seen here, or
+    // finds its run closed and makes no call.
     c.transaction(|c| {
-        attempts::interrupt(c, runs, now)?;
-        pay_runs::abandon(c, runs, why, now)
+        let runs = pay_runs::lock_for_close(c, runs)?;
+        if runs.is_empty() {
+            return Ok(0);
+        }
+        let closed = pay_runs::abandon(c, &runs, why, now)?;
+        attempts::interrupt(c, &runs, now)?;
+        Ok(closed)
     })
 }

@@ -16,7 +16,7 @@ use chrono::{TimeDelta, Utc};
 use diesel::Connection;
 
 use super::{Biller, BillingError};
-use crate::db::{self, DbError, attempts, invoices};
+use crate::db::{self, DbError, attempts, invoices, pay_runs};
 use crate::domain::{CallOutcome, Settlement, idempotency_key_for};
 use crate::payment_client::CallResult;
 
@@ -237,8 +237,10 @@ impl Biller {
         }
     }
 
-    /// Renews the run's claim and records a new attempt, in one transaction; the attempt's
-    /// id, or `None` when the claim is no longer this run's.
+    /// Renews the run's claim and records a new attempt, in one transaction that also holds
+    /// the run open (`hold_open`); the attempt's id, or `None` when the claim is no longer
+    /// this run's. A run closed meanwhile (this process stalled past its heartbeat and
+    /// another closed the run) makes no call: [`BillingError::RunClosed`].
     async fn begin_attempt(
         &self,
         run_id: &str,
@@ -247,20 +249,27 @@ impl Biller {
         let lease = TimeDelta::from_std(self.settings.lease).unwrap_or(TimeDelta::MAX);
         let worker = self.worker_id.clone();
         let (run_id, invoice_id) = (run_id.to_owned(), row.id.clone());
-        let held = db::run(&self.pool, move |c| {
+        db::run(&self.pool, move |c| {
             let now = Utc::now().naive_utc();
-            c.transaction::<_, diesel::result::Error, _>(|c| {
+            let begun = c.transaction::<_, diesel::result::Error, _>(|c| {
                 if !invoices::renew(c, &invoice_id, &worker, &run_id, now, now + lease)? {
                     return Ok(None);
+                }
+                if !pay_runs::hold_open(c, &run_id)? {
+                    // Undo the renewal: the claim is the closer's to hand on.
+                    return Err(diesel::result::Error::RollbackTransaction);
                 }
                 let attempt = new_attempt(&run_id, &invoice_id, now);
                 attempts::start(c, &attempt)?;
                 Ok(Some(attempt.id))
-            })
-            .map_err(DbError::from)
+            });
+            match begun {
+                Ok(held) => Ok(held),
+                Err(diesel::result::Error::RollbackTransaction) => Err(BillingError::RunClosed),
+                Err(e) => Err(DbError::from(e).into()),
+            }
         })
-        .await?;
-        Ok(held)
+        .await
     }
 
     async fn finish_attempt(&self, recorded: Recorded) -> Result<(), BillingError> {

@@ -29,7 +29,14 @@ impl Biller {
         let (batch, changed) = db::run(&self.pool, move |c| {
             match c.transaction(|c| settle_in(c, &run_id, &batch, &worker, now)) {
                 Ok(changed) => Ok((batch, changed)),
-                Err(diesel::result::Error::RollbackTransaction) => Err(BillingError::RunClosed),
+                Err(diesel::result::Error::RollbackTransaction) => {
+                    // The run was closed while this process stalled. The invoices are the
+                    // closer's now, but these calls were made: their attempts say what the
+                    // provider answered, not `interrupted`.
+                    let finished: Vec<_> = last_attempts(&batch).collect();
+                    attempts::finish_all(c, &finished, now).map_err(DbError::from)?;
+                    Err(BillingError::RunClosed)
+                }
                 Err(e) => Err(DbError::from(e).into()),
             }
         })
@@ -54,11 +61,11 @@ fn settle_in(
     worker: &str,
     now: NaiveDateTime,
 ) -> diesel::QueryResult<HashSet<String>> {
-    let finished: Vec<_> = batch
-        .iter()
-        .filter_map(|charged| charged.last.as_ref())
-        .map(|last| last.finish())
-        .collect();
+    // The run first, as closing it takes it (no deadlock between the two).
+    if !pay_runs::hold_for_settlement(c, run_id)? {
+        return Err(diesel::result::Error::RollbackTransaction);
+    }
+    let finished: Vec<_> = last_attempts(batch).collect();
     attempts::finish_all(c, &finished, now)?;
     let paid: Vec<(&str, &str)> = batch
         .iter()
@@ -105,6 +112,14 @@ fn settle_in(
         return Err(diesel::result::Error::RollbackTransaction);
     }
     Ok(changed)
+}
+
+/// The last attempt of each charged invoice whose result is not on record yet.
+fn last_attempts(batch: &[Charged]) -> impl Iterator<Item = (&str, attempts::Finish<'_>)> {
+    batch
+        .iter()
+        .filter_map(|charged| charged.last.as_ref())
+        .map(|last| last.finish())
 }
 
 fn count(n: usize) -> i32 {

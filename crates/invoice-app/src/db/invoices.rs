@@ -362,6 +362,46 @@ pub fn release_for_attention(
         .execute(conn)
 }
 
+/// When the first claim held by a dead run lapses: a run other than `run_id` that is closed,
+/// or silent since `stale_before` (its process died and nobody has closed it yet). `None`
+/// when no dead run holds anything. A run that would complete while such claims exist
+/// would leave invoices of its period untried.
+pub fn next_dead_lapse(
+    conn: &mut AnyConnection,
+    run_id: &str,
+    stale_before: NaiveDateTime,
+) -> QueryResult<Option<NaiveDateTime>> {
+    use super::schema::pay_runs::dsl as runs;
+    let dead = runs::pay_runs.select(runs::id).filter(
+        runs::status
+            .ne(crate::domain::RunStatus::Running.as_str())
+            .or(runs::heartbeat_at.lt(stale_before)),
+    );
+    invoices::table
+        .filter(dsl::status.eq("processing"))
+        .filter(dsl::last_run_id.ne(run_id))
+        .filter(dsl::last_run_id.assume_not_null().eq_any(dead))
+        .select(diesel::dsl::min(dsl::lease_until))
+        .get_result(conn)
+}
+
+/// Hands back the claims `worker`'s run `run_id` still holds (the run failed).
+pub fn release_run(
+    conn: &mut AnyConnection,
+    worker: &str,
+    run_id: &str,
+    now: NaiveDateTime,
+) -> QueryResult<usize> {
+    diesel::update(
+        invoices::table
+            .filter(dsl::status.eq("processing"))
+            .filter(dsl::claimed_by.eq(worker))
+            .filter(dsl::last_run_id.eq(run_id)),
+    )
+    .set(released(now))
+    .execute(conn)
+}
+
 /// Hands back every claim of `worker` (graceful shutdown).
 pub fn release_all(
     conn: &mut AnyConnection,

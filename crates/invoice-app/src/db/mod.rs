@@ -9,7 +9,7 @@ pub mod pay_runs;
 mod pool;
 pub mod schema;
 
-pub use pool::{AnyConnection, DbConn, DbPool, DbUrl, migrate, pool};
+pub use pool::{AnyConnection, DbConn, DbPool, DbUrl, SessionLimits, migrate, pool, pool_with};
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use tracing::Instrument;
@@ -36,7 +36,9 @@ impl From<DieselError> for DbError {
     }
 }
 
-/// Runs blocking diesel work on tokio's blocking pool, inside the caller's span.
+/// Runs blocking diesel work on tokio's blocking pool, inside the caller's span. A call
+/// that fails on a connection the server dropped discards it, and every other idle one
+/// that is dead too, so the next call gets a fresh one (see [`pool::discard_if_dead`]).
 pub async fn run<T, E, F>(pool: &DbPool, work: F) -> Result<T, E>
 where
     F: FnOnce(&mut AnyConnection) -> Result<T, E> + Send + 'static,
@@ -47,10 +49,7 @@ where
     let span = tracing::Span::current();
     tokio::task::spawn_blocking(move || {
         let _entered = span.enter();
-        let mut conn = pool
-            .get()
-            .map_err(|e| E::from(DbError::Unavailable(e.to_string())))?;
-        work(&mut conn)
+        once(&pool, work).0
     })
     .instrument(tracing::Span::current())
     .await
@@ -59,6 +58,47 @@ where
             "database task failed: {join}"
         ))))
     })
+}
+
+/// [`run`] for work that only reads: when it failed on a dead connection, it is run once
+/// more on a fresh one (repeating a read changes nothing; a write is never repeated).
+pub async fn read<T, E, F>(pool: &DbPool, work: F) -> Result<T, E>
+where
+    F: Fn(&mut AnyConnection) -> Result<T, E> + Send + 'static,
+    T: Send + 'static,
+    E: From<DbError> + Send + 'static,
+{
+    let pool = pool.clone();
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || {
+        let _entered = span.enter();
+        match once(&pool, &work) {
+            (Err(_), true) => once(&pool, &work).0,
+            (result, _) => result,
+        }
+    })
+    .instrument(tracing::Span::current())
+    .await
+    .unwrap_or_else(|join| {
+        Err(E::from(DbError::Unavailable(format!(
+            "database task failed: {join}"
+        ))))
+    })
+}
+
+/// One go on one pooled connection; the result, and whether the connection was dead.
+fn once<T, E, F>(pool: &DbPool, work: F) -> (Result<T, E>, bool)
+where
+    F: FnOnce(&mut AnyConnection) -> Result<T, E>,
+    E: From<DbError>,
+{
+    let mut conn = match pool.get() {
+        Ok(conn) => conn,
+        Err(e) => return (Err(E::from(DbError::Unavailable(e.to_string()))), false),
+    };
+    let result = work(&mut conn);
+    let dead = result.is_err() && pool::discard_if_dead(pool, &mut conn);
+    (result, dead)
 }
 
 /// Whether a diesel error is a unique-key violation (an intended conflict, not a fault).

@@ -73,6 +73,60 @@ pub fn is_running(conn: &mut AnyConnection, id: &str) -> QueryResult<bool> {
         .map(|n| n == 1)
 }
 
+/// [`is_running`], and on PostgreSQL the run held open until the transaction ends: a `KEY
+/// SHARE` lock, which closing the run ([`lock_for_close`]) waits for, and which heartbeats
+/// and counts (plain updates) do not. So an attempt recorded under it either commits
+/// before the run is closed (and the closer sees it) or finds the run closed.
+pub fn hold_open(conn: &mut AnyConnection, id: &str) -> QueryResult<bool> {
+    match conn {
+        AnyConnection::Postgresql(pg) => pay_runs::table
+            .find(id)
+            .filter(dsl::status.eq(RUNNING))
+            .select(dsl::id)
+            .for_key_share()
+            .first::<String>(pg)
+            .optional()
+            .map(|found| found.is_some()),
+        // One writer at a time: the transaction's first write already holds the database.
+        AnyConnection::Sqlite(_) => is_running(conn, id),
+    }
+}
+
+/// Takes the rows of `ids` still running for a change of status, first thing in the
+/// transaction: on PostgreSQL `FOR UPDATE`, which waits for every attempt being recorded
+/// under [`hold_open`] and keeps new ones out; the runs' attempts are locked after it, in
+/// the order a settlement takes them (see [`hold_for_settlement`]). Returns those ids.
+pub fn lock_for_close(conn: &mut AnyConnection, ids: &[String]) -> QueryResult<Vec<String>> {
+    let running = pay_runs::table
+        .filter(dsl::id.eq_any(ids))
+        .filter(dsl::status.eq(RUNNING))
+        .select(dsl::id)
+        .order(dsl::id);
+    match conn {
+        AnyConnection::Postgresql(pg) => running.for_update().load(pg),
+        AnyConnection::Sqlite(sqlite) => running.load(sqlite),
+    }
+}
+
+/// Whether the run is still open, locking its row on PostgreSQL before a settlement
+/// touches the attempts and invoices, so that a settlement and a close take the run first
+/// and cannot deadlock. Compatible with [`hold_open`]: attempts keep starting meanwhile.
+pub fn hold_for_settlement(conn: &mut AnyConnection, id: &str) -> QueryResult<bool> {
+    match conn {
+        AnyConnection::Postgresql(pg) => pay_runs::table
+            .find(id)
+            .filter(dsl::status.eq(RUNNING))
+            .select(dsl::id)
+            .for_no_key_update()
+            .first::<String>(pg)
+            .optional()
+            .map(|found| found.is_some()),
+        // A read first would keep a deferred SQLite transaction from taking the write lock;
+        // writes are serial there anyway, and `add` tells at the end.
+        AnyConnection::Sqlite(_) => Ok(true),
+    }
+}
+
 pub fn heartbeat(conn: &mut AnyConnection, id: &str, now: NaiveDateTime) -> QueryResult<()> {
     diesel::update(pay_runs::table.find(id).filter(dsl::status.eq(RUNNING)))
         .set(dsl::heartbeat_at.eq(now))

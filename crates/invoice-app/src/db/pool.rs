@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use diesel::connection::SimpleConnection;
+use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
 use diesel::prelude::*;
 use diesel::r2d2::{self, ManageConnection, Pool, PooledConnection, R2D2Connection};
 use diesel::{PgConnection, SqliteConnection};
@@ -70,11 +70,70 @@ impl DbUrl {
     }
 }
 
+/// How long a PostgreSQL session may wait, so that no caller hangs on a peer that froze
+/// inside a transaction or on a connection whose server vanished: a lock wait, a statement,
+/// and a transaction left open idle (the server ends that session, freeing its locks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    pub lock_timeout: Duration,
+    pub statement_timeout: Duration,
+    pub idle_in_transaction_timeout: Duration,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        SessionLimits {
+            lock_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(60),
+            idle_in_transaction_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl SessionLimits {
+    fn sql(&self) -> String {
+        format!(
+            "SET lock_timeout = {}; SET statement_timeout = {}; SET idle_in_transaction_session_timeout = {};",
+            self.lock_timeout.as_millis(),
+            self.statement_timeout.as_millis(),
+            self.idle_in_transaction_timeout.as_millis()
+        )
+    }
+}
+
+/// TCP keepalives (libpq's own settings), unless the URL sets them: a server lost with the
+/// node under it is noticed within about a minute, not after the kernel's two hours.
+fn with_keepalives(url: &str) -> String {
+    const KEEPALIVES: [(&str, &str); 4] = [
+        ("keepalives", "1"),
+        ("keepalives_idle", "30"),
+        ("keepalives_interval", "10"),
+        ("keepalives_count", "3"),
+    ];
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let given: Vec<&str> = query
+        .split('&')
+        .filter_map(|pair| pair.split('=').next())
+        .collect();
+    let mut params: Vec<String> = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect();
+    for (name, value) in KEEPALIVES {
+        if !given.contains(&name) {
+            params.push(format!("{name}={value}"));
+        }
+    }
+    format!("{base}?{}", params.join("&"))
+}
+
 /// Opens connections of the variant the URL names (the derive's own `establish` would try
 /// every backend in turn and could mistake a PostgreSQL URL for a SQLite file name).
 #[derive(Debug)]
 pub struct ConnectionManager {
     url: DbUrl,
+    limits: SessionLimits,
 }
 
 impl ManageConnection for ConnectionManager {
@@ -83,9 +142,13 @@ impl ManageConnection for ConnectionManager {
 
     fn connect(&self) -> Result<AnyConnection, r2d2::Error> {
         match &self.url {
-            DbUrl::Postgres(url) => PgConnection::establish(url)
-                .map(AnyConnection::Postgresql)
-                .map_err(r2d2::Error::ConnectionError),
+            DbUrl::Postgres(url) => {
+                let mut conn = PgConnection::establish(&with_keepalives(url))
+                    .map_err(r2d2::Error::ConnectionError)?;
+                conn.batch_execute(&self.limits.sql())
+                    .map_err(r2d2::Error::QueryError)?;
+                Ok(AnyConnection::Postgresql(conn))
+            }
             DbUrl::Sqlite(path) => {
                 let mut conn =
                     SqliteConnection::establish(path).map_err(r2d2::Error::ConnectionError)?;
@@ -109,28 +172,85 @@ impl ManageConnection for ConnectionManager {
     }
 }
 
+/// After a failed call: whether `conn` is dead (it no longer answers a ping). A dead one is
+/// marked so that the pool drops it instead of handing it out again, and so is every idle
+/// connection that is dead too: a database restart or a cut network kills them all at
+/// once, and without this each would fail one more request before being noticed. Costs a
+/// round trip per idle connection, and only after an error; a healthy checkout costs none.
+pub(super) fn discard_if_dead(pool: &DbPool, conn: &mut AnyConnection) -> bool {
+    if conn.ping().is_ok() {
+        return false;
+    }
+    mark_broken(conn);
+    // Holding each idle connection until all are checked, so none is looked at twice.
+    let mut checked = Vec::new();
+    for _ in 0..pool.state().idle_connections {
+        let Some(mut idle) = pool.try_get() else {
+            break;
+        };
+        if idle.ping().is_err() {
+            mark_broken(&mut idle);
+        }
+        checked.push(idle);
+    }
+    tracing::warn!(
+        idle_checked = checked.len(),
+        "a database connection was dead; dropped it and the idle ones that were too"
+    );
+    true
+}
+
+/// Makes `has_broken` true for `conn`, so the pool closes it when it comes back.
+fn mark_broken(conn: &mut AnyConnection) {
+    match conn {
+        AnyConnection::Postgresql(pg) => mark_broken_pg(pg),
+        AnyConnection::Sqlite(sqlite) => {
+            AnsiTransactionManager::transaction_manager_status_mut(sqlite).set_in_error()
+        }
+    }
+}
+
+fn mark_broken_pg(pg: &mut PgConnection) {
+    AnsiTransactionManager::transaction_manager_status_mut(pg).set_in_error();
+}
+
 /// Builds the pool without connecting: start-up connects through [`migrate`], and a
 /// database that is down later makes requests fail cleanly instead of the process.
 pub fn pool(url: &DbUrl, size: u32) -> DbPool {
+    pool_with(url, size, SessionLimits::default())
+}
+
+/// [`pool`] with the session limits given.
+pub fn pool_with(url: &DbUrl, size: u32, limits: SessionLimits) -> DbPool {
     Pool::builder()
         .max_size(size)
         .min_idle(Some(0))
         .connection_timeout(Duration::from_secs(3))
         // No ping before every use: it doubled the round trips of every query. A connection
-        // that died fails its query (a 503) and is dropped by `has_broken`.
+        // that died fails its query (a 503) and is dropped with every idle one that died
+        // too (`discard_if_dead`); reads are then repeated once on a fresh one.
         .test_on_check_out(false)
-        .build_unchecked(ConnectionManager { url: url.clone() })
+        .build_unchecked(ConnectionManager {
+            url: url.clone(),
+            limits,
+        })
 }
 
 /// Applies pending migrations; returns how many ran.
 pub fn migrate(conn: &mut AnyConnection) -> anyhow::Result<usize> {
     let applied = match conn {
         AnyConnection::Postgresql(pg) => {
+            // Waiting for another replica's migrations, and a migration itself, may take
+            // longer than the session limits allow; this connection is not reused after.
+            pg.batch_execute("SET lock_timeout = 0; SET statement_timeout = 0;")?;
             diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK_ID})"))
                 .execute(pg)?;
             let result = pg.run_pending_migrations(MIGRATIONS).map(|v| v.len());
-            diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_ID})"))
-                .execute(pg)?;
+            let unlocked =
+                diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_ID})"))
+                    .execute(pg);
+            mark_broken_pg(pg);
+            unlocked?;
             result
         }
         AnyConnection::Sqlite(sqlite) => sqlite.run_pending_migrations(MIGRATIONS).map(|v| v.len()),
@@ -158,6 +278,18 @@ mod tests {
         );
         assert_eq!(DbUrl::parse("app.db"), Ok(DbUrl::Sqlite("app.db".into())));
         assert!(DbUrl::parse("mysql://h/db").is_err());
+    }
+
+    #[test]
+    fn keepalives_are_added_unless_given() {
+        assert_eq!(
+            with_keepalives("postgres://u@h/db"),
+            "postgres://u@h/db?keepalives=1&keepalives_idle=30&keepalives_interval=10&keepalives_count=3"
+        );
+        assert_eq!(
+            with_keepalives("postgres://u@h/db?sslmode=require&keepalives_idle=5"),
+            "postgres://u@h/db?sslmode=require&keepalives_idle=5&keepalives=1&keepalives_interval=10&keepalives_count=3"
+        );
         assert!(DbUrl::parse("").is_err());
     }
 }

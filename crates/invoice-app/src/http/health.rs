@@ -17,7 +17,7 @@ pub async fn healthz() -> HttpResponse {
 /// Readiness: our own database answers. payment-provider is deliberately not checked: its
 /// outage must not take invoice-app out of its Service.
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    db::run(&state.pool, |c| {
+    db::read(&state.pool, |c| {
         diesel::sql_query("SELECT 1")
             .execute(c)
             .map_err(DbError::from)
@@ -36,7 +36,7 @@ const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(5);
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     // A run is alive while its heartbeat is younger than a lease (as `close_abandoned` says).
     let lease = TimeDelta::from_std(state.biller.lease()).unwrap_or(TimeDelta::MAX);
-    let read = db::run(&state.pool, move |c| {
+    let read = db::read(&state.pool, move |c| {
         snapshot(c, lease).map_err(DbError::from)
     });
     let snapshot = match tokio::time::timeout(SNAPSHOT_TIMEOUT, read).await {

@@ -154,7 +154,7 @@ pub async fn list(
             "cursor is not one this API gave out".to_owned(),
         ));
     }
-    let rows = db::run(&state.pool, move |c| {
+    let rows = db::read(&state.pool, move |c| {
         db::invoices::list(
             c,
             status.map(InvoiceStatus::as_str),
@@ -190,7 +190,7 @@ pub async fn get(
         return Err(not_found());
     }
     let lookup = id.clone();
-    let row = db::run(&state.pool, move |c| {
+    let row = db::read(&state.pool, move |c| {
         db::invoices::find(c, &lookup).map_err(DbError::from)
     })
     .await?

@@ -2,7 +2,6 @@
 //! started again: every invoice ends paid exactly once.
 
 use std::collections::HashMap;
-use std::process::{Child, Command};
 use std::time::Duration;
 
 use api_contract::Currency;
@@ -12,54 +11,10 @@ use invoice_app::db::{
 };
 use payment_provider::testing::{TestDb, TestProvider};
 
-use crate::helpers::{Backend, api_client, create_eur_invoices, money};
+use crate::helpers::{Backend, api_client, create_eur_invoices, money, start_binary, wait_ready};
 
 const INVOICES: i64 = 2000;
 const SECRET: &str = "crash-test-token-never-in-logs-42";
-
-/// An invoice-app process on a free port; its output goes to `log`.
-fn start(db_url: &str, provider_url: &str, log: &std::path::Path) -> (Child, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .expect("log file");
-    let child = Command::new(env!("CARGO_BIN_EXE_invoice-app"))
-        .env_clear()
-        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-        .env("METRICS_ADDR", "127.0.0.1:0")
-        .env("DATABASE_URL", db_url)
-        .env("PAYMENT_PROVIDER_URL", provider_url)
-        .env("PAYMENT_PROVIDER_TOKEN", SECRET)
-        .env("SEED", "none")
-        .env("PAY_SCHEDULE", "off")
-        .env("CLAIM_LEASE_SECS", "10")
-        .env("RETRY_MAX_ELAPSED_SECS", "3")
-        .env("CHARGE_TIMEOUT_MS", "1000")
-        .env("LOG_FORMAT", "json")
-        .env("RUST_LOG", "debug")
-        .stdout(log.try_clone().expect("log file"))
-        .stderr(log)
-        .spawn()
-        .expect("invoice-app starts");
-    (child, format!("http://127.0.0.1:{port}"))
-}
-
-async fn wait_ready(client: &reqwest::Client, base: &str) {
-    for _ in 0..200 {
-        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
-            && r.status().is_success()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("invoice-app at {base} did not become ready");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_sigkill_mid_run_then_restart_pays_each_invoice_once() {
@@ -85,7 +40,7 @@ async fn postgres_sigkill_mid_run_then_restart_pays_each_invoice_once() {
 
     let log = std::env::temp_dir().join(format!("crash-{}.log", uuid::Uuid::new_v4().simple()));
     let client = api_client();
-    let (mut first, base) = start(db_url, &provider.base_url, &log);
+    let (mut first, base) = start_binary(db_url, &provider.base_url, SECRET, &log, &[]);
     wait_ready(&client, &base).await;
     let started = client
         .post(format!("{base}/pay-runs"))
@@ -126,7 +81,7 @@ async fn postgres_sigkill_mid_run_then_restart_pays_each_invoice_once() {
     .await
     .expect("attempts");
 
-    let (mut second, base) = start(db_url, &provider.base_url, &log);
+    let (mut second, base) = start_binary(db_url, &provider.base_url, SECRET, &log, &[]);
     wait_ready(&client, &base).await;
     // Claims of the dead process are taken over once their lease (10 s) runs out.
     let mut remaining = i64::MAX;

@@ -268,3 +268,57 @@ pub async fn assert_problem(response: reqwest::Response, status: u16, code: &str
     assert_eq!(body["code"], code, "code in {body}");
     body
 }
+
+/// An invoice-app process (the real binary) on a free loopback port, presenting `token` to
+/// the provider, with a short lease and retry budget; `extra` adds or overrides settings.
+/// Its output goes to `log`. The child and its base URL.
+pub fn start_binary(
+    db_url: &str,
+    provider_url: &str,
+    token: &str,
+    log: &std::path::Path,
+    extra: &[(&str, &str)],
+) -> (std::process::Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_invoice-app"))
+        .env_clear()
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("METRICS_ADDR", "127.0.0.1:0")
+        .env("DATABASE_URL", db_url)
+        .env("PAYMENT_PROVIDER_URL", provider_url)
+        .env("PAYMENT_PROVIDER_TOKEN", token)
+        .env("SEED", "none")
+        .env("PAY_SCHEDULE", "off")
+        .env("CLAIM_LEASE_SECS", "10")
+        .env("RETRY_MAX_ELAPSED_SECS", "3")
+        .env("CHARGE_TIMEOUT_MS", "1000")
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "debug")
+        .envs(extra.iter().copied())
+        .stdout(log.try_clone().expect("log file"))
+        .stderr(log)
+        .spawn()
+        .expect("invoice-app starts");
+    (child, format!("http://127.0.0.1:{port}"))
+}
+
+/// Waits up to 10 s for `/readyz` to answer 200.
+pub async fn wait_ready(client: &reqwest::Client, base: &str) {
+    for _ in 0..200 {
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
+            && r.status().is_success()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("invoice-app at {base} did not become ready");
+}

@@ -16,3 +16,4 @@ mod provider_token;
 mod records;
 mod replicas;
 mod schedule;
+mod takeovers;

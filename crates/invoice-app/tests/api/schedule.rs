@@ -45,7 +45,20 @@ async fn insert_period(pool: &db::DbPool, period: &str, kind: &str, run: Option<
 }
 
 /// Scheduled runs, as (period, run status).
+/// The scheduled periods and their runs' status, once no run of theirs is still closing
+/// (a run's invoices show paid a moment before its row says completed).
 async fn scheduled(pool: &db::DbPool) -> Vec<(String, String)> {
+    for _ in 0..100 {
+        let periods = scheduled_now(pool).await;
+        if periods.iter().all(|(_, status)| status != "running") {
+            return periods;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    scheduled_now(pool).await
+}
+
+async fn scheduled_now(pool: &db::DbPool) -> Vec<(String, String)> {
     db::run(pool, |c| {
         periods::billing_periods
             .inner_join(runs::pay_runs.on(periods::run_id.eq(runs::id.nullable())))

@@ -1,0 +1,378 @@
+//! The money path under stalls, cut connections and takeovers, with the real binary on
+//! PostgreSQL: a replica frozen past its lease (SIGSTOP), every connection cut
+//! (`pg_terminate_backend`), a peer frozen inside a transaction (a session holding a lock),
+//! and a database reset. The checks read the databases, not only the API's answers.
+
+use std::process::Command;
+use std::time::Duration;
+
+use api_contract::Currency;
+use chrono::NaiveDateTime;
+use diesel::{
+    Connection, ExpressionMethods, NullableExpressionMethods, PgConnection, QueryDsl, RunQueryDsl,
+};
+use invoice_app::db::schema::{invoices::dsl as inv, pay_runs::dsl as runs};
+use invoice_app::db::{self, schema::payment_attempts::dsl as attempts};
+use payment_provider::testing::{TestDb, TestProvider};
+use serde_json::Value;
+
+use crate::helpers::{Backend, api_client, create_eur_invoices, money, start_binary, wait_ready};
+
+const SECRET: &str = "takeover-test-token-never-logged";
+
+/// A provider answering each charge after `latency`, and an invoice-app database holding
+/// `invoices` pending invoices. `None` without PostgreSQL.
+struct Setup {
+    provider: TestProvider,
+    _db: TestDb,
+    db_url: String,
+    log: std::path::PathBuf,
+}
+
+impl Setup {
+    async fn new(latency: Duration, invoices: i64) -> Option<Setup> {
+        let provider = TestProvider::spawn(Backend::Postgres, |c| {
+            c.callers = Some(
+                payment_provider::auth::CallerTokens::parse(&format!("invoice-app:{SECRET}"))
+                    .expect("valid"),
+            );
+            c.faults.latency = latency;
+        })
+        .await?;
+        provider
+            .fund("C001", money(1_000_000_000, Currency::Eur))
+            .await;
+        let db = TestDb::create(Backend::Postgres, "ia")?;
+        let payment_provider::db::DbUrl::Postgres(db_url) = &db.url else {
+            unreachable!("PostgreSQL")
+        };
+        let db_url = db_url.clone();
+        let pool = db::pool(&db::DbUrl::Postgres(db_url.clone()), 1);
+        db::run(&pool, db::migrate).await.expect("migrated");
+        create_eur_invoices(&pool, invoices).await;
+        let log =
+            std::env::temp_dir().join(format!("takeover-{}.log", uuid::Uuid::new_v4().simple()));
+        Some(Setup {
+            provider,
+            _db: db,
+            db_url,
+            log,
+        })
+    }
+
+    /// A connection of the test's own, outside every pool the services hold.
+    fn connect(&self) -> PgConnection {
+        PgConnection::establish(&self.db_url).expect("test connection")
+    }
+
+    async fn wait_for_charges(&self, at_least: usize) {
+        for _ in 0..1500 {
+            if self.provider.ledger().await.len() >= at_least {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!(
+            "fewer than {at_least} charges after 30 s; log: {}",
+            self.log.display()
+        );
+    }
+
+    /// Cuts every connection to invoice-app's database but the caller's, as a failover or
+    /// a restarted server does.
+    fn cut_connections(&self) -> usize {
+        #[derive(diesel::QueryableByName)]
+        struct Cut {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            cut: i64,
+        }
+        let cut: Cut = diesel::sql_query(
+            "SELECT count(pg_terminate_backend(pid)) AS cut FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .get_result(&mut self.connect())
+        .expect("connections cut");
+        usize::try_from(cut.cut).unwrap_or_default()
+    }
+}
+
+fn signal(child: &std::process::Child, sig: &str) {
+    let done = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(done.success(), "kill {sig}");
+}
+
+async fn start_run(client: &reqwest::Client, base: &str) -> String {
+    let started = client
+        .post(format!("{base}/pay-runs"))
+        .timeout(Duration::from_secs(15))
+        .send()
+        .await
+        .expect("POST /pay-runs answered within 15 s");
+    assert_eq!(started.status().as_u16(), 202);
+    let body: Value = started.json().await.expect("JSON");
+    body["id"].as_str().expect("run id").to_owned()
+}
+
+fn attempts_of(c: &mut PgConnection, run: &str, outcome: &str) -> i64 {
+    attempts::payment_attempts
+        .filter(attempts::pay_run_id.eq(run))
+        .filter(attempts::outcome.eq(outcome))
+        .count()
+        .get_result(c)
+        .expect("attempts")
+}
+
+fn held_by_run(c: &mut PgConnection, run: &str) -> i64 {
+    inv::invoices
+        .filter(inv::status.eq("processing"))
+        .filter(inv::last_run_id.eq(run))
+        .count()
+        .get_result(c)
+        .expect("invoices")
+}
+
+/// Replica A is frozen past its lease mid-run, and its run is closed as abandoned (what
+/// another replica's housekeeping does). When A wakes it must not call again for that
+/// run: no attempt of it starts after the closure, and none is left `started`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_run_closed_while_frozen_makes_no_call_after_it_wakes() {
+    let Some(setup) = Setup::new(Duration::from_millis(200), 400).await else {
+        return;
+    };
+    let client = api_client();
+    let (mut a, base) = start_binary(
+        &setup.db_url,
+        &setup.provider.base_url,
+        SECRET,
+        &setup.log,
+        &[("PAY_CONCURRENCY", "4")],
+    );
+    wait_ready(&client, &base).await;
+    let run = start_run(&client, &base).await;
+    setup.wait_for_charges(8).await;
+    signal(&a, "-STOP");
+    // Past the lease (10 s) and the heartbeat: A's run looks dead to everyone.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let mut c = setup.connect();
+    let closed_at: NaiveDateTime = c
+        .transaction(|c| {
+            let closed: NaiveDateTime = diesel::update(
+                runs::pay_runs
+                    .filter(runs::id.eq(&run))
+                    .filter(runs::status.eq("running")),
+            )
+            .set((
+                runs::status.eq("abandoned"),
+                runs::error.eq("closed by another replica (the test)"),
+                runs::finished_at.eq(diesel::dsl::sql("now() AT TIME ZONE 'utc'")),
+            ))
+            .returning(runs::finished_at.assume_not_null())
+            .get_result(c)?;
+            diesel::update(
+                attempts::payment_attempts
+                    .filter(attempts::pay_run_id.eq(&run))
+                    .filter(attempts::outcome.eq("started")),
+            )
+            .set(attempts::outcome.eq("interrupted"))
+            .execute(c)?;
+            Ok::<_, diesel::result::Error>(closed)
+        })
+        .expect("run closed");
+    signal(&a, "-CONT");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    a.kill().expect("SIGKILL");
+    a.wait().expect("reaped");
+
+    let after: i64 = attempts::payment_attempts
+        .filter(attempts::pay_run_id.eq(&run))
+        .filter(attempts::started_at.gt(closed_at))
+        .count()
+        .get_result(&mut c)
+        .expect("attempts");
+    assert_eq!(
+        after,
+        0,
+        "calls made for run {run} after it was closed; log: {}",
+        setup.log.display()
+    );
+    assert_eq!(
+        attempts_of(&mut c, &run, "started"),
+        0,
+        "attempts left started"
+    );
+}
+
+/// Every connection is cut in the middle of a synchronous run. The run fails, and says so
+/// at once: its row is `failed` with the error (not `running`, later "died"), it hands
+/// back the claims it held, leaves no attempt `started`, and the caller's 503 names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_run_whose_connections_are_cut_closes_failed_and_hands_back() {
+    let Some(setup) = Setup::new(Duration::from_millis(50), 600).await else {
+        return;
+    };
+    let client = api_client();
+    let (mut a, base) = start_binary(
+        &setup.db_url,
+        &setup.provider.base_url,
+        SECRET,
+        &setup.log,
+        &[("PAY_CONCURRENCY", "4")],
+    );
+    wait_ready(&client, &base).await;
+    let pay = {
+        let (client, base) = (client.clone(), base.clone());
+        tokio::spawn(async move {
+            client
+                .post(format!("{base}/invoices/pay"))
+                .timeout(Duration::from_secs(60))
+                .send()
+                .await
+        })
+    };
+    setup.wait_for_charges(20).await;
+    assert!(setup.cut_connections() > 0, "nothing to cut");
+    let answer = pay.await.expect("task").expect("answered");
+    assert_eq!(answer.status().as_u16(), 503);
+    let body: Value = answer.json().await.expect("problem");
+    let detail = body["detail"].as_str().unwrap_or_default().to_owned();
+    let run = detail
+        .split("pay run ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(!run.is_empty(), "the 503 names no run: {body}");
+
+    let mut c = setup.connect();
+    let (status, error): (String, Option<String>) = runs::pay_runs
+        .find(&run)
+        .select((runs::status, runs::error))
+        .first(&mut c)
+        .expect("run row");
+    assert_eq!(status, "failed", "{error:?}; log: {}", setup.log.display());
+    assert!(error.is_some_and(|e| !e.is_empty()));
+    assert_eq!(
+        attempts_of(&mut c, &run, "started"),
+        0,
+        "attempts left started"
+    );
+    assert_eq!(
+        held_by_run(&mut c, &run),
+        0,
+        "claims still held by the failed run"
+    );
+    a.kill().expect("SIGKILL");
+    a.wait().expect("reaped");
+}
+
+/// A peer frozen inside a transaction holds the row of a run that looks dead. A new run
+/// must still start and finish: the housekeeping that would close that run waits at most
+/// the lock timeout, and never holds the run slot hostage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_peer_frozen_in_a_transaction_blocks_nobody() {
+    let Some(setup) = Setup::new(Duration::ZERO, 50).await else {
+        return;
+    };
+    let mut c = setup.connect();
+    diesel::sql_query(
+        "INSERT INTO pay_runs (id, trigger, status, paid, failed, retry_later, started_at, \
+         worker_id, heartbeat_at) VALUES ('0190dead-0000-7000-8000-000000000001', 'api', \
+         'running', 0, 0, 0, now() - interval '1 hour', 'frozen', now() - interval '1 hour')",
+    )
+    .execute(&mut c)
+    .expect("a run whose process looks dead");
+    let mut frozen = setup.connect();
+    diesel::sql_query("BEGIN")
+        .execute(&mut frozen)
+        .expect("begin");
+    diesel::sql_query("SELECT id FROM pay_runs FOR UPDATE")
+        .execute(&mut frozen)
+        .expect("locked");
+
+    let client = api_client();
+    let (mut a, base) = start_binary(
+        &setup.db_url,
+        &setup.provider.base_url,
+        SECRET,
+        &setup.log,
+        &[("DATABASE_LOCK_TIMEOUT_MS", "1000"), ("PAY_MAX_RUNS", "1")],
+    );
+    wait_ready(&client, &base).await;
+    for _ in 0..2 {
+        let run = start_run(&client, &base).await;
+        let mut finished = None;
+        for _ in 0..150 {
+            let (code, body) = {
+                let r = client
+                    .get(format!("{base}/pay-runs/{run}"))
+                    .send()
+                    .await
+                    .expect("sent");
+                (r.status().as_u16(), r.json::<Value>().await.expect("JSON"))
+            };
+            assert_eq!(code, 200);
+            if body["status"] != "running" {
+                finished = Some(body);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let finished = finished.expect("the run finished within 15 s");
+        assert_eq!(finished["status"], "completed", "{finished}");
+    }
+    assert_eq!(setup.provider.ledger().await.len(), 50);
+    diesel::sql_query("ROLLBACK")
+        .execute(&mut frozen)
+        .expect("rollback");
+    a.kill().expect("SIGKILL");
+    a.wait().expect("reaped");
+}
+
+/// After every pooled connection died (a database restart), the next requests get fresh
+/// connections: reads at once (repeated once on a fresh connection), writes after them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_requests_after_a_database_reset_get_fresh_connections() {
+    let Some(setup) = Setup::new(Duration::ZERO, 20).await else {
+        return;
+    };
+    let client = api_client();
+    let (mut a, base) = start_binary(
+        &setup.db_url,
+        &setup.provider.base_url,
+        SECRET,
+        &setup.log,
+        &[("DATABASE_POOL_SIZE", "5")],
+    );
+    wait_ready(&client, &base).await;
+    // Several connections open and idle in the pool.
+    let warm: Vec<_> = (0..20)
+        .map(|_| client.get(format!("{base}/invoices?limit=5")).send())
+        .collect();
+    for answer in futures_util::future::join_all(warm).await {
+        assert_eq!(answer.expect("sent").status().as_u16(), 200);
+    }
+    assert!(
+        setup.cut_connections() >= 2,
+        "too few pooled connections to test"
+    );
+    for i in 0..10 {
+        let answer = client
+            .get(format!("{base}/invoices?limit=5"))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(answer.status().as_u16(), 200, "read {i} after the reset");
+    }
+    let created = client
+        .post(format!("{base}/invoices"))
+        .json(&serde_json::json!({"customer_id": "C001", "amount": {"minor_units": 100, "currency": "EUR"}}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(created.status().as_u16(), 201, "write after the reset");
+    a.kill().expect("SIGKILL");
+    a.wait().expect("reaped");
+}
