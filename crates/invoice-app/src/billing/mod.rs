@@ -631,7 +631,10 @@ fn close_own(
     now: chrono::NaiveDateTime,
 ) -> Result<Closed, diesel::result::Error> {
     let runs = [id.to_owned()];
-    if pay_runs::lock_for_close(c, &runs)?.is_empty() {
+    let locked = pay_runs::lock_for_close(c, &runs)?;
+    // After the wait for the lock: an attempt that committed during it started earlier.
+    let now = Utc::now().naive_utc().max(now);
+    if locked.is_empty() {
         // Closed by another while this process stalled: its calls since then stay on
         // record as interrupted, and the row keeps saying abandoned.
         attempts::interrupt(c, &runs, now)?;
@@ -672,6 +675,8 @@ fn close(
         if runs.is_empty() {
             return Ok(0);
         }
+        // After the wait for the lock: an attempt that committed during it started earlier.
+        let now = Utc::now().naive_utc().max(now);
         let closed = pay_runs::abandon(c, &runs, why, now)?;
         attempts::interrupt(c, &runs, now)?;
         Ok(closed)

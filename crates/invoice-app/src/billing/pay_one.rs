@@ -250,14 +250,15 @@ impl Biller {
         let worker = self.worker_id.clone();
         let (run_id, invoice_id) = (run_id.to_owned(), row.id.clone());
         db::run(&self.pool, move |c| {
-            let now = Utc::now().naive_utc();
             let begun = c.transaction::<_, diesel::result::Error, _>(|c| {
+                // The run before the invoice, as closing takes them (no deadlock).
+                if !pay_runs::hold_open(c, &run_id)? {
+                    return Err(diesel::result::Error::RollbackTransaction);
+                }
+                // The lease and the attempt's time run from now, after any wait for the lock.
+                let now = Utc::now().naive_utc();
                 if !invoices::renew(c, &invoice_id, &worker, &run_id, now, now + lease)? {
                     return Ok(None);
-                }
-                if !pay_runs::hold_open(c, &run_id)? {
-                    // Undo the renewal: the claim is the closer's to hand on.
-                    return Err(diesel::result::Error::RollbackTransaction);
                 }
                 let attempt = new_attempt(&run_id, &invoice_id, now);
                 attempts::start(c, &attempt)?;

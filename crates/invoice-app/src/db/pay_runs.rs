@@ -73,10 +73,14 @@ pub fn is_running(conn: &mut AnyConnection, id: &str) -> QueryResult<bool> {
         .map(|n| n == 1)
 }
 
-/// [`is_running`], and on PostgreSQL the run held open until the transaction ends: a `KEY
-/// SHARE` lock, which closing the run ([`lock_for_close`]) waits for, and which heartbeats
-/// and counts (plain updates) do not. So an attempt recorded under it either commits
-/// before the run is closed (and the closer sees it) or finds the run closed.
+/// Whether the run is still open, holding it open until the transaction ends. Called first
+/// in the transaction, before any other row is locked (the order closing takes too).
+/// PostgreSQL: a `KEY SHARE` lock, which closing the run ([`lock_for_close`]) waits for, and
+/// which heartbeats and counts (plain updates) do not; so an attempt recorded under it
+/// either commits before the run is closed (and the closer sees it) or finds it closed.
+/// SQLite: a write that changes nothing, so the transaction holds the database's one write
+/// lock from its first statement (a deferred transaction that reads first cannot take it
+/// once another writer has committed).
 pub fn hold_open(conn: &mut AnyConnection, id: &str) -> QueryResult<bool> {
     match conn {
         AnyConnection::Postgresql(pg) => pay_runs::table
@@ -87,15 +91,20 @@ pub fn hold_open(conn: &mut AnyConnection, id: &str) -> QueryResult<bool> {
             .first::<String>(pg)
             .optional()
             .map(|found| found.is_some()),
-        // One writer at a time: the transaction's first write already holds the database.
-        AnyConnection::Sqlite(_) => is_running(conn, id),
+        AnyConnection::Sqlite(_) => {
+            diesel::update(pay_runs::table.find(id).filter(dsl::status.eq(RUNNING)))
+                .set(dsl::status.eq(dsl::status))
+                .execute(conn)
+                .map(|n| n == 1)
+        }
     }
 }
 
 /// Takes the rows of `ids` still running for a change of status, first thing in the
 /// transaction: on PostgreSQL `FOR UPDATE`, which waits for every attempt being recorded
-/// under [`hold_open`] and keeps new ones out; the runs' attempts are locked after it, in
-/// the order a settlement takes them (see [`hold_for_settlement`]). Returns those ids.
+/// under [`hold_open`] and keeps new ones out; the runs' attempts and invoices are locked
+/// after it, in the order a settlement takes them (see [`hold_for_settlement`]). On SQLite
+/// a write that changes nothing comes first, for the write lock. Returns those ids.
 pub fn lock_for_close(conn: &mut AnyConnection, ids: &[String]) -> QueryResult<Vec<String>> {
     let running = pay_runs::table
         .filter(dsl::id.eq_any(ids))
@@ -104,7 +113,16 @@ pub fn lock_for_close(conn: &mut AnyConnection, ids: &[String]) -> QueryResult<V
         .order(dsl::id);
     match conn {
         AnyConnection::Postgresql(pg) => running.for_update().load(pg),
-        AnyConnection::Sqlite(sqlite) => running.load(sqlite),
+        AnyConnection::Sqlite(_) => {
+            diesel::update(
+                pay_runs::table
+                    .filter(dsl::id.eq_any(ids))
+                    .filter(dsl::status.eq(RUNNING)),
+            )
+            .set(dsl::status.eq(dsl::status))
+            .execute(conn)?;
+            running.load(conn)
+        }
     }
 }
 
