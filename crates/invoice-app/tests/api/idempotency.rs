@@ -6,13 +6,16 @@
 use std::time::Duration;
 
 use api_contract::Currency;
+use diesel::connection::SimpleConnection;
 use invoice_app::auth::ApiKeys;
 use invoice_app::db::{self, DbError};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::both_backends;
-use crate::helpers::{Backend, TestApp, assert_problem, money, spawn_app, spawn_app_with};
+use crate::helpers::{
+    Backend, TestApp, assert_problem, money, second_instance, spawn_app, spawn_app_with,
+};
 
 /// Two clients that may both create and read invoices.
 const SHOP_KEY: &str = "shop-key-5c0e8a2f7d1b9346";
@@ -43,9 +46,19 @@ async fn create(
     key: Option<&str>,
     body: &str,
 ) -> reqwest::Response {
-    let mut request = app
-        .client
-        .post(app.url("/invoices"))
+    create_at(&app.client, &app.base_url, credential, key, body).await
+}
+
+/// As [`create`], at the invoice-app serving `base`.
+async fn create_at(
+    client: &reqwest::Client,
+    base: &str,
+    credential: Option<&str>,
+    key: Option<&str>,
+    body: &str,
+) -> reqwest::Response {
+    let mut request = client
+        .post(format!("{base}/invoices"))
         .header("content-type", "application/json")
         .body(body.to_owned());
     if let Some(credential) = credential {
@@ -157,19 +170,58 @@ async fn the_same_key_with_another_request_is_refused(backend: Backend) {
     assert_eq!((again, answer), (location, first));
 }
 
+/// Holds the database's write lock until the returned sender is used (PostgreSQL: a lock
+/// on `invoices` that every insert into it waits for; SQLite: the one writer's lock), so
+/// requests sent meanwhile all find no key and then meet at the insert.
+async fn hold_inserts(app: &TestApp) -> std::sync::mpsc::Sender<()> {
+    let pool = db::pool(&app.config.database_url, 1);
+    let (locked, is_locked) = tokio::sync::oneshot::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = pool.get().expect("connection");
+        let lock = match &mut *conn {
+            db::AnyConnection::Postgresql(_) => {
+                "BEGIN; LOCK TABLE invoices IN SHARE ROW EXCLUSIVE MODE;"
+            }
+            db::AnyConnection::Sqlite(_) => "BEGIN IMMEDIATE;",
+        };
+        conn.batch_execute(lock).expect("locked");
+        locked.send(()).ok();
+        released.recv().ok();
+        conn.batch_execute("COMMIT;").expect("released");
+    });
+    is_locked.await.expect("lock taken");
+    release
+}
+
 async fn racing_requests_with_one_key_create_one_invoice(backend: Backend) {
     let Some(app) = spawn_app(backend).await else {
         return;
     };
+    // Two replicas, so that on SQLite too (one connection per process) requests race.
+    let (second, second_url, served) = second_instance(&app).await;
     let body = may(4242).to_string();
-    let answers = futures_util::future::join_all(
-        (0..12).map(|_| create(&app, None, Some("timed-out-create"), &body)),
-    )
-    .await;
+    let release = hold_inserts(&app).await;
+    let requests: Vec<_> = (0..12)
+        .map(|i| {
+            let (client, body) = (app.client.clone(), body.clone());
+            let base = if i % 2 == 0 {
+                app.base_url.clone()
+            } else {
+                second_url.clone()
+            };
+            tokio::spawn(async move {
+                create_at(&client, &base, None, Some("timed-out-create"), &body).await
+            })
+        })
+        .collect();
+    // Every request has looked for the key by now, found none, and waits to insert.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    release.send(()).expect("lock holder waits");
     let mut fresh = 0;
     let mut ids = std::collections::BTreeSet::new();
-    for response in answers {
-        let (_, replayed, invoice) = created(response).await;
+    for request in requests {
+        let (_, replayed, invoice) = created(request.await.expect("request task")).await;
         fresh += usize::from(!replayed);
         ids.insert(invoice["id"].as_str().expect("id").to_owned());
     }
@@ -185,6 +237,8 @@ async fn racing_requests_with_one_key_create_one_invoice(backend: Backend) {
         .await;
     app.pay().await;
     assert_eq!(app.invoices("paid").await.len(), 1);
+    second.stop(true).await;
+    served.await.expect("joined").expect("served");
 }
 
 async fn keys_belong_to_the_client(backend: Backend) {
