@@ -49,6 +49,9 @@ pub struct Config {
     pub provider_token: Option<SecretString>,
     /// `PAYMENT_PROVIDER_TOKEN_FILE`: read again when it changes (rotated tokens).
     pub provider_token_file: Option<std::path::PathBuf>,
+    /// `PAYMENT_PROVIDER_CA_FILE`: the CAs trusted for an https:// provider instead of the
+    /// system's; read again when it changes.
+    pub provider_ca_file: Option<std::path::PathBuf>,
     /// `None` when the in-process schedule is off.
     pub pay_schedule: Option<cron::Schedule>,
     pub pay_concurrency: usize,
@@ -112,6 +115,7 @@ impl Config {
                 "expected an http:// or https:// URL".into(),
             ));
         }
+        let provider_ca_file = provider_transport(&get, &provider_url)?;
         let provider_token = secret(env, "PAYMENT_PROVIDER_TOKEN")?.map(SecretString::from);
         let provider_token_file = get("PAYMENT_PROVIDER_TOKEN_FILE").map(Into::into);
         // The development token is payment-provider's default on loopback only: sent to a
@@ -163,6 +167,7 @@ impl Config {
             provider_url,
             provider_token,
             provider_token_file,
+            provider_ca_file,
             pay_schedule,
             pay_concurrency: number(&get, "PAY_CONCURRENCY", 16, 1..=256)?,
             pay_max_runs: number(&get, "PAY_MAX_RUNS", 4, 1..=64)?,
@@ -201,6 +206,60 @@ impl Config {
             ),
         })
     }
+}
+
+/// How the provider is reached: over https (trusting `PAYMENT_PROVIDER_CA_FILE` when set, the
+/// system's roots otherwise), or over plain http to loopback only unless
+/// `PAYMENT_PROVIDER_ALLOW_PLAINTEXT_HTTP=true` says so on purpose (a service mesh encrypts
+/// the traffic): the bearer token travels with every charge. The CA file, if any.
+fn provider_transport(
+    get: &dyn Fn(&'static str) -> Option<String>,
+    provider_url: &str,
+) -> Result<Option<std::path::PathBuf>, ConfigError> {
+    let err = |var: &'static str| move |reason: String| ConfigError { var, reason };
+    let url = reqwest::Url::parse(provider_url)
+        .map_err(|e| err("PAYMENT_PROVIDER_URL")(format!("{e} (expected an https:// URL)")))?;
+    let allow_plaintext = match get("PAYMENT_PROVIDER_ALLOW_PLAINTEXT_HTTP")
+        .as_deref()
+        .map(str::trim)
+    {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(err("PAYMENT_PROVIDER_ALLOW_PLAINTEXT_HTTP")(format!(
+                "{other:?}: expected true or false"
+            )));
+        }
+    };
+    let ca_file = get("PAYMENT_PROVIDER_CA_FILE").map(|path| std::path::PathBuf::from(path.trim()));
+    match url.scheme() {
+        "https" => {
+            if allow_plaintext {
+                return Err(err("PAYMENT_PROVIDER_ALLOW_PLAINTEXT_HTTP")(
+                    "has no effect with an https:// PAYMENT_PROVIDER_URL".into(),
+                ));
+            }
+        }
+        _ => {
+            if ca_file.is_some() {
+                return Err(err("PAYMENT_PROVIDER_CA_FILE")(format!(
+                    "has no effect with PAYMENT_PROVIDER_URL {provider_url}: use https://"
+                )));
+            }
+            if !allow_plaintext && !auth::is_loopback(&url) {
+                return Err(err("PAYMENT_PROVIDER_URL")(format!(
+                    "{provider_url} is plain http and not on loopback: the bearer token would \
+                     cross the network in clear; use https:// (PAYMENT_PROVIDER_CA_FILE for a \
+                     private CA), or PAYMENT_PROVIDER_ALLOW_PLAINTEXT_HTTP=true where something \
+                     else encrypts the traffic"
+                )));
+            }
+        }
+    }
+    if let Some(path) = &ca_file {
+        crate::payment_client::read_ca_bundle(path).map_err(err("PAYMENT_PROVIDER_CA_FILE"))?;
+    }
+    Ok(ca_file)
 }
 
 /// `API_AUTH_*`: bearer JWTs from one OIDC issuer, when `API_AUTH_ISSUER` is set.
@@ -319,9 +378,9 @@ mod tests {
             assert!(c.provider_token.is_none());
         }
         for url in [
-            "http://payment-provider.payments.svc:8080",
-            "http://10.0.0.7:8080",
-            "http://127.0.0.1.example.com",
+            "https://payment-provider.payments.svc:8080",
+            "https://10.0.0.7:8080",
+            "https://127.0.0.1.example.com",
         ] {
             let e = config(&[("PAYMENT_PROVIDER_URL", url)]).expect_err(url);
             assert_eq!(e.var, "PAYMENT_PROVIDER_TOKEN");
@@ -341,6 +400,89 @@ mod tests {
             config(&file).expect("a token file");
         }
     }
+
+    #[test]
+    fn the_provider_is_reached_over_tls_off_loopback() {
+        let token = ("PAYMENT_PROVIDER_TOKEN", "a-static-token-0123456789");
+        let allow = ("PAYMENT_PROVIDER_ALLOW_PLAINTEXT_HTTP", "true");
+        for url in [
+            "http://payment-provider.payments.svc.cluster.local:8080",
+            "http://10.0.0.7:8080",
+            "http://localhost.example.com",
+        ] {
+            let e = config(&[("PAYMENT_PROVIDER_URL", url), token]).expect_err(url);
+            assert_eq!(e.var, "PAYMENT_PROVIDER_URL", "{e}");
+            assert!(
+                e.reason.contains("PAYMENT_PROVIDER_ALLOW_PLAINTEXT_HTTP"),
+                "{e}"
+            );
+            config(&[("PAYMENT_PROVIDER_URL", url), token, allow]).expect("said on purpose");
+        }
+        for url in [
+            "http://127.0.0.1:8080",
+            "http://localhost:8080",
+            "http://[::1]:8080",
+        ] {
+            config(&[("PAYMENT_PROVIDER_URL", url)]).expect("loopback");
+        }
+        let https = (
+            "PAYMENT_PROVIDER_URL",
+            "https://payment-provider.payments.svc:8443",
+        );
+        let c = config(&[https, token]).expect("system roots");
+        assert_eq!(c.provider_ca_file, None);
+
+        let dir = std::env::temp_dir().join(format!("ia-ca-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let (ca, not_pem) = (dir.join("ca.crt"), dir.join("x"));
+        std::fs::write(&ca, TEST_CA).expect("write");
+        std::fs::write(&not_pem, "not a certificate").expect("write");
+        let (ca, not_pem) = (ca.to_string_lossy(), not_pem.to_string_lossy());
+        let c = config(&[https, token, ("PAYMENT_PROVIDER_CA_FILE", &ca)]).expect("a CA file");
+        assert_eq!(
+            c.provider_ca_file.as_deref(),
+            Some(std::path::Path::new(&*ca))
+        );
+        for (vars, var) in [
+            (
+                vec![https, token, ("PAYMENT_PROVIDER_CA_FILE", &*not_pem)],
+                "PAYMENT_PROVIDER_CA_FILE",
+            ),
+            (
+                vec![https, token, ("PAYMENT_PROVIDER_CA_FILE", "/nonexistent")],
+                "PAYMENT_PROVIDER_CA_FILE",
+            ),
+            (
+                vec![https, token, allow],
+                "PAYMENT_PROVIDER_ALLOW_PLAINTEXT_HTTP",
+            ),
+            (
+                vec![("PAYMENT_PROVIDER_CA_FILE", &*ca)],
+                "PAYMENT_PROVIDER_CA_FILE",
+            ),
+            (
+                vec![("PAYMENT_PROVIDER_ALLOW_PLAINTEXT_HTTP", "yes")],
+                "PAYMENT_PROVIDER_ALLOW_PLAINTEXT_HTTP",
+            ),
+        ] {
+            let e = config(&vars).expect_err(var);
+            assert_eq!(e.var, var, "{vars:?}: {e}");
+        }
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    /// A public certificate only (its key was thrown away): something to parse.
+    const TEST_CA: &str = "-----BEGIN CERTIFICATE-----
+MIIBezCCASGgAwIBAgIUWEvN3FoQNZIKtW3V1WzrFAGf5NcwCgYIKoZIzj0EAwIw
+EjEQMA4GA1UEAwwHdGVzdC1jYTAgFw0yNjExMjYwMDU4MjZaGA8yMTI2MTEwMjAw
+NTgyNlowEjEQMA4GA1UEAwwHdGVzdC1jYTBZMBMGByqGSM49AgEGCCqGSM49AwEH
+A0IABPGwCZNoJTvK1W/x+oYWNFf+rR86OF0finmgf81Ggq5arSpve6Qsj67TCRcl
+HREzkJ6PHZ/+FJ0cUWmXI3XN/R+jUzBRMB0GA1UdDgQWBBTmDv6SW80IbyO/dMvz
+mWcElTi9pDAfBgNVHSMEGDAWgBTmDv6SW80IbyO/dMvzmWcElTi9pDAPBgNVHRMB
+Af8EBTADAQH/MAoGCCqGSM49BAMCA0gAMEUCIGdWSZEnIcMzSJZW1boZKdrwi9Xn
+QibPzZV3uXu+aspaAiEA++quACU2Qc/7fsxKDrkCY0+IAxOp/yv6CJVG41cIwgE=
+-----END CERTIFICATE-----
+";
 
     #[test]
     fn defaults_need_no_configuration() {

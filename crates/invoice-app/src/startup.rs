@@ -224,12 +224,14 @@ pub fn biller(config: &Config, pool: DbPool, metrics: Metrics) -> anyhow::Result
         Some(path) => ProviderToken::file(path.clone(), token),
         None => token.into(),
     };
-    let client = PaymentClient::new(
+    let client = PaymentClient::trusting(
         &config.provider_url,
         token,
         config.charge_timeout,
         config.pay_concurrency,
-    )?;
+        config.provider_ca_file.as_deref(),
+    )
+    .context("building the payment-provider client")?;
     let settings = PaySettings {
         concurrency: config.pay_concurrency,
         lease: config.claim_lease,

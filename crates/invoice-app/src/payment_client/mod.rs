@@ -4,6 +4,7 @@
 
 mod token;
 mod transformers;
+mod trust;
 
 use std::time::Duration;
 
@@ -15,10 +16,12 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::domain::{CallOutcome, Sent};
 pub use token::ProviderToken;
+pub use trust::read_ca_bundle;
+use trust::{HttpSettings, ProviderHttp};
 
 #[derive(Clone)]
 pub struct PaymentClient {
-    http: reqwest::Client,
+    http: ProviderHttp,
     charges_url: String,
     token: ProviderToken,
 }
@@ -37,11 +40,27 @@ impl PaymentClient {
         timeout: Duration,
         max_connections: usize,
     ) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(2)))
-            .pool_max_idle_per_host(max_connections)
-            .build()?;
+        Self::trusting(base_url, token, timeout, max_connections, None)
+    }
+
+    /// As [`Self::new`], trusting the CAs of `ca_file` (PEM, read again when it changes)
+    /// instead of the system's for an https:// provider.
+    pub fn trusting(
+        base_url: &str,
+        token: impl Into<ProviderToken>,
+        timeout: Duration,
+        max_connections: usize,
+        ca_file: Option<&std::path::Path>,
+    ) -> anyhow::Result<Self> {
+        let settings = HttpSettings {
+            timeout,
+            max_connections,
+            https_only: base_url.starts_with("https://"),
+        };
+        let http = match ca_file {
+            Some(path) => ProviderHttp::ca_file(settings, path.to_owned())?,
+            None => ProviderHttp::system_roots(settings)?,
+        };
         Ok(PaymentClient {
             http,
             charges_url: format!("{}{CHARGES_PATH}", base_url.trim_end_matches('/')),
@@ -59,6 +78,7 @@ impl PaymentClient {
         });
         let sent = self
             .http
+            .client()
             .post(&self.charges_url)
             .bearer_auth(self.token.current().expose_secret())
             .header(headers::IDEMPOTENCY_KEY, key.as_str())

@@ -45,9 +45,9 @@ pub struct TokenFile {
 }
 
 /// What changes when the file is rewritten or swapped: modified time, size, inode.
-type Stamp = (SystemTime, u64, u64);
+pub(super) type Stamp = (SystemTime, u64, u64);
 
-fn stamp(path: &std::path::Path) -> Option<Stamp> {
+pub(super) fn stamp(path: &std::path::Path) -> Option<Stamp> {
     // Follows the kubelet's `..data` symlink to the file really in use. A stat per charge
     // call is a few microseconds next to the call itself.
     let meta = std::fs::metadata(path).ok()?;

@@ -12,6 +12,7 @@ mod fuzz;
 mod idempotency;
 mod monitoring;
 mod paying;
+mod provider_tls;
 mod provider_token;
 mod records;
 mod replicas;
