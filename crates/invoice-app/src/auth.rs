@@ -10,7 +10,7 @@ mod jwt;
 use std::fmt;
 
 pub use api_keys::ApiKeys;
-pub use jwt::{JwtSettings, is_loopback, parse_algorithms, parse_fetch_url};
+pub use jwt::{JwtSettings, TokenTypes, is_loopback, parse_algorithms, parse_fetch_url};
 
 use crate::config::{Config, ConfigError};
 

@@ -272,7 +272,13 @@ fn api_jwt(
     )
     .map_err(err("API_AUTH_ALGORITHMS"))?;
     let Some(issuer) = get("API_AUTH_ISSUER").map(|i| i.trim().to_owned()) else {
-        for var in ["API_AUTH_AUDIENCE", "API_AUTH_JWKS_URL"] {
+        for var in [
+            "API_AUTH_AUDIENCE",
+            "API_AUTH_JWKS_URL",
+            "API_AUTH_TOKEN_TYPES",
+            "API_AUTH_MAX_TOKEN_LIFETIME_SECS",
+            "API_AUTH_JWKS_MAX_AGE_SECS",
+        ] {
             if get(var).is_some() {
                 return Err(err(var)(
                     "takes effect only with API_AUTH_ISSUER".to_owned(),
@@ -293,14 +299,26 @@ fn api_jwt(
         auth::parse_fetch_url(&issuer)
             .map_err(|e| err("API_AUTH_ISSUER")(format!("{e}, or set API_AUTH_JWKS_URL")))?;
     }
-    Ok(Some(JwtSettings {
-        issuer,
-        audience,
-        jwks_url,
-        algorithms,
-        refresh_cooldown: JwtSettings::DEFAULT_REFRESH_COOLDOWN,
-        max_age: JwtSettings::DEFAULT_MAX_AGE,
-    }))
+    let mut settings = JwtSettings::new(&issuer, &audience, algorithms);
+    settings.jwks_url = jwks_url;
+    if let Some(types) = get("API_AUTH_TOKEN_TYPES") {
+        settings.token_types =
+            auth::TokenTypes::parse(&types).map_err(err("API_AUTH_TOKEN_TYPES"))?;
+    }
+    settings.max_lifetime = Duration::from_secs(number(
+        get,
+        "API_AUTH_MAX_TOKEN_LIFETIME_SECS",
+        JwtSettings::DEFAULT_MAX_LIFETIME.as_secs(),
+        300..=604_800,
+    )?);
+    // At least two refreshes (every 15 minutes) fit in it, so one failed fetch is no outage.
+    settings.max_age = Duration::from_secs(number(
+        get,
+        "API_AUTH_JWKS_MAX_AGE_SECS",
+        JwtSettings::DEFAULT_MAX_AGE.as_secs(),
+        1_800..=86_400,
+    )?);
+    Ok(Some(settings))
 }
 
 /// A whole number within `range`, or the default when unset.
@@ -581,6 +599,43 @@ QibPzZV3uXu+aspaAiEA++quACU2Qc/7fsxKDrkCY0+IAxOp/yv6CJVG41cIwgE=
         .expect("valid");
         let jwt = c.api_jwt.expect("configured");
         assert_eq!(jwt.algorithms.len(), 2, "RS256 and ES256 by default");
+    }
+
+    #[test]
+    fn access_token_profile_settings() {
+        let issuer = [
+            ("API_AUTH_ISSUER", "https://idp.example.com"),
+            ("API_AUTH_AUDIENCE", "invoice-app"),
+        ];
+        let jwt = config(&issuer).expect("valid").api_jwt.expect("issuer");
+        assert_eq!(jwt.token_types, auth::TokenTypes::default());
+        assert_eq!(jwt.max_lifetime, Duration::from_secs(86_400));
+        assert_eq!(jwt.max_age, Duration::from_secs(3600));
+        let set = [
+            ("API_AUTH_TOKEN_TYPES", "at+jwt"),
+            ("API_AUTH_MAX_TOKEN_LIFETIME_SECS", "3600"),
+            ("API_AUTH_JWKS_MAX_AGE_SECS", "7200"),
+        ];
+        let jwt = config(&[&issuer[..], &set[..]].concat())
+            .expect("valid")
+            .api_jwt
+            .expect("issuer");
+        assert_eq!(
+            jwt.token_types,
+            auth::TokenTypes::parse("at+jwt").expect("valid")
+        );
+        assert_eq!(jwt.max_lifetime, Duration::from_secs(3600));
+        assert_eq!(jwt.max_age, Duration::from_secs(7200));
+        for (var, value) in [
+            ("API_AUTH_TOKEN_TYPES", "text/plain"),
+            ("API_AUTH_MAX_TOKEN_LIFETIME_SECS", "31536000"),
+            ("API_AUTH_JWKS_MAX_AGE_SECS", "60"),
+        ] {
+            let e = config(&[&issuer[..], &[(var, value)]].concat()).expect_err(var);
+            assert_eq!(e.var, var, "{e}");
+            // Without an issuer they do nothing, which is a mistake worth naming.
+            assert_eq!(config(&[(var, value)]).expect_err(var).var, var);
+        }
     }
 
     #[test]

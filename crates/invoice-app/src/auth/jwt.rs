@@ -1,24 +1,32 @@
-//! OAuth2/OIDC bearer JWTs, validated with `jsonwebtoken` against the issuer's JWKS.
+//! OAuth2/OIDC bearer JWTs, validated with `jsonwebtoken` against the issuer's JWKS, and
+//! held to RFC 9068's access-token profile where common IdPs allow: an accepted `typ`,
+//! `iss` the issuer as one string, and a bounded lifetime (`iat` not in the future).
 //!
 //! The keys come from the configured JWKS URL or from OIDC discovery under the issuer, and
-//! are kept in memory. A token naming an unknown `kid` makes us fetch them again (a rotated
-//! key needs no restart), but at most once per cooldown, so tokens with invented `kid`s
-//! cannot make us hammer the IdP. Symmetric (`oct`) keys are never used; a token must be
-//! signed with one of the configured algorithms, and with its key's own `alg` when the JWK
-//! names one.
+//! are cached. Requests never fetch: a stale set keeps serving while one background fetch
+//! refreshes it; a token naming an unknown `kid` starts a fetch (a rotated key needs no
+//! restart), at most one per cooldown so tokens with invented `kid`s cannot make us hammer
+//! the IdP, and waits for it only briefly; a set past its maximum age is not used at all,
+//! so a withdrawn key stops working even while the IdP cannot be reached. Symmetric (`oct`)
+//! keys and RSA keys under 2048 bits are never used; a token must be signed with one of the
+//! configured algorithms, and with its key's own `alg` when the JWK names one.
+//!
+//! The key cache is a deliberate fork of payment-provider's `auth::jwks` (the teams share
+//! only api-contract): same concepts and names, kept apart so that each can change alone.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyOperations, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
 use reqwest::Url;
 use serde::Deserialize;
+use tokio::sync::watch;
 
 use super::{AuthError, Principal, Scopes};
 
-/// Clock skew tolerated on `exp` and `nbf`.
+/// Clock skew tolerated on `exp`, `nbf` and `iat`.
 pub const LEEWAY_SECS: u64 = 30;
 /// RSA keys shorter than 2048 bits are not trusted, whatever the IdP publishes.
 const MIN_RSA_MODULUS_BYTES: usize = 256;
@@ -36,21 +44,118 @@ pub struct JwtSettings {
     /// `None`: from `<issuer>/.well-known/openid-configuration`.
     pub jwks_url: Option<Url>,
     pub algorithms: Vec<Algorithm>,
+    /// The `typ` header values accepted.
+    pub token_types: TokenTypes,
+    /// Longest `exp - iat` accepted (without `iat`: `exp` at most this far from now).
+    pub max_lifetime: Duration,
     /// Unknown `kid`s cause at most one key fetch per this long.
     pub refresh_cooldown: Duration,
-    /// Keys older than this are fetched again, so a key the IdP withdrew stops working.
+    /// Keys older than this are fetched again in the background, so a key the IdP
+    /// withdrew stops working; they serve meanwhile.
+    pub refresh_after: Duration,
+    /// Keys older than this are not used: tokens are answered 503 until a fetch succeeds.
     pub max_age: Duration,
+    /// How long a token without a usable key waits for the fetch in flight.
+    pub max_wait: Duration,
 }
 
 impl JwtSettings {
     pub const DEFAULT_REFRESH_COOLDOWN: Duration = Duration::from_secs(10);
-    pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(15 * 60);
+    pub const DEFAULT_REFRESH_AFTER: Duration = Duration::from_secs(15 * 60);
+    pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(60 * 60);
+    /// Far below a client's timeout: a hanging IdP must not stall the API.
+    pub const DEFAULT_MAX_WAIT: Duration = Duration::from_millis(250);
+    pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
+
+    /// Tokens of `issuer` for `audience`, keys by discovery, the other settings default.
+    pub fn new(issuer: &str, audience: &str, algorithms: Vec<Algorithm>) -> Self {
+        JwtSettings {
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+            jwks_url: None,
+            algorithms,
+            token_types: TokenTypes::default(),
+            max_lifetime: Self::DEFAULT_MAX_LIFETIME,
+            refresh_cooldown: Self::DEFAULT_REFRESH_COOLDOWN,
+            refresh_after: Self::DEFAULT_REFRESH_AFTER,
+            max_age: Self::DEFAULT_MAX_AGE,
+            max_wait: Self::DEFAULT_MAX_WAIT,
+        }
+    }
 
     fn discovery_url(&self) -> Result<Url, String> {
         parse_fetch_url(&format!(
             "{}/.well-known/openid-configuration",
             self.issuer.trim_end_matches('/')
         ))
+    }
+}
+
+/// `API_AUTH_TOKEN_TYPES`: the `typ` header values a token may carry, compared as media
+/// types (RFC 7515, 4.1.9): case-insensitively, with `application/` implied; `absent`
+/// stands for a token without `typ`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenTypes {
+    /// Lowercase, without `application/`.
+    names: Vec<String>,
+    absent: bool,
+}
+
+impl TokenTypes {
+    /// RFC 9068's `at+jwt`, and what Keycloak, Auth0, Entra ID (`JWT`) and Okta (no `typ`)
+    /// put on their access tokens by default; `id+jwt` and anything else are refused.
+    pub const DEFAULT: &'static str = "at+jwt,JWT,absent";
+
+    pub fn parse(list: &str) -> Result<Self, String> {
+        let mut types = TokenTypes {
+            names: Vec::new(),
+            absent: false,
+        };
+        for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            if entry == "absent" {
+                types.absent = true;
+                continue;
+            }
+            let name = media_type(entry)
+                .filter(|n| !n.is_empty() && !n.contains(|c: char| c.is_whitespace()))
+                .ok_or_else(|| {
+                    format!("{entry:?} is not a token type (expected e.g. at+jwt, JWT, absent)")
+                })?;
+            if !types.names.contains(&name) {
+                types.names.push(name);
+            }
+        }
+        if types.names.is_empty() && !types.absent {
+            return Err("no token type given".to_owned());
+        }
+        Ok(types)
+    }
+
+    fn accepts(&self, typ: Option<&str>) -> bool {
+        match typ {
+            None => self.absent,
+            Some(typ) => media_type(typ).is_some_and(|name| self.names.contains(&name)),
+        }
+    }
+}
+
+impl Default for TokenTypes {
+    fn default() -> Self {
+        TokenTypes {
+            names: vec!["at+jwt".to_owned(), "jwt".to_owned()],
+            absent: true,
+        }
+    }
+}
+
+/// A `typ` as the media type it names: lowercase, `application/` dropped; `None` for
+/// another top-level type, which no JWT is.
+fn media_type(typ: &str) -> Option<String> {
+    let typ = typ.to_ascii_lowercase();
+    match typ.strip_prefix("application/") {
+        Some(subtype) => Some(subtype.to_owned()),
+        None if typ.contains('/') => None,
+        None => Some(typ),
     }
 }
 
@@ -123,29 +228,19 @@ struct Key {
     algorithms: Vec<Algorithm>,
 }
 
-struct KeySet {
-    fetched_at: Instant,
-    by_kid: HashMap<String, Arc<Key>>,
-}
-
-#[derive(Default)]
-struct Refresh {
-    last_attempt: Option<Instant>,
-    /// Found by discovery; forgotten when a fetch from it fails.
-    discovered_jwks_url: Option<Url>,
-}
-
 pub(super) struct JwtVerifier {
     settings: JwtSettings,
-    http: reqwest::Client,
-    keys: RwLock<Option<Arc<KeySet>>>,
-    /// Held while fetching, so concurrent misses cause one fetch, not one each.
-    refresh: tokio::sync::Mutex<Refresh>,
+    keys: KeyCache,
 }
 
 #[derive(Deserialize)]
 struct Claims {
     sub: String,
+    /// Checked here too: `Validation` takes a list that merely contains the issuer.
+    iss: serde_json::Value,
+    exp: u64,
+    #[serde(default)]
+    iat: Option<u64>,
     /// RFC 8693/9068: space-separated.
     #[serde(default)]
     scope: Option<String>,
@@ -161,17 +256,6 @@ enum ScopeList {
     List(Vec<String>),
 }
 
-#[derive(Deserialize)]
-struct Discovery {
-    issuer: String,
-    jwks_uri: String,
-}
-
-#[derive(Deserialize)]
-struct JwksDocument {
-    keys: Vec<serde_json::Value>,
-}
-
 impl JwtVerifier {
     pub(super) fn new(settings: JwtSettings) -> Result<Self, String> {
         // Fail at start-up on an issuer discovery could never use.
@@ -185,11 +269,20 @@ impl JwtVerifier {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| format!("HTTP client for the JWKS: {e}"))?;
+        let source = JwksSource {
+            http,
+            settings: settings.clone(),
+            discovered_jwks_url: Mutex::new(None),
+        };
+        let policy = CachePolicy {
+            refresh_after: settings.refresh_after,
+            max_age: settings.max_age,
+            min_interval: settings.refresh_cooldown,
+            max_wait: settings.max_wait,
+        };
         Ok(JwtVerifier {
             settings,
-            http,
-            keys: RwLock::new(None),
-            refresh: tokio::sync::Mutex::new(Refresh::default()),
+            keys: KeyCache::new(source, policy),
         })
     }
 
@@ -200,13 +293,20 @@ impl JwtVerifier {
         if header.crit.is_some() {
             return Err(invalid("the token has critical header parameters"));
         }
+        // RFC 9068, 4: an ID token or any other JWT the IdP signs is no access token.
+        if !self.settings.token_types.accepts(header.typ.as_deref()) {
+            return Err(invalid("the token's type (typ) is not an access token's"));
+        }
         if !self.settings.algorithms.contains(&header.alg) {
             return Err(invalid("the token's algorithm is not accepted"));
         }
         let kid = header
             .kid
             .ok_or(invalid("the token names no signing key (kid)"))?;
-        let key = self.key(&kid).await?;
+        let key = self.keys.key(&kid).await.map_err(|e| match e {
+            KeyError::UnknownKid => invalid("the token's signing key is unknown"),
+            KeyError::Unavailable => AuthError::IssuerUnavailable,
+        })?;
         if !key.algorithms.contains(&header.alg) {
             return Err(invalid("the token's algorithm is not its key's"));
         }
@@ -220,6 +320,10 @@ impl JwtVerifier {
         let claims = jsonwebtoken::decode::<Claims>(token, &key.decoding, &validation)
             .map_err(|e| invalid(reason(e.kind())))?
             .claims;
+        if claims.iss.as_str() != Some(self.settings.issuer.as_str()) {
+            return Err(invalid("the token's issuer is not ours as one string"));
+        }
+        self.check_lifetime(&claims)?;
         if claims.sub.is_empty()
             || claims.sub.chars().count() > MAX_SUBJECT_CHARS
             || claims.sub.chars().any(char::is_control)
@@ -238,89 +342,71 @@ impl JwtVerifier {
         Ok(Principal::subject(&claims.sub, scopes))
     }
 
+    /// A token issued in the future, or living longer than allowed, is refused: a leaked
+    /// one must not stay good for years because the IdP (or a forger with an old key)
+    /// said so.
+    fn check_lifetime(&self, claims: &Claims) -> Result<(), AuthError> {
+        let now = jsonwebtoken::get_current_timestamp();
+        let max = self.settings.max_lifetime.as_secs();
+        match claims.iat {
+            Some(iat) if iat > now.saturating_add(LEEWAY_SECS) => {
+                Err(AuthError::Invalid("the token is issued in the future"))
+            }
+            Some(iat) if claims.exp.saturating_sub(iat) > max => {
+                Err(AuthError::Invalid("the token lives longer than allowed"))
+            }
+            None if claims.exp > now.saturating_add(max).saturating_add(LEEWAY_SECS) => {
+                Err(AuthError::Invalid("the token lives longer than allowed"))
+            }
+            _ => Ok(()),
+        }
+    }
+
     pub(super) async fn prefetch(&self) {
-        if self.current().is_none() {
-            self.refresh(None).await;
-        }
+        self.keys.prefetch().await;
     }
+}
 
-    fn current(&self) -> Option<Arc<KeySet>> {
-        // A poisoned lock still holds a whole key set: a writer only ever swaps the Arc.
-        self.keys
-            .read()
+/// Where the keys come from and how they are fetched.
+struct JwksSource {
+    http: reqwest::Client,
+    settings: JwtSettings,
+    /// Found by discovery; forgotten when a fetch from it fails. Only the one fetch in
+    /// flight touches it.
+    discovered_jwks_url: Mutex<Option<Url>>,
+}
+
+#[derive(Deserialize)]
+struct Discovery {
+    issuer: String,
+    jwks_uri: String,
+}
+
+#[derive(Deserialize)]
+struct JwksDocument {
+    keys: Vec<serde_json::Value>,
+}
+
+impl JwksSource {
+    async fn fetch(&self) -> anyhow::Result<HashMap<String, Arc<Key>>> {
+        let discovered = self
+            .discovered_jwks_url
+            .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
-    async fn key(&self, kid: &str) -> Result<Arc<Key>, AuthError> {
-        let current = self.current();
-        if let Some(set) = &current
-            && set.fetched_at.elapsed() < self.settings.max_age
-            && let Some(key) = set.by_kid.get(kid)
-        {
-            return Ok(key.clone());
-        }
-        self.refresh(current.map(|s| s.fetched_at)).await;
-        match self.current() {
-            // A stale set still serves when the IdP cannot be reached: refusing every
-            // caller during an IdP outage would be worse than a key living a little longer.
-            Some(set) => set
-                .by_kid
-                .get(kid)
-                .cloned()
-                .ok_or(AuthError::Invalid("the token's signing key is unknown")),
-            None => Err(AuthError::IssuerUnavailable),
-        }
-    }
-
-    /// Fetches the keys unless someone else did since `seen`, or the last attempt was
-    /// within the cooldown.
-    async fn refresh(&self, seen: Option<Instant>) {
-        let mut state = self.refresh.lock().await;
-        if self.current().map(|s| s.fetched_at) != seen {
-            return;
-        }
-        if state
-            .last_attempt
-            .is_some_and(|t| t.elapsed() < self.settings.refresh_cooldown)
-        {
-            return;
-        }
-        state.last_attempt = Some(Instant::now());
-        match self.fetch(&mut state).await {
-            Ok(by_kid) => {
-                tracing::info!(
-                    keys = by_kid.len(),
-                    "fetched the token issuer's signing keys"
-                );
-                let set = Arc::new(KeySet {
-                    fetched_at: Instant::now(),
-                    by_kid,
-                });
-                *self
-                    .keys
-                    .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(set);
-            }
-            Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "could not fetch the token issuer's signing keys");
-            }
-        }
-    }
-
-    async fn fetch(&self, state: &mut Refresh) -> anyhow::Result<HashMap<String, Arc<Key>>> {
-        let jwks_url = match (&self.settings.jwks_url, &state.discovered_jwks_url) {
-            (Some(url), _) | (None, Some(url)) => url.clone(),
+            .clone();
+        let jwks_url = match (&self.settings.jwks_url, discovered) {
+            (Some(url), _) => url.clone(),
+            (None, Some(url)) => url,
             (None, None) => {
                 let url = self.discover().await?;
-                state.discovered_jwks_url = Some(url.clone());
+                self.remember(Some(url.clone()));
                 url
             }
         };
         let document: JwksDocument = match self.get_json(&jwks_url).await {
             Ok(document) => document,
             Err(e) => {
-                state.discovered_jwks_url = None;
+                self.remember(None);
                 return Err(e);
             }
         };
@@ -339,6 +425,13 @@ impl JwtVerifier {
             self.settings.algorithms
         );
         Ok(by_kid)
+    }
+
+    fn remember(&self, jwks_url: Option<Url>) {
+        *self
+            .discovered_jwks_url
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = jwks_url;
     }
 
     async fn discover(&self) -> anyhow::Result<Url> {
@@ -434,6 +527,181 @@ impl JwtVerifier {
     }
 }
 
+/// Why no key could be had for a token.
+#[derive(Debug)]
+enum KeyError {
+    /// The issuer's keys are known, and this one is not among them.
+    UnknownKid,
+    /// No usable keys: none fetched yet, or none within their maximum age.
+    Unavailable,
+}
+
+/// How long fetched keys serve, and how often and how long a request may ask for more.
+#[derive(Debug, Clone, Copy)]
+struct CachePolicy {
+    /// Older keys are fetched again in the background, still serving meanwhile.
+    refresh_after: Duration,
+    /// Older keys are not used at all (fail closed), so a key the IdP withdrew cannot
+    /// outlive an outage.
+    max_age: Duration,
+    /// At most one fetch starts per this long, whatever tokens arrive.
+    min_interval: Duration,
+    /// How long a request that has no usable key waits for a fetch in flight.
+    max_wait: Duration,
+}
+
+struct Keys {
+    by_kid: HashMap<String, Arc<Key>>,
+    fetched_at: Instant,
+}
+
+/// The issuer's keys, refreshed by one background fetch at a time: requests never fetch,
+/// they use what is cached and wait (briefly) only when it has nothing for them.
+struct KeyCache {
+    inner: Arc<CacheState>,
+}
+
+struct CacheState {
+    source: JwksSource,
+    policy: CachePolicy,
+    keys: RwLock<Option<Arc<Keys>>>,
+    /// Never held across an await.
+    refresh: Mutex<RefreshState>,
+    /// Bumped whenever a fetch ends, for the requests waiting on it.
+    fetches_ended: watch::Sender<u64>,
+}
+
+#[derive(Default)]
+struct RefreshState {
+    in_flight: bool,
+    last_attempt: Option<Instant>,
+}
+
+impl KeyCache {
+    fn new(source: JwksSource, policy: CachePolicy) -> Self {
+        KeyCache {
+            inner: Arc::new(CacheState {
+                source,
+                policy,
+                keys: RwLock::new(None),
+                refresh: Mutex::new(RefreshState::default()),
+                fetches_ended: watch::Sender::new(0),
+            }),
+        }
+    }
+
+    /// The key with this id. A stale set still serves while it is refreshed; a missing id
+    /// or a cold or expired set waits for a fetch, but only up to `max_wait`.
+    async fn key(&self, kid: &str) -> Result<Arc<Key>, KeyError> {
+        if let Some(keys) = self.inner.usable()
+            && let Some(key) = keys.by_kid.get(kid)
+        {
+            if keys.fetched_at.elapsed() >= self.inner.policy.refresh_after {
+                CacheState::start_refresh(&self.inner);
+            }
+            return Ok(key.clone());
+        }
+        if let Some(mut ended) = CacheState::start_refresh(&self.inner) {
+            // Timing out only stops the waiting: the fetch goes on for later requests.
+            let _ = tokio::time::timeout(self.inner.policy.max_wait, ended.changed()).await;
+        }
+        match self.inner.usable() {
+            Some(keys) => keys.by_kid.get(kid).cloned().ok_or(KeyError::UnknownKid),
+            None => Err(KeyError::Unavailable),
+        }
+    }
+
+    /// Fetches the keys ahead of the first token (so a wrong issuer shows in the log at
+    /// start-up), waiting for that fetch however long it takes: no request waits on it.
+    async fn prefetch(&self) {
+        if let Some(mut ended) = CacheState::start_refresh(&self.inner) {
+            let _ = ended.changed().await;
+        }
+    }
+}
+
+impl CacheState {
+    /// The cached keys, unless there are none or they are past their maximum age.
+    fn usable(&self) -> Option<Arc<Keys>> {
+        // A poisoned lock still holds a whole key set: a writer only ever swaps the Arc.
+        let keys = self
+            .keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        keys.filter(|k| k.fetched_at.elapsed() < self.policy.max_age)
+    }
+
+    /// Starts a fetch in a task of its own, unless one runs or one started within
+    /// `min_interval`. Returns a receiver that changes when the running fetch ends, if any.
+    fn start_refresh(this: &Arc<Self>) -> Option<watch::Receiver<u64>> {
+        let mut state = this
+            .refresh
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !state.in_flight {
+            if state
+                .last_attempt
+                .is_some_and(|at| at.elapsed() < this.policy.min_interval)
+            {
+                return None;
+            }
+            state.in_flight = true;
+            state.last_attempt = Some(Instant::now());
+            // A task, not the request's future: a request dropped meanwhile must not
+            // cancel a fetch already counted against the cooldown.
+            let fetch = InFlight(this.clone());
+            tokio::spawn(async move { fetch.run().await });
+        }
+        // Subscribed under the lock, so the end of the running fetch cannot be missed.
+        Some(this.fetches_ended.subscribe())
+    }
+
+    fn store(&self, by_kid: HashMap<String, Arc<Key>>) {
+        *self
+            .keys
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(Keys {
+            by_kid,
+            fetched_at: Instant::now(),
+        }));
+    }
+}
+
+/// The one fetch in flight; marks itself ended however it ends (even dropped with its
+/// runtime), so a lost task cannot block refreshes for good.
+struct InFlight(Arc<CacheState>);
+
+impl InFlight {
+    async fn run(self) {
+        match self.0.source.fetch().await {
+            Ok(by_kid) => {
+                tracing::info!(
+                    keys = by_kid.len(),
+                    "fetched the token issuer's signing keys"
+                );
+                self.0.store(by_kid);
+            }
+            // The keys we had serve on until their maximum age: an IdP blip must not
+            // refuse every caller.
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "could not fetch the token issuer's signing keys");
+            }
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0
+            .refresh
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .in_flight = false;
+        self.0.fetches_ended.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
 /// A reason a caller can act on, without quoting anything from the token.
 fn reason(kind: &ErrorKind) -> &'static str {
     match kind {
@@ -462,6 +730,37 @@ mod tests {
         );
         for bad in ["", " , ", "none", "HS256", "RS256,HS512", "rs256"] {
             assert!(parse_algorithms(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn token_types_compare_as_media_types() {
+        let default = TokenTypes::default();
+        assert_eq!(TokenTypes::parse(TokenTypes::DEFAULT), Ok(default.clone()));
+        for ok in [
+            Some("at+jwt"),
+            Some("application/at+jwt"),
+            Some("AT+JWT"),
+            Some("JWT"),
+            Some("jwt"),
+            None,
+        ] {
+            assert!(default.accepts(ok), "{ok:?}");
+        }
+        for refused in [
+            Some("id+jwt"),
+            Some("application/id+jwt"),
+            Some("text/jwt"),
+            Some("JOSE"),
+            Some(""),
+        ] {
+            assert!(!default.accepts(refused), "{refused:?}");
+        }
+        let strict = TokenTypes::parse(" application/AT+JWT ").expect("valid");
+        assert!(strict.accepts(Some("at+jwt")));
+        assert!(!strict.accepts(Some("JWT")) && !strict.accepts(None));
+        for bad in ["", " , ", "text/plain", "at jwt"] {
+            assert!(TokenTypes::parse(bad).is_err(), "{bad:?}");
         }
     }
 

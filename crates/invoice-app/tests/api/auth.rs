@@ -4,9 +4,9 @@
 //! digests; the development key works only where neither is configured, on loopback.
 
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_web::{App, HttpResponse, HttpServer, web};
 use aws_lc_rs::encoding::AsDer;
@@ -18,7 +18,7 @@ use aws_lc_rs::signature::{
 };
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use invoice_app::auth::{ApiKeys, DEV_API_KEY, JwtSettings};
+use invoice_app::auth::{ApiKeys, DEV_API_KEY, JwtSettings, TokenTypes};
 use invoice_app::config::Config;
 use invoice_app::startup::Application;
 use jsonwebtoken::Algorithm;
@@ -62,7 +62,10 @@ fn b64(bytes: impl AsRef<[u8]>) -> String {
 
 /// A signed JWT, made here with aws-lc-rs rather than with the library that verifies it.
 fn jws(alg: &str, kid: &str, claims: &Value, sign: impl FnOnce(&[u8]) -> Vec<u8>) -> String {
-    let header = json!({"alg": alg, "typ": "JWT", "kid": kid});
+    jws_with_header(&json!({"alg": alg, "typ": "JWT", "kid": kid}), claims, sign)
+}
+
+fn jws_with_header(header: &Value, claims: &Value, sign: impl FnOnce(&[u8]) -> Vec<u8>) -> String {
     let input = format!("{}.{}", b64(header.to_string()), b64(claims.to_string()));
     let signature = sign(input.as_bytes());
     format!("{input}.{}", b64(signature))
@@ -136,7 +139,13 @@ impl SigningKey {
     }
 
     fn sign_as(&self, alg: &str, kid: &str, claims: &Value) -> String {
-        jws(alg, kid, claims, |input| match &self.pair {
+        self.sign_with_header(&json!({"alg": alg, "typ": "JWT", "kid": kid}), claims)
+    }
+
+    /// Signed with the algorithm the header names.
+    fn sign_with_header(&self, header: &Value, claims: &Value) -> String {
+        let alg = header["alg"].as_str().unwrap_or(self.alg);
+        jws_with_header(header, claims, |input| match &self.pair {
             Pair::Rsa(pair) => {
                 let padding: &'static dyn RsaEncoding = match alg {
                     "RS256" => &RSA_PKCS1_SHA256,
@@ -159,11 +168,32 @@ impl SigningKey {
 }
 
 /// An OIDC issuer on a free port: the discovery document and a JWKS that the test may
-/// change, counting how often the JWKS is fetched.
+/// change, counting how often the JWKS is fetched; it may be made to hang.
 struct Issuer {
     url: String,
     jwks: Arc<Mutex<Vec<Value>>>,
     fetches: Arc<AtomicUsize>,
+    hang: Arc<Hang>,
+}
+
+/// While on, requests are accepted and not answered; those waiting are answered once off.
+#[derive(Default)]
+struct Hang {
+    on: AtomicBool,
+    released: tokio::sync::Notify,
+}
+
+impl Hang {
+    async fn wait(&self) {
+        loop {
+            // Registered before the check, so a release in between is not missed.
+            let released = self.released.notified();
+            if !self.on.load(Ordering::SeqCst) {
+                return;
+            }
+            released.await;
+        }
+    }
 }
 
 impl Issuer {
@@ -177,17 +207,24 @@ impl Issuer {
             url: url.clone(),
             jwks: Arc::new(Mutex::new(Vec::new())),
             fetches: Arc::new(AtomicUsize::new(0)),
+            hang: Arc::new(Hang::default()),
         };
         issuer.publish(keys);
-        let (jwks, fetches) = (issuer.jwks.clone(), issuer.fetches.clone());
+        let (jwks, fetches, hang) = (
+            issuer.jwks.clone(),
+            issuer.fetches.clone(),
+            issuer.hang.clone(),
+        );
         let server = HttpServer::new(move || {
             let (url, jwks, fetches) = (url.clone(), jwks.clone(), fetches.clone());
+            let (hang, hang_jwks) = (hang.clone(), hang.clone());
             App::new()
                 .route(
                     "/.well-known/openid-configuration",
                     web::get().to(move || {
-                        let url = url.clone();
+                        let (url, hang) = (url.clone(), hang.clone());
                         async move {
+                            hang.wait().await;
                             HttpResponse::Ok()
                                 .json(json!({"issuer": url, "jwks_uri": format!("{url}/jwks")}))
                         }
@@ -196,9 +233,11 @@ impl Issuer {
                 .route(
                     "/jwks",
                     web::get().to(move || {
-                        let (jwks, fetches) = (jwks.clone(), fetches.clone());
+                        let (jwks, fetches, hang) =
+                            (jwks.clone(), fetches.clone(), hang_jwks.clone());
                         async move {
                             fetches.fetch_add(1, Ordering::SeqCst);
+                            hang.wait().await;
                             let keys = jwks.lock().expect("keys").clone();
                             HttpResponse::Ok().json(json!({"keys": keys}))
                         }
@@ -221,6 +260,13 @@ impl Issuer {
         self.fetches.load(Ordering::SeqCst)
     }
 
+    fn hang(&self, on: bool) {
+        self.hang.on.store(on, Ordering::SeqCst);
+        if !on {
+            self.hang.released.notify_waiters();
+        }
+    }
+
     fn claims(&self, sub: &str, scope: &str) -> Value {
         let now = jsonwebtoken::get_current_timestamp();
         json!({
@@ -237,14 +283,12 @@ async fn spawn_secured(
     issuer: &str,
     tune: impl FnOnce(&mut JwtSettings),
 ) -> Option<TestApp> {
-    let mut settings = JwtSettings {
-        issuer: issuer.to_owned(),
-        audience: AUDIENCE.to_owned(),
-        jwks_url: None,
-        algorithms: vec![Algorithm::RS256, Algorithm::PS256, Algorithm::ES256],
-        refresh_cooldown: Duration::from_millis(300),
-        max_age: JwtSettings::DEFAULT_MAX_AGE,
-    };
+    let mut settings = JwtSettings::new(
+        issuer,
+        AUDIENCE,
+        vec![Algorithm::RS256, Algorithm::PS256, Algorithm::ES256],
+    );
+    settings.refresh_cooldown = Duration::from_millis(300);
     tune(&mut settings);
     spawn_app_with(
         backend,
@@ -659,7 +703,7 @@ async fn a_rotated_key_works_without_restart_and_a_withdrawn_one_stops(backend: 
     let issuer = Issuer::start(&[&old]);
     let Some(app) = spawn_secured(backend, &issuer.url, |s| {
         s.refresh_cooldown = Duration::from_millis(300);
-        s.max_age = Duration::from_millis(1500);
+        s.refresh_after = Duration::from_millis(1500);
     })
     .await
     else {
@@ -698,21 +742,321 @@ async fn a_rotated_key_works_without_restart_and_a_withdrawn_one_stops(backend: 
         "both during the rotation"
     );
 
-    // The IdP withdraws the old key: once our copy is older than max_age it is gone.
+    // The IdP withdraws the old key: the first token after the refresh age is checked
+    // against our copy while it is fetched again in the background; then it is gone.
     issuer.publish(&[&new]);
     tokio::time::sleep(Duration::from_millis(1700)).await;
-    assert_refused(
-        call(&app, "GET", "/invoices", Some(&old_token)).await,
-        INVALID_TOKEN,
-        "withdrawn key",
-    )
-    .await;
+    let fetches = issuer.fetches();
     assert_eq!(
         call(&app, "GET", "/invoices", Some(&new_token))
             .await
             .status(),
         200
     );
+    wait_for(|| issuer.fetches() > fetches).await;
+    assert_refused(
+        call(&app, "GET", "/invoices", Some(&old_token)).await,
+        INVALID_TOKEN,
+        "withdrawn key",
+    )
+    .await;
+}
+
+/// Polls `done` for up to 5 s, then a little longer so that what it saw has settled.
+async fn wait_for(done: impl Fn() -> bool) {
+    for _ in 0..100 {
+        if done() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("waited 5 s in vain");
+}
+
+/// How long the slowest of `n` listings with `token`, sent at once, took; and their statuses.
+async fn concurrent_calls(app: &TestApp, token: &str, n: usize) -> (Duration, Vec<u16>) {
+    let started = Instant::now();
+    let calls = (0..n).map(|_| async move {
+        call(app, "GET", "/invoices", Some(token))
+            .await
+            .status()
+            .as_u16()
+    });
+    let statuses = futures_util::future::join_all(calls).await;
+    (started.elapsed(), statuses)
+}
+
+/// Far below the 5 s a key fetch may take, far above the 250 ms a request may wait for one.
+const NO_STALL: Duration = Duration::from_secs(1);
+
+/// The IdP hangs (accepts, never answers) and our keys are past their refresh age: calls
+/// are checked at once against the keys in hand while one fetch waits in the background
+/// (they waited behind it for the 5 s fetch timeout).
+async fn a_hanging_issuer_does_not_stall_calls(backend: Backend) {
+    let key = SigningKey::rsa("rsa-1");
+    let issuer = Issuer::start(&[&key]);
+    let Some(app) = spawn_secured(backend, &issuer.url, |s| {
+        s.refresh_after = Duration::from_millis(300);
+        s.refresh_cooldown = Duration::from_millis(100);
+    })
+    .await
+    else {
+        return;
+    };
+    let token = key.sign(&issuer.claims("svc", "invoices:read"));
+    assert_eq!(
+        call(&app, "GET", "/invoices", Some(&token)).await.status(),
+        200
+    );
+    issuer.hang(true);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let fetches = issuer.fetches();
+    for round in 0..2 {
+        let (took, statuses) = concurrent_calls(&app, &token, 8).await;
+        assert!(took < NO_STALL, "round {round}: 8 calls took {took:?}");
+        assert_eq!(statuses, vec![200; 8], "round {round}");
+    }
+    assert_eq!(
+        issuer.fetches(),
+        fetches + 1,
+        "one fetch in flight, not one per call"
+    );
+}
+
+/// A key withdrawn while the IdP cannot be reached: our copy serves on until its maximum
+/// age, then tokens cannot be checked (503) rather than checked against keys that may have
+/// been withdrawn; once the IdP answers again, the withdrawn key is refused.
+async fn a_withdrawn_key_stops_at_the_maximum_age_while_the_issuer_hangs(backend: Backend) {
+    let (old, new) = (SigningKey::rsa("old"), SigningKey::rsa("new"));
+    let issuer = Issuer::start(&[&old]);
+    let claims = issuer.claims("svc", "invoices:read");
+    let (old_token, new_token) = (old.sign(&claims), new.sign(&claims));
+    // The keys are fetched (at start-up, or by the first call) between these two instants.
+    let fetched = Instant::now();
+    let Some(app) = spawn_secured(backend, &issuer.url, |s| {
+        s.refresh_after = Duration::from_millis(200);
+        s.max_age = Duration::from_millis(2000);
+        s.refresh_cooldown = Duration::from_millis(100);
+    })
+    .await
+    else {
+        return;
+    };
+    assert_eq!(
+        call(&app, "GET", "/invoices", Some(&old_token))
+            .await
+            .status(),
+        200
+    );
+    let fetched_by = Instant::now();
+    issuer.publish(&[&new]);
+    issuer.hang(true);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let stale = call(&app, "GET", "/invoices", Some(&old_token)).await;
+    assert!(
+        fetched.elapsed() < Duration::from_millis(1900),
+        "too slow to tell"
+    );
+    assert_eq!(stale.status(), 200, "stale, within the maximum age");
+
+    tokio::time::sleep(Duration::from_millis(2100).saturating_sub(fetched_by.elapsed())).await;
+    let started = Instant::now();
+    let expired = call(&app, "GET", "/invoices", Some(&old_token)).await;
+    assert!(started.elapsed() < NO_STALL, "took {:?}", started.elapsed());
+    assert!(expired.headers().contains_key("retry-after"));
+    assert_problem(expired, 503, "service_unavailable").await;
+
+    issuer.hang(false);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(
+        call(&app, "GET", "/invoices", Some(&new_token))
+            .await
+            .status(),
+        200
+    );
+    assert_refused(
+        call(&app, "GET", "/invoices", Some(&old_token)).await,
+        INVALID_TOKEN,
+        "withdrawn key, the IdP back",
+    )
+    .await;
+}
+
+/// A token whose key is not in hand waits for a hanging fetch only briefly: an unknown kid
+/// is refused (401), and with no keys at all yet the answer is 503, each within the bound.
+async fn a_missing_key_waits_for_a_hanging_fetch_only_briefly(backend: Backend) {
+    let key = SigningKey::rsa("rsa-1");
+    let issuer = Issuer::start(&[&key]);
+    let Some(app) = spawn_secured(backend, &issuer.url, |s| {
+        s.refresh_cooldown = Duration::from_millis(100);
+    })
+    .await
+    else {
+        return;
+    };
+    let claims = issuer.claims("svc", "invoices:read");
+    assert_eq!(
+        call(&app, "GET", "/invoices", Some(&key.sign(&claims)))
+            .await
+            .status(),
+        200
+    );
+    issuer.hang(true);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let unknown = key.sign_as("RS256", "rotated-in", &claims);
+    let (took, statuses) = concurrent_calls(&app, &unknown, 4).await;
+    assert!(took < NO_STALL, "unknown kids took {took:?}");
+    assert_eq!(statuses, vec![401; 4]);
+
+    // An invoice-app started while the IdP hangs: nothing to check tokens with yet.
+    let Some(cold) = spawn_secured(backend, &issuer.url, |_| {}).await else {
+        return;
+    };
+    let (took, statuses) = concurrent_calls(&cold, &key.sign(&claims), 4).await;
+    assert!(took < NO_STALL, "a cold cache took {took:?}");
+    assert_eq!(statuses, vec![503; 4]);
+}
+
+/// RFC 9068's access-token profile, as far as common IdPs allow: the token types accepted
+/// by default (and only `at+jwt` when configured so), `iss` one string, a lifetime of at
+/// most a day, `iat` not in the future. Each refusal was accepted before.
+async fn tokens_outside_the_access_token_profile_are_refused(backend: Backend) {
+    let key = SigningKey::rsa("rsa-1");
+    let issuer = Issuer::start(&[&key]);
+    let Some(app) = spawn_secured(backend, &issuer.url, |_| {}).await else {
+        return;
+    };
+    let good = issuer.claims("svc", "invoices:read");
+    let now = jsonwebtoken::get_current_timestamp();
+    let typed = |typ: Option<&str>| {
+        let mut header = json!({"alg": "RS256", "kid": key.kid});
+        if let Some(typ) = typ {
+            header["typ"] = json!(typ);
+        }
+        key.sign_with_header(&header, &good)
+    };
+    let with = |changes: Value| {
+        let mut claims = good.clone();
+        for (name, value) in changes.as_object().expect("an object") {
+            if value.is_null() {
+                claims.as_object_mut().expect("object").remove(name);
+            } else {
+                claims[name] = value.clone();
+            }
+        }
+        key.sign(&claims)
+    };
+    let day = 86_400;
+    let accepted: Vec<(&str, String)> = vec![
+        ("typ at+jwt", typed(Some("at+jwt"))),
+        ("typ application/at+jwt", typed(Some("application/at+jwt"))),
+        ("typ JWT (Keycloak, Auth0, Entra ID)", typed(Some("JWT"))),
+        ("no typ (Okta)", typed(None)),
+        (
+            "a lifetime of exactly a day",
+            with(json!({"iat": now, "exp": now + day})),
+        ),
+        ("no iat, expiring within a day", with(json!({"iat": null}))),
+        (
+            "iat within the leeway ahead",
+            with(json!({"iat": now + 10, "exp": now + 300})),
+        ),
+    ];
+    for (what, token) in &accepted {
+        assert_eq!(
+            call(&app, "GET", "/invoices", Some(token)).await.status(),
+            200,
+            "{what}"
+        );
+    }
+    let refused: Vec<(&str, String)> = vec![
+        ("typ id+jwt (an ID token)", typed(Some("id+jwt"))),
+        ("typ application/id+jwt", typed(Some("application/id+jwt"))),
+        ("typ JOSE", typed(Some("JOSE"))),
+        (
+            "iss a list holding the issuer",
+            with(json!({"iss": [issuer.url]})),
+        ),
+        (
+            "iss a list holding the issuer and another",
+            with(json!({"iss": [issuer.url, "https://idp.example.com"]})),
+        ),
+        (
+            "exp in the year 3000",
+            with(json!({"iat": now, "exp": 32_503_680_000_u64})),
+        ),
+        (
+            "a lifetime of a day and a minute",
+            with(json!({"iat": now, "exp": now + day + 60})),
+        ),
+        (
+            "no iat, expiring in 25 hours",
+            with(json!({"iat": null, "exp": now + day + 3600})),
+        ),
+        (
+            "iat 11 days ahead",
+            with(json!({"iat": now + 11 * day, "exp": now + 11 * day + 300})),
+        ),
+    ];
+    // All cases first, then one assertion: a failure lists every case let through.
+    let mut let_through = Vec::new();
+    for (what, token) in &refused {
+        let response = call(&app, "GET", "/invoices", Some(token)).await;
+        if response.status() != 401 || challenge(&response) != INVALID_TOKEN {
+            let_through.push(format!("{what}: {}", response.status()));
+        }
+    }
+    assert!(let_through.is_empty(), "not refused: {let_through:#?}");
+
+    // Configured for an RFC 9068 IdP: only `at+jwt`.
+    let Some(strict) = spawn_secured(backend, &issuer.url, |s| {
+        s.token_types = TokenTypes::parse("at+jwt").expect("valid");
+    })
+    .await
+    else {
+        return;
+    };
+    assert_eq!(
+        call(&strict, "GET", "/invoices", Some(&typed(Some("at+jwt"))))
+            .await
+            .status(),
+        200
+    );
+    for typ in [Some("JWT"), None] {
+        assert_refused(
+            call(&strict, "GET", "/invoices", Some(&typed(typ))).await,
+            INVALID_TOKEN,
+            &format!("typ {typ:?} where only at+jwt is configured"),
+        )
+        .await;
+    }
+}
+
+/// The key cache and the token checks do not touch the database: these run on SQLite only.
+mod sqlite_only {
+    use crate::helpers::Backend;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hanging_issuer_does_not_stall_calls() {
+        super::a_hanging_issuer_does_not_stall_calls(Backend::Sqlite).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_withdrawn_key_stops_at_the_maximum_age_while_the_issuer_hangs() {
+        super::a_withdrawn_key_stops_at_the_maximum_age_while_the_issuer_hangs(Backend::Sqlite)
+            .await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_missing_key_waits_for_a_hanging_fetch_only_briefly() {
+        super::a_missing_key_waits_for_a_hanging_fetch_only_briefly(Backend::Sqlite).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tokens_outside_the_access_token_profile_are_refused() {
+        super::tokens_outside_the_access_token_profile_are_refused(Backend::Sqlite).await
+    }
 }
 
 async fn invented_kids_cannot_make_us_hammer_the_issuer(backend: Backend) {
