@@ -2,8 +2,9 @@
 """Validates invoice-app's OpenAPI document (openapi-spec-validator), then fuzzes the app
 from it with schemathesis, authenticated with a fresh API key (every check, which includes
 that each operation refuses a request without it; the coverage, fuzzing and stateful phases;
-a fixed seed so a failure replays), on SQLite and, when TEST_DATABASE_URL names a PostgreSQL
-server, on PostgreSQL too. Fails on any finding:
+a fixed seed so a failure replays; generated Idempotency-Keys made distinct per body by
+fuzz_hooks.py), on SQLite and, when TEST_DATABASE_URL names a PostgreSQL server, on
+PostgreSQL too. Fails on any finding:
 a 5xx, an answer the document does not describe, valid input refused or invalid accepted.
 
     scripts/api/fuzz-openapi.py      # or: make fuzz-api
@@ -29,6 +30,7 @@ SPEC_VALIDATOR = "openapi-spec-validator==0.9.0"
 DOCUMENT = os.path.join(ROOT, "crates", "invoice-app", "openapi.json")
 SEED = "20261122"
 EXAMPLES = os.environ.get("FUZZ_EXAMPLES", "100")
+HOOKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fuzz_hooks.py")
 
 
 def postgres_url(server, scratch_db):
@@ -70,7 +72,8 @@ def fuzz(backend, schemathesis, provider_url, scratch):
                 schemathesis, "run", f"{app.url}/openapi.json", "--checks", "all",
                 "--header", f"Authorization: Bearer {key}",
                 "--phases", "coverage,fuzzing,stateful", "--max-examples", EXAMPLES,
-                "--seed", SEED, "--continue-on-failure", "--no-color"], cwd=scratch)
+                "--seed", SEED, "--continue-on-failure", "--no-color"], cwd=scratch,
+                env={**os.environ, "SCHEMATHESIS_HOOKS": HOOKS})
         finally:
             app.stop()
         if done.returncode != 0:
