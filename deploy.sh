@@ -35,7 +35,9 @@ Then, on either kind of cluster:
     app reach it;
   - invoice-app's API key: generated once into \$API_KEY_FILE (this machine only); the
     cluster keeps its SHA-256 alone (Secret invoices/$API_KEYS_SECRET);
-  - charts/payment-provider in 'payments' (callers known by workload identity: invoice-app's
+  - payment-provider's TLS certificate, signed by a CA made once (its key discarded): Secret
+    payments/$TLS_SECRET, and the CA for invoice-app in ConfigMap invoices/$TLS_CA_CONFIGMAP;
+  - charts/payment-provider in 'payments' over TLS (callers known by workload identity: invoice-app's
     ServiceAccount token; the API server's addresses read from the cluster) and
     charts/invoice-app in 'invoices' behind an HTTPRoute (or with --ingress an Ingress)
     for host \$INVOICE_HOST, with proxy timeouts that fit a synchronous pay run
@@ -118,6 +120,9 @@ readonly TOKEN_SECRET_PAYMENTS=payment-provider-caller-tokens
 readonly TOKEN_SECRET_INVOICES=invoice-app-payment-provider-token
 # invoice-app's API keys (key api-keys: JSON array of digests), as the chart reads them.
 readonly API_KEYS_SECRET=invoice-app-api-keys
+# payment-provider's API certificate (a kubernetes.io/tls Secret) and the CA invoice-app trusts.
+readonly TLS_SECRET=payment-provider-tls
+readonly TLS_CA_CONFIGMAP=payment-provider-ca
 
 # helm and kubectl from scripts/charts/install-tools.sh, after anything on PATH.
 PATH="$PATH:${TOOLS_DIR:-$HOME/.cache/invoice-platform/tools}/bin"
@@ -204,6 +209,7 @@ retry() {
 
 check_tools() {
   local need=(kubectl helm curl jq od base64 awk)
+  if ! $down; then need+=(openssl); fi
   if command -v sha256sum >/dev/null 2>&1; then need+=(sha256sum); else need+=(shasum); fi
   if $use_kind; then
     need+=(kind docker)
@@ -531,6 +537,44 @@ api_key_secret() {
     kctl apply -f - >/dev/null
 }
 
+# payment-provider's API over TLS: a CA made here signs the certificate of the Service's names;
+# the CA's key is thrown away at once. Secret payments/$TLS_SECRET holds the certificate and
+# key (and the CA as ca.crt, which the chart's helm test trusts); ConfigMap
+# invoices/$TLS_CA_CONFIGMAP holds the CA that invoice-app trusts. Both are kept across runs;
+# delete both to start again (the apps read the new files, no restart). On a real cluster
+# use cert-manager instead: the charts' tls.certManager and paymentProvider.caBundle.
+provider_tls() {
+  step "payment-provider's TLS certificate"
+  if [[ -n "$(kctl get secret "$TLS_SECRET" -n payments -o name --ignore-not-found 2>/dev/null)" &&
+    -n "$(kctl get configmap "$TLS_CA_CONFIGMAP" -n invoices -o name --ignore-not-found 2>/dev/null)" ]]; then
+    info "reusing Secret payments/$TLS_SECRET and ConfigMap invoices/$TLS_CA_CONFIGMAP"
+    return
+  fi
+  local dir="$tmp/tls" host="payment-provider.payments.svc"
+  mkdir -p "$dir"
+  (
+    umask 077
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=invoice-platform payments CA" \
+      -keyout "$dir/ca.key" -out "$dir/ca.crt"
+    openssl req -new -newkey rsa:2048 -nodes -subj "/CN=$host" -keyout "$dir/tls.key" -out "$dir/tls.csr"
+    printf '%s\n' "subjectAltName=DNS:payment-provider,DNS:payment-provider.payments,DNS:$host,DNS:$host.cluster.local" \
+      basicConstraints=CA:FALSE keyUsage=digitalSignature,keyEncipherment extendedKeyUsage=serverAuth >"$dir/ext"
+    openssl x509 -req -in "$dir/tls.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -days 825 \
+      -set_serial "0x$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')" -extfile "$dir/ext" -out "$dir/tls.crt"
+    rm -f "$dir/ca.key"
+  ) >"$dir/openssl.log" 2>&1 || { cat "$dir/openssl.log" >&2; die "openssl could not make the certificate"; }
+  kctl create secret generic "$TLS_SECRET" -n payments --type=kubernetes.io/tls \
+    --from-file=tls.crt="$dir/tls.crt" --from-file=tls.key="$dir/tls.key" --from-file=ca.crt="$dir/ca.crt" \
+    --dry-run=client -o yaml |
+    kctl label --local -f - -o yaml app.kubernetes.io/managed-by=deploy.sh |
+    kctl apply -f - >/dev/null
+  kctl create configmap "$TLS_CA_CONFIGMAP" -n invoices --from-file=ca.crt="$dir/ca.crt" \
+    --dry-run=client -o yaml |
+    kctl label --local -f - -o yaml app.kubernetes.io/managed-by=deploy.sh |
+    kctl apply -f - >/dev/null
+  info "Secret payments/$TLS_SECRET and ConfigMap invoices/$TLS_CA_CONFIGMAP (a CA made here, its key discarded)"
+}
+
 image_args() {
   local app="$1"
   printf '%s\n' --set-string "image.repository=$IMAGE_REPOSITORY_PREFIX/$app"
@@ -549,7 +593,8 @@ install_apps() {
   helm_upgrade payment-provider payments "$ROOT/charts/payment-provider" "${args[@]}" \
     -f "$tmp/payment-provider-values.json" \
     --set-string "database.existingSecret.name=${DB_CLUSTER[payment-provider]}-app" \
-    --set-string "database.existingSecret.key=uri"
+    --set-string "database.existingSecret.key=uri" \
+    --set-string "tls.secretName=$TLS_SECRET"
 
   step "invoice-app (charts/invoice-app in invoices, way in: $way_in)"
   local way_in_values
@@ -583,7 +628,8 @@ install_apps() {
     -f "$tmp/invoice-app-values.json" \
     --set-string "database.existingSecret.name=${DB_CLUSTER[invoice-app]}-app" \
     --set-string "database.existingSecret.key=uri" \
-    --set-string "paymentProvider.url=http://payment-provider.payments.svc.cluster.local:8080"
+    --set-string "paymentProvider.url=https://payment-provider.payments.svc.cluster.local:8080" \
+    --set-string "paymentProvider.caBundle.configMap=$TLS_CA_CONFIGMAP"
 }
 
 # The URL test.sh should use, once the ingress answers.
@@ -643,6 +689,8 @@ tear_down() {
   kctl delete secret "$TOKEN_SECRET_INVOICES" -n invoices --ignore-not-found >/dev/null 2>&1 || true
   kctl delete secret "$TOKEN_SECRET_PAYMENTS" -n payments --ignore-not-found >/dev/null 2>&1 || true
   kctl delete secret "$API_KEYS_SECRET" -n invoices --ignore-not-found >/dev/null 2>&1 || true
+  kctl delete secret "$TLS_SECRET" -n payments --ignore-not-found >/dev/null 2>&1 || true
+  kctl delete configmap "$TLS_CA_CONFIGMAP" -n invoices --ignore-not-found >/dev/null 2>&1 || true
   for release in team-invoices team-payments; do
     if [[ -n "$(helm_release_status "$release" "$PLATFORM_NAMESPACE")" ]]; then
       hlm uninstall "$release" -n "$PLATFORM_NAMESPACE" --wait
@@ -693,6 +741,7 @@ api_server_peers
 for app in "${APPS[@]}"; do database_cluster "$app"; done
 wait_for_databases
 api_key_secret
+provider_tls
 install_apps
 
 url="$(public_url)"
@@ -700,7 +749,7 @@ if [[ -n "$url" ]]; then wait_for_way_in "$url"; fi
 
 step "Deployed"
 info "invoice-app:      ${url:-<the address of your Gateway or ingress controller>} ($way_in)"
-info "payment-provider: in-cluster only, http://payment-provider.payments.svc.cluster.local:8080"
+info "payment-provider: in-cluster only, https://payment-provider.payments.svc.cluster.local:8080 (CA: ConfigMap invoices/$TLS_CA_CONFIGMAP)"
 info ""
 info "Check it:   INVOICE_API_TOKEN=\"\$(cat '$API_KEY_FILE')\" ./test.sh ${url:-<URL>}"
 info "Isolation:  INVOICE_API_TOKEN=\"\$(cat '$API_KEY_FILE')\" ./test.sh --isolation ${url:-<URL>}"

@@ -375,7 +375,7 @@ start_probe() {
         name: "curl", image: $image,
         env: [{name: "URL", value: $url}],
         command: ["sh", "-c",
-          "code=$(curl -s -o /dev/null -w \"%{http_code}\" --connect-timeout 5 --max-time 8 \"$URL\"); echo \"exit=$? http=$code\""],
+          "code=$(curl -s --insecure -o /dev/null -w \"%{http_code}\" --connect-timeout 5 --max-time 8 \"$URL\"); echo \"exit=$? http=$code\""],
         securityContext: {allowPrivilegeEscalation: false, readOnlyRootFilesystem: true,
           capabilities: {drop: ["ALL"]}},
         resources: {requests: {cpu: "10m", memory: "16Mi"}, limits: {cpu: "100m", memory: "32Mi"}}
@@ -466,7 +466,11 @@ if $isolation; then
 
   # In the cluster: one-shot curl pods, started together, checked one by one.
   probe_run="$(date +%s)-$$"
-  pp_url="http://$pp_service.$PAYMENTS_NAMESPACE.svc.cluster.local:$pp_port/healthz"
+  # https when the provider serves TLS (its chart's tls.enabled); the probes prove reachability,
+  # not trust, so they do not check the certificate.
+  pp_scheme="$(kubectl_ get configmap -n "$PAYMENTS_NAMESPACE" -l app.kubernetes.io/name=payment-provider -o json |
+    jq -r 'if (.items[0].data.TLS_CERT_FILE // "") != "" then "https" else "http" end')"
+  pp_url="$pp_scheme://$pp_service.$PAYMENTS_NAMESPACE.svc.cluster.local:$pp_port/healthz"
 
   invoice_labels="$(kubectl_ get deployment -n "$INVOICES_NAMESPACE" -l app.kubernetes.io/name=invoice-app -o json |
     jq -c '.items[0].spec.template.metadata.labels // empty

@@ -20,8 +20,9 @@
 #    last line on stderr.
 # 2. Every rendered manifest validated strictly against the Kubernetes schema
 #    (kubernetes-validate, K8S_VERSIONS); CRD kinds are skipped with a printed reason: the
-#    Prometheus Operator's are validated strictly against its CRD schemas (check_crds.py), the
-#    others in the e2e workflow against the installed CRDs (no registry carries them).
+#    Prometheus Operator's and cert-manager's are validated strictly against their CRD schemas
+#    (check_crds.py), the others in the e2e workflow against the installed CRDs (no registry
+#    carries them).
 # 3. checkov over everything rendered: zero failures (skips live in the charts, with reasons).
 # 4. Every pod template meets Pod Security "restricted" (check_pss.py); RBAC assertions
 #    over the rendered team namespaces and apps, and the apps' instructions against the
@@ -245,7 +246,7 @@ mkdir -p "$OUT/validate"
 import pathlib, sys, yaml
 src, dst = map(pathlib.Path, sys.argv[1:])
 CRDS = {"monitoring.coreos.com": "Prometheus Operator CRD", "gateway.networking.k8s.io": "Gateway API CRD",
-        "postgresql.cnpg.io": "CloudNativePG CRD"}
+        "postgresql.cnpg.io": "CloudNativePG CRD", "cert-manager.io": "cert-manager CRD"}
 skipped = {}
 for f in sorted(src.glob("*/*.yaml")):
     docs = [d for d in yaml.safe_load_all(f.read_text()) if d]
@@ -258,15 +259,16 @@ for f in sorted(src.glob("*/*.yaml")):
             keep.append(d)
     (dst / f"{f.parent.name}--{f.name}").write_text(yaml.safe_dump_all(keep, sort_keys=False))
 for kind, why in sorted(skipped.items()):
-    if "monitoring.coreos.com" in kind:
+    if "monitoring.coreos.com" in kind or "cert-manager.io" in kind:
         also = "; validated against its CRD schema by check_crds.py"
     else:
         also = "; the e2e workflow validates it strictly against the installed CRDs"
     print(f"  skip {kind}: {why}, not in the Kubernetes schema; checked by checkov{also}")
 EOF
-# The Prometheus Operator's kinds get their own strict validation, against its CRD schemas.
+# The Prometheus Operator's and cert-manager's kinds get their own strict validation, against
+# their CRD schemas.
 if ! "$TOOLS_DIR/bin/python-models" "$HERE/check_crds.py" "$OUT"/rendered/*/*.yaml "$OUT"/monitoring/*.yaml; then
-  fail "Prometheus Operator objects against the CRD schemas"
+  fail "Prometheus Operator and cert-manager objects against the CRD schemas"
 fi
 for version in $K8S_VERSIONS; do
   if kubernetes-validate --strict --quiet -k "$version" "$OUT"/validate/*.yaml >"$OUT/validate-$version.log" 2>&1 &&

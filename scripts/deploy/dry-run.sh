@@ -110,6 +110,11 @@ deploy_checks() {
   has "$LOG/rendered-payment-provider.yaml" "10.96.0.10/32" "payment-provider: API server Service address"
   has "$LOG/rendered-payment-provider.yaml" "172.18.0.9/32" "payment-provider: API server endpoint"
   has "$LOG/rendered-invoice-app.yaml" "invoice-app-api-keys" "invoice-app reads the API keys Secret"
+  has "$LOG/rendered-payment-provider.yaml" "TLS_CERT_FILE" "payment-provider serves its API over TLS"
+  has "$LOG/rendered-payment-provider.yaml" "name: payment-provider-tls" "from the Secret deploy.sh made"
+  has "$LOG/rendered-invoice-app.yaml" "https://payment-provider.payments.svc.cluster.local:8080" "invoice-app calls it over https"
+  has "$LOG/rendered-invoice-app.yaml" "name: payment-provider-ca" "trusting the CA deploy.sh made"
+  hasnt "$LOG/rendered-payment-provider.yaml" "ALLOW_PLAINTEXT_HTTP" "no plain HTTP opt-in"
   local key_file="$work/home/.local/state/invoice-platform/api-key-kind-invoice-platform" digest
   if [[ -s "$key_file" && -f "$LOG/secret-api-keys" ]]; then
     digest="$(printf '%s' "$(cat "$key_file")" | sha256sum | awk '{print $1}')"

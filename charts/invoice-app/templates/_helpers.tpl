@@ -147,6 +147,26 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- else if not (include "invoice-app.staticToken" .) }}
 {{- fail "invoice-app has no credential for payment-provider: keep paymentProvider.serviceAccountToken.enabled, or set paymentProvider.existingSecret / paymentProvider.token (in a demo too: payment-provider refuses its well-known dev token off loopback; give both charts a token of your choosing)" }}
 {{- end }}
+{{- with .Values.paymentProvider }}
+{{- if hasPrefix "https://" .url }}
+{{- if not (or .caBundle.configMap .caBundle.secret) }}
+{{- fail "paymentProvider.url is https://: set paymentProvider.caBundle.configMap or .secret, the CA that signs payment-provider's certificate (in-cluster names have no publicly trusted certificates)" }}
+{{- end }}
+{{- if .allowPlaintextHttp }}
+{{- fail "paymentProvider.allowPlaintextHttp has no effect with an https:// url (invoice-app refuses to start with it)" }}
+{{- end }}
+{{- else }}
+{{- if not (or .allowPlaintextHttp (regexMatch `^http://(localhost|127\.[0-9.]+|\[::1\])(:[0-9]+)?(/.*)?$` .url)) }}
+{{- fail "paymentProvider.url is plain http: the token would cross the network in clear; use https:// with paymentProvider.caBundle, or paymentProvider.allowPlaintextHttp: true where something else encrypts the traffic (payment-provider's tls.enabled: false)" }}
+{{- end }}
+{{- if or .caBundle.configMap .caBundle.secret }}
+{{- fail "paymentProvider.caBundle has no effect with an http:// url (invoice-app refuses to start with it)" }}
+{{- end }}
+{{- end }}
+{{- if and .caBundle.configMap .caBundle.secret }}
+{{- fail "paymentProvider.caBundle: set configMap or secret, not both" }}
+{{- end }}
+{{- end }}
 {{- if and .Values.ingress.enabled (not .Values.ingress.host) }}
 {{- fail "ingress.host is required: the chart never renders a catch-all Ingress" }}
 {{- end }}
@@ -213,10 +233,37 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
+{{/* The CAs trusted for payment-provider's certificate, as one projected source (file
+     payment-provider-ca.crt). The helm test that calls payment-provider trusts the same. */}}
+{{- define "invoice-app.providerCaSource" -}}
+{{- with .Values.paymentProvider.caBundle }}
+{{- if .configMap }}
+- configMap:
+    name: {{ .configMap }}
+    items:
+      - key: {{ .key }}
+        path: payment-provider-ca.crt
+{{- else if .secret }}
+- secret:
+    name: {{ .secret }}
+    items:
+      - key: {{ .key }}
+        path: payment-provider-ca.crt
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* What the helm test that calls payment-provider mounts: the app's credential and CAs. */}}
+{{- define "invoice-app.providerTestSources" -}}
+{{- include "invoice-app.providerCredentialSource" . }}
+{{- include "invoice-app.providerCaSource" . }}
+{{- end }}
+
 {{/* Sources of the projected secrets volume: each yields one file. */}}
 {{- define "invoice-app.secretSources" -}}
 {{- $fullname := include "invoice-app.fullname" . }}
 {{- include "invoice-app.providerCredentialSource" . }}
+{{- include "invoice-app.providerCaSource" . }}
 {{- with .Values.database.existingSecret.name }}
 - secret:
     name: {{ . }}
@@ -254,6 +301,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if or .Values.paymentProvider.serviceAccountToken.enabled (include "invoice-app.staticToken" .) }}
 - name: PAYMENT_PROVIDER_TOKEN_FILE
   value: {{ include "invoice-app.secretsDir" . }}/payment-provider-token
+{{- end }}
+{{- if include "invoice-app.providerCaSource" . | trim }}
+- name: PAYMENT_PROVIDER_CA_FILE
+  value: {{ include "invoice-app.secretsDir" . }}/payment-provider-ca.crt
 {{- end }}
 {{- if eq (include "invoice-app.databaseKind" .) "postgres" }}
 - name: DATABASE_URL_FILE

@@ -75,6 +75,42 @@ app.kubernetes.io/component: server
 {{- end }}
 
 
+{{/* The kubernetes.io/tls Secret the API's certificate and key come from. */}}
+{{- define "payment-provider.tlsSecretName" -}}
+{{- .Values.tls.secretName | default (printf "%s-tls" (include "payment-provider.fullname" .)) }}
+{{- end }}
+
+{{/* "https" when the API is served over TLS, else "http". */}}
+{{- define "payment-provider.scheme" -}}
+{{- if .Values.tls.enabled }}https{{ else }}http{{ end }}
+{{- end }}
+
+{{/* The helm test pods' curl options for the API's TLS: the CA from the Secret's ca.crt when
+     it has one (cert-manager's CA issuers write it), otherwise the handshake unverified (said
+     in the output): these tests prove TLS and the auth answers; invoice-app's helm test
+     proves the trust chain with the CA bundle the app itself trusts. */}}
+{{- define "payment-provider.testTlsVolume" -}}
+{{- if .Values.tls.enabled }}
+- name: tls-ca
+  secret:
+    secretName: {{ include "payment-provider.tlsSecretName" . }}
+    optional: true
+    items:
+      - key: ca.crt
+        path: ca.crt
+{{- end }}
+{{- end }}
+
+{{- define "payment-provider.testTlsScript" -}}
+tls=""
+if [ -s /var/run/tls-ca/ca.crt ]; then
+  tls="--cacert /var/run/tls-ca/ca.crt"
+elif [ "${URL#https:}" != "$URL" ]; then
+  echo "note: Secret {{ include "payment-provider.tlsSecretName" . }} holds no ca.crt: the certificate is not verified here"
+  tls="--insecure"
+fi
+{{- end }}
+
 {{/* CALLER_SUBJECTS: caller=system:serviceaccount:<ns>:<sa>[,...] */}}
 {{- define "payment-provider.callerSubjects" -}}
 {{- $pairs := list }}
@@ -107,6 +143,16 @@ app.kubernetes.io/component: server
 {{- if and .Values.serviceMonitor.enabled (not .Values.networkPolicy.prometheus) }}
 {{- fail "serviceMonitor.enabled needs networkPolicy.prometheus: the pods Prometheus scrapes from" }}
 {{- end }}
+{{- end }}
+{{- if .Values.tls.enabled }}
+{{- if not (or .Values.tls.secretName .Values.tls.certManager.enabled) }}
+{{- fail "tls.enabled needs a certificate: set tls.secretName (a kubernetes.io/tls Secret for the Service's names) or tls.certManager.enabled with tls.certManager.issuerRef; tls.enabled: false serves plain HTTP, only where something else encrypts the traffic" }}
+{{- end }}
+{{- if and .Values.tls.certManager.enabled (not .Values.tls.certManager.issuerRef.name) }}
+{{- fail "tls.certManager.enabled needs tls.certManager.issuerRef.name: the cert-manager issuer that signs the certificate" }}
+{{- end }}
+{{- else if .Values.tls.certManager.enabled }}
+{{- fail "tls.certManager.enabled needs tls.enabled: the certificate would not be served" }}
 {{- end }}
 {{- end }}
 
@@ -154,6 +200,17 @@ app.kubernetes.io/component: server
       - key: database-url
         path: database-url
 {{- end }}
+{{- end }}
+{{- if .Values.tls.enabled }}
+# The API's certificate and key; a renewed Secret reaches the files in place, and the app
+# serves it within seconds.
+- secret:
+    name: {{ include "payment-provider.tlsSecretName" . }}
+    items:
+      - key: tls.crt
+        path: tls.crt
+      - key: tls.key
+        path: tls.key
 {{- end }}
 {{- if and (include "payment-provider.workloadIdentity" .) .Values.auth.workloadIdentity.jwksFromApiServer }}
 # The API server serves the issuer's keys to any ServiceAccount (ClusterRoleBinding
