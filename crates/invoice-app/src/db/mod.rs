@@ -45,19 +45,7 @@ where
     T: Send + 'static,
     E: From<DbError> + Send + 'static,
 {
-    let pool = pool.clone();
-    let span = tracing::Span::current();
-    tokio::task::spawn_blocking(move || {
-        let _entered = span.enter();
-        once(&pool, work).0
-    })
-    .instrument(tracing::Span::current())
-    .await
-    .unwrap_or_else(|join| {
-        Err(E::from(DbError::Unavailable(format!(
-            "database task failed: {join}"
-        ))))
-    })
+    blocking(pool, move |pool| once(pool, work).0).await
 }
 
 /// [`run`] for work that only reads: when it failed on a dead connection, it is run once
@@ -68,14 +56,26 @@ where
     T: Send + 'static,
     E: From<DbError> + Send + 'static,
 {
+    blocking(pool, move |pool| match once(pool, &work) {
+        (Err(_), true) => once(pool, &work).0,
+        (result, _) => result,
+    })
+    .await
+}
+
+/// `task` on tokio's blocking pool, inside the caller's span; a task that panicked reads
+/// as the database being unavailable.
+async fn blocking<T, E, F>(pool: &DbPool, task: F) -> Result<T, E>
+where
+    F: FnOnce(&DbPool) -> Result<T, E> + Send + 'static,
+    T: Send + 'static,
+    E: From<DbError> + Send + 'static,
+{
     let pool = pool.clone();
     let span = tracing::Span::current();
     tokio::task::spawn_blocking(move || {
         let _entered = span.enter();
-        match once(&pool, &work) {
-            (Err(_), true) => once(&pool, &work).0,
-            (result, _) => result,
-        }
+        task(&pool)
     })
     .instrument(tracing::Span::current())
     .await
