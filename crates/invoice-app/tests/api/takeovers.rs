@@ -96,12 +96,41 @@ impl Setup {
     }
 }
 
-fn signal(child: &std::process::Child, sig: &str) {
-    let done = Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(done.success(), "kill {sig}");
+/// invoice-app as a real process on `Setup`'s databases; SIGKILLed when dropped, so a
+/// failed assertion leaves no process behind.
+struct Replica {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Replica {
+    async fn start(setup: &Setup, client: &reqwest::Client, extra: &[(&str, &str)]) -> Replica {
+        let (child, base) = start_binary(
+            &setup.db_url,
+            &setup.provider.base_url,
+            SECRET,
+            &setup.log,
+            extra,
+        );
+        let replica = Replica { child, base };
+        wait_ready(client, &replica.base).await;
+        replica
+    }
+
+    fn signal(&self, sig: &str) {
+        let done = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(done.success(), "kill {sig}");
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 async fn start_run(client: &reqwest::Client, base: &str) -> String {
@@ -143,17 +172,11 @@ async fn postgres_a_run_closed_while_frozen_makes_no_call_after_it_wakes() {
         return;
     };
     let client = api_client();
-    let (mut a, base) = start_binary(
-        &setup.db_url,
-        &setup.provider.base_url,
-        SECRET,
-        &setup.log,
-        &[("PAY_CONCURRENCY", "4")],
-    );
-    wait_ready(&client, &base).await;
+    let a = Replica::start(&setup, &client, &[("PAY_CONCURRENCY", "4")]).await;
+    let base = a.base.clone();
     let run = start_run(&client, &base).await;
     setup.wait_for_charges(8).await;
-    signal(&a, "-STOP");
+    a.signal("-STOP");
     // Past the lease (10 s) and the heartbeat: A's run looks dead to everyone.
     tokio::time::sleep(Duration::from_secs(11)).await;
     let mut c = setup.connect();
@@ -181,10 +204,9 @@ async fn postgres_a_run_closed_while_frozen_makes_no_call_after_it_wakes() {
             Ok::<_, diesel::result::Error>(closed)
         })
         .expect("run closed");
-    signal(&a, "-CONT");
+    a.signal("-CONT");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    a.kill().expect("SIGKILL");
-    a.wait().expect("reaped");
+    drop(a);
 
     let after: i64 = attempts::payment_attempts
         .filter(attempts::pay_run_id.eq(&run))
@@ -214,14 +236,8 @@ async fn postgres_a_run_whose_connections_are_cut_closes_failed_and_hands_back()
         return;
     };
     let client = api_client();
-    let (mut a, base) = start_binary(
-        &setup.db_url,
-        &setup.provider.base_url,
-        SECRET,
-        &setup.log,
-        &[("PAY_CONCURRENCY", "4")],
-    );
-    wait_ready(&client, &base).await;
+    let a = Replica::start(&setup, &client, &[("PAY_CONCURRENCY", "4")]).await;
+    let base = a.base.clone();
     let pay = {
         let (client, base) = (client.clone(), base.clone());
         tokio::spawn(async move {
@@ -264,8 +280,7 @@ async fn postgres_a_run_whose_connections_are_cut_closes_failed_and_hands_back()
         0,
         "claims still held by the failed run"
     );
-    a.kill().expect("SIGKILL");
-    a.wait().expect("reaped");
+    drop(a);
 }
 
 /// A peer frozen inside a transaction holds the row of a run that looks dead. A new run
@@ -293,14 +308,13 @@ async fn postgres_a_peer_frozen_in_a_transaction_blocks_nobody() {
         .expect("locked");
 
     let client = api_client();
-    let (mut a, base) = start_binary(
-        &setup.db_url,
-        &setup.provider.base_url,
-        SECRET,
-        &setup.log,
+    let a = Replica::start(
+        &setup,
+        &client,
         &[("DATABASE_LOCK_TIMEOUT_MS", "1000"), ("PAY_MAX_RUNS", "1")],
-    );
-    wait_ready(&client, &base).await;
+    )
+    .await;
+    let base = a.base.clone();
     for _ in 0..2 {
         let run = start_run(&client, &base).await;
         let mut finished = None;
@@ -327,8 +341,7 @@ async fn postgres_a_peer_frozen_in_a_transaction_blocks_nobody() {
     diesel::sql_query("ROLLBACK")
         .execute(&mut frozen)
         .expect("rollback");
-    a.kill().expect("SIGKILL");
-    a.wait().expect("reaped");
+    drop(a);
 }
 
 /// After every pooled connection died (a database restart), the next requests get fresh
@@ -339,14 +352,8 @@ async fn postgres_requests_after_a_database_reset_get_fresh_connections() {
         return;
     };
     let client = api_client();
-    let (mut a, base) = start_binary(
-        &setup.db_url,
-        &setup.provider.base_url,
-        SECRET,
-        &setup.log,
-        &[("DATABASE_POOL_SIZE", "5")],
-    );
-    wait_ready(&client, &base).await;
+    let a = Replica::start(&setup, &client, &[("DATABASE_POOL_SIZE", "5")]).await;
+    let base = a.base.clone();
     // Several connections open and idle in the pool.
     let warm: Vec<_> = (0..20)
         .map(|_| client.get(format!("{base}/invoices?limit=5")).send())
@@ -373,6 +380,5 @@ async fn postgres_requests_after_a_database_reset_get_fresh_connections() {
         .await
         .expect("sent");
     assert_eq!(created.status().as_u16(), 201, "write after the reset");
-    a.kill().expect("SIGKILL");
-    a.wait().expect("reaped");
+    drop(a);
 }
