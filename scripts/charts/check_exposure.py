@@ -144,7 +144,7 @@ def check_provider_credential(where: str, docs: list[dict], values: dict) -> Non
                 print(f"  ok   {where}: {name} presents a static token from a Secret")
         elif len(projected) != 1 or projected[0].get("audience") != "payment-provider" \
                 or projected[0].get("path") != "payment-provider-token" \
-                or not 600 <= projected[0].get("expirationSeconds", 0) <= 86400:
+                or not 600 <= projected[0].get("expirationSeconds", 0) <= 3600:
             fail(f"{where}: {name} does not mount a short-lived projected token for payment-provider: {projected}")
         else:
             print(f"  ok   {where}: {name} presents a projected ServiceAccount token "
