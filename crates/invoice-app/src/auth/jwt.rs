@@ -352,6 +352,9 @@ impl JwtVerifier {
             Some(iat) if iat > now.saturating_add(LEEWAY_SECS) => {
                 Err(AuthError::Invalid("the token is issued in the future"))
             }
+            Some(iat) if claims.exp < iat => {
+                Err(AuthError::Invalid("the token expires before it was issued"))
+            }
             Some(iat) if claims.exp.saturating_sub(iat) > max => {
                 Err(AuthError::Invalid("the token lives longer than allowed"))
             }
@@ -419,11 +422,15 @@ impl JwksSource {
                 Some((kid, Arc::new(self.usable(&jwk)?)))
             })
             .collect();
-        anyhow::ensure!(
-            !by_kid.is_empty(),
-            "{jwks_url} holds no signing key usable with {:?}",
-            self.settings.algorithms
-        );
+        // The issuer answered: what it publishes now replaces the cache, also when none of
+        // it is usable (withdrawn in an emergency, or rotated to keys we refuse), so the old
+        // keys stop working now rather than at the cache's maximum age.
+        if by_kid.is_empty() {
+            tracing::warn!(
+                "{jwks_url} holds no signing key usable with {:?}: every token is refused",
+                self.settings.algorithms
+            );
+        }
         Ok(by_kid)
     }
 

@@ -595,9 +595,11 @@ async fn a_token_may_do_what_its_scopes_allow(backend: Backend) {
     assert_eq!(listed, [&second["id"]], "{report}");
     assert!(report["retry_later"].is_array(), "{report}");
 
-    // Clock skew: expired 10 s ago is within the leeway.
+    // Clock skew: a five-minute token that expired 10 s ago is within the leeway.
     let mut claims = issuer.claims("carol", "invoices:read");
-    claims["exp"] = json!(jsonwebtoken::get_current_timestamp() - 10);
+    let now = jsonwebtoken::get_current_timestamp();
+    claims["iat"] = json!(now - 310);
+    claims["exp"] = json!(now - 10);
     assert_eq!(
         call(&app, "GET", "/invoices", Some(&rsa.sign(&claims)))
             .await
@@ -758,6 +760,39 @@ async fn a_rotated_key_works_without_restart_and_a_withdrawn_one_stops(backend: 
         call(&app, "GET", "/invoices", Some(&old_token)).await,
         INVALID_TOKEN,
         "withdrawn key",
+    )
+    .await;
+}
+
+/// The IdP withdraws every key (or rotates to keys this side refuses): its answer replaces
+/// the cached keys, so the withdrawn key stops at the next refresh, not at the cache's
+/// maximum age (the outside audit of issue 19: it was accepted for the hour).
+async fn a_key_set_with_no_usable_key_withdraws_the_cached_ones(backend: Backend) {
+    let key = SigningKey::rsa("only");
+    let issuer = Issuer::start(&[&key]);
+    let Some(app) = spawn_secured(backend, &issuer.url, |s| {
+        s.refresh_cooldown = Duration::from_millis(100);
+        s.refresh_after = Duration::from_millis(300);
+    })
+    .await
+    else {
+        return;
+    };
+    let token = key.sign(&issuer.claims("svc", "invoices:read"));
+    assert_eq!(
+        call(&app, "GET", "/invoices", Some(&token)).await.status(),
+        200
+    );
+    issuer.publish(&[]);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let fetches = issuer.fetches();
+    // The first token after the refresh age starts the refresh.
+    let _ = call(&app, "GET", "/invoices", Some(&token)).await;
+    wait_for(|| issuer.fetches() > fetches).await;
+    assert_refused(
+        call(&app, "GET", "/invoices", Some(&token)).await,
+        INVALID_TOKEN,
+        "withdrawn with every other key",
     )
     .await;
 }
@@ -997,6 +1032,11 @@ async fn tokens_outside_the_access_token_profile_are_refused(backend: Backend) {
         (
             "iat 11 days ahead",
             with(json!({"iat": now + 11 * day, "exp": now + 11 * day + 300})),
+        ),
+        (
+            // Within exp's leeway, but expiring before it was issued is no token.
+            "exp before iat",
+            with(json!({"iat": now, "exp": now - 1})),
         ),
     ];
     // All cases first, then one assertion: a failure lists every case let through.
@@ -1261,6 +1301,7 @@ both_backends!(
     a_token_may_do_what_its_scopes_allow,
     forged_expired_and_misdirected_tokens_are_refused,
     a_rotated_key_works_without_restart_and_a_withdrawn_one_stops,
+    a_key_set_with_no_usable_key_withdraws_the_cached_ones,
     invented_kids_cannot_make_us_hammer_the_issuer,
     an_unreachable_issuer_is_a_503_and_api_keys_still_work,
     api_keys_carry_their_clients_scopes,

@@ -80,8 +80,12 @@ impl JwksSource {
         });
         let raw: RawJwks = self.get_json(&jwks_url, bearer.as_ref()).await?;
         let keys: HashMap<_, _> = raw.keys.into_iter().filter_map(usable_key).collect();
+        // The issuer answered: what it publishes now replaces the cache, also when none of
+        // it is usable, so withdrawn keys stop working now, not at the cache's maximum age.
         if keys.is_empty() {
-            return Err(format!("{jwks_url} holds no usable RS256 or ES256 key"));
+            tracing::warn!(
+                "{jwks_url} holds no usable RS256 or ES256 key: every ServiceAccount token is refused"
+            );
         }
         Ok(keys)
     }

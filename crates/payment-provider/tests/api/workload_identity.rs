@@ -677,6 +677,41 @@ async fn a_dropped_request_does_not_cancel_the_key_refresh(backend: Backend) {
     assert_eq!(rotated.status().as_u16(), 201);
 }
 
+/// The issuer withdraws every key in an emergency (or rotates to keys this side refuses):
+/// the answer replaces the cached keys, so the withdrawn key stops at the next refresh, not
+/// at the cache's maximum age (the outside audit of issue 19: it was accepted for the hour).
+async fn a_key_set_with_no_usable_key_withdraws_the_cached_ones(backend: Backend) {
+    let key = SigningKey::rsa("only");
+    let issuer = Issuer::start(&[&key]).await;
+    let Some(app) = provider_for(backend, &issuer, |w| {
+        w.jwks_refresh_after = Duration::from_millis(200);
+        w.jwks_min_refresh = Duration::from_millis(100);
+    })
+    .await
+    else {
+        return;
+    };
+    let claims = issuer.claims("invoices", "invoice-app");
+    assert_eq!(
+        charge_with(&app, &key.sign(&claims), "k1")
+            .await
+            .status()
+            .as_u16(),
+        201
+    );
+    issuer.publish(&[]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The first token after the refresh age starts the refresh; one after it is refused.
+    let _ = charge_with(&app, &key.sign(&claims), "k2").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_problem(
+        charge_with(&app, &key.sign(&claims), "k3").await,
+        401,
+        "unauthorized",
+    )
+    .await;
+}
+
 /// The key cache does not touch the database: these run on SQLite only.
 mod sqlite_only {
     use crate::helpers::Backend;
@@ -695,6 +730,11 @@ mod sqlite_only {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_missing_key_waits_for_a_hanging_fetch_only_briefly() {
         super::a_missing_key_waits_for_a_hanging_fetch_only_briefly(Backend::Sqlite).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_key_set_with_no_usable_key_withdraws_the_cached_ones() {
+        super::a_key_set_with_no_usable_key_withdraws_the_cached_ones(Backend::Sqlite).await
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
