@@ -789,7 +789,8 @@ def check_invariants(ia, pp, opening, probes):
 
     # Calls only under a live claim. A call renews its run's claim for a lease; another run
     # can take the invoice over only once that lapses, or once the first run gave it back
-    # (which follows a transient answer: 503, 409, timeout, or one needing attention).
+    # (which follows a transient answer: 503, 409, timeout, one needing attention, or a
+    # call interrupted when its run failed and handed its claims back).
     problems = []
     per = collections.defaultdict(list)
     for a in attempts:
@@ -797,7 +798,7 @@ def check_invariants(ia, pp, opening, probes):
     for k, seq in per.items():
         for a, b in zip(seq, seq[1:]):
             if a["run"] != b["run"] and b["started"] <= a["started"] + LEASE_SECS \
-                    and a["outcome"] not in ("retryable", "unknown", "attention"):
+                    and a["outcome"] not in ("retryable", "unknown", "attention", "interrupted"):
                 problems.append(f"{k}: run {b['run']} called {b['started'] - a['started']:.2f}s "
                                 f"after run {a['run']}'s call ({a['outcome']}), within its lease")
     for a in attempts:

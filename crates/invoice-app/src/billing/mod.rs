@@ -7,8 +7,9 @@ mod pay_one;
 mod periods;
 mod settle;
 
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{TimeDelta, Utc};
@@ -173,6 +174,9 @@ pub struct Biller {
     stopping: tokio::sync::watch::Sender<bool>,
     /// Runs opened and not yet finished (see [`OpenRun`]).
     active_runs: Arc<AtomicUsize>,
+    /// This process's runs whose end could not be written yet and is being retried in the
+    /// background: housekeeping must not take them for runs whose process died.
+    closing: Arc<Mutex<HashSet<String>>>,
     /// The process's main runtime: runs outlive the HTTP worker that started them.
     runtime: tokio::runtime::Handle,
 }
@@ -193,6 +197,7 @@ impl Biller {
             worker_id: format!("{host}-{}", uuid::Uuid::new_v4().simple()),
             stopping: tokio::sync::watch::Sender::new(false),
             active_runs: Arc::new(AtomicUsize::new(0)),
+            closing: Arc::default(),
             runtime: tokio::runtime::Handle::current(),
         })
     }
@@ -311,15 +316,21 @@ impl Biller {
             }
             Ok(Closed::ByAnother) => true,
             Err(e) => {
-                // The row still says running; housekeeping closes it once its heartbeat
-                // (stopped with this task) is a lease old. The caller learns it now.
-                tracing::error!(error = %e, run_id = %run.id, "could not record the end of the pay run");
+                // The database is away for longer than those tries: the row still says
+                // running. Writing it goes on in the background until the database is back
+                // (the claims handed back then), and until then housekeeping leaves it
+                // alone: this process is alive and knows how its run ended.
+                tracing::error!(error = %e, run_id = %run.id, "could not record the end of the pay run; trying on in the background");
                 report.status = RunStatus::Failed;
                 let why = report
                     .error
                     .take()
                     .unwrap_or_else(|| "it finished".to_owned());
-                report.error = Some(format!("{why}; recording the run's end failed: {e}"));
+                report.error = Some(format!(
+                    "{why}; recording the run's end failed ({e}) and is retried until the \
+                     database answers"
+                ));
+                self.close_later(run.id.clone(), report.error.clone());
                 return Ok(report);
             }
         };
@@ -370,6 +381,45 @@ impl Biller {
         }
     }
 
+    /// Records the failed run's end once the database is back, retrying with a growing
+    /// pause (at most a quarter lease); the run stays in `closing` meanwhile.
+    fn close_later(&self, run_id: String, error: Option<String>) {
+        lock(&self.closing).insert(run_id.clone());
+        let (pool, worker, closing) = (
+            self.pool.clone(),
+            self.worker_id.clone(),
+            self.closing.clone(),
+        );
+        let most = (self.settings.lease / 4).max(Duration::from_secs(1));
+        self.runtime.spawn(async move {
+            let mut wait = Duration::from_secs(1);
+            loop {
+                tokio::time::sleep(wait).await;
+                let (id, worker, error) = (run_id.clone(), worker.clone(), error.clone());
+                let closed = db::run(&pool, move |c| {
+                    let now = Utc::now().naive_utc();
+                    c.transaction(|c| {
+                        close_own(c, &id, &worker, RunStatus::Failed, error.as_deref(), now)
+                    })
+                    .map_err(DbError::from)
+                })
+                .await;
+                match closed {
+                    Ok(Closed::Finished { handed_back }) => {
+                        tracing::info!(run_id = %run_id, handed_back, "recorded the end of the pay run");
+                        break;
+                    }
+                    Ok(Closed::ByAnother) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, run_id = %run_id, "recording the end of the pay run failed; trying again");
+                        wait = (wait * 2).min(most);
+                    }
+                }
+            }
+            lock(&closing).remove(&run_id);
+        });
+    }
+
     /// Shows the run alive while it works, so one whose process died can be told apart.
     async fn heartbeat(&self, run_id: &str) -> std::convert::Infallible {
         let every = (self.settings.lease / 4).max(Duration::from_millis(100));
@@ -399,19 +449,34 @@ impl Biller {
 
         let claimer = async move {
             let mut cursor: Option<String> = None;
+            // Past the end once: from then on the claims look behind the cursor too.
+            let mut again = false;
+            let mut waited = false;
             loop {
                 // Stopped before every invoice was tried: the run must not read completed.
                 if self.is_stopping() {
                     return Err(BillingError::ShuttingDown);
                 }
-                let (rows, next) = self.claim_batch(run_id, cursor.clone(), batch).await?;
+                let (rows, next) = self
+                    .claim_batch(run_id, cursor.clone(), batch, again)
+                    .await?;
                 if rows.is_empty() {
-                    // Claims of dead runs are invoices nobody is trying: wait for them to
-                    // lapse and take them, rather than complete with them left behind.
-                    match self.next_dead_lapse(run_id).await? {
+                    if cursor.is_some() {
+                        // Another run that failed or stopped may have handed invoices back
+                        // behind the cursor: one more pass from the start before finishing.
+                        (cursor, again) = (None, true);
+                        continue;
+                    }
+                    // Other runs still hold claims: a live one settles them, a dead one's
+                    // lapse and are taken here. Completing now could leave some untried.
+                    match self.next_lapse_of_others(run_id).await? {
                         Some(wait) => {
-                            tracing::info!(?wait, "waiting for claims of dead runs to lapse");
+                            if !waited {
+                                tracing::info!("waiting for the claims other runs hold");
+                                waited = true;
+                            }
                             self.sleep_unless_stopping(wait).await;
+                            again = true;
                             continue;
                         }
                         None => break,
@@ -489,6 +554,7 @@ impl Biller {
         run_id: &str,
         after: Option<String>,
         limit: usize,
+        again: bool,
     ) -> Result<(Vec<invoices::InvoiceRow>, Option<String>), BillingError> {
         let lease = TimeDelta::from_std(self.settings.lease).unwrap_or(TimeDelta::MAX);
         let limit = i64::try_from(limit).unwrap_or(64);
@@ -499,32 +565,43 @@ impl Biller {
                 return Ok(None);
             }
             let now = Utc::now().naive_utc();
-            invoices::claim(c, &worker, &run, after.as_deref(), now, now + lease, limit)
-                .map(Some)
-                .map_err(DbError::from)
+            invoices::claim(
+                c,
+                &worker,
+                &run,
+                invoices::Scan {
+                    after: after.as_deref(),
+                    again,
+                },
+                now,
+                now + lease,
+                limit,
+            )
+            .map(Some)
+            .map_err(DbError::from)
         })
         .await?
         .ok_or(BillingError::RunClosed)?;
         Ok((claimed.rows, claimed.cursor))
     }
 
-    /// How long until the first claim held by a dead run lapses (at least a moment, at most
-    /// a lease), or `None` when dead runs hold nothing.
-    async fn next_dead_lapse(&self, run_id: &str) -> Result<Option<Duration>, BillingError> {
-        let lease = TimeDelta::from_std(self.settings.lease).unwrap_or(TimeDelta::MAX);
+    /// How long to wait before looking again while other runs hold claims: until the first
+    /// of them lapses, and at most [`OTHERS_POLL`] (a live holder settles them sooner), or
+    /// `None` when they hold nothing.
+    async fn next_lapse_of_others(&self, run_id: &str) -> Result<Option<Duration>, BillingError> {
         let run = run_id.to_owned();
         let (lapse, now) = db::run(&self.pool, move |c| {
             let now = Utc::now().naive_utc();
-            invoices::next_dead_lapse(c, &run, now - lease)
+            invoices::next_lapse_of_others(c, &run)
                 .map(|lapse| (lapse, now))
                 .map_err(DbError::from)
         })
         .await?;
         Ok(lapse.map(|at| {
-            (at - now)
-                .to_std()
-                .unwrap_or_default()
-                .clamp(Duration::from_millis(100), self.settings.lease)
+            (at - now).to_std().unwrap_or_default().clamp(
+                Duration::from_millis(100),
+                OTHERS_POLL.min(self.settings.lease),
+            )
         }))
     }
 
@@ -561,9 +638,11 @@ impl Biller {
     /// may call it; returns how many runs it closed.
     pub async fn close_abandoned(&self) -> Result<usize, BillingError> {
         let lease = TimeDelta::from_std(self.settings.lease).unwrap_or(TimeDelta::MAX);
+        let closing = lock(&self.closing).clone();
         let closed = db::run(&self.pool, move |c| {
             let now = Utc::now().naive_utc();
-            let runs = pay_runs::open_runs(c, now - lease, None)?;
+            let mut runs = pay_runs::open_runs(c, now - lease, None)?;
+            runs.retain(|run| !closing.contains(run));
             close(
                 c,
                 &runs,
@@ -609,7 +688,20 @@ impl Biller {
     }
 }
 
-/// How many times a run's end is written before giving up (about 3 s in all).
+/// The set's lock, also after a panic elsewhere while it was held (a set of ids stays
+/// consistent).
+fn lock(closing: &Mutex<HashSet<String>>) -> std::sync::MutexGuard<'_, HashSet<String>> {
+    closing
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// How often a run that has claimed everything it can looks again while other runs hold
+/// claims.
+const OTHERS_POLL: Duration = Duration::from_secs(1);
+
+/// How many times a run's end is written before the caller is answered (about 3 s of
+/// pauses, plus each try's wait for a connection); [`Biller::close_later`] goes on.
 const CLOSE_TRIES: u32 = 5;
 
 /// How a run's own close went.

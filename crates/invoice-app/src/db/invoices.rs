@@ -136,6 +136,16 @@ pub fn count_lease_expired(
         .get_result(conn)
 }
 
+/// Where a run's claim looks among the pending invoices.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Scan<'a> {
+    /// After this id: the invoices up to it this run has taken already.
+    pub after: Option<&'a str>,
+    /// Once the run has gone past the end: behind its cursor too, skipping the invoices it
+    /// has called.
+    pub again: bool,
+}
+
 /// What a claim took, and where the next claim of the same run continues among the
 /// pending invoices.
 pub struct Claimed {
@@ -150,11 +160,12 @@ pub fn claim(
     conn: &mut AnyConnection,
     worker: &str,
     run_id: &str,
-    after: Option<&str>,
+    scan: Scan<'_>,
     now: NaiveDateTime,
     lease_until: NaiveDateTime,
     limit: i64,
 ) -> QueryResult<Claimed> {
+    let Scan { after, again } = scan;
     // Two queries, each a range of the (status, id) index: one `OR` across both statuses
     // made PostgreSQL scan and sort the table for every batch.
     macro_rules! expired {
@@ -183,6 +194,18 @@ pub fn claim(
                 .limit($limit)
         };
     }
+    // Once the run has gone past the end (`again`): pending invoices behind the cursor too,
+    // which other runs handed back there, but none this run has called already, so two runs
+    // handing an invoice back and forth while the provider is down each try it once.
+    macro_rules! pending_again {
+        ($limit:expr) => {{
+            use super::schema::payment_attempts as attempts;
+            let tried = attempts::table
+                .select(attempts::invoice_id)
+                .filter(attempts::pay_run_id.eq(run_id));
+            pending!($limit).filter(diesel::dsl::not(dsl::id.eq_any(tried)))
+        }};
+    }
     macro_rules! take {
         ($c:expr, $ids:expr) => {{
             diesel::update(invoices::table.filter(dsl::id.eq_any(&$ids)))
@@ -204,10 +227,12 @@ pub fn claim(
     match conn {
         AnyConnection::Postgresql(pg) => pg.transaction(|c| {
             let mut ids: Vec<String> = expired!(limit).for_update().skip_locked().load(c)?;
-            let pending: Vec<String> = pending!(limit - ids.len() as i64)
-                .for_update()
-                .skip_locked()
-                .load(c)?;
+            let rest = limit - ids.len() as i64;
+            let pending: Vec<String> = if again {
+                pending_again!(rest).for_update().skip_locked().load(c)?
+            } else {
+                pending!(rest).for_update().skip_locked().load(c)?
+            };
             let cursor = pending.last().cloned();
             ids.extend(pending);
             Ok(Claimed {
@@ -218,7 +243,12 @@ pub fn claim(
         // One writer at a time: the immediate transaction takes the write lock up front.
         AnyConnection::Sqlite(sqlite) => sqlite.immediate_transaction(|c| {
             let mut ids: Vec<String> = expired!(limit).load(c)?;
-            let pending: Vec<String> = pending!(limit - ids.len() as i64).load(c)?;
+            let rest = limit - ids.len() as i64;
+            let pending: Vec<String> = if again {
+                pending_again!(rest).load(c)?
+            } else {
+                pending!(rest).load(c)?
+            };
             let cursor = pending.last().cloned();
             ids.extend(pending);
             Ok(Claimed {
@@ -362,25 +392,17 @@ pub fn release_for_attention(
         .execute(conn)
 }
 
-/// When the first claim held by a dead run lapses: a run other than `run_id` that is closed,
-/// or silent since `stale_before` (its process died and nobody has closed it yet). `None`
-/// when no dead run holds anything. A run that would complete while such claims exist
-/// would leave invoices of its period untried.
-pub fn next_dead_lapse(
+/// When the first claim held by a run other than `run_id` lapses, or `None` when no other
+/// run holds anything. A live holder settles its claims before then; a dead one (killed
+/// moments ago, its heartbeat still fresh) never will, and a run that completed while
+/// either held invoices would leave some of its period untried.
+pub fn next_lapse_of_others(
     conn: &mut AnyConnection,
     run_id: &str,
-    stale_before: NaiveDateTime,
 ) -> QueryResult<Option<NaiveDateTime>> {
-    use super::schema::pay_runs::dsl as runs;
-    let dead = runs::pay_runs.select(runs::id).filter(
-        runs::status
-            .ne(crate::domain::RunStatus::Running.as_str())
-            .or(runs::heartbeat_at.lt(stale_before)),
-    );
     invoices::table
         .filter(dsl::status.eq("processing"))
-        .filter(dsl::last_run_id.ne(run_id))
-        .filter(dsl::last_run_id.assume_not_null().eq_any(dead))
+        .filter(dsl::last_run_id.is_null().or(dsl::last_run_id.ne(run_id)))
         .select(diesel::dsl::min(dsl::lease_until))
         .get_result(conn)
 }

@@ -146,9 +146,16 @@ impl Model {
             Op::Crash { w } => self.workers[w] = new_worker(c, now),
             Op::Claim { w, limit } => {
                 let worker = &mut self.workers[w];
-                let claimed =
-                    invoices::claim(c, &worker.id, &worker.run, None, now, now + lease, limit)
-                        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let claimed = invoices::claim(
+                    c,
+                    &worker.id,
+                    &worker.run,
+                    invoices::Scan::default(),
+                    now,
+                    now + lease,
+                    limit,
+                )
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 worker.held.extend(claimed.rows.into_iter().map(|r| r.id));
             }
             Op::Call { w, k, transient } => {

@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
-use diesel::{ExpressionMethods, RunQueryDsl};
+use diesel::{ExpressionMethods, QueryDsl, RunQueryDsl};
 use invoice_app::db::{self, schema};
 use payment_provider::db::DbUrl;
 
@@ -300,7 +300,136 @@ async fn postgres_a_hung_database_reads_as_down_within_the_scrape() {
     assert_eq!(app.metric("invoice_app_database_up").await, Some(1.0));
 }
 
+/// Another run holding the first `held` invoices (by id) until `lease` from now, as
+/// `status` with a fresh heartbeat: a run whose process was killed a moment ago looks
+/// exactly like a live one.
+async fn another_run_holds(app: &TestApp, held: i64, lease: TimeDelta) {
+    let pool = db::pool(&app.config.database_url, 1);
+    db::run(&pool, move |c| {
+        use schema::{invoices, pay_runs};
+        let now = Utc::now().naive_utc();
+        diesel::insert_into(pay_runs::table)
+            .values((
+                pay_runs::id.eq("other-run"),
+                pay_runs::trigger.eq("cli"),
+                pay_runs::status.eq("running"),
+                pay_runs::paid.eq(0),
+                pay_runs::failed.eq(0),
+                pay_runs::retry_later.eq(0),
+                pay_runs::started_at.eq(now - TimeDelta::seconds(2)),
+                pay_runs::worker_id.eq("other-pod"),
+                pay_runs::heartbeat_at.eq(now),
+            ))
+            .execute(c)?;
+        let first: Vec<String> = invoices::table
+            .select(invoices::id)
+            .order(invoices::id)
+            .limit(held)
+            .load(c)?;
+        diesel::update(invoices::table.filter(invoices::id.eq_any(first)))
+            .set((
+                invoices::status.eq("processing"),
+                invoices::claimed_by.eq("other-pod"),
+                invoices::last_run_id.eq("other-run"),
+                invoices::lease_until.eq(now + lease),
+            ))
+            .execute(c)
+            .map_err(anyhow::Error::from)
+    })
+    .await
+    .expect("another run's claims");
+}
+
+/// The CronJob's Job retried after its first pod was killed mid-run (issue 20, defect 3):
+/// the killed run still reads `running` with a fresh heartbeat and its claims are leased
+/// for a while yet. The new run waits for them to lapse and takes them, so its exit 0
+/// `completed` means every invoice of the period was tried; it used to complete at once
+/// with them left `processing` (some of them charged).
+async fn a_cli_run_waits_for_the_claims_of_a_killed_run(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    app.eur_invoices(1_000_000, 3).await;
+    another_run_holds(&app, 2, TimeDelta::seconds(3)).await;
+
+    let started = std::time::Instant::now();
+    let out = pay_command(&app).output().expect("invoice-app pay runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        app.invoices("paid").await.len(),
+        3,
+        "exit 0 with the killed run's claims left behind: {:?}",
+        app.invoices("processing").await
+    );
+    assert_eq!(app.provider.ledger().await.len(), 3);
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "completed before the killed run's claims lapsed ({:?})",
+        started.elapsed()
+    );
+}
+
+/// Another run hands an invoice back (it failed, or its process is stopping) behind this
+/// run's cursor, after this run has claimed everything else (issue 20 audit: the run, a
+/// period's or the CronJob's, completed with the invoice pending and never called).
+async fn a_cli_run_takes_what_another_run_hands_back_behind_it(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    app.eur_invoices(1_000_000, 4).await;
+    another_run_holds(&app, 1, TimeDelta::seconds(60)).await;
+
+    let cli = pay_command(&app)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("invoice-app pay starts");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while app.invoices("paid").await.len() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the other 3 were not paid"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The other run fails and hands its claim back, as `release_run` does.
+    let pool = db::pool(&app.config.database_url, 1);
+    db::run(&pool, move |c| {
+        use schema::invoices;
+        diesel::update(invoices::table.filter(invoices::status.eq("processing")))
+            .set((
+                invoices::status.eq("pending"),
+                invoices::claimed_by.eq(None::<String>),
+                invoices::lease_until.eq(None::<chrono::NaiveDateTime>),
+            ))
+            .execute(c)
+            .map_err(anyhow::Error::from)
+    })
+    .await
+    .expect("handed back");
+
+    let out = cli.wait_with_output().expect("invoice-app pay ends");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        app.invoices("paid").await.len(),
+        4,
+        "completed with the handed-back invoice untried: {:?}",
+        app.invoices("pending").await
+    );
+    assert_eq!(app.provider.ledger().await.len(), 4);
+}
+
 both_backends!(
+    a_cli_run_takes_what_another_run_hands_back_behind_it,
+    a_cli_run_waits_for_the_claims_of_a_killed_run,
     a_run_by_another_process_shows_in_the_replicas_metrics,
     a_stopped_cli_run_closes_and_hands_back_its_claims,
     a_stopped_cli_run_with_everything_claimed_fails,

@@ -1,6 +1,7 @@
 //! Several replicas on one database: each invoice is charged exactly once.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use api_contract::{ChargeRequest, Currency, CustomerId, InvoiceId};
 use chrono::{TimeDelta, Utc};
@@ -129,6 +130,9 @@ async fn expired_claim_of_a_crashed_worker_is_taken_over_without_a_second_charge
     assert_eq!(app.provider.balance("C001").await, Some(10_000 - 1234));
 }
 
+/// A claim another worker holds is not taken while its lease lasts; the run waits for it
+/// rather than complete with it untried, and takes it once the lease has lapsed (its holder
+/// died: a live one would have settled it).
 async fn live_claim_of_another_worker_is_left_alone(backend: Backend) {
     let Some(app) = spawn_app(backend).await else {
         return;
@@ -145,7 +149,7 @@ async fn live_claim_of_another_worker_is_left_alone(backend: Backend) {
             .set((
                 dsl::status.eq("processing"),
                 dsl::claimed_by.eq("busy-worker"),
-                dsl::lease_until.eq(Utc::now().naive_utc() + TimeDelta::minutes(5)),
+                dsl::lease_until.eq(Utc::now().naive_utc() + TimeDelta::seconds(3)),
             ))
             .execute(c)
             .map_err(anyhow::Error::from)
@@ -153,10 +157,26 @@ async fn live_claim_of_another_worker_is_left_alone(backend: Backend) {
     .await
     .expect("claim planted");
 
-    let report = app.pay().await;
-
-    assert_eq!(report["summary"]["paid"], 0, "{report}");
-    assert!(app.provider.ledger().await.is_empty());
+    let started = std::time::Instant::now();
+    let paying = {
+        let (client, base) = (app.client.clone(), app.base_url.clone());
+        tokio::spawn(async move { client.post(format!("{base}/invoices/pay")).send().await })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        app.provider.ledger().await.is_empty(),
+        "charged within another worker's lease"
+    );
+    let report: serde_json::Value = paying
+        .await
+        .expect("task")
+        .expect("answered")
+        .json()
+        .await
+        .expect("report");
+    assert!(started.elapsed() >= Duration::from_secs(3), "{report}");
+    assert_eq!(report["summary"]["paid"], 1, "{report}");
+    assert_eq!(app.provider.ledger().await.len(), 1);
 }
 
 both_backends!(

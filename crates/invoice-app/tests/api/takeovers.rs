@@ -133,6 +133,21 @@ impl Drop for Replica {
     }
 }
 
+/// The run a synchronous `POST /invoices/pay` names in its 503.
+async fn failed_run_named_in(answer: reqwest::Response) -> String {
+    assert_eq!(answer.status().as_u16(), 503);
+    let body: Value = answer.json().await.expect("problem");
+    let detail = body["detail"].as_str().unwrap_or_default().to_owned();
+    let run = detail
+        .split("pay run ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(!run.is_empty(), "the 503 names no run: {body}");
+    run
+}
+
 async fn start_run(client: &reqwest::Client, base: &str) -> String {
     let started = client
         .post(format!("{base}/pay-runs"))
@@ -250,17 +265,7 @@ async fn postgres_a_run_whose_connections_are_cut_closes_failed_and_hands_back()
     };
     setup.wait_for_charges(20).await;
     assert!(setup.cut_connections() > 0, "nothing to cut");
-    let answer = pay.await.expect("task").expect("answered");
-    assert_eq!(answer.status().as_u16(), 503);
-    let body: Value = answer.json().await.expect("problem");
-    let detail = body["detail"].as_str().unwrap_or_default().to_owned();
-    let run = detail
-        .split("pay run ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_default()
-        .to_owned();
-    assert!(!run.is_empty(), "the 503 names no run: {body}");
+    let run = failed_run_named_in(pay.await.expect("task").expect("answered")).await;
 
     let mut c = setup.connect();
     let (status, error): (String, Option<String>) = runs::pay_runs
@@ -279,6 +284,81 @@ async fn postgres_a_run_whose_connections_are_cut_closes_failed_and_hands_back()
         held_by_run(&mut c, &run),
         0,
         "claims still held by the failed run"
+    );
+    drop(a);
+}
+
+/// The database refuses every connection for longer than a run's close is tried before its
+/// caller is answered, and longer than a lease (the outside audit of issue 20: after 25 s
+/// the same, live process closed its own run as abandoned, "it died", claims kept). The
+/// close goes on in the background: once the database is back the run reads `failed`, and
+/// its claims are handed back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_run_whose_end_outlasts_an_outage_is_recorded_failed_by_its_process() {
+    let Some(setup) = Setup::new(Duration::from_millis(50), 600).await else {
+        return;
+    };
+    let client = api_client();
+    let a = Replica::start(&setup, &client, &[("PAY_CONCURRENCY", "4")]).await;
+    let pay = {
+        let (client, base) = (client.clone(), a.base.clone());
+        tokio::spawn(async move {
+            client
+                .post(format!("{base}/invoices/pay"))
+                .timeout(Duration::from_secs(90))
+                .send()
+                .await
+        })
+    };
+    setup.wait_for_charges(20).await;
+    let name = setup
+        .db_url
+        .rsplit('/')
+        .next()
+        .and_then(|n| n.split('?').next())
+        .expect("database name")
+        .to_owned();
+    let admin_url = setup.db_url.replacen(&format!("/{name}"), "/postgres", 1);
+    let mut admin = PgConnection::establish(&admin_url).expect("admin connection");
+    let allow = |c: &mut PgConnection, on: bool| {
+        diesel::sql_query(format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS {on}"))
+            .execute(c)
+            .expect("altered");
+    };
+    allow(&mut admin, false);
+    diesel::sql_query(format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+    ))
+    .execute(&mut admin)
+    .expect("connections cut");
+    // Past the close's tries and past a lease (10 s): the heartbeat reads dead by then.
+    let run = failed_run_named_in(pay.await.expect("task").expect("answered")).await;
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    allow(&mut admin, true);
+
+    let mut c = setup.connect();
+    let mut row: (String, Option<String>) = ("running".to_owned(), None);
+    for _ in 0..150 {
+        row = runs::pay_runs
+            .find(&run)
+            .select((runs::status, runs::error))
+            .first(&mut c)
+            .expect("run row");
+        if row.0 != "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(row.0, "failed", "{:?}; log: {}", row.1, setup.log.display());
+    assert_eq!(
+        held_by_run(&mut c, &run),
+        0,
+        "claims kept by the failed run"
+    );
+    assert_eq!(
+        attempts_of(&mut c, &run, "started"),
+        0,
+        "attempts left started"
     );
     drop(a);
 }
