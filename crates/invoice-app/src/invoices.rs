@@ -44,7 +44,7 @@ fn pending_row(n: NewInvoice, created_by: Option<String>, now: NaiveDateTime) ->
         amount_minor: n.amount.minor_units(),
         currency: n.amount.currency().code().to_owned(),
         description: n.description,
-        status: InvoiceStatus::Pending.as_str().to_owned(),
+        status: InvoiceStatus::Pending,
         failure_reason: None,
         charge_id: None,
         claimed_by: None,

@@ -17,7 +17,7 @@ use futures_util::{StreamExt, stream};
 use tokio::sync::mpsc;
 
 use crate::db::{self, DbError, DbPool, attempts, invoices, pay_runs};
-use crate::domain::{Invoice, RunStatus, Settlement};
+use crate::domain::{Invoice, RunResult, RunStatus, Settlement};
 use crate::metrics::Metrics;
 use crate::payment_client::PaymentClient;
 
@@ -102,29 +102,23 @@ impl PayRunReport {
     }
 
     fn add(&mut self, invoice: Invoice, settlement: Settlement, detail: Detail) {
-        let itemise = detail == Detail::Itemised;
-        match settlement {
-            Settlement::Paid { .. } => {
-                self.summary.paid += 1;
-                if itemise {
-                    self.paid.push(invoice);
-                }
-            }
-            Settlement::Failed { .. } => {
-                self.summary.failed += 1;
-                if itemise {
-                    self.failed.push(invoice);
-                }
-            }
-            Settlement::RetryLater { reason } | Settlement::Attention { reason } => {
-                self.summary.retry_later += 1;
-                if itemise {
-                    self.retry_later.push(RetryLater {
-                        invoice_id: invoice.id,
-                        reason,
-                    });
-                }
-            }
+        let result = settlement.transition().counts_as;
+        let summed = match result {
+            RunResult::Paid => &mut self.summary.paid,
+            RunResult::Failed => &mut self.summary.failed,
+            RunResult::RetryLater => &mut self.summary.retry_later,
+        };
+        *summed += 1;
+        if detail == Detail::Counts {
+            return;
+        }
+        match result {
+            RunResult::Paid => self.paid.push(invoice),
+            RunResult::Failed => self.failed.push(invoice),
+            RunResult::RetryLater => self.retry_later.push(RetryLater {
+                invoice_id: invoice.id,
+                reason: settlement.reason().unwrap_or_default().to_owned(),
+            }),
         }
     }
 }
@@ -238,7 +232,7 @@ impl Biller {
         pay_runs::PayRunRow {
             id: uuid::Uuid::now_v7().to_string(),
             trigger: trigger.as_str().to_owned(),
-            status: RunStatus::Running.as_str().to_owned(),
+            status: RunStatus::Running,
             paid: 0,
             failed: 0,
             retry_later: 0,
@@ -442,10 +436,7 @@ impl Biller {
                 let one = one?;
                 if self.is_stopping()
                     && !one.as_ref().is_some_and(|c| {
-                        matches!(
-                            c.settlement,
-                            Settlement::Paid { .. } | Settlement::Failed { .. }
-                        )
+                        c.settlement.transition().counts_as != RunResult::RetryLater
                     })
                 {
                     cut_short = true;

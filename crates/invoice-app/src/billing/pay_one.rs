@@ -17,7 +17,7 @@ use diesel::Connection;
 
 use super::{Biller, BillingError};
 use crate::db::{self, DbError, attempts, invoices, pay_runs};
-use crate::domain::{CallOutcome, Settlement, idempotency_key_for};
+use crate::domain::{AttemptOutcome, CallOutcome, Sent, Settlement, idempotency_key_for};
 use crate::payment_client::CallResult;
 
 /// The longest wait between two attempts.
@@ -26,8 +26,8 @@ const MAX_INTERVAL: Duration = Duration::from_secs(5);
 /// The result of one call, as the attempt record keeps it.
 pub(super) struct Recorded {
     attempt_id: String,
-    outcome: &'static str,
-    sent: &'static str,
+    outcome: AttemptOutcome,
+    sent: Sent,
     http_status: Option<u16>,
     detail: Option<String>,
     charge_id: Option<String>,
@@ -46,8 +46,8 @@ impl Recorded {
         };
         Recorded {
             attempt_id,
-            outcome: call.outcome.label(),
-            sent: call.sent.as_str(),
+            outcome: call.outcome.attempt_outcome(),
+            sent: call.sent,
             http_status: call.http_status,
             detail,
             charge_id,
@@ -200,7 +200,7 @@ impl Biller {
             };
             let call = self.client.charge(&key, &request).await;
             self.metrics
-                .charge_attempt(call.outcome.label(), call.http_status.is_some());
+                .charge_attempt(call.outcome.attempt_outcome(), call.http_status.is_some());
             let recorded = Recorded::of(attempt_id, &call);
             let (reason, retry_after) = match verdict(call.outcome) {
                 Verdict::Settle(settlement) => {
@@ -291,7 +291,7 @@ fn new_attempt(run_id: &str, invoice_id: &str, now: chrono::NaiveDateTime) -> at
         idempotency_key: idempotency_key_for(invoice_id)
             .map(|k| k.as_str().to_owned())
             .unwrap_or_default(),
-        outcome: attempts::STARTED.to_owned(),
+        outcome: AttemptOutcome::Started,
         http_status: None,
         detail: None,
         charge_id: None,

@@ -8,6 +8,7 @@ pub mod invoices;
 pub mod pay_runs;
 mod pool;
 pub mod schema;
+mod text;
 
 pub use pool::{AnyConnection, DbConn, DbPool, DbUrl, SessionLimits, migrate, pool, pool_with};
 

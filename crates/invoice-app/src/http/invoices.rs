@@ -155,13 +155,8 @@ pub async fn list(
         ));
     }
     let rows = db::read(&state.pool, move |c| {
-        db::invoices::list(
-            c,
-            status.map(InvoiceStatus::as_str),
-            cursor.as_deref(),
-            i64::from(limit) + 1,
-        )
-        .map_err(DbError::from)
+        db::invoices::list(c, status, cursor.as_deref(), i64::from(limit) + 1)
+            .map_err(DbError::from)
     })
     .await?;
     let more = rows.len() > limit as usize;
