@@ -26,10 +26,7 @@ pub async fn create_as(
         .map(|n| pending_row(n, created_by.clone(), now))
         .collect();
     let stored = rows.clone();
-    db::run(pool, move |c| {
-        db::invoices::insert(c, &stored).map_err(DbError::from)
-    })
-    .await?;
+    db::run(pool, move |c| db::invoices::insert(c, &stored)).await?;
     // The rows were built from validated values, so they convert back.
     Ok(rows
         .into_iter()
@@ -169,7 +166,7 @@ pub async fn prune_idempotency_keys(pool: &DbPool, retention: Duration) -> Resul
     let mut pruned = 0;
     for _ in 0..PRUNE_BATCHES {
         let n = db::run(pool, move |c| {
-            idempotency_keys::prune(c, before, PRUNE_BATCH).map_err(DbError::from)
+            idempotency_keys::prune(c, before, PRUNE_BATCH)
         })
         .await?;
         pruned += n;

@@ -207,10 +207,7 @@ impl Biller {
         }
         let row = self.new_run_row(trigger, started_by);
         let stored = row.clone();
-        db::run(&self.pool, move |c| {
-            pay_runs::insert(c, &stored).map_err(DbError::from)
-        })
-        .await?;
+        db::run(&self.pool, move |c| pay_runs::insert(c, &stored)).await?;
         Ok(OpenRun { row, _slot: slot })
     }
 
@@ -348,7 +345,6 @@ impl Biller {
             let closed = db::run(&self.pool, move |c| {
                 let now = Utc::now().naive_utc();
                 c.transaction(|c| close_own(c, &id, &worker, status, error.as_deref(), now))
-                    .map_err(DbError::from)
             })
             .await;
             tries += 1;
@@ -371,7 +367,7 @@ impl Biller {
             tokio::time::sleep(every).await;
             let id = run_id.to_owned();
             let beat = db::run(&self.pool, move |c| {
-                pay_runs::heartbeat(c, &id, Utc::now().naive_utc()).map_err(DbError::from)
+                pay_runs::heartbeat(c, &id, Utc::now().naive_utc())
             })
             .await;
             if let Err(e) = beat {
@@ -490,9 +486,7 @@ impl Biller {
                 return Ok(None);
             }
             let now = Utc::now().naive_utc();
-            invoices::claim(c, &worker, &run, after.as_deref(), now, now + lease, limit)
-                .map(Some)
-                .map_err(DbError::from)
+            invoices::claim(c, &worker, &run, after.as_deref(), now, now + lease, limit).map(Some)
         })
         .await?
         .ok_or(BillingError::RunClosed)?;
@@ -506,9 +500,7 @@ impl Biller {
         let run = run_id.to_owned();
         let (lapse, now) = db::run(&self.pool, move |c| {
             let now = Utc::now().naive_utc();
-            invoices::next_dead_lapse(c, &run, now - lease)
-                .map(|lapse| (lapse, now))
-                .map_err(DbError::from)
+            invoices::next_dead_lapse(c, &run, now - lease).map(|lapse| (lapse, now))
         })
         .await?;
         Ok(lapse.map(|at| {
@@ -561,7 +553,6 @@ impl Biller {
                 "its process stopped sending heartbeats (it died)",
                 now,
             )
-            .map_err(DbError::from)
         })
         .await?;
         if closed > 0 {

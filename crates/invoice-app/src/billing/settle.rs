@@ -101,11 +101,8 @@ fn settle_in(
 }
 
 /// The last attempt of each charged invoice whose result is not on record yet.
-fn last_attempts(batch: &[Charged]) -> impl Iterator<Item = (&str, attempts::Finish<'_>)> {
-    batch
-        .iter()
-        .filter_map(|charged| charged.last.as_ref())
-        .map(|last| last.finish())
+fn last_attempts(batch: &[Charged]) -> impl Iterator<Item = &attempts::Finished> {
+    batch.iter().filter_map(|charged| charged.last.as_ref())
 }
 
 fn count(n: usize) -> i32 {

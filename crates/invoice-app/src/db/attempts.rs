@@ -49,28 +49,26 @@ pub fn start_all(conn: &mut AnyConnection, all: &[AttemptRow]) -> QueryResult<()
     }
 }
 
-pub struct Finish<'a> {
+/// The result of one call, as its attempt record keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    pub attempt_id: String,
     pub outcome: AttemptOutcome,
     /// Whether the request left.
     pub sent: Sent,
     pub http_status: Option<u16>,
-    pub detail: Option<&'a str>,
-    pub charge_id: Option<&'a str>,
+    pub detail: Option<String>,
+    pub charge_id: Option<String>,
 }
 
-pub fn finish(
-    conn: &mut AnyConnection,
-    id: &str,
-    result: &Finish<'_>,
-    now: NaiveDateTime,
-) -> QueryResult<()> {
-    diesel::update(payment_attempts::table.find(id))
+pub fn finish(conn: &mut AnyConnection, result: &Finished, now: NaiveDateTime) -> QueryResult<()> {
+    diesel::update(payment_attempts::table.find(&result.attempt_id))
         .set((
             dsl::outcome.eq(result.outcome),
             dsl::sent.eq(result.sent),
             dsl::http_status.eq(result.http_status.map(i32::from)),
-            dsl::detail.eq(result.detail),
-            dsl::charge_id.eq(result.charge_id),
+            dsl::detail.eq(result.detail.as_deref()),
+            dsl::charge_id.eq(result.charge_id.as_deref()),
             dsl::finished_at.eq(now),
         ))
         .execute(conn)
@@ -81,7 +79,7 @@ pub fn finish(
 /// was most of a settlement's cost), one update each on SQLite, which has no round trips.
 pub fn finish_all(
     conn: &mut AnyConnection,
-    all: &[(&str, Finish<'_>)],
+    all: &[&Finished],
     now: NaiveDateTime,
 ) -> QueryResult<()> {
     use diesel::sql_types::{Array, Integer, Nullable, Text, Timestamp};
@@ -90,15 +88,13 @@ pub fn finish_all(
             if all.is_empty() {
                 return Ok(());
             }
-            let ids: Vec<&str> = all.iter().map(|(id, _)| *id).collect();
-            let outcomes: Vec<&str> = all.iter().map(|(_, f)| f.outcome.as_str()).collect();
-            let sent: Vec<&str> = all.iter().map(|(_, f)| f.sent.as_str()).collect();
-            let statuses: Vec<Option<i32>> = all
-                .iter()
-                .map(|(_, f)| f.http_status.map(i32::from))
-                .collect();
-            let details: Vec<Option<&str>> = all.iter().map(|(_, f)| f.detail).collect();
-            let charges: Vec<Option<&str>> = all.iter().map(|(_, f)| f.charge_id).collect();
+            let ids: Vec<&str> = all.iter().map(|f| f.attempt_id.as_str()).collect();
+            let outcomes: Vec<&str> = all.iter().map(|f| f.outcome.as_str()).collect();
+            let sent: Vec<&str> = all.iter().map(|f| f.sent.as_str()).collect();
+            let statuses: Vec<Option<i32>> =
+                all.iter().map(|f| f.http_status.map(i32::from)).collect();
+            let details: Vec<Option<&str>> = all.iter().map(|f| f.detail.as_deref()).collect();
+            let charges: Vec<Option<&str>> = all.iter().map(|f| f.charge_id.as_deref()).collect();
             diesel::sql_query(
                 "UPDATE payment_attempts AS a \
                  SET outcome = v.outcome, sent = v.sent, http_status = v.http_status, \
@@ -117,9 +113,7 @@ pub fn finish_all(
             .execute(pg)
             .map(|_| ())
         }
-        AnyConnection::Sqlite(_) => all
-            .iter()
-            .try_for_each(|(id, result)| finish(conn, id, result, now)),
+        AnyConnection::Sqlite(_) => all.iter().try_for_each(|result| finish(conn, result, now)),
     }
 }
 

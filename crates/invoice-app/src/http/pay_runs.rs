@@ -7,7 +7,7 @@ use serde_json::json;
 use super::invoices::InvoiceResource;
 use crate::auth::{Principal, Scope};
 use crate::billing::{Detail, RetryLater, Summary, Trigger};
-use crate::db::{self, DbError, pay_runs::PayRunRow};
+use crate::db::{self, pay_runs::PayRunRow};
 use crate::domain::RunStatus;
 use crate::error::ApiError;
 use crate::startup::AppState;
@@ -94,11 +94,9 @@ pub async fn get(
         return Err(not_found());
     }
     let lookup = id.clone();
-    let run = db::read(&state.pool, move |c| {
-        db::pay_runs::find(c, &lookup).map_err(DbError::from)
-    })
-    .await?
-    .ok_or_else(not_found)?;
+    let run = db::read(&state.pool, move |c| db::pay_runs::find(c, &lookup))
+        .await?
+        .ok_or_else(not_found)?;
     Ok(HttpResponse::Ok().json(resource(run)))
 }
 
