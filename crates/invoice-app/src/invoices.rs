@@ -26,10 +26,7 @@ pub async fn create_as(
         .map(|n| pending_row(n, created_by.clone(), now))
         .collect();
     let stored = rows.clone();
-    db::run(pool, move |c| {
-        db::invoices::insert(c, &stored).map_err(DbError::from)
-    })
-    .await?;
+    db::run(pool, move |c| db::invoices::insert(c, &stored)).await?;
     // The rows were built from validated values, so they convert back.
     Ok(rows
         .into_iter()
@@ -44,7 +41,7 @@ fn pending_row(n: NewInvoice, created_by: Option<String>, now: NaiveDateTime) ->
         amount_minor: n.amount.minor_units(),
         currency: n.amount.currency().code().to_owned(),
         description: n.description,
-        status: InvoiceStatus::Pending.as_str().to_owned(),
+        status: InvoiceStatus::Pending,
         failure_reason: None,
         charge_id: None,
         claimed_by: None,
@@ -169,7 +166,7 @@ pub async fn prune_idempotency_keys(pool: &DbPool, retention: Duration) -> Resul
     let mut pruned = 0;
     for _ in 0..PRUNE_BATCHES {
         let n = db::run(pool, move |c| {
-            idempotency_keys::prune(c, before, PRUNE_BATCH).map_err(DbError::from)
+            idempotency_keys::prune(c, before, PRUNE_BATCH)
         })
         .await?;
         pruned += n;

@@ -13,8 +13,10 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use strum::IntoEnumIterator;
+
 use crate::db::pay_runs::Counts64;
-use crate::domain::RunStatus;
+use crate::domain::{AttemptOutcome, InvoiceStatus, RunResult, RunStatus};
 
 /// The API's routes (`http::routes`), as the availability objective counts them.
 const API_ROUTES: [(&str, &str); 6] = [
@@ -26,8 +28,12 @@ const API_ROUTES: [(&str, &str); 6] = [
     ("GET", "/pay-runs/{id}"),
 ];
 
-/// The outcomes of a charge attempt (`CallOutcome::label`).
-const OUTCOMES: [&str; 5] = ["succeeded", "declined", "retryable", "unknown", "attention"];
+/// The outcomes of a charge call that ended (`CallOutcome::attempt_outcome`).
+fn call_results() -> impl Iterator<Item = &'static str> {
+    AttemptOutcome::iter()
+        .filter(|o| o.is_call_result())
+        .map(AttemptOutcome::as_str)
+}
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -211,7 +217,7 @@ impl Metrics {
                 requests.with_label_values(&[method, route, status]);
             }
         }
-        for outcome in OUTCOMES {
+        for outcome in call_results() {
             attempts.with_label_values(&[outcome]);
         }
         Ok(Metrics {
@@ -241,8 +247,8 @@ impl Metrics {
     }
 
     /// One call's outcome; `answered` is false when no HTTP answer came back.
-    pub fn charge_attempt(&self, outcome: &str, answered: bool) {
-        self.attempts.with_label_values(&[outcome]).inc();
+    pub fn charge_attempt(&self, outcome: AttemptOutcome, answered: bool) {
+        self.attempts.with_label_values(&[outcome.as_str()]).inc();
         if !answered {
             self.unanswered.inc();
         }
@@ -267,7 +273,7 @@ impl DbGauges {
         set_counts(
             &self.invoices,
             &s.invoices_by_status,
-            ["pending", "processing", "paid", "failed"],
+            InvoiceStatus::iter().map(InvoiceStatus::as_str),
         );
         self.attention.set(s.attention);
         self.lease_expired.set(s.lease_expired);
@@ -286,30 +292,25 @@ impl DbGauges {
         set_counts(
             &self.runs,
             &s.runs_by_status,
-            [
-                RunStatus::Running,
-                RunStatus::Completed,
-                RunStatus::Failed,
-                RunStatus::Abandoned,
-            ]
-            .map(RunStatus::as_str),
+            RunStatus::iter().map(RunStatus::as_str),
         );
-        let r = s.run_invoices;
-        for (result, n) in [
-            ("paid", r.paid),
-            ("failed", r.failed),
-            ("retry_later", r.retry_later),
-        ] {
-            self.run_invoices.with_label_values(&[result]).set(n);
+        for result in RunResult::iter() {
+            self.run_invoices
+                .with_label_values(&[result.as_str()])
+                .set(s.run_invoices.of(result));
         }
-        set_counts(&self.recent_attempts, &s.recent_attempts, OUTCOMES);
+        set_counts(&self.recent_attempts, &s.recent_attempts, call_results());
         self.recent_unanswered.set(s.recent_unanswered);
     }
 }
 
 /// Sets `gauges` for each of `labels` to its count in `rows` (a `GROUP BY`), 0 if absent:
 /// every label value is exported, so a first occurrence is a rise from 0.
-fn set_counts<const N: usize>(gauges: &IntGaugeVec, rows: &[(String, i64)], labels: [&str; N]) {
+fn set_counts<'a>(
+    gauges: &IntGaugeVec,
+    rows: &[(String, i64)],
+    labels: impl IntoIterator<Item = &'a str>,
+) {
     for label in labels {
         let n = rows.iter().find(|(k, _)| k == label).map_or(0, |(_, n)| *n);
         gauges.with_label_values(&[label]).set(n);

@@ -39,7 +39,7 @@ pub fn demo_invoices() -> Vec<NewInvoice> {
 
 /// Seeds the demo invoices if there are no invoices at all; returns how many were created.
 pub async fn apply_demo(pool: &DbPool) -> Result<usize, DbError> {
-    let existing = db::run(pool, |c| db::invoices::count(c).map_err(DbError::from)).await?;
+    let existing = db::run(pool, db::invoices::count).await?;
     if existing > 0 {
         return Ok(0);
     }

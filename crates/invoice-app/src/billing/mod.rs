@@ -18,7 +18,7 @@ use futures_util::{StreamExt, stream};
 use tokio::sync::mpsc;
 
 use crate::db::{self, DbError, DbPool, attempts, invoices, pay_runs};
-use crate::domain::{Invoice, RunStatus, Settlement};
+use crate::domain::{Invoice, RunResult, RunStatus, Settlement};
 use crate::metrics::Metrics;
 use crate::payment_client::PaymentClient;
 
@@ -103,29 +103,23 @@ impl PayRunReport {
     }
 
     fn add(&mut self, invoice: Invoice, settlement: Settlement, detail: Detail) {
-        let itemise = detail == Detail::Itemised;
-        match settlement {
-            Settlement::Paid { .. } => {
-                self.summary.paid += 1;
-                if itemise {
-                    self.paid.push(invoice);
-                }
-            }
-            Settlement::Failed { .. } => {
-                self.summary.failed += 1;
-                if itemise {
-                    self.failed.push(invoice);
-                }
-            }
-            Settlement::RetryLater { reason } | Settlement::Attention { reason } => {
-                self.summary.retry_later += 1;
-                if itemise {
-                    self.retry_later.push(RetryLater {
-                        invoice_id: invoice.id,
-                        reason,
-                    });
-                }
-            }
+        let result = settlement.transition().counts_as;
+        let summed = match result {
+            RunResult::Paid => &mut self.summary.paid,
+            RunResult::Failed => &mut self.summary.failed,
+            RunResult::RetryLater => &mut self.summary.retry_later,
+        };
+        *summed += 1;
+        if detail == Detail::Counts {
+            return;
+        }
+        match result {
+            RunResult::Paid => self.paid.push(invoice),
+            RunResult::Failed => self.failed.push(invoice),
+            RunResult::RetryLater => self.retry_later.push(RetryLater {
+                invoice_id: invoice.id,
+                reason: settlement.reason().unwrap_or_default().to_owned(),
+            }),
         }
     }
 }
@@ -218,10 +212,7 @@ impl Biller {
         }
         let row = self.new_run_row(trigger, started_by);
         let stored = row.clone();
-        db::run(&self.pool, move |c| {
-            pay_runs::insert(c, &stored).map_err(DbError::from)
-        })
-        .await?;
+        db::run(&self.pool, move |c| pay_runs::insert(c, &stored)).await?;
         Ok(OpenRun { row, _slot: slot })
     }
 
@@ -243,7 +234,7 @@ impl Biller {
         pay_runs::PayRunRow {
             id: uuid::Uuid::now_v7().to_string(),
             trigger: trigger.as_str().to_owned(),
-            status: RunStatus::Running.as_str().to_owned(),
+            status: RunStatus::Running,
             paid: 0,
             failed: 0,
             retry_later: 0,
@@ -365,7 +356,6 @@ impl Biller {
             let closed = db::run(&self.pool, move |c| {
                 let now = Utc::now().naive_utc();
                 c.transaction(|c| close_own(c, &id, &worker, status, error.as_deref(), now))
-                    .map_err(DbError::from)
             })
             .await;
             tries += 1;
@@ -401,7 +391,6 @@ impl Biller {
                     c.transaction(|c| {
                         close_own(c, &id, &worker, RunStatus::Failed, error.as_deref(), now)
                     })
-                    .map_err(DbError::from)
                 })
                 .await;
                 match closed {
@@ -427,7 +416,7 @@ impl Biller {
             tokio::time::sleep(every).await;
             let id = run_id.to_owned();
             let beat = db::run(&self.pool, move |c| {
-                pay_runs::heartbeat(c, &id, Utc::now().naive_utc()).map_err(DbError::from)
+                pay_runs::heartbeat(c, &id, Utc::now().naive_utc())
             })
             .await;
             if let Err(e) = beat {
@@ -507,10 +496,7 @@ impl Biller {
                 let one = one?;
                 if self.is_stopping()
                     && !one.as_ref().is_some_and(|c| {
-                        matches!(
-                            c.settlement,
-                            Settlement::Paid { .. } | Settlement::Failed { .. }
-                        )
+                        c.settlement.transition().counts_as != RunResult::RetryLater
                     })
                 {
                     cut_short = true;
@@ -578,7 +564,6 @@ impl Biller {
                 limit,
             )
             .map(Some)
-            .map_err(DbError::from)
         })
         .await?
         .ok_or(BillingError::RunClosed)?;
@@ -592,9 +577,7 @@ impl Biller {
         let run = run_id.to_owned();
         let (lapse, now) = db::run(&self.pool, move |c| {
             let now = Utc::now().naive_utc();
-            invoices::next_lapse_of_others(c, &run)
-                .map(|lapse| (lapse, now))
-                .map_err(DbError::from)
+            invoices::next_lapse_of_others(c, &run).map(|lapse| (lapse, now))
         })
         .await?;
         Ok(lapse.map(|at| {
@@ -649,7 +632,6 @@ impl Biller {
                 "its process stopped sending heartbeats (it died)",
                 now,
             )
-            .map_err(DbError::from)
         })
         .await?;
         if closed > 0 {

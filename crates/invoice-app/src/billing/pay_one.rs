@@ -17,54 +17,30 @@ use diesel::Connection;
 
 use super::{Biller, BillingError};
 use crate::db::{self, DbError, attempts, invoices, pay_runs};
-use crate::domain::{CallOutcome, Settlement, idempotency_key_for};
+use crate::domain::{AttemptOutcome, CallOutcome, Settlement, idempotency_key_for};
 use crate::payment_client::CallResult;
 
 /// The longest wait between two attempts.
 const MAX_INTERVAL: Duration = Duration::from_secs(5);
 
-/// The result of one call, as the attempt record keeps it.
-pub(super) struct Recorded {
-    attempt_id: String,
-    outcome: &'static str,
-    sent: &'static str,
-    http_status: Option<u16>,
-    detail: Option<String>,
-    charge_id: Option<String>,
-}
-
-impl Recorded {
-    fn of(attempt_id: String, call: &CallResult) -> Self {
-        let (detail, charge_id) = match &call.outcome {
-            CallOutcome::Succeeded { charge, .. } => (None, Some(charge.id.clone())),
-            CallOutcome::Declined { code, detail } => {
-                (Some(format!("{}: {detail}", code.as_str())), None)
-            }
-            CallOutcome::Retryable { reason, .. }
-            | CallOutcome::Unknown { reason }
-            | CallOutcome::Attention { reason } => (Some(reason.clone()), None),
-        };
-        Recorded {
-            attempt_id,
-            outcome: call.outcome.label(),
-            sent: call.sent.as_str(),
-            http_status: call.http_status,
-            detail,
-            charge_id,
+/// The result of one call, as its attempt record keeps it.
+fn attempt_result(attempt_id: String, call: &CallResult) -> attempts::Finished {
+    let (detail, charge_id) = match &call.outcome {
+        CallOutcome::Succeeded { charge, .. } => (None, Some(charge.id.clone())),
+        CallOutcome::Declined { code, detail } => {
+            (Some(format!("{}: {detail}", code.as_str())), None)
         }
-    }
-
-    pub(super) fn finish(&self) -> (&str, attempts::Finish<'_>) {
-        (
-            self.attempt_id.as_str(),
-            attempts::Finish {
-                outcome: self.outcome,
-                sent: self.sent,
-                http_status: self.http_status,
-                detail: self.detail.as_deref(),
-                charge_id: self.charge_id.as_deref(),
-            },
-        )
+        CallOutcome::Retryable { reason, .. }
+        | CallOutcome::Unknown { reason }
+        | CallOutcome::Attention { reason } => (Some(reason.clone()), None),
+    };
+    attempts::Finished {
+        attempt_id,
+        outcome: call.outcome.attempt_outcome(),
+        sent: call.sent,
+        http_status: call.http_status,
+        detail,
+        charge_id,
     }
 }
 
@@ -73,7 +49,7 @@ pub(super) struct Charged {
     pub(super) row: invoices::InvoiceRow,
     pub(super) settlement: Settlement,
     /// The last attempt's result, unless it is already on record.
-    pub(super) last: Option<Recorded>,
+    pub(super) last: Option<attempts::Finished>,
 }
 
 /// What the provider's answer means for the loop.
@@ -200,8 +176,8 @@ impl Biller {
             };
             let call = self.client.charge(&key, &request).await;
             self.metrics
-                .charge_attempt(call.outcome.label(), call.http_status.is_some());
-            let recorded = Recorded::of(attempt_id, &call);
+                .charge_attempt(call.outcome.attempt_outcome(), call.http_status.is_some());
+            let recorded = attempt_result(attempt_id, &call);
             let (reason, retry_after) = match verdict(call.outcome) {
                 Verdict::Settle(settlement) => {
                     return Ok(Some(Charged {
@@ -273,10 +249,9 @@ impl Biller {
         .await
     }
 
-    async fn finish_attempt(&self, recorded: Recorded) -> Result<(), BillingError> {
+    async fn finish_attempt(&self, recorded: attempts::Finished) -> Result<(), BillingError> {
         db::run(&self.pool, move |c| {
-            let (id, finish) = recorded.finish();
-            attempts::finish(c, id, &finish, Utc::now().naive_utc()).map_err(DbError::from)
+            attempts::finish(c, &recorded, Utc::now().naive_utc())
         })
         .await
         .map_err(BillingError::from)
@@ -291,7 +266,7 @@ fn new_attempt(run_id: &str, invoice_id: &str, now: chrono::NaiveDateTime) -> at
         idempotency_key: idempotency_key_for(invoice_id)
             .map(|k| k.as_str().to_owned())
             .unwrap_or_default(),
-        outcome: attempts::STARTED.to_owned(),
+        outcome: AttemptOutcome::Started,
         http_status: None,
         detail: None,
         charge_id: None,

@@ -4,7 +4,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::{Biller, BillingError, Detail, OpenRun, PayRunReport, Trigger};
-use crate::db::{self, DbError, billing_periods};
+use crate::db::{self, billing_periods};
 
 impl Biller {
     /// Pays the period that fell due at `due` unless another run has it. `None` when it was
@@ -20,7 +20,6 @@ impl Biller {
         let stored = row.clone();
         let take = db::run(&self.pool, move |c| {
             billing_periods::take(c, &period, due.naive_utc(), &stored, Utc::now().naive_utc())
-                .map_err(DbError::from)
         })
         .await?;
         match take {

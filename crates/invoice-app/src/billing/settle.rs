@@ -10,7 +10,7 @@ use diesel::Connection;
 use super::pay_one::Charged;
 use super::{Biller, BillingError};
 use crate::db::{self, AnyConnection, DbError, attempts, invoices, pay_runs};
-use crate::domain::{Invoice, InvoiceStatus, Settlement};
+use crate::domain::{Invoice, Settlement};
 
 impl Biller {
     /// Settles `batch` for `run_id` and returns the invoices whose rows this run changed, as
@@ -45,7 +45,7 @@ impl Biller {
             .into_iter()
             .filter(|charged| changed.contains(&charged.row.id))
             .map(|charged| {
-                let row = settled_row(charged.row, &charged.settlement, now);
+                let row = invoices::settled(charged.row, &charged.settlement.transition(), now);
                 let invoice = Invoice::try_from(row).map_err(BillingError::Corrupt)?;
                 Ok((invoice, charged.settlement))
             })
@@ -82,27 +82,13 @@ fn settle_in(
         ..Default::default()
     };
     for charged in batch {
+        if let Settlement::Paid { .. } = charged.settlement {
+            continue; // written above, all at once
+        }
+        let t = charged.settlement.transition();
         let id = &charged.row.id;
-        let applied = match &charged.settlement {
-            Settlement::Paid { .. } => continue,
-            Settlement::Failed { reason } => {
-                let applied = invoices::mark_failed(c, id, worker, run_id, reason, now)? == 1;
-                counts.failed += i32::from(applied);
-                applied
-            }
-            Settlement::RetryLater { .. } => {
-                let applied = invoices::release(c, id, worker, run_id, now)? == 1;
-                counts.retry_later += i32::from(applied);
-                applied
-            }
-            Settlement::Attention { reason } => {
-                let applied =
-                    invoices::release_for_attention(c, id, worker, run_id, reason, now)? == 1;
-                counts.retry_later += i32::from(applied);
-                applied
-            }
-        };
-        if applied {
+        if invoices::settle(c, id, worker, run_id, &t, now)? == 1 {
+            counts.add(t.counts_as);
             changed.insert(id.clone());
         }
     }
@@ -115,45 +101,10 @@ fn settle_in(
 }
 
 /// The last attempt of each charged invoice whose result is not on record yet.
-fn last_attempts(batch: &[Charged]) -> impl Iterator<Item = (&str, attempts::Finish<'_>)> {
-    batch
-        .iter()
-        .filter_map(|charged| charged.last.as_ref())
-        .map(|last| last.finish())
+fn last_attempts(batch: &[Charged]) -> impl Iterator<Item = &attempts::Finished> {
+    batch.iter().filter_map(|charged| charged.last.as_ref())
 }
 
 fn count(n: usize) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
-}
-
-/// The row as `settle_in` left it, without reading it back.
-fn settled_row(
-    mut row: invoices::InvoiceRow,
-    settlement: &Settlement,
-    now: NaiveDateTime,
-) -> invoices::InvoiceRow {
-    let status = match settlement {
-        Settlement::Paid { charge_id } => {
-            row.charge_id = Some(charge_id.clone());
-            row.paid_at = Some(now);
-            row.failure_reason = None;
-            row.attention = None;
-            InvoiceStatus::Paid
-        }
-        Settlement::Failed { reason } => {
-            row.failure_reason = Some(reason.clone());
-            row.attention = None;
-            InvoiceStatus::Failed
-        }
-        Settlement::RetryLater { .. } => InvoiceStatus::Pending,
-        Settlement::Attention { reason } => {
-            row.attention = Some(reason.clone());
-            InvoiceStatus::Pending
-        }
-    };
-    row.status = status.as_str().to_owned();
-    row.claimed_by = None;
-    row.lease_until = None;
-    row.updated_at = now;
-    row
 }

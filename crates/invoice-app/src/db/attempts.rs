@@ -5,6 +5,7 @@ use diesel::prelude::*;
 
 use super::AnyConnection;
 use super::schema::payment_attempts::{self, dsl};
+use crate::domain::{AttemptOutcome, InvoiceStatus, Sent};
 
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
 #[diesel(table_name = payment_attempts)]
@@ -13,19 +14,14 @@ pub struct AttemptRow {
     pub invoice_id: String,
     pub pay_run_id: String,
     pub idempotency_key: String,
-    pub outcome: String,
+    pub outcome: AttemptOutcome,
     pub http_status: Option<i32>,
     pub detail: Option<String>,
     pub charge_id: Option<String>,
     pub started_at: NaiveDateTime,
     pub finished_at: Option<NaiveDateTime>,
-    pub sent: Option<String>,
+    pub sent: Option<Sent>,
 }
-
-/// Outcome of an attempt whose call is being made.
-pub const STARTED: &str = "started";
-/// Outcome of an attempt whose process died during the call.
-pub const INTERRUPTED: &str = "interrupted";
 
 pub fn start(conn: &mut AnyConnection, attempt: &AttemptRow) -> QueryResult<()> {
     diesel::insert_into(payment_attempts::table)
@@ -53,28 +49,26 @@ pub fn start_all(conn: &mut AnyConnection, all: &[AttemptRow]) -> QueryResult<()
     }
 }
 
-pub struct Finish<'a> {
-    pub outcome: &'a str,
-    /// Whether the request left: `yes`, `no` or `unknown`.
-    pub sent: &'a str,
+/// The result of one call, as its attempt record keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    pub attempt_id: String,
+    pub outcome: AttemptOutcome,
+    /// Whether the request left.
+    pub sent: Sent,
     pub http_status: Option<u16>,
-    pub detail: Option<&'a str>,
-    pub charge_id: Option<&'a str>,
+    pub detail: Option<String>,
+    pub charge_id: Option<String>,
 }
 
-pub fn finish(
-    conn: &mut AnyConnection,
-    id: &str,
-    result: &Finish<'_>,
-    now: NaiveDateTime,
-) -> QueryResult<()> {
-    diesel::update(payment_attempts::table.find(id))
+pub fn finish(conn: &mut AnyConnection, result: &Finished, now: NaiveDateTime) -> QueryResult<()> {
+    diesel::update(payment_attempts::table.find(&result.attempt_id))
         .set((
             dsl::outcome.eq(result.outcome),
             dsl::sent.eq(result.sent),
             dsl::http_status.eq(result.http_status.map(i32::from)),
-            dsl::detail.eq(result.detail),
-            dsl::charge_id.eq(result.charge_id),
+            dsl::detail.eq(result.detail.as_deref()),
+            dsl::charge_id.eq(result.charge_id.as_deref()),
             dsl::finished_at.eq(now),
         ))
         .execute(conn)
@@ -85,7 +79,7 @@ pub fn finish(
 /// was most of a settlement's cost), one update each on SQLite, which has no round trips.
 pub fn finish_all(
     conn: &mut AnyConnection,
-    all: &[(&str, Finish<'_>)],
+    all: &[&Finished],
     now: NaiveDateTime,
 ) -> QueryResult<()> {
     use diesel::sql_types::{Array, Integer, Nullable, Text, Timestamp};
@@ -94,15 +88,13 @@ pub fn finish_all(
             if all.is_empty() {
                 return Ok(());
             }
-            let ids: Vec<&str> = all.iter().map(|(id, _)| *id).collect();
-            let outcomes: Vec<&str> = all.iter().map(|(_, f)| f.outcome).collect();
-            let sent: Vec<&str> = all.iter().map(|(_, f)| f.sent).collect();
-            let statuses: Vec<Option<i32>> = all
-                .iter()
-                .map(|(_, f)| f.http_status.map(i32::from))
-                .collect();
-            let details: Vec<Option<&str>> = all.iter().map(|(_, f)| f.detail).collect();
-            let charges: Vec<Option<&str>> = all.iter().map(|(_, f)| f.charge_id).collect();
+            let ids: Vec<&str> = all.iter().map(|f| f.attempt_id.as_str()).collect();
+            let outcomes: Vec<&str> = all.iter().map(|f| f.outcome.as_str()).collect();
+            let sent: Vec<&str> = all.iter().map(|f| f.sent.as_str()).collect();
+            let statuses: Vec<Option<i32>> =
+                all.iter().map(|f| f.http_status.map(i32::from)).collect();
+            let details: Vec<Option<&str>> = all.iter().map(|f| f.detail.as_deref()).collect();
+            let charges: Vec<Option<&str>> = all.iter().map(|f| f.charge_id.as_deref()).collect();
             diesel::sql_query(
                 "UPDATE payment_attempts AS a \
                  SET outcome = v.outcome, sent = v.sent, http_status = v.http_status, \
@@ -121,9 +113,7 @@ pub fn finish_all(
             .execute(pg)
             .map(|_| ())
         }
-        AnyConnection::Sqlite(_) => all
-            .iter()
-            .try_for_each(|(id, result)| finish(conn, id, result, now)),
+        AnyConnection::Sqlite(_) => all.iter().try_for_each(|result| finish(conn, result, now)),
     }
 }
 
@@ -136,12 +126,12 @@ pub fn interrupt(
 ) -> QueryResult<usize> {
     diesel::update(
         payment_attempts::table
-            .filter(dsl::outcome.eq(STARTED))
+            .filter(dsl::outcome.eq(AttemptOutcome::Started))
             .filter(dsl::pay_run_id.eq_any(runs)),
     )
     .set((
-        dsl::outcome.eq(INTERRUPTED),
-        dsl::sent.eq("unknown"),
+        dsl::outcome.eq(AttemptOutcome::Interrupted),
+        dsl::sent.eq(Sent::Unknown),
         dsl::detail.eq("the process stopped during the call; the next call with the same key tells whether it was charged"),
         dsl::finished_at.eq(now),
     ))
@@ -164,7 +154,7 @@ pub fn oldest_unsettled(conn: &mut AnyConnection) -> QueryResult<Option<NaiveDat
     use super::schema::invoices;
     let unsettled = invoices::table
         .select(invoices::id)
-        .filter(invoices::status.eq_any(["pending", "processing"]))
+        .filter(invoices::status.eq_any([InvoiceStatus::Pending, InvoiceStatus::Processing]))
         .filter(invoices::attention.is_null());
     payment_attempts::table
         .filter(dsl::invoice_id.eq_any(unsettled))
@@ -181,7 +171,7 @@ pub fn recent(
     let ended = || {
         payment_attempts::table
             .filter(dsl::started_at.ge(since))
-            .filter(dsl::outcome.ne_all([STARTED, INTERRUPTED]))
+            .filter(dsl::outcome.ne_all([AttemptOutcome::Started, AttemptOutcome::Interrupted]))
     };
     let by_outcome = ended()
         .group_by(dsl::outcome)

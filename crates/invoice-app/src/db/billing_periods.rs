@@ -72,13 +72,12 @@ pub fn take(
     let Some((_, Some(old_run))) = holder.filter(|(kind, _)| kind == RUN) else {
         return Ok(Take::Taken);
     };
-    let status: Option<String> = pay_runs::table
+    let status: Option<RunStatus> = pay_runs::table
         .find(&old_run)
         .select(pay_runs::status)
         .first(conn)
         .optional()?;
-    let dead = [RunStatus::Abandoned, RunStatus::Failed].map(RunStatus::as_str);
-    if !status.is_some_and(|s| dead.contains(&s.as_str())) {
+    if !status.is_some_and(|s| matches!(s, RunStatus::Abandoned | RunStatus::Failed)) {
         return Ok(Take::Taken);
     }
     conn.transaction(|c| {

@@ -5,7 +5,7 @@ use diesel::prelude::*;
 
 use super::AnyConnection;
 use super::schema::invoices::{self, dsl};
-use crate::domain::{Invoice, InvoiceStatus};
+use crate::domain::{Guard, HAND_BACK, Invoice, InvoiceStatus, RunStatus, Transition, Write};
 
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
 #[diesel(table_name = invoices)]
@@ -15,7 +15,7 @@ pub struct InvoiceRow {
     pub amount_minor: i64,
     pub currency: String,
     pub description: String,
-    pub status: String,
+    pub status: InvoiceStatus,
     pub failure_reason: Option<String>,
     pub charge_id: Option<String>,
     pub claimed_by: Option<String>,
@@ -42,7 +42,7 @@ impl TryFrom<InvoiceRow> for Invoice {
             amount: api_contract::Money::new(row.amount_minor, currency)
                 .map_err(|e| e.to_string())?,
             description: row.description,
-            status: row.status.parse::<InvoiceStatus>()?,
+            status: row.status,
             failure_reason: row.failure_reason,
             charge_id: row.charge_id,
             attention: row.attention,
@@ -77,13 +77,13 @@ pub fn find(conn: &mut AnyConnection, id: &str) -> QueryResult<Option<InvoiceRow
 /// A page in id order (ids are time-ordered UUIDv7), after `cursor` when given.
 pub fn list(
     conn: &mut AnyConnection,
-    status: Option<&str>,
+    status: Option<InvoiceStatus>,
     cursor: Option<&str>,
     limit: i64,
 ) -> QueryResult<Vec<InvoiceRow>> {
     let mut query = invoices::table.select(InvoiceRow::as_select()).into_boxed();
     if let Some(status) = status {
-        query = query.filter(dsl::status.eq(status.to_owned()));
+        query = query.filter(dsl::status.eq(status));
     }
     if let Some(cursor) = cursor {
         query = query.filter(dsl::id.gt(cursor.to_owned()));
@@ -105,7 +105,7 @@ pub fn count_by_status(conn: &mut AnyConnection) -> QueryResult<Vec<(String, i64
 /// Pending invoices marked for a person to look at.
 pub fn count_attention(conn: &mut AnyConnection) -> QueryResult<i64> {
     invoices::table
-        .filter(dsl::status.eq("pending"))
+        .filter(dsl::status.eq(InvoiceStatus::Pending))
         .filter(dsl::attention.is_not_null())
         .count()
         .get_result(conn)
@@ -122,10 +122,10 @@ pub fn count_lease_expired(
     use super::schema::pay_runs;
     let live_runs = pay_runs::table
         .select(pay_runs::id.nullable())
-        .filter(pay_runs::status.eq(crate::domain::RunStatus::Running.as_str()))
+        .filter(pay_runs::status.eq(RunStatus::Running))
         .filter(pay_runs::heartbeat_at.ge(alive_since));
     invoices::table
-        .filter(dsl::status.eq("processing"))
+        .filter(dsl::status.eq(InvoiceStatus::Processing))
         .filter(dsl::lease_until.lt(now))
         .filter(
             dsl::last_run_id
@@ -172,7 +172,7 @@ pub fn claim(
         ($limit:expr) => {
             invoices::table
                 .select(dsl::id)
-                .filter(dsl::status.eq("processing"))
+                .filter(dsl::status.eq(InvoiceStatus::Processing))
                 .filter(dsl::lease_until.lt(now))
                 // A run never re-takes its own claims: one waiting in its queue is still
                 // live, and its lease is renewed when its call starts.
@@ -187,7 +187,7 @@ pub fn claim(
         ($limit:expr) => {
             invoices::table
                 .select(dsl::id)
-                .filter(dsl::status.eq("pending"))
+                .filter(dsl::status.eq(InvoiceStatus::Pending))
                 .filter(dsl::id.gt(after.unwrap_or_default()))
                 .filter(dsl::last_run_id.is_null().or(dsl::last_run_id.ne(run_id)))
                 .order(dsl::id)
@@ -210,7 +210,7 @@ pub fn claim(
         ($c:expr, $ids:expr) => {{
             diesel::update(invoices::table.filter(dsl::id.eq_any(&$ids)))
                 .set((
-                    dsl::status.eq("processing"),
+                    dsl::status.eq(InvoiceStatus::Processing),
                     dsl::claimed_by.eq(worker),
                     dsl::lease_until.eq(lease_until),
                     dsl::last_run_id.eq(run_id),
@@ -259,30 +259,40 @@ pub fn claim(
     }
 }
 
-/// Records the payment. Applies whoever holds the claim now: the provider's answer is the
-/// truth, and a replay of the same key gives every holder the same charge.
-pub fn mark_paid(
+/// Writes the transition `t` to invoice `id` where its guard admits it: with
+/// [`Guard::Claim`] only while `worker`'s run `run_id` still holds the claim (another run
+/// may have taken it over); with [`Guard::NotYet`] whoever holds it. Returns the rows it
+/// changed (0 or 1).
+pub fn settle(
     conn: &mut AnyConnection,
     id: &str,
-    charge_id: &str,
+    worker: &str,
+    run_id: &str,
+    t: &Transition<'_>,
     now: NaiveDateTime,
 ) -> QueryResult<usize> {
-    diesel::update(invoices::table.find(id).filter(dsl::status.ne("paid")))
-        .set((
-            dsl::status.eq("paid"),
-            dsl::charge_id.eq(charge_id),
-            dsl::failure_reason.eq(None::<String>),
-            dsl::attention.eq(None::<String>),
-            dsl::claimed_by.eq(None::<String>),
-            dsl::lease_until.eq(None::<NaiveDateTime>),
-            dsl::paid_at.eq(now),
-            dsl::updated_at.eq(now),
-        ))
+    match t.guard {
+        Guard::Claim => diesel::update(held_by(id, worker, run_id))
+            .set(changes(t, now))
+            .execute(conn),
+        Guard::NotYet => not_yet(conn, id, t, now),
+    }
+}
+
+/// [`settle`] for a [`Guard::NotYet`] transition, which needs no holder.
+fn not_yet(
+    conn: &mut AnyConnection,
+    id: &str,
+    t: &Transition<'_>,
+    now: NaiveDateTime,
+) -> QueryResult<usize> {
+    diesel::update(invoices::table.find(id).filter(dsl::status.ne(t.to)))
+        .set(changes(t, now))
         .execute(conn)
 }
 
-/// [`mark_paid`] for many invoices, given as (invoice id, charge id); returns the ids it
-/// changed. One statement on PostgreSQL, one update each on SQLite.
+/// Records many payments, given as (invoice id, charge id), as [`Transition::paid`] does;
+/// returns the ids it changed. One statement on PostgreSQL, one update each on SQLite.
 pub fn mark_all_paid(
     conn: &mut AnyConnection,
     all: &[(&str, &str)],
@@ -301,51 +311,34 @@ pub fn mark_all_paid(
             }
             let ids: Vec<&str> = all.iter().map(|(id, _)| *id).collect();
             let charges: Vec<&str> = all.iter().map(|(_, charge)| *charge).collect();
+            // `Transition::paid` written as one statement (a round trip per invoice was
+            // most of a settlement's cost); `bulk_paid_is_the_paid_transition` pins the
+            // transition it was written for.
             let changed: Vec<Changed> = diesel::sql_query(
                 "UPDATE invoices AS i \
-                 SET status = 'paid', charge_id = v.charge_id, failure_reason = NULL, attention = NULL, \
+                 SET status = $4, charge_id = v.charge_id, failure_reason = NULL, attention = NULL, \
                      claimed_by = NULL, lease_until = NULL, paid_at = $3, updated_at = $3 \
                  FROM unnest($1::text[], $2::text[]) AS v (id, charge_id) \
-                 WHERE i.id = v.id AND i.status <> 'paid' \
+                 WHERE i.id = v.id AND i.status <> $4 \
                  RETURNING i.id",
             )
             .bind::<Array<Text>, _>(ids)
             .bind::<Array<Text>, _>(charges)
             .bind::<Timestamp, _>(now)
+            .bind::<Text, _>(Transition::paid("").to)
             .load(pg)?;
             Ok(changed.into_iter().map(|c| c.id).collect())
         }
         AnyConnection::Sqlite(_) => {
             let mut changed = Vec::with_capacity(all.len());
             for (id, charge_id) in all {
-                if mark_paid(conn, id, charge_id, now)? == 1 {
+                if not_yet(conn, id, &Transition::paid(charge_id), now)? == 1 {
                     changed.push((*id).to_owned());
                 }
             }
             Ok(changed)
         }
     }
-}
-
-/// Marks a permanent failure, if `worker`'s run `run_id` still holds the claim.
-pub fn mark_failed(
-    conn: &mut AnyConnection,
-    id: &str,
-    worker: &str,
-    run_id: &str,
-    reason: &str,
-    now: NaiveDateTime,
-) -> QueryResult<usize> {
-    diesel::update(held_by(id, worker, run_id))
-        .set((
-            dsl::status.eq("failed"),
-            dsl::failure_reason.eq(reason),
-            dsl::attention.eq(None::<String>),
-            dsl::claimed_by.eq(None::<String>),
-            dsl::lease_until.eq(None::<NaiveDateTime>),
-            dsl::updated_at.eq(now),
-        ))
-        .execute(conn)
 }
 
 /// Hands an invoice back to `pending` for a later run, if `worker`'s run `run_id` still
@@ -357,9 +350,7 @@ pub fn release(
     run_id: &str,
     now: NaiveDateTime,
 ) -> QueryResult<usize> {
-    diesel::update(held_by(id, worker, run_id))
-        .set(released(now))
-        .execute(conn)
+    settle(conn, id, worker, run_id, &HAND_BACK, now)
 }
 
 /// Renews `worker`'s claim for the call about to start, if `run_id` of that worker still
@@ -378,18 +369,26 @@ pub fn renew(
         .map(|n| n == 1)
 }
 
-/// [`release`], recording the reason a person should look at the invoice.
-pub fn release_for_attention(
-    conn: &mut AnyConnection,
-    id: &str,
-    worker: &str,
-    run_id: &str,
-    reason: &str,
-    now: NaiveDateTime,
-) -> QueryResult<usize> {
-    diesel::update(held_by(id, worker, run_id))
-        .set((released(now), dsl::attention.eq(reason)))
-        .execute(conn)
+/// The row as [`settle`] leaves it after writing `t`, without reading it back.
+pub fn settled(mut row: InvoiceRow, t: &Transition<'_>, now: NaiveDateTime) -> InvoiceRow {
+    fn write(column: &mut Option<String>, w: Write<&str>) {
+        match w {
+            Write::Keep => {}
+            Write::Clear => *column = None,
+            Write::Set(value) => *column = Some(value.to_owned()),
+        }
+    }
+    row.status = t.to;
+    row.claimed_by = None;
+    row.lease_until = None;
+    row.updated_at = now;
+    if let Some(charge_id) = t.charge {
+        row.charge_id = Some(charge_id.to_owned());
+        row.paid_at = Some(now);
+    }
+    write(&mut row.failure_reason, t.failure_reason);
+    write(&mut row.attention, t.attention);
+    row
 }
 
 /// When the first claim held by a run other than `run_id` lapses, or `None` when no other
@@ -401,7 +400,7 @@ pub fn next_lapse_of_others(
     run_id: &str,
 ) -> QueryResult<Option<NaiveDateTime>> {
     invoices::table
-        .filter(dsl::status.eq("processing"))
+        .filter(dsl::status.eq(InvoiceStatus::Processing))
         .filter(dsl::last_run_id.is_null().or(dsl::last_run_id.ne(run_id)))
         .select(diesel::dsl::min(dsl::lease_until))
         .get_result(conn)
@@ -416,11 +415,11 @@ pub fn release_run(
 ) -> QueryResult<usize> {
     diesel::update(
         invoices::table
-            .filter(dsl::status.eq("processing"))
+            .filter(dsl::status.eq(InvoiceStatus::Processing))
             .filter(dsl::claimed_by.eq(worker))
             .filter(dsl::last_run_id.eq(run_id)),
     )
-    .set(released(now))
+    .set(changes(&HAND_BACK, now))
     .execute(conn)
 }
 
@@ -432,35 +431,217 @@ pub fn release_all(
 ) -> QueryResult<usize> {
     diesel::update(
         invoices::table
-            .filter(dsl::status.eq("processing"))
+            .filter(dsl::status.eq(InvoiceStatus::Processing))
             .filter(dsl::claimed_by.eq(worker)),
     )
-    .set(released(now))
+    .set(changes(&HAND_BACK, now))
     .execute(conn)
 }
 
 #[diesel::dsl::auto_type]
 fn held_by<'a>(id: &'a str, worker: &'a str, run_id: &'a str) -> _ {
+    let processing: InvoiceStatus = InvoiceStatus::Processing;
     invoices::table
         .filter(dsl::id.eq(id))
-        .filter(dsl::status.eq("processing"))
+        .filter(dsl::status.eq(processing))
         .filter(dsl::claimed_by.eq(worker))
         .filter(dsl::last_run_id.eq(run_id))
 }
 
-#[allow(clippy::type_complexity)]
-fn released(
-    now: NaiveDateTime,
-) -> (
-    diesel::dsl::Eq<dsl::status, &'static str>,
-    diesel::dsl::Eq<dsl::claimed_by, Option<String>>,
+/// The columns a transition writes (see [`settled`] for the same in Rust).
+type Changes<'a> = (
+    diesel::dsl::Eq<dsl::status, InvoiceStatus>,
+    diesel::dsl::Eq<dsl::claimed_by, Option<&'a str>>,
     diesel::dsl::Eq<dsl::lease_until, Option<NaiveDateTime>>,
     diesel::dsl::Eq<dsl::updated_at, NaiveDateTime>,
-) {
+    Option<(
+        diesel::dsl::Eq<dsl::charge_id, &'a str>,
+        diesel::dsl::Eq<dsl::paid_at, NaiveDateTime>,
+    )>,
+    Option<diesel::dsl::Eq<dsl::failure_reason, Option<&'a str>>>,
+    Option<diesel::dsl::Eq<dsl::attention, Option<&'a str>>>,
+);
+
+fn changes<'a>(t: &Transition<'a>, now: NaiveDateTime) -> Changes<'a> {
+    // `None` leaves a column out of the `SET` list.
+    let write = |w: Write<&'a str>| match w {
+        Write::Keep => None,
+        Write::Clear => Some(None),
+        Write::Set(value) => Some(Some(value)),
+    };
     (
-        dsl::status.eq("pending"),
-        dsl::claimed_by.eq(None::<String>),
-        dsl::lease_until.eq(None::<NaiveDateTime>),
+        dsl::status.eq(t.to),
+        dsl::claimed_by.eq(None),
+        dsl::lease_until.eq(None),
         dsl::updated_at.eq(now),
+        t.charge
+            .map(|charge_id| (dsl::charge_id.eq(charge_id), dsl::paid_at.eq(now))),
+        write(t.failure_reason).map(|v| dsl::failure_reason.eq(v)),
+        write(t.attention).map(|v| dsl::attention.eq(v)),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, TimeDelta};
+    use diesel::PgConnection;
+    use strum::IntoEnumIterator;
+
+    use super::*;
+    use crate::db::{DbUrl, migrate, pool};
+    use crate::domain::{RunResult, Settlement, transition};
+
+    const WORKER: &str = "w-1";
+    const RUN: &str = "run-1";
+
+    /// Every settlement from every status, held by the settling run or by another: the
+    /// SQL changed the row exactly where `transition` says it applies, and into what
+    /// `settled` (the report's copy) says.
+    fn the_sql_writes_what_the_transition_says(c: &mut AnyConnection) {
+        let then = DateTime::from_timestamp(1_793_491_200, 0)
+            .expect("a time")
+            .naive_utc();
+        let now = then + TimeDelta::minutes(1);
+        let mut checked = 0;
+        for from in InvoiceStatus::iter() {
+            for s in Settlement::iter() {
+                let s = match s {
+                    Settlement::Paid { .. } => Settlement::Paid {
+                        charge_id: "ch_new".into(),
+                    },
+                    Settlement::Failed { .. } => Settlement::Failed {
+                        reason: "currency_mismatch".into(),
+                    },
+                    Settlement::RetryLater { .. } => Settlement::RetryLater {
+                        reason: "budget spent".into(),
+                    },
+                    Settlement::Attention { .. } => Settlement::Attention {
+                        reason: "key reused".into(),
+                    },
+                };
+                for holder in [WORKER, "w-2"] {
+                    let claimed = from == InvoiceStatus::Processing;
+                    let row = InvoiceRow {
+                        id: uuid::Uuid::now_v7().to_string(),
+                        customer_id: "C001".into(),
+                        amount_minor: 100,
+                        currency: "EUR".into(),
+                        description: String::new(),
+                        status: from,
+                        failure_reason: Some("earlier".into()),
+                        charge_id: None,
+                        claimed_by: claimed.then(|| holder.to_owned()),
+                        lease_until: claimed.then_some(then),
+                        last_run_id: Some(RUN.into()),
+                        created_at: then,
+                        updated_at: then,
+                        paid_at: None,
+                        attention: Some("earlier".into()),
+                        created_by: None,
+                    };
+                    insert(c, std::slice::from_ref(&row)).expect("inserted");
+                    let t = s.transition();
+                    let changed = match &s {
+                        Settlement::Paid { charge_id } => {
+                            mark_all_paid(c, &[(&row.id, charge_id)], now)
+                                .expect("written")
+                                .len()
+                        }
+                        _ => settle(c, &row.id, WORKER, RUN, &t, now).expect("written"),
+                    };
+                    let applies = transition(from, &s).is_some()
+                        && (t.guard == Guard::NotYet || holder == WORKER);
+                    let what = format!("{s:?} from {from} held by {holder}");
+                    assert_eq!(changed, usize::from(applies), "{what}");
+                    let want = if applies {
+                        settled(row.clone(), &t, now)
+                    } else {
+                        row.clone()
+                    };
+                    let stored = find(c, &row.id).expect("read").expect("there");
+                    assert_eq!(stored, want, "{what}");
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(
+            checked,
+            InvoiceStatus::iter().count() * Settlement::iter().count() * 2
+        );
+    }
+
+    /// The hand-written bulk statement of `mark_all_paid` writes this transition: change
+    /// both together.
+    #[test]
+    fn bulk_paid_is_the_paid_transition() {
+        assert_eq!(
+            Transition::paid("ch_1"),
+            Transition {
+                to: InvoiceStatus::Paid,
+                guard: Guard::NotYet,
+                charge: Some("ch_1"),
+                failure_reason: Write::Clear,
+                attention: Write::Clear,
+                counts_as: RunResult::Paid,
+            }
+        );
+    }
+
+    #[test]
+    fn settlements_on_sqlite() {
+        let path = std::env::temp_dir().join(format!(
+            "invoice_app_states_{}.db",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let db = pool(&DbUrl::Sqlite(path.to_string_lossy().into_owned()), 1);
+        migrate(&mut db.get().expect("a connection")).expect("migrated");
+        the_sql_writes_what_the_transition_says(&mut db.get().expect("a connection"));
+        drop(db);
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = path.clone().into_os_string();
+            file.push(suffix);
+            let _ = std::fs::remove_file(file);
+        }
+    }
+
+    /// PostgreSQL writes paid invoices with its own bulk statement. Skipped (one line)
+    /// without `TEST_DATABASE_URL`, a server URL as the integration tests take it.
+    #[test]
+    fn settlements_on_postgresql() {
+        let Some(server) = std::env::var("TEST_DATABASE_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        else {
+            assert_ne!(
+                std::env::var("CI").as_deref(),
+                Ok("true"),
+                "TEST_DATABASE_URL must be set when CI=true"
+            );
+            eprintln!("PostgreSQL test SKIPPED: TEST_DATABASE_URL is not set");
+            return;
+        };
+        // Good enough for the plain server URLs tests use: no database name, no query.
+        let base = server.trim_end_matches('/');
+        let name = format!("invoice_app_states_{}", uuid::Uuid::new_v4().simple());
+        let admin = |sql: String| {
+            let mut admin = PgConnection::establish(&format!("{base}/postgres?sslmode=disable"))
+                .expect("PostgreSQL at TEST_DATABASE_URL is reachable");
+            diesel::sql_query(sql).execute(&mut admin)
+        };
+        admin(format!("CREATE DATABASE {name}")).expect("created");
+        let db = pool(
+            &DbUrl::Postgres(format!("{base}/{name}?sslmode=disable")),
+            1,
+        );
+        // The database is dropped whatever the test found.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            // A new connection after migrating: `migrate` leaves its own one broken.
+            migrate(&mut db.get().expect("a connection")).expect("migrated");
+            the_sql_writes_what_the_transition_says(&mut db.get().expect("a connection"));
+        }));
+        let _ = admin(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        if let Err(panic) = result {
+            std::panic::resume_unwind(panic);
+        }
+    }
 }

@@ -8,9 +8,11 @@ pub mod invoices;
 pub mod pay_runs;
 mod pool;
 pub mod schema;
+mod text;
 
 pub use pool::{AnyConnection, DbConn, DbPool, DbUrl, SessionLimits, migrate, pool, pool_with};
 
+use diesel::QueryResult;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use tracing::Instrument;
 
@@ -36,26 +38,54 @@ impl From<DieselError> for DbError {
     }
 }
 
+/// What a piece of database work returns: a diesel [`QueryResult`], whose error becomes a
+/// [`DbError`], or a result in the caller's own error type (one a pool failure converts
+/// into), for work that decides more than whether its queries worked.
+pub trait Outcome {
+    type Value;
+    type Error: From<DbError>;
+    fn into_result(self) -> Result<Self::Value, Self::Error>;
+}
+
+impl<T> Outcome for QueryResult<T> {
+    type Value = T;
+    type Error = DbError;
+    fn into_result(self) -> Result<T, DbError> {
+        self.map_err(DbError::from)
+    }
+}
+
+impl<T, E: From<DbError>> Outcome for Result<T, E> {
+    type Value = T;
+    type Error = E;
+    fn into_result(self) -> Result<T, E> {
+        self
+    }
+}
+
 /// Runs blocking diesel work on tokio's blocking pool, inside the caller's span. A call
 /// that fails on a connection the server dropped discards it, and every other idle one
 /// that is dead too, so the next call gets a fresh one (see [`pool::discard_if_dead`]).
-pub async fn run<T, E, F>(pool: &DbPool, work: F) -> Result<T, E>
+pub async fn run<R, F>(pool: &DbPool, work: F) -> Result<R::Value, R::Error>
 where
-    F: FnOnce(&mut AnyConnection) -> Result<T, E> + Send + 'static,
-    T: Send + 'static,
-    E: From<DbError> + Send + 'static,
+    F: FnOnce(&mut AnyConnection) -> R + Send + 'static,
+    R: Outcome,
+    R::Value: Send + 'static,
+    R::Error: Send + 'static,
 {
-    blocking(pool, move |pool| once(pool, work).0).await
+    blocking(pool, move |pool| once(pool, |c| work(c).into_result()).0).await
 }
 
 /// [`run`] for work that only reads: when it failed on a dead connection, it is run once
 /// more on a fresh one (repeating a read changes nothing; a write is never repeated).
-pub async fn read<T, E, F>(pool: &DbPool, work: F) -> Result<T, E>
+pub async fn read<R, F>(pool: &DbPool, work: F) -> Result<R::Value, R::Error>
 where
-    F: Fn(&mut AnyConnection) -> Result<T, E> + Send + 'static,
-    T: Send + 'static,
-    E: From<DbError> + Send + 'static,
+    F: Fn(&mut AnyConnection) -> R + Send + 'static,
+    R: Outcome,
+    R::Value: Send + 'static,
+    R::Error: Send + 'static,
 {
+    let work = move |c: &mut AnyConnection| work(c).into_result();
     blocking(pool, move |pool| match once(pool, &work) {
         (Err(_), true) => once(pool, &work).0,
         (result, _) => result,

@@ -6,17 +6,16 @@ use diesel::prelude::*;
 use super::AnyConnection;
 use super::schema::pay_runs::{self, dsl};
 
-use crate::domain::RunStatus;
+use crate::domain::{RunResult, RunStatus};
 
-const RUNNING: &str = RunStatus::Running.as_str();
-const ABANDONED: &str = RunStatus::Abandoned.as_str();
+const RUNNING: RunStatus = RunStatus::Running;
 
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
 #[diesel(table_name = pay_runs)]
 pub struct PayRunRow {
     pub id: String,
     pub trigger: String,
-    pub status: String,
+    pub status: RunStatus,
     pub paid: i32,
     pub failed: i32,
     pub retry_later: i32,
@@ -35,6 +34,18 @@ pub struct Counts {
     pub paid: i32,
     pub failed: i32,
     pub retry_later: i32,
+}
+
+impl Counts {
+    /// One more invoice that came to `result`.
+    pub fn add(&mut self, result: RunResult) {
+        let n = match result {
+            RunResult::Paid => &mut self.paid,
+            RunResult::Failed => &mut self.failed,
+            RunResult::RetryLater => &mut self.retry_later,
+        };
+        *n = n.saturating_add(1);
+    }
 }
 
 pub fn insert(conn: &mut AnyConnection, run: &PayRunRow) -> QueryResult<()> {
@@ -163,7 +174,7 @@ pub fn finish(
 ) -> QueryResult<bool> {
     diesel::update(pay_runs::table.find(id).filter(dsl::status.eq(RUNNING)))
         .set((
-            dsl::status.eq(status.as_str()),
+            dsl::status.eq(status),
             dsl::error.eq(error),
             dsl::finished_at.eq(now),
             dsl::heartbeat_at.eq(now),
@@ -207,7 +218,7 @@ pub fn abandon(
             .filter(dsl::status.eq(RUNNING)),
     )
     .set((
-        dsl::status.eq(ABANDONED),
+        dsl::status.eq(RunStatus::Abandoned),
         dsl::error.eq(why),
         dsl::finished_at.eq(now),
     ))
@@ -246,6 +257,16 @@ pub struct Counts64 {
     pub retry_later: i64,
 }
 
+impl Counts64 {
+    pub fn of(&self, result: RunResult) -> i64 {
+        match result {
+            RunResult::Paid => self.paid,
+            RunResult::Failed => self.failed,
+            RunResult::RetryLater => self.retry_later,
+        }
+    }
+}
+
 /// When the oldest running run started.
 pub fn oldest_running(conn: &mut AnyConnection) -> QueryResult<Option<NaiveDateTime>> {
     pay_runs::table
@@ -257,7 +278,7 @@ pub fn oldest_running(conn: &mut AnyConnection) -> QueryResult<Option<NaiveDateT
 /// When the last completed run finished.
 pub fn last_completed(conn: &mut AnyConnection) -> QueryResult<Option<NaiveDateTime>> {
     pay_runs::table
-        .filter(dsl::status.eq(RunStatus::Completed.as_str()))
+        .filter(dsl::status.eq(RunStatus::Completed))
         .select(diesel::dsl::max(dsl::finished_at))
         .get_result(conn)
 }

@@ -5,9 +5,12 @@ use api_contract::{CustomerId, IdempotencyKey, Money};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use strum::{EnumIter, IntoStaticStr};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+/// Where an invoice stands. The text forms are what the database and the API hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, EnumIter, IntoStaticStr)]
+#[serde(into = "&'static str")]
+#[strum(serialize_all = "snake_case")]
 pub enum InvoiceStatus {
     Pending,
     /// Claimed by a worker that is charging it.
@@ -18,29 +21,15 @@ pub enum InvoiceStatus {
 }
 
 impl InvoiceStatus {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            InvoiceStatus::Pending => "pending",
-            InvoiceStatus::Processing => "processing",
-            InvoiceStatus::Paid => "paid",
-            InvoiceStatus::Failed => "failed",
-        }
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
 }
 
 impl FromStr for InvoiceStatus {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "pending" => Ok(InvoiceStatus::Pending),
-            "processing" => Ok(InvoiceStatus::Processing),
-            "paid" => Ok(InvoiceStatus::Paid),
-            "failed" => Ok(InvoiceStatus::Failed),
-            other => Err(format!(
-                "unknown status {:?}: expected pending, processing, paid or failed",
-                other.chars().take(32).collect::<String>()
-            )),
-        }
+        super::parse_variant("status", s)
     }
 }
 
@@ -172,15 +161,19 @@ mod tests {
 
     #[test]
     fn status_round_trip() {
-        for s in [
-            InvoiceStatus::Pending,
-            InvoiceStatus::Processing,
-            InvoiceStatus::Paid,
-            InvoiceStatus::Failed,
-        ] {
+        use strum::IntoEnumIterator;
+        for s in InvoiceStatus::iter() {
             assert_eq!(s.as_str().parse::<InvoiceStatus>(), Ok(s));
+            // The API shows the text the database holds.
+            assert_eq!(
+                serde_json::to_value(s).expect("serialises"),
+                serde_json::Value::from(s.as_str())
+            );
         }
-        assert!("PAID".parse::<InvoiceStatus>().is_err());
+        assert_eq!(
+            "PAID".parse::<InvoiceStatus>(),
+            Err("unknown status \"PAID\": expected pending, processing, paid or failed".into())
+        );
     }
 
     #[test]

@@ -2,6 +2,30 @@
 
 mod invoice;
 mod outcome;
+mod transition;
 
 pub use invoice::{Invoice, InvoiceStatus, NewInvoice, idempotency_key_for};
-pub use outcome::{CallOutcome, RunStatus, Sent, Settlement};
+pub use outcome::{AttemptOutcome, CallOutcome, RunStatus, Sent, Settlement};
+pub use transition::{Guard, HAND_BACK, RunResult, Transition, Write, transition};
+
+use strum::IntoEnumIterator;
+
+/// The variant of `T` whose text is `text`; the error names them all, so a caller who
+/// mistyped one learns the choices.
+fn parse_variant<T>(what: &str, text: &str) -> Result<T, String>
+where
+    T: IntoEnumIterator + Into<&'static str> + Copy,
+{
+    T::iter().find(|v| (*v).into() == text).ok_or_else(|| {
+        let names: Vec<&'static str> = T::iter().map(Into::into).collect();
+        let choices = match names.split_last() {
+            Some((last, [])) => (*last).to_owned(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+            None => String::new(),
+        };
+        format!(
+            "unknown {what} {:?}: expected {choices}",
+            text.chars().take(32).collect::<String>()
+        )
+    })
+}

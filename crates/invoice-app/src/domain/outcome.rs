@@ -1,6 +1,9 @@
+use std::str::FromStr;
 use std::time::Duration;
 
 use api_contract::{ChargeResponse, ErrorCode};
+use serde::Serialize;
+use strum::{EnumIter, IntoStaticStr};
 
 /// What one call to the provider told us, in the classes DESIGN.md names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,20 +30,56 @@ pub enum CallOutcome {
 }
 
 impl CallOutcome {
-    /// Label for the attempt record and metrics.
-    pub fn label(&self) -> &'static str {
+    /// The class the attempt record and the metrics keep.
+    pub fn attempt_outcome(&self) -> AttemptOutcome {
         match self {
-            CallOutcome::Succeeded { .. } => "succeeded",
-            CallOutcome::Declined { .. } => "declined",
-            CallOutcome::Retryable { .. } => "retryable",
-            CallOutcome::Unknown { .. } => "unknown",
-            CallOutcome::Attention { .. } => "attention",
+            CallOutcome::Succeeded { .. } => AttemptOutcome::Succeeded,
+            CallOutcome::Declined { .. } => AttemptOutcome::Declined,
+            CallOutcome::Retryable { .. } => AttemptOutcome::Retryable,
+            CallOutcome::Unknown { .. } => AttemptOutcome::Unknown,
+            CallOutcome::Attention { .. } => AttemptOutcome::Attention,
         }
     }
 }
 
-/// How a pay attempt ended for the invoice.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What an attempt's record says of its call, as `payment_attempts.outcome` holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum AttemptOutcome {
+    /// The call is being made (written before it starts).
+    Started,
+    /// Its process stopped or its run was closed during the call: whether it arrived, the
+    /// next call with the same key tells.
+    Interrupted,
+    Succeeded,
+    Declined,
+    Retryable,
+    Unknown,
+    Attention,
+}
+
+impl AttemptOutcome {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+
+    /// Whether a call ended with this result (a class of [`CallOutcome`]), rather than
+    /// being in flight or cut off: the metrics count these.
+    pub fn is_call_result(self) -> bool {
+        !matches!(self, AttemptOutcome::Started | AttemptOutcome::Interrupted)
+    }
+}
+
+impl FromStr for AttemptOutcome {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        super::parse_variant("attempt outcome", s)
+    }
+}
+
+/// How a pay attempt ended for the invoice. What each does to the invoice is its
+/// [`Transition`](super::Transition).
+#[derive(Debug, Clone, PartialEq, Eq, EnumIter)]
 pub enum Settlement {
     Paid {
         charge_id: String,
@@ -59,7 +98,8 @@ pub enum Settlement {
 }
 
 /// Whether an attempt's request left this service, as its record says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum Sent {
     /// An answer came back.
     Yes,
@@ -70,17 +110,22 @@ pub enum Sent {
 }
 
 impl Sent {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Sent::Yes => "yes",
-            Sent::No => "no",
-            Sent::Unknown => "unknown",
-        }
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
 }
 
-/// Where a pay run stands, as its row says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+impl FromStr for Sent {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        super::parse_variant("sent", s)
+    }
+}
+
+/// Where a pay run stands, as its row (and the API) says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, EnumIter, IntoStaticStr)]
+#[serde(into = "&'static str")]
+#[strum(serialize_all = "snake_case")]
 pub enum RunStatus {
     Running,
     Completed,
@@ -91,12 +136,66 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            RunStatus::Running => "running",
-            RunStatus::Completed => "completed",
-            RunStatus::Failed => "failed",
-            RunStatus::Abandoned => "abandoned",
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+impl FromStr for RunStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        super::parse_variant("run status", s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strum::IntoEnumIterator;
+
+    /// The text each variant is stored as: a rename here would change what the database
+    /// and the metrics hold, so it is written out once more.
+    #[test]
+    fn stored_texts_stay_what_they_were() {
+        let texts = |all: Vec<&'static str>| all.join(" ");
+        assert_eq!(
+            texts(RunStatus::iter().map(RunStatus::as_str).collect()),
+            "running completed failed abandoned"
+        );
+        assert_eq!(
+            texts(AttemptOutcome::iter().map(AttemptOutcome::as_str).collect()),
+            "started interrupted succeeded declined retryable unknown attention"
+        );
+        assert_eq!(
+            texts(Sent::iter().map(Sent::as_str).collect()),
+            "yes no unknown"
+        );
+        for s in RunStatus::iter() {
+            assert_eq!(s.as_str().parse(), Ok(s));
+            assert_eq!(
+                serde_json::to_value(s).expect("serialises"),
+                serde_json::Value::from(s.as_str())
+            );
         }
+        for o in AttemptOutcome::iter() {
+            assert_eq!(o.as_str().parse(), Ok(o));
+        }
+        for s in Sent::iter() {
+            assert_eq!(s.as_str().parse(), Ok(s));
+        }
+        assert!("Running".parse::<RunStatus>().is_err());
+    }
+
+    /// The metrics' outcome labels, as they were before they followed the enum.
+    #[test]
+    fn call_results_are_the_five_classes() {
+        let results: Vec<_> = AttemptOutcome::iter()
+            .filter(|o| o.is_call_result())
+            .map(AttemptOutcome::as_str)
+            .collect();
+        assert_eq!(
+            results,
+            ["succeeded", "declined", "retryable", "unknown", "attention"]
+        );
     }
 }

@@ -4,7 +4,7 @@ use actix_web::{HttpResponse, web};
 use chrono::{NaiveDateTime, TimeDelta};
 use diesel::RunQueryDsl;
 
-use crate::db::{self, DbError};
+use crate::db;
 use crate::error::ApiError;
 use crate::metrics::{RECENT, Snapshot};
 use crate::startup::AppState;
@@ -17,12 +17,7 @@ pub async fn healthz() -> HttpResponse {
 /// Readiness: our own database answers. payment-provider is deliberately not checked: its
 /// outage must not take invoice-app out of its Service.
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    db::read(&state.pool, |c| {
-        diesel::sql_query("SELECT 1")
-            .execute(c)
-            .map_err(DbError::from)
-    })
-    .await?;
+    db::read(&state.pool, |c| diesel::sql_query("SELECT 1").execute(c)).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready"})))
 }
 
@@ -36,9 +31,7 @@ const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(5);
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     // A run is alive while its heartbeat is younger than a lease (as `close_abandoned` says).
     let lease = TimeDelta::from_std(state.biller.lease()).unwrap_or(TimeDelta::MAX);
-    let read = db::read(&state.pool, move |c| {
-        snapshot(c, lease).map_err(DbError::from)
-    });
+    let read = db::read(&state.pool, move |c| snapshot(c, lease));
     let snapshot = match tokio::time::timeout(SNAPSHOT_TIMEOUT, read).await {
         Ok(Ok(snapshot)) => Some(snapshot),
         Ok(Err(e)) => {

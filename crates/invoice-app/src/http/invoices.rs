@@ -6,7 +6,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Principal;
-use crate::db::{self, DbError};
+use crate::db;
 use crate::domain::{Invoice, InvoiceStatus, NewInvoice};
 use crate::error::ApiError;
 use crate::http::idempotency::OptionalKey;
@@ -155,13 +155,7 @@ pub async fn list(
         ));
     }
     let rows = db::read(&state.pool, move |c| {
-        db::invoices::list(
-            c,
-            status.map(InvoiceStatus::as_str),
-            cursor.as_deref(),
-            i64::from(limit) + 1,
-        )
-        .map_err(DbError::from)
+        db::invoices::list(c, status, cursor.as_deref(), i64::from(limit) + 1)
     })
     .await?;
     let more = rows.len() > limit as usize;
@@ -190,11 +184,9 @@ pub async fn get(
         return Err(not_found());
     }
     let lookup = id.clone();
-    let row = db::read(&state.pool, move |c| {
-        db::invoices::find(c, &lookup).map_err(DbError::from)
-    })
-    .await?
-    .ok_or_else(not_found)?;
+    let row = db::read(&state.pool, move |c| db::invoices::find(c, &lookup))
+        .await?
+        .ok_or_else(not_found)?;
     let invoice = Invoice::try_from(row).map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?;
     Ok(HttpResponse::Ok().json(InvoiceResource::from(invoice)))
 }

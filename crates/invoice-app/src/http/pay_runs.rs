@@ -7,7 +7,8 @@ use serde_json::json;
 use super::invoices::InvoiceResource;
 use crate::auth::{Principal, Scope};
 use crate::billing::{Detail, RetryLater, Summary, Trigger};
-use crate::db::{self, DbError, pay_runs::PayRunRow};
+use crate::db::{self, pay_runs::PayRunRow};
+use crate::domain::RunStatus;
 use crate::error::ApiError;
 use crate::startup::AppState;
 
@@ -17,7 +18,7 @@ use crate::startup::AppState;
 #[derive(Debug, Serialize)]
 struct PayReportResource {
     run_id: String,
-    status: &'static str,
+    status: RunStatus,
     summary: Summary,
     #[serde(skip_serializing_if = "Option::is_none")]
     paid: Option<Vec<InvoiceResource>>,
@@ -57,7 +58,7 @@ pub async fn pay_now(
     let items = |invoices: Vec<_>| invoices.into_iter().map(InvoiceResource::from).collect();
     let answer = PayReportResource {
         run_id: report.run_id,
-        status: "completed",
+        status: RunStatus::Completed,
         summary: report.summary,
         paid: itemised.then(|| items(report.paid)),
         failed: itemised.then(|| items(report.failed)),
@@ -79,7 +80,7 @@ pub async fn start(
     drop(state.biller.spawn_pay(run, Detail::Counts));
     Ok(HttpResponse::Accepted()
         .insert_header((header::LOCATION, format!("/pay-runs/{id}")))
-        .json(json!({"id": id, "status": "running"})))
+        .json(json!({"id": id, "status": RunStatus::Running})))
 }
 
 /// `GET /pay-runs/{id}`
@@ -93,11 +94,9 @@ pub async fn get(
         return Err(not_found());
     }
     let lookup = id.clone();
-    let run = db::read(&state.pool, move |c| {
-        db::pay_runs::find(c, &lookup).map_err(DbError::from)
-    })
-    .await?
-    .ok_or_else(not_found)?;
+    let run = db::read(&state.pool, move |c| db::pay_runs::find(c, &lookup))
+        .await?
+        .ok_or_else(not_found)?;
     Ok(HttpResponse::Ok().json(resource(run)))
 }
 

@@ -87,7 +87,7 @@ fn new_worker(c: &mut AnyConnection, now: NaiveDateTime) -> Worker {
         &pay_runs::PayRunRow {
             id: worker.run.clone(),
             trigger: "api".into(),
-            status: "running".into(),
+            status: invoice_app::domain::RunStatus::Running,
             paid: 0,
             failed: 0,
             retry_later: 0,
@@ -121,7 +121,7 @@ fn reset(c: &mut AnyConnection) {
             amount_minor: 100 + i,
             currency: "EUR".into(),
             description: String::new(),
-            status: "pending".into(),
+            status: invoice_app::domain::InvoiceStatus::Pending,
             failure_reason: None,
             charge_id: None,
             claimed_by: None,

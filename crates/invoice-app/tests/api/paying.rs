@@ -206,7 +206,7 @@ async fn every_attempt_is_recorded(backend: Backend) {
     .await
     .expect("attempts");
     assert_eq!(attempts.len(), 1);
-    assert_eq!(attempts[0].outcome, "succeeded");
+    assert_eq!(attempts[0].outcome.as_str(), "succeeded");
     assert_eq!(attempts[0].http_status, Some(201));
     assert!(attempts[0].finished_at.is_some());
     assert_eq!(
