@@ -48,6 +48,8 @@ impl<'a> Builder<'a> {
     }
 
     pub async fn spawn(self) -> TestApp {
+        // The provider used to do this for every test; a test without one logs too.
+        test_support::init_test_log();
         let provider = match self.provider {
             Some(configure) => Some(TestProvider::spawn(self.backend, configure).await),
             None => None,
@@ -75,7 +77,7 @@ impl<'a> Builder<'a> {
     }
 }
 
-/// A loopback URL where nothing listens: a charge there is refused at once.
+/// A loopback port just freed, so nothing listens there: a charge would be refused at once.
 fn unused_url() -> String {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
