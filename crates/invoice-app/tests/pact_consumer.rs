@@ -614,7 +614,7 @@ impl Drop for Scratch {
 
 /// Replaces the committed pact with this run's, once every interaction has passed.
 fn publish(out: &Path) {
-    let pacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pacts");
+    let pacts = test_support::repo_root().join("pacts");
     std::fs::create_dir_all(&pacts).expect("pacts/ created");
     std::fs::copy(out.join(PACT_FILE), pacts.join(PACT_FILE)).expect("pact copied into pacts/");
 }

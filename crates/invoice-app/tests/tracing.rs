@@ -7,8 +7,8 @@ use invoice_app::config::{Config, Seed};
 use invoice_app::startup::Application;
 use opentelemetry::trace::{SpanId, TraceId};
 use opentelemetry_sdk::trace::InMemorySpanExporter;
-use payment_provider::testing::{Backend, TEST_TOKEN, TestDb, TestProvider};
 use secrecy::SecretString;
+use test_support::{Backend, DbUrl, Service, TEST_TOKEN, TestDb, TestProvider};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_trace_spans_invoice_app_and_payment_provider() {
@@ -16,19 +16,17 @@ async fn one_trace_spans_invoice_app_and_payment_provider() {
     let _telemetry = invoice_app::telemetry::init_with_exporter("invoice-app", exporter.clone())
         .expect("subscriber installed");
 
-    let provider = TestProvider::spawn(Backend::Sqlite, |_| {})
-        .await
-        .expect("provider");
+    let provider = TestProvider::spawn(Backend::Sqlite, |_| {}).await;
     provider
         .fund("C001", Money::new(10_000, Currency::Eur).expect("amount"))
         .await;
-    let db = TestDb::create(Backend::Sqlite, "ia").expect("SQLite");
+    let db = TestDb::create(Backend::Sqlite, Service::InvoiceApp);
     let mut config = Config::from_lookup(&|_| None).expect("defaults");
     config.listen_addr = ([127, 0, 0, 1], 0).into();
     config.metrics_addr = ([127, 0, 0, 1], 0).into();
     config.database_url = invoice_app::db::DbUrl::Sqlite(match &db.url {
-        payment_provider::db::DbUrl::Sqlite(path) => path.clone(),
-        payment_provider::db::DbUrl::Postgres(_) => unreachable!("SQLite"),
+        DbUrl::Sqlite(path) => path.clone(),
+        DbUrl::Postgres(_) => unreachable!("SQLite"),
     });
     config.seed = Seed::None;
     config.pay_schedule = None;

@@ -14,6 +14,4 @@ pub mod pact_states;
 pub mod seed;
 pub mod startup;
 pub mod telemetry;
-#[doc(hidden)]
-pub mod testing;
 pub mod tls;

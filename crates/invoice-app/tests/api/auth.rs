@@ -4,20 +4,8 @@
 //! digests; the development key works only where neither is configured, on loopback.
 
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actix_web::{App, HttpResponse, HttpServer, web};
-use aws_lc_rs::encoding::AsDer;
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::rsa::KeySize;
-use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair, RSA_PKCS1_SHA256, RSA_PKCS1_SHA384,
-    RSA_PSS_SHA256, RsaEncoding, RsaKeyPair, RsaPublicKeyComponents,
-};
-use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use invoice_app::auth::{ApiKeys, DEV_API_KEY, JwtSettings, TokenTypes};
 use invoice_app::config::Config;
 use invoice_app::startup::Application;
@@ -25,8 +13,9 @@ use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::both_backends;
-use crate::helpers::{Backend, TestApp, assert_problem, spawn_app, spawn_app_with};
+use crate::helpers::{Backend, Builder, TestApp, assert_problem, spawn_app};
+use test_support::both_backends;
+use test_support::issuer::{Issuer, SigningKey, b64, hs256};
 
 const AUDIENCE: &str = "invoice-app";
 /// Client `ci` holds two read keys at once (a rotation in progress).
@@ -56,233 +45,25 @@ fn api_keys() -> ApiKeys {
     ApiKeys::parse(&json.to_string()).expect("valid API keys")
 }
 
-fn b64(bytes: impl AsRef<[u8]>) -> String {
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// A signed JWT, made here with aws-lc-rs rather than with the library that verifies it.
-fn jws(alg: &str, kid: &str, claims: &Value, sign: impl FnOnce(&[u8]) -> Vec<u8>) -> String {
-    jws_with_header(&json!({"alg": alg, "typ": "JWT", "kid": kid}), claims, sign)
-}
-
-fn jws_with_header(header: &Value, claims: &Value, sign: impl FnOnce(&[u8]) -> Vec<u8>) -> String {
-    let input = format!("{}.{}", b64(header.to_string()), b64(claims.to_string()));
-    let signature = sign(input.as_bytes());
-    format!("{input}.{}", b64(signature))
-}
-
-enum Pair {
-    Rsa(RsaKeyPair),
-    Ec(EcdsaKeyPair),
-}
-
-/// A key pair of the issuer: the private half signs here, the public half is its JWK.
-struct SigningKey {
-    kid: String,
-    alg: &'static str,
-    pair: Pair,
-    jwk: Value,
-}
-
-impl SigningKey {
-    fn rsa(kid: &str) -> SigningKey {
-        let pair = RsaKeyPair::generate(KeySize::Rsa2048).expect("RSA key");
-        let public = RsaPublicKeyComponents::<Vec<u8>>::from(pair.public_key());
-        let jwk = json!({
-            "kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid,
-            "n": b64(&public.n), "e": b64(&public.e),
-        });
-        SigningKey {
-            kid: kid.to_owned(),
-            alg: "RS256",
-            pair: Pair::Rsa(pair),
-            jwk,
-        }
-    }
-
-    fn ec(kid: &str) -> SigningKey {
-        let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).expect("EC key");
-        // Uncompressed point: 0x04, then x and y of 32 bytes each.
-        let point = pair.public_key().as_ref().to_vec();
-        let jwk = json!({
-            "kty": "EC", "use": "sig", "alg": "ES256", "crv": "P-256", "kid": kid,
-            "x": b64(&point[1..33]), "y": b64(&point[33..65]),
-        });
-        SigningKey {
-            kid: kid.to_owned(),
-            alg: "ES256",
-            pair: Pair::Ec(pair),
-            jwk,
-        }
-    }
-
-    /// The public key as the PEM an attacker would download and use as an HMAC secret.
-    fn public_pem(&self) -> String {
-        let Pair::Rsa(pair) = &self.pair else {
-            panic!("an RSA key")
-        };
-        let der = pair.public_key().as_der().expect("SubjectPublicKeyInfo");
-        let body = STANDARD.encode(der.as_ref());
-        let lines: Vec<&str> = body
-            .as_bytes()
-            .chunks(64)
-            .map(|c| std::str::from_utf8(c).expect("base64 is ASCII"))
-            .collect();
-        format!(
-            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
-            lines.join("\n")
-        )
-    }
-
-    fn sign(&self, claims: &Value) -> String {
-        self.sign_as(self.alg, &self.kid, claims)
-    }
-
-    fn sign_as(&self, alg: &str, kid: &str, claims: &Value) -> String {
-        self.sign_with_header(&json!({"alg": alg, "typ": "JWT", "kid": kid}), claims)
-    }
-
-    /// Signed with the algorithm the header names.
-    fn sign_with_header(&self, header: &Value, claims: &Value) -> String {
-        let alg = header["alg"].as_str().unwrap_or(self.alg);
-        jws_with_header(header, claims, |input| match &self.pair {
-            Pair::Rsa(pair) => {
-                let padding: &'static dyn RsaEncoding = match alg {
-                    "RS256" => &RSA_PKCS1_SHA256,
-                    "RS384" => &RSA_PKCS1_SHA384,
-                    "PS256" => &RSA_PSS_SHA256,
-                    other => panic!("{other} with an RSA key"),
-                };
-                let mut signature = vec![0; pair.public_modulus_len()];
-                pair.sign(padding, &SystemRandom::new(), input, &mut signature)
-                    .expect("signed");
-                signature
-            }
-            Pair::Ec(pair) => pair
-                .sign(&SystemRandom::new(), input)
-                .expect("signed")
-                .as_ref()
-                .to_vec(),
-        })
-    }
-}
-
-/// An OIDC issuer on a free port: the discovery document and a JWKS that the test may
-/// change, counting how often the JWKS is fetched; it may be made to hang.
-struct Issuer {
-    url: String,
-    jwks: Arc<Mutex<Vec<Value>>>,
-    fetches: Arc<AtomicUsize>,
-    hang: Arc<Hang>,
-}
-
-/// While on, requests are accepted and not answered; those waiting are answered once off.
-#[derive(Default)]
-struct Hang {
-    on: AtomicBool,
-    released: tokio::sync::Notify,
-}
-
-impl Hang {
-    async fn wait(&self) {
-        loop {
-            // Registered before the check, so a release in between is not missed.
-            let released = self.released.notified();
-            if !self.on.load(Ordering::SeqCst) {
-                return;
-            }
-            released.await;
-        }
-    }
-}
-
-impl Issuer {
-    fn start(keys: &[&SigningKey]) -> Issuer {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("free port");
-        let url = format!(
-            "http://127.0.0.1:{}",
-            listener.local_addr().expect("address").port()
-        );
-        let issuer = Issuer {
-            url: url.clone(),
-            jwks: Arc::new(Mutex::new(Vec::new())),
-            fetches: Arc::new(AtomicUsize::new(0)),
-            hang: Arc::new(Hang::default()),
-        };
-        issuer.publish(keys);
-        let (jwks, fetches, hang) = (
-            issuer.jwks.clone(),
-            issuer.fetches.clone(),
-            issuer.hang.clone(),
-        );
-        let server = HttpServer::new(move || {
-            let (url, jwks, fetches) = (url.clone(), jwks.clone(), fetches.clone());
-            let (hang, hang_jwks) = (hang.clone(), hang.clone());
-            App::new()
-                .route(
-                    "/.well-known/openid-configuration",
-                    web::get().to(move || {
-                        let (url, hang) = (url.clone(), hang.clone());
-                        async move {
-                            hang.wait().await;
-                            HttpResponse::Ok()
-                                .json(json!({"issuer": url, "jwks_uri": format!("{url}/jwks")}))
-                        }
-                    }),
-                )
-                .route(
-                    "/jwks",
-                    web::get().to(move || {
-                        let (jwks, fetches, hang) =
-                            (jwks.clone(), fetches.clone(), hang_jwks.clone());
-                        async move {
-                            fetches.fetch_add(1, Ordering::SeqCst);
-                            hang.wait().await;
-                            let keys = jwks.lock().expect("keys").clone();
-                            HttpResponse::Ok().json(json!({"keys": keys}))
-                        }
-                    }),
-                )
-        })
-        .workers(1)
-        .listen(listener)
-        .expect("listens")
-        .run();
-        tokio::spawn(server);
-        issuer
-    }
-
-    fn publish(&self, keys: &[&SigningKey]) {
-        *self.jwks.lock().expect("keys") = keys.iter().map(|k| k.jwk.clone()).collect();
-    }
-
-    fn fetches(&self) -> usize {
-        self.fetches.load(Ordering::SeqCst)
-    }
-
-    fn hang(&self, on: bool) {
-        self.hang.on.store(on, Ordering::SeqCst);
-        if !on {
-            self.hang.released.notify_waiters();
-        }
-    }
-
-    fn claims(&self, sub: &str, scope: &str) -> Value {
-        let now = jsonwebtoken::get_current_timestamp();
-        json!({
-            "iss": self.url, "aud": AUDIENCE, "sub": sub, "scope": scope,
-            "iat": now, "exp": now + 300,
-        })
-    }
-}
-
 /// invoice-app taking tokens of `issuer` (RS256, PS256 and ES256 allowed) and the API keys
-/// above.
+/// above, with no provider: these tests start pay runs only where they need one.
 async fn spawn_secured(
     backend: Backend,
     issuer: &str,
     tune: impl FnOnce(&mut JwtSettings),
-) -> Option<TestApp> {
+) -> TestApp {
+    secured(backend, issuer, tune).spawn().await
+}
+
+/// [`spawn_secured`] with a provider, for the tests that start pay runs.
+async fn spawn_secured_paying(backend: Backend, issuer: &str) -> TestApp {
+    secured(backend, issuer, |_| {})
+        .provider(|_| {})
+        .spawn()
+        .await
+}
+
+fn secured<'a>(backend: Backend, issuer: &str, tune: impl FnOnce(&mut JwtSettings)) -> Builder<'a> {
     let mut settings = JwtSettings::new(
         issuer,
         AUDIENCE,
@@ -290,15 +71,10 @@ async fn spawn_secured(
     );
     settings.refresh_cooldown = Duration::from_millis(300);
     tune(&mut settings);
-    spawn_app_with(
-        backend,
-        |_| {},
-        move |c| {
-            c.api_jwt = Some(settings);
-            c.api_keys = Some(api_keys());
-        },
-    )
-    .await
+    TestApp::builder(backend).configure(move |c| {
+        c.api_jwt = Some(settings);
+        c.api_keys = Some(api_keys());
+    })
 }
 
 /// A request with exactly the credential given (the helpers' client would add the
@@ -358,9 +134,7 @@ async fn finished_run(app: &TestApp, location: &str, token: &str) -> Value {
 async fn without_a_credential_every_api_route_answers_401(backend: Backend) {
     let key = SigningKey::rsa("rsa-1");
     let issuer = Issuer::start(&[&key]);
-    let Some(app) = spawn_secured(backend, &issuer.url, |_| {}).await else {
-        return;
-    };
+    let app = spawn_secured_paying(backend, &issuer.url).await;
     let created = json_of(
         call(&app, "POST", "/invoices", Some(BILLING_KEY)).await,
         201,
@@ -470,11 +244,9 @@ async fn a_token_may_do_what_its_scopes_allow(backend: Backend) {
         .expect("object")
         .remove("alg");
     let issuer = Issuer::start(&[&rsa, &ec, &ec_without_alg]);
-    let Some(app) = spawn_secured(backend, &issuer.url, |_| {}).await else {
-        return;
-    };
+    let app = spawn_secured_paying(backend, &issuer.url).await;
 
-    let reader = rsa.sign(&issuer.claims("carol", "openid invoices:read"));
+    let reader = rsa.sign(&issuer.access_claims(AUDIENCE, "carol", "openid invoices:read"));
     assert_eq!(
         call(&app, "GET", "/invoices", Some(&reader)).await.status(),
         200
@@ -499,7 +271,7 @@ async fn a_token_may_do_what_its_scopes_allow(backend: Backend) {
     .await;
 
     // `scp` as a space-separated string, signed with ES256.
-    let mut claims = issuer.claims("alice", "");
+    let mut claims = issuer.access_claims(AUDIENCE, "alice", "");
     claims["scp"] = json!("invoices:write");
     let writer = ec.sign(&claims);
     let created = json_of(
@@ -526,7 +298,7 @@ async fn a_token_may_do_what_its_scopes_allow(backend: Backend) {
 
     // Paying moves money but reads nothing: the answer holds the run and its counts, never
     // the invoices (descriptions, customers, amounts, creators) it settled.
-    let mut claims = issuer.claims("dave", "");
+    let mut claims = issuer.access_claims(AUDIENCE, "dave", "");
     claims["scp"] = json!("invoices:pay");
     let pay_only = rsa.sign(&claims);
     let report = json_of(
@@ -558,7 +330,7 @@ async fn a_token_may_do_what_its_scopes_allow(backend: Backend) {
     );
 
     // `scp` as a list, an audience list that includes ours, a key whose JWK names no `alg`.
-    let mut claims = issuer.claims("bob", "");
+    let mut claims = issuer.access_claims(AUDIENCE, "bob", "");
     claims["scp"] = json!(["invoices:pay", "invoices:read"]);
     claims["aud"] = json!(["account", AUDIENCE]);
     let payer = ec_without_alg.sign(&claims);
@@ -596,7 +368,7 @@ async fn a_token_may_do_what_its_scopes_allow(backend: Backend) {
     assert!(report["retry_later"].is_array(), "{report}");
 
     // Clock skew: a five-minute token that expired 10 s ago is within the leeway.
-    let mut claims = issuer.claims("carol", "invoices:read");
+    let mut claims = issuer.access_claims(AUDIENCE, "carol", "invoices:read");
     let now = jsonwebtoken::get_current_timestamp();
     claims["iat"] = json!(now - 310);
     claims["exp"] = json!(now - 10);
@@ -612,10 +384,8 @@ async fn forged_expired_and_misdirected_tokens_are_refused(backend: Backend) {
     let rsa = SigningKey::rsa("rsa-1");
     let ec = SigningKey::ec("ec-1");
     let issuer = Issuer::start(&[&rsa, &ec]);
-    let Some(app) = spawn_secured(backend, &issuer.url, |_| {}).await else {
-        return;
-    };
-    let good = issuer.claims("mallory", "invoices:read");
+    let app = spawn_secured(backend, &issuer.url, |_| {}).await;
+    let good = issuer.access_claims(AUDIENCE, "mallory", "invoices:read");
     assert_eq!(
         call(&app, "GET", "/invoices", Some(&rsa.sign(&good)))
             .await
@@ -642,11 +412,11 @@ async fn forged_expired_and_misdirected_tokens_are_refused(backend: Backend) {
         )
     };
     // The classic confusion: HS256 with the RSA public key as the HMAC secret.
-    let hmac_with_public_key = jws("HS256", "rsa-1", &good, |input| {
-        let key =
-            aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, rsa.public_pem().as_bytes());
-        aws_lc_rs::hmac::sign(&key, input).as_ref().to_vec()
-    });
+    let hmac_with_public_key = hs256(
+        &json!({"alg": "HS256", "typ": "JWT", "kid": "rsa-1"}),
+        &good,
+        rsa.public_pem().as_bytes(),
+    );
     // A valid signature over other claims: the payload swapped for one granting more.
     let tampered = {
         let signed = rsa.sign(&good);
@@ -703,15 +473,12 @@ async fn a_rotated_key_works_without_restart_and_a_withdrawn_one_stops(backend: 
     let old = SigningKey::rsa("2026-01");
     let new = SigningKey::ec("2026-02");
     let issuer = Issuer::start(&[&old]);
-    let Some(app) = spawn_secured(backend, &issuer.url, |s| {
+    let app = spawn_secured(backend, &issuer.url, |s| {
         s.refresh_cooldown = Duration::from_millis(300);
         s.refresh_after = Duration::from_millis(1500);
     })
-    .await
-    else {
-        return;
-    };
-    let claims = issuer.claims("svc", "invoices:read");
+    .await;
+    let claims = issuer.access_claims(AUDIENCE, "svc", "invoices:read");
     let (old_token, new_token) = (old.sign(&claims), new.sign(&claims));
     assert_eq!(
         call(&app, "GET", "/invoices", Some(&old_token))
@@ -748,14 +515,14 @@ async fn a_rotated_key_works_without_restart_and_a_withdrawn_one_stops(backend: 
     // against our copy while it is fetched again in the background; then it is gone.
     issuer.publish(&[&new]);
     tokio::time::sleep(Duration::from_millis(1700)).await;
-    let fetches = issuer.fetches();
+    let fetches = issuer.jwks_fetches();
     assert_eq!(
         call(&app, "GET", "/invoices", Some(&new_token))
             .await
             .status(),
         200
     );
-    wait_for(|| issuer.fetches() > fetches).await;
+    wait_for(|| issuer.jwks_fetches() > fetches).await;
     assert_refused(
         call(&app, "GET", "/invoices", Some(&old_token)).await,
         INVALID_TOKEN,
@@ -770,25 +537,22 @@ async fn a_rotated_key_works_without_restart_and_a_withdrawn_one_stops(backend: 
 async fn a_key_set_with_no_usable_key_withdraws_the_cached_ones(backend: Backend) {
     let key = SigningKey::rsa("only");
     let issuer = Issuer::start(&[&key]);
-    let Some(app) = spawn_secured(backend, &issuer.url, |s| {
+    let app = spawn_secured(backend, &issuer.url, |s| {
         s.refresh_cooldown = Duration::from_millis(100);
         s.refresh_after = Duration::from_millis(300);
     })
-    .await
-    else {
-        return;
-    };
-    let token = key.sign(&issuer.claims("svc", "invoices:read"));
+    .await;
+    let token = key.sign(&issuer.access_claims(AUDIENCE, "svc", "invoices:read"));
     assert_eq!(
         call(&app, "GET", "/invoices", Some(&token)).await.status(),
         200
     );
     issuer.publish(&[]);
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let fetches = issuer.fetches();
+    let fetches = issuer.jwks_fetches();
     // The first token after the refresh age starts the refresh.
     let _ = call(&app, "GET", "/invoices", Some(&token)).await;
-    wait_for(|| issuer.fetches() > fetches).await;
+    wait_for(|| issuer.jwks_fetches() > fetches).await;
     assert_refused(
         call(&app, "GET", "/invoices", Some(&token)).await,
         INVALID_TOKEN,
@@ -831,29 +595,26 @@ const NO_STALL: Duration = Duration::from_secs(1);
 async fn a_hanging_issuer_does_not_stall_calls(backend: Backend) {
     let key = SigningKey::rsa("rsa-1");
     let issuer = Issuer::start(&[&key]);
-    let Some(app) = spawn_secured(backend, &issuer.url, |s| {
+    let app = spawn_secured(backend, &issuer.url, |s| {
         s.refresh_after = Duration::from_millis(300);
         s.refresh_cooldown = Duration::from_millis(100);
     })
-    .await
-    else {
-        return;
-    };
-    let token = key.sign(&issuer.claims("svc", "invoices:read"));
+    .await;
+    let token = key.sign(&issuer.access_claims(AUDIENCE, "svc", "invoices:read"));
     assert_eq!(
         call(&app, "GET", "/invoices", Some(&token)).await.status(),
         200
     );
     issuer.hang(true);
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let fetches = issuer.fetches();
+    let fetches = issuer.jwks_fetches();
     for round in 0..2 {
         let (took, statuses) = concurrent_calls(&app, &token, 8).await;
         assert!(took < NO_STALL, "round {round}: 8 calls took {took:?}");
         assert_eq!(statuses, vec![200; 8], "round {round}");
     }
     assert_eq!(
-        issuer.fetches(),
+        issuer.jwks_fetches(),
         fetches + 1,
         "one fetch in flight, not one per call"
     );
@@ -865,19 +626,16 @@ async fn a_hanging_issuer_does_not_stall_calls(backend: Backend) {
 async fn a_withdrawn_key_stops_at_the_maximum_age_while_the_issuer_hangs(backend: Backend) {
     let (old, new) = (SigningKey::rsa("old"), SigningKey::rsa("new"));
     let issuer = Issuer::start(&[&old]);
-    let claims = issuer.claims("svc", "invoices:read");
+    let claims = issuer.access_claims(AUDIENCE, "svc", "invoices:read");
     let (old_token, new_token) = (old.sign(&claims), new.sign(&claims));
     // The keys are fetched (at start-up, or by the first call) between these two instants.
     let fetched = Instant::now();
-    let Some(app) = spawn_secured(backend, &issuer.url, |s| {
+    let app = spawn_secured(backend, &issuer.url, |s| {
         s.refresh_after = Duration::from_millis(200);
         s.max_age = Duration::from_millis(2000);
         s.refresh_cooldown = Duration::from_millis(100);
     })
-    .await
-    else {
-        return;
-    };
+    .await;
     assert_eq!(
         call(&app, "GET", "/invoices", Some(&old_token))
             .await
@@ -923,14 +681,11 @@ async fn a_withdrawn_key_stops_at_the_maximum_age_while_the_issuer_hangs(backend
 async fn a_missing_key_waits_for_a_hanging_fetch_only_briefly(backend: Backend) {
     let key = SigningKey::rsa("rsa-1");
     let issuer = Issuer::start(&[&key]);
-    let Some(app) = spawn_secured(backend, &issuer.url, |s| {
+    let app = spawn_secured(backend, &issuer.url, |s| {
         s.refresh_cooldown = Duration::from_millis(100);
     })
-    .await
-    else {
-        return;
-    };
-    let claims = issuer.claims("svc", "invoices:read");
+    .await;
+    let claims = issuer.access_claims(AUDIENCE, "svc", "invoices:read");
     assert_eq!(
         call(&app, "GET", "/invoices", Some(&key.sign(&claims)))
             .await
@@ -945,9 +700,7 @@ async fn a_missing_key_waits_for_a_hanging_fetch_only_briefly(backend: Backend) 
     assert_eq!(statuses, vec![401; 4]);
 
     // An invoice-app started while the IdP hangs: nothing to check tokens with yet.
-    let Some(cold) = spawn_secured(backend, &issuer.url, |_| {}).await else {
-        return;
-    };
+    let cold = spawn_secured(backend, &issuer.url, |_| {}).await;
     let (took, statuses) = concurrent_calls(&cold, &key.sign(&claims), 4).await;
     assert!(took < NO_STALL, "a cold cache took {took:?}");
     assert_eq!(statuses, vec![503; 4]);
@@ -959,10 +712,8 @@ async fn a_missing_key_waits_for_a_hanging_fetch_only_briefly(backend: Backend) 
 async fn tokens_outside_the_access_token_profile_are_refused(backend: Backend) {
     let key = SigningKey::rsa("rsa-1");
     let issuer = Issuer::start(&[&key]);
-    let Some(app) = spawn_secured(backend, &issuer.url, |_| {}).await else {
-        return;
-    };
-    let good = issuer.claims("svc", "invoices:read");
+    let app = spawn_secured(backend, &issuer.url, |_| {}).await;
+    let good = issuer.access_claims(AUDIENCE, "svc", "invoices:read");
     let now = jsonwebtoken::get_current_timestamp();
     let typed = |typ: Option<&str>| {
         let mut header = json!({"alg": "RS256", "kid": key.kid});
@@ -1050,13 +801,10 @@ async fn tokens_outside_the_access_token_profile_are_refused(backend: Backend) {
     assert!(let_through.is_empty(), "not refused: {let_through:#?}");
 
     // Configured for an RFC 9068 IdP: only `at+jwt`.
-    let Some(strict) = spawn_secured(backend, &issuer.url, |s| {
+    let strict = spawn_secured(backend, &issuer.url, |s| {
         s.token_types = TokenTypes::parse("at+jwt").expect("valid");
     })
-    .await
-    else {
-        return;
-    };
+    .await;
     assert_eq!(
         call(&strict, "GET", "/invoices", Some(&typed(Some("at+jwt"))))
             .await
@@ -1102,21 +850,18 @@ mod sqlite_only {
 async fn invented_kids_cannot_make_us_hammer_the_issuer(backend: Backend) {
     let key = SigningKey::rsa("rsa-1");
     let issuer = Issuer::start(&[&key]);
-    let Some(app) = spawn_secured(backend, &issuer.url, |s| {
+    let app = spawn_secured(backend, &issuer.url, |s| {
         s.refresh_cooldown = Duration::from_secs(60);
     })
-    .await
-    else {
-        return;
-    };
-    let claims = issuer.claims("svc", "invoices:read");
+    .await;
+    let claims = issuer.access_claims(AUDIENCE, "svc", "invoices:read");
     assert_eq!(
         call(&app, "GET", "/invoices", Some(&key.sign(&claims)))
             .await
             .status(),
         200
     );
-    let before = issuer.fetches();
+    let before = issuer.jwks_fetches();
     assert!(before >= 1, "the keys were fetched");
     // One after another (no fetch in flight to share), then all at once.
     for i in 0..20 {
@@ -1142,9 +887,9 @@ async fn invented_kids_cannot_make_us_hammer_the_issuer(backend: Backend) {
         assert_eq!(attempt.await.expect("task").expect("sent"), 401);
     }
     assert!(
-        issuer.fetches() <= before + 1,
+        issuer.jwks_fetches() <= before + 1,
         "40 invented kids caused {} fetches of the JWKS",
-        issuer.fetches() - before
+        issuer.jwks_fetches() - before
     );
     assert_eq!(
         call(&app, "GET", "/invoices", Some(&key.sign(&claims)))
@@ -1160,9 +905,7 @@ async fn an_unreachable_issuer_is_a_503_and_api_keys_still_work(backend: Backend
         .expect("free port");
     let key = SigningKey::rsa("rsa-1");
     let issuer_url = format!("http://{closed}");
-    let Some(app) = spawn_secured(backend, &issuer_url, |_| {}).await else {
-        return;
-    };
+    let app = spawn_secured(backend, &issuer_url, |_| {}).await;
     let claims = json!({
         "iss": issuer_url, "aud": AUDIENCE, "sub": "svc", "scope": "invoices:read",
         "exp": jsonwebtoken::get_current_timestamp() + 300,
@@ -1181,9 +924,7 @@ async fn an_unreachable_issuer_is_a_503_and_api_keys_still_work(backend: Backend
 async fn api_keys_carry_their_clients_scopes(backend: Backend) {
     let key = SigningKey::rsa("rsa-1");
     let issuer = Issuer::start(&[&key]);
-    let Some(app) = spawn_secured(backend, &issuer.url, |_| {}).await else {
-        return;
-    };
+    let app = spawn_secured_paying(backend, &issuer.url).await;
     for ci in [CI_KEY_OLD, CI_KEY_NEW] {
         assert_eq!(
             call(&app, "GET", "/invoices", Some(ci)).await.status(),
@@ -1238,9 +979,7 @@ async fn api_keys_carry_their_clients_scopes(backend: Backend) {
 
 async fn the_dev_key_stands_in_on_loopback_only(backend: Backend) {
     // The helpers' app has no issuer and no keys, on 127.0.0.1: the dev key works.
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+    let app = spawn_app(backend).await;
     let created = app.create_invoice("C001", 100, "EUR").await;
     assert_eq!(created["created_by"], "dev");
     assert_refused(
@@ -1276,9 +1015,7 @@ async fn the_dev_key_stands_in_on_loopback_only(backend: Backend) {
 }
 
 async fn metrics_are_served_on_their_own_port_only(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+    let app = TestApp::builder(backend).spawn().await;
     app.create_invoice("C001", 100, "EUR").await;
     for token in [None, Some(DEV_API_KEY)] {
         let on_api_port = call(&app, "GET", "/metrics", token).await;

@@ -10,12 +10,12 @@ use std::collections::HashMap;
 use chrono::{NaiveDateTime, TimeDelta, Utc};
 use diesel::{ExpressionMethods, QueryDsl, RunQueryDsl};
 use invoice_app::db::{self, AnyConnection, invoices, pay_runs, schema};
-use payment_provider::testing::TestDb;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
+use test_support::{Service, TestDb};
 
-use crate::both_backends;
 use crate::helpers::Backend;
+use test_support::both_backends;
 
 const INVOICES: i64 = 6;
 const WORKERS: usize = 3;
@@ -289,13 +289,8 @@ impl Model {
 }
 
 async fn random_interleavings_keep_the_claim_invariants(backend: Backend) {
-    let Some(test_db) = TestDb::create(backend, "model") else {
-        return;
-    };
-    let url = match &test_db.url {
-        payment_provider::db::DbUrl::Postgres(u) => invoice_app::db::DbUrl::Postgres(u.clone()),
-        payment_provider::db::DbUrl::Sqlite(p) => invoice_app::db::DbUrl::Sqlite(p.clone()),
-    };
+    let test_db = TestDb::create(backend, Service::InvoiceApp);
+    let url = crate::helpers::db_url(&test_db);
     let pool = db::pool(&url, 1);
     db::run(&pool, db::migrate).await.expect("migrated");
     let seed: u64 = std::env::var("CLAIMS_MODEL_SEED")

@@ -9,29 +9,27 @@ use diesel::{ExpressionMethods, QueryDsl, RunQueryDsl};
 use invoice_app::db::{
     self, schema::pay_runs::dsl as runs, schema::payment_attempts::dsl as attempts,
 };
-use payment_provider::testing::{TestDb, TestProvider};
+use test_support::{DbUrl, Service, TestDb, TestProvider, postgres_only};
 
 use crate::helpers::{Backend, api_client, create_eur_invoices, money, start_binary, wait_ready};
 
 const INVOICES: i64 = 2000;
 const SECRET: &str = "crash-test-token-never-in-logs-42";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_sigkill_mid_run_then_restart_pays_each_invoice_once() {
-    let Some(provider) = TestProvider::spawn(Backend::Postgres, |c| {
+postgres_only!(postgres_sigkill_mid_run_then_restart_pays_each_invoice_once => sigkill_mid_run_then_restart_pays_each_invoice_once);
+
+async fn sigkill_mid_run_then_restart_pays_each_invoice_once() {
+    let provider = TestProvider::spawn(Backend::Postgres, |c| {
         c.callers = Some(
             payment_provider::auth::CallerTokens::parse(&format!("invoice-app:{SECRET}"))
                 .expect("valid"),
         );
     })
-    .await
-    else {
-        return;
-    };
+    .await;
     let funded = 1_000_000_000;
     provider.fund("C001", money(funded, Currency::Eur)).await;
-    let db = TestDb::create(Backend::Postgres, "ia").expect("PostgreSQL configured");
-    let payment_provider::db::DbUrl::Postgres(db_url) = &db.url else {
+    let db = TestDb::create(Backend::Postgres, Service::InvoiceApp);
+    let DbUrl::Postgres(db_url) = &db.url else {
         unreachable!("PostgreSQL")
     };
     let pool = db::pool(&invoice_app::db::DbUrl::Postgres(db_url.clone()), 2);

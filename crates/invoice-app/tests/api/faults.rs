@@ -5,18 +5,18 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use invoice_app::startup::Application;
-use payment_provider::testing::{TcpProxy, TestDb, server_addr, via};
+use test_support::{DbUrl, Service, TcpProxy, TestDb, postgres_only, server_addr, via};
 
-use crate::both_backends;
 use crate::helpers::{
     Backend, TestApp, api_client, assert_problem, second_instance, spawn_app_with, test_config,
 };
+use test_support::both_backends;
 
 /// Every invoice of `app` paid, each charged exactly once, the balance exact.
 async fn assert_each_paid_once(app: &TestApp, count: usize, funded: i64, total: i64) {
     assert_eq!(app.invoices("paid").await.len(), count, "all paid");
     let mut per_invoice: HashMap<String, usize> = HashMap::new();
-    for charge in app.provider.ledger().await {
+    for charge in app.provider().ledger().await {
         *per_invoice.entry(charge.invoice_id).or_default() += 1;
     }
     assert_eq!(per_invoice.len(), count);
@@ -24,11 +24,11 @@ async fn assert_each_paid_once(app: &TestApp, count: usize, funded: i64, total: 
         per_invoice.values().all(|n| *n == 1),
         "an invoice was charged twice"
     );
-    assert_eq!(app.provider.balance("C001").await, Some(funded - total));
+    assert_eq!(app.provider().balance("C001").await, Some(funded - total));
 }
 
 async fn provider_killed_and_restarted_mid_run(backend: Backend) {
-    let Some(mut app) = spawn_app_with(
+    let mut app = spawn_app_with(
         backend,
         |p| {
             p.faults.latency = Duration::from_millis(40);
@@ -37,17 +37,14 @@ async fn provider_killed_and_restarted_mid_run(backend: Backend) {
         },
         |a| a.retry_max_elapsed = Duration::from_secs(20),
     )
-    .await
-    else {
-        return;
-    };
+    .await;
     let total = app.eur_invoices(10_000_000, 120).await;
     let location = app.start_pay_run().await;
 
     tokio::time::sleep(Duration::from_millis(150)).await;
-    app.provider.kill().await;
+    app.provider().kill().await;
     tokio::time::sleep(Duration::from_millis(700)).await;
-    app.provider.restart().await;
+    app.provider_mut().restart().await;
 
     let run = app.wait_for_run(&location).await;
     assert_eq!(run["status"], "completed", "{run}");
@@ -57,7 +54,7 @@ async fn provider_killed_and_restarted_mid_run(backend: Backend) {
 }
 
 async fn answers_slower_than_the_client_waits_are_retried_with_the_same_key(backend: Backend) {
-    let Some(app) = spawn_app_with(
+    let app = spawn_app_with(
         backend,
         |p| p.faults.latency = Duration::from_millis(900),
         |a| {
@@ -65,10 +62,7 @@ async fn answers_slower_than_the_client_waits_are_retried_with_the_same_key(back
             a.retry_max_elapsed = Duration::from_secs(15);
         },
     )
-    .await
-    else {
-        return;
-    };
+    .await;
     let total = app.eur_invoices(1_000_000, 4).await;
 
     let report = app.pay().await;
@@ -85,16 +79,14 @@ async fn answers_slower_than_the_client_waits_are_retried_with_the_same_key(back
 }
 
 async fn database_outage_is_reported_and_recovered_from() {
-    let Some(provider_app) = spawn_app_with(Backend::Postgres, |_| {}, |_| {}).await else {
-        return;
-    };
+    let provider_app = spawn_app_with(Backend::Postgres, |_| {}, |_| {}).await;
     // A second invoice-app whose database connection runs through a proxy we can cut.
-    let db = TestDb::create(Backend::Postgres, "ia").expect("PostgreSQL configured");
-    let payment_provider::db::DbUrl::Postgres(url) = &db.url else {
+    let db = TestDb::create(Backend::Postgres, Service::InvoiceApp);
+    let DbUrl::Postgres(url) = &db.url else {
         unreachable!("a PostgreSQL database")
     };
     let proxy = TcpProxy::start(server_addr(url).expect("PostgreSQL address")).expect("proxy");
-    let mut config = test_config(&db, &provider_app.provider.base_url);
+    let mut config = test_config(&db, &provider_app.provider().base_url);
     config.database_url = invoice_app::db::DbUrl::Postgres(via(url, proxy.addr));
     let app = Application::build(config).await.expect("starts");
     let base = format!("http://127.0.0.1:{}", app.port());
@@ -159,21 +151,17 @@ async fn database_outage_is_reported_and_recovered_from() {
     assert_eq!(database_up().await.as_deref(), Some("1"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_database_outage_is_reported_and_recovered_from() {
-    database_outage_is_reported_and_recovered_from().await;
-}
+postgres_only!(
+    postgres_database_outage_is_reported_and_recovered_from => database_outage_is_reported_and_recovered_from
+);
 
 async fn graceful_shutdown_hands_back_every_claim(backend: Backend) {
-    let Some(app) = spawn_app_with(
+    let app = spawn_app_with(
         backend,
         |p| p.faults.latency = Duration::from_millis(100),
         |_| {},
     )
-    .await
-    else {
-        return;
-    };
+    .await;
     let total = app.eur_invoices(10_000_000, 200).await;
     // A second instance on the same database, stopped (SIGTERM-like) in the middle of a run.
     let (handle, base, serving) = second_instance(&app).await;
@@ -208,7 +196,7 @@ async fn graceful_shutdown_hands_back_every_claim(backend: Backend) {
         "the stop did not land mid-run (paid {paid})"
     );
     assert_eq!(
-        app.provider.ledger().await.len(),
+        app.provider().ledger().await.len(),
         paid,
         "every charge is recorded as paid"
     );

@@ -8,7 +8,7 @@ use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, api_client, spawn_app};
+use crate::helpers::{Backend, TestApp, api_client, spawn_app};
 
 /// Any JSON value, nested a few levels.
 fn any_json() -> impl Strategy<Value = Value> {
@@ -69,9 +69,7 @@ async fn assert_clean(response: reqwest::Response, what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_bodies_queries_and_paths_never_cause_a_5xx() {
-    let Some(app) = spawn_app(Backend::Sqlite).await else {
-        return;
-    };
+    let app = spawn_app(Backend::Sqlite).await;
     let mut runner = TestRunner::deterministic();
     let bodies = prop_oneof![any_json(), near_invoice()];
     for _ in 0..300 {
@@ -145,9 +143,7 @@ fn url_segment(s: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_abuse_slow_clients_and_floods_are_bounded() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Some(app) = spawn_app(Backend::Sqlite).await else {
-        return;
-    };
+    let app = TestApp::builder(Backend::Sqlite).spawn().await;
 
     // Large headers are served up to the server's limit; past it they are refused with a
     // 4xx or a closed connection, never a 5xx or a crash.

@@ -4,27 +4,10 @@ use api_contract::{Currency, CustomerId, Money};
 use invoice_app::config::{Config, Seed};
 use invoice_app::domain::NewInvoice;
 use invoice_app::startup::Application;
-pub use payment_provider::testing::Backend;
-use payment_provider::testing::{TestDb, TestProvider};
 use secrecy::SecretString;
 use serde_json::{Value, json};
-
-/// Runs an `async fn(Backend)` test once per backend, as `sqlite::name` and `postgres::name`.
-#[macro_export]
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name($crate::helpers::Backend::Sqlite).await }
-            )*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name($crate::helpers::Backend::Postgres).await }
-            )*
-        }
-    };
-}
+pub use test_support::Backend;
+use test_support::{DbUrl, Service, TEST_TOKEN, TestDb, TestProvider};
 
 pub struct TestApp {
     pub base_url: String,
@@ -32,9 +15,75 @@ pub struct TestApp {
     pub metrics_url: String,
     /// Sends the development key unless a request sets its own `Authorization`.
     pub client: reqwest::Client,
-    pub provider: TestProvider,
+    /// `None` where the test charges nothing: see [`Builder::provider`].
+    provider: Option<TestProvider>,
     pub db: TestDb,
     pub config: Config,
+}
+
+type ConfigureProvider<'a> = Box<dyn FnOnce(&mut payment_provider::config::Config) + 'a>;
+
+/// How a test's invoice-app starts: on which backend, with or without a real provider, and
+/// with which settings.
+pub struct Builder<'a> {
+    backend: Backend,
+    provider: Option<ConfigureProvider<'a>>,
+    configure: Box<dyn FnOnce(&mut Config) + 'a>,
+}
+
+impl<'a> Builder<'a> {
+    /// A real provider on a database of its own, `configure` adjusting its settings; without
+    /// one, the app's provider URL is a port where nothing listens.
+    pub fn provider(
+        mut self,
+        configure: impl FnOnce(&mut payment_provider::config::Config) + 'a,
+    ) -> Self {
+        self.provider = Some(Box::new(configure));
+        self
+    }
+
+    pub fn configure(mut self, configure: impl FnOnce(&mut Config) + 'a) -> Self {
+        self.configure = Box::new(configure);
+        self
+    }
+
+    pub async fn spawn(self) -> TestApp {
+        // The provider used to do this for every test; a test without one logs too.
+        test_support::init_test_log();
+        let provider = match self.provider {
+            Some(configure) => Some(TestProvider::spawn(self.backend, configure).await),
+            None => None,
+        };
+        let provider_url = provider
+            .as_ref()
+            .map_or_else(unused_url, |p| p.base_url.clone());
+        let db = TestDb::create(self.backend, Service::InvoiceApp);
+        let mut config = test_config(&db, &provider_url);
+        (self.configure)(&mut config);
+        let app = Application::build(config.clone())
+            .await
+            .expect("invoice-app starts");
+        let base_url = format!("http://127.0.0.1:{}", app.port());
+        let metrics_url = format!("http://127.0.0.1:{}/metrics", app.metrics_port());
+        tokio::spawn(app.run_until_stopped());
+        TestApp {
+            base_url,
+            metrics_url,
+            client: api_client(),
+            provider,
+            db,
+            config,
+        }
+    }
+}
+
+/// A loopback port just freed, so nothing listens there: a charge would be refused at once.
+fn unused_url() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    format!("http://127.0.0.1:{port}")
 }
 
 /// A client that authenticates with the development key (accepted by an invoice-app on
@@ -57,14 +106,11 @@ pub fn test_config(db: &TestDb, provider_url: &str) -> Config {
     let mut config = Config::from_lookup(&|_| None).expect("default configuration is valid");
     config.listen_addr = ([127, 0, 0, 1], 0).into();
     config.metrics_addr = ([127, 0, 0, 1], 0).into();
-    config.database_url = match &db.url {
-        payment_provider::db::DbUrl::Postgres(url) => invoice_app::db::DbUrl::Postgres(url.clone()),
-        payment_provider::db::DbUrl::Sqlite(path) => invoice_app::db::DbUrl::Sqlite(path.clone()),
-    };
+    config.database_url = db_url(db);
     config.pool_size = config.database_url.default_pool_size();
     config.seed = Seed::None;
     config.provider_url = provider_url.to_owned();
-    config.provider_token = Some(SecretString::from(payment_provider::testing::TEST_TOKEN));
+    config.provider_token = Some(SecretString::from(TEST_TOKEN));
     config.pay_schedule = None;
     config.retry_max_elapsed = Duration::from_secs(3);
     config.charge_timeout = Duration::from_secs(2);
@@ -72,34 +118,29 @@ pub fn test_config(db: &TestDb, provider_url: &str) -> Config {
     config
 }
 
-/// A provider and an invoice-app wired to it. `None` where the backend isn't configured.
-pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
-    spawn_app_with(backend, |_| {}, |_| {}).await
+/// invoice-app's URL of a test database.
+pub fn db_url(db: &TestDb) -> invoice_app::db::DbUrl {
+    match &db.url {
+        DbUrl::Postgres(url) => invoice_app::db::DbUrl::Postgres(url.clone()),
+        DbUrl::Sqlite(path) => invoice_app::db::DbUrl::Sqlite(path.clone()),
+    }
+}
+
+/// A provider and an invoice-app wired to it.
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    TestApp::builder(backend).provider(|_| {}).spawn().await
 }
 
 pub async fn spawn_app_with(
     backend: Backend,
     configure_provider: impl FnOnce(&mut payment_provider::config::Config),
     configure_app: impl FnOnce(&mut Config),
-) -> Option<TestApp> {
-    let provider = TestProvider::spawn(backend, configure_provider).await?;
-    let db = TestDb::create(backend, "ia")?;
-    let mut config = test_config(&db, &provider.base_url);
-    configure_app(&mut config);
-    let app = Application::build(config.clone())
+) -> TestApp {
+    TestApp::builder(backend)
+        .provider(configure_provider)
+        .configure(configure_app)
+        .spawn()
         .await
-        .expect("invoice-app starts");
-    let base_url = format!("http://127.0.0.1:{}", app.port());
-    let metrics_url = format!("http://127.0.0.1:{}/metrics", app.metrics_port());
-    tokio::spawn(app.run_until_stopped());
-    Some(TestApp {
-        base_url,
-        metrics_url,
-        client: api_client(),
-        provider,
-        db,
-        config,
-    })
 }
 
 /// A second invoice-app on `app`'s database and provider, serving until its handle stops
@@ -111,7 +152,7 @@ pub async fn second_instance(
     String,
     tokio::task::JoinHandle<std::io::Result<()>>,
 ) {
-    let instance = Application::build(test_config(&app.db, &app.provider.base_url))
+    let instance = Application::build(test_config(&app.db, &app.provider().base_url))
         .await
         .expect("starts");
     let (handle, base) = (
@@ -144,6 +185,28 @@ pub fn money(minor: i64, currency: Currency) -> Money {
 }
 
 impl TestApp {
+    /// An invoice-app without a provider until [`Builder::provider`] asks for one.
+    pub fn builder<'a>(backend: Backend) -> Builder<'a> {
+        Builder {
+            backend,
+            provider: None,
+            configure: Box::new(|_| {}),
+        }
+    }
+
+    /// The provider this app charges.
+    pub fn provider(&self) -> &TestProvider {
+        self.provider
+            .as_ref()
+            .expect("a provider was started (TestApp::builder(…).provider(…))")
+    }
+
+    pub fn provider_mut(&mut self) -> &mut TestProvider {
+        self.provider
+            .as_mut()
+            .expect("a provider was started (TestApp::builder(…).provider(…))")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base_url)
     }
@@ -164,7 +227,7 @@ impl TestApp {
     /// Funds customer C001 with `funded` EUR cents and creates `count` pending invoices of
     /// 100, 101, … cents for it; returns their total.
     pub async fn eur_invoices(&self, funded: i64, count: i64) -> i64 {
-        self.provider
+        self.provider()
             .fund("C001", money(funded, Currency::Eur))
             .await;
         for i in 0..count {

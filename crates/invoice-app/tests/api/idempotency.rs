@@ -12,10 +12,10 @@ use invoice_app::db::{self, DbError};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::both_backends;
 use crate::helpers::{
     Backend, TestApp, assert_problem, money, second_instance, spawn_app, spawn_app_with,
 };
+use test_support::both_backends;
 
 /// Two clients that may both create and read invoices.
 const SHOP_KEY: &str = "shop-key-5c0e8a2f7d1b9346";
@@ -25,7 +25,7 @@ fn may_create(client: &str, key: &str) -> Value {
     json!({"client": client, "scopes": ["invoices:write", "invoices:read"], "sha256": hex::encode(Sha256::digest(key))})
 }
 
-async fn spawn_with_two_clients(backend: Backend) -> Option<TestApp> {
+async fn spawn_with_two_clients(backend: Backend) -> TestApp {
     let keys = json!([may_create("shop", SHOP_KEY), may_create("crm", CRM_KEY)]).to_string();
     spawn_app_with(
         backend,
@@ -100,9 +100,7 @@ async fn stored(app: &TestApp) -> (i64, i64) {
 }
 
 async fn the_same_key_and_request_replay_the_first_answer(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+    let app = spawn_app(backend).await;
     let body = may(1215).to_string();
     let (location, replayed, first) =
         created(create(&app, None, Some("order-17"), &body).await).await;
@@ -122,7 +120,9 @@ async fn the_same_key_and_request_replay_the_first_answer(backend: Backend) {
     assert_eq!(stored(&app).await, (1, 1), "one invoice, one key");
 
     // Replayed as first given, even after the invoice changed.
-    app.provider.fund("C001", money(5_000, Currency::Eur)).await;
+    app.provider()
+        .fund("C001", money(5_000, Currency::Eur))
+        .await;
     app.pay().await;
     let (_, paid) = app.get_json(&location).await;
     assert_eq!(paid["status"], "paid");
@@ -134,9 +134,7 @@ async fn the_same_key_and_request_replay_the_first_answer(backend: Backend) {
 }
 
 async fn the_same_key_with_another_request_is_refused(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+    let app = TestApp::builder(backend).spawn().await;
     let (location, _, first) =
         created(create(&app, None, Some("k-1"), &may(1215).to_string()).await).await;
     let other_amount = may(1216).to_string();
@@ -195,9 +193,7 @@ async fn hold_inserts(app: &TestApp) -> std::sync::mpsc::Sender<()> {
 }
 
 async fn racing_requests_with_one_key_create_one_invoice(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+    let app = spawn_app(backend).await;
     // Two replicas, so that on SQLite too (one connection per process) requests race.
     let (second, second_url, served) = second_instance(&app).await;
     let body = may(4242).to_string();
@@ -232,7 +228,7 @@ async fn racing_requests_with_one_key_create_one_invoice(backend: Backend) {
     );
     assert_eq!(stored(&app).await, (1, 1), "one invoice in the database");
     // Paid once: 4,242 debited, not 8,484.
-    app.provider
+    app.provider()
         .fund("C001", money(10_000, Currency::Eur))
         .await;
     app.pay().await;
@@ -242,9 +238,7 @@ async fn racing_requests_with_one_key_create_one_invoice(backend: Backend) {
 }
 
 async fn keys_belong_to_the_client(backend: Backend) {
-    let Some(app) = spawn_with_two_clients(backend).await else {
-        return;
-    };
+    let app = spawn_with_two_clients(backend).await;
     let body = may(1215).to_string();
     let (shop_at, replayed, shop) =
         created(create(&app, Some(SHOP_KEY), Some("order-1"), &body).await).await;
@@ -273,9 +267,7 @@ async fn keys_belong_to_the_client(backend: Backend) {
 }
 
 async fn a_bad_key_is_refused_before_anything_is_created(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+    let app = TestApp::builder(backend).spawn().await;
     let body = may(1215).to_string();
     let long = "k".repeat(256);
     for key in ["", "has space", long.as_str(), "tab\there"] {
@@ -322,9 +314,7 @@ async fn a_bad_key_is_refused_before_anything_is_created(backend: Backend) {
 }
 
 async fn without_a_key_every_create_is_a_new_invoice(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+    let app = TestApp::builder(backend).spawn().await;
     let body = may(1215).to_string();
     let (first, replayed, _) = created(create(&app, None, None, &body).await).await;
     assert!(!replayed);
@@ -335,9 +325,7 @@ async fn without_a_key_every_create_is_a_new_invoice(backend: Backend) {
 }
 
 async fn keys_past_their_retention_are_pruned(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+    let app = TestApp::builder(backend).spawn().await;
     for i in 0..5 {
         created(
             create(

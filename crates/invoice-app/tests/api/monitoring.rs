@@ -7,10 +7,10 @@ use std::time::Duration;
 use chrono::{TimeDelta, Utc};
 use diesel::{ExpressionMethods, QueryDsl, RunQueryDsl};
 use invoice_app::db::{self, schema};
-use payment_provider::db::DbUrl;
+use test_support::DbUrl;
 
-use crate::both_backends;
 use crate::helpers::{Backend, TestApp, second_instance, spawn_app, spawn_app_with};
+use test_support::{both_backends, postgres_only};
 
 /// `invoice-app pay`, the CronJob's command, on `app`'s database and provider.
 fn pay_command(app: &TestApp) -> Command {
@@ -23,11 +23,8 @@ fn pay_command(app: &TestApp) -> Command {
         .arg("pay")
         .env_clear()
         .env("DATABASE_URL", database_url)
-        .env("PAYMENT_PROVIDER_URL", &app.provider.base_url)
-        .env(
-            "PAYMENT_PROVIDER_TOKEN",
-            payment_provider::testing::TEST_TOKEN,
-        )
+        .env("PAYMENT_PROVIDER_URL", &app.provider().base_url)
+        .env("PAYMENT_PROVIDER_TOKEN", test_support::TEST_TOKEN)
         .env("SEED", "none")
         .env("LOG_FORMAT", "json");
     command
@@ -37,9 +34,7 @@ fn pay_command(app: &TestApp) -> Command {
 /// replica's metrics show the run, its invoices and its calls, though its own counters
 /// saw none of them.
 async fn a_run_by_another_process_shows_in_the_replicas_metrics(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+    let app = spawn_app(backend).await;
     app.eur_invoices(1_000_000, 3).await;
     let out = pay_command(&app).output().expect("invoice-app pay runs");
     assert!(
@@ -73,15 +68,12 @@ async fn a_run_by_another_process_shows_in_the_replicas_metrics(backend: Backend
 /// retries it). It used to exit at once, leaving the run `running` and its invoices
 /// `processing`; then, with everything already claimed, it exited 0.
 async fn stop_cli_mid_run(backend: Backend, invoices: i64) {
-    let Some(app) = spawn_app_with(
+    let app = spawn_app_with(
         backend,
         |p| p.faults.latency = Duration::from_millis(400),
         |_| {},
     )
-    .await
-    else {
-        return;
-    };
+    .await;
     // Calls of 0.4 s, 16 at a time; stopped after about 1.2 s.
     app.eur_invoices(10_000_000, invoices).await;
     let child = pay_command(&app)
@@ -117,7 +109,7 @@ async fn stop_cli_mid_run(backend: Backend, invoices: i64) {
         "claims left behind"
     );
     assert_eq!(
-        app.provider.ledger().await.len(),
+        app.provider().ledger().await.len(),
         paid,
         "every charge recorded paid"
     );
@@ -165,15 +157,12 @@ async fn a_stopped_cli_run_with_everything_claimed_fails(backend: Backend) {
 /// calling at once (it used to go on for the 20 s the HTTP server drains requests, then
 /// close `completed`), the client gets an answer, and the stop takes about one call.
 async fn a_stopped_server_stops_its_synchronous_run_at_once(backend: Backend) {
-    let Some(app) = spawn_app_with(
+    let app = spawn_app_with(
         backend,
         |p| p.faults.latency = Duration::from_millis(400),
         |_| {},
     )
-    .await
-    else {
-        return;
-    };
+    .await;
     app.eur_invoices(10_000_000, 400).await;
     let (handle, base, serving) = second_instance(&app).await;
     let client = app.client.clone();
@@ -203,7 +192,7 @@ async fn a_stopped_server_stops_its_synchronous_run_at_once(backend: Backend) {
         "the stop did not land mid-run (paid {paid})"
     );
     assert_eq!(
-        app.provider.ledger().await.len(),
+        app.provider().ledger().await.len(),
         paid,
         "every charge recorded paid"
     );
@@ -217,9 +206,7 @@ async fn a_stopped_server_stops_its_synchronous_run_at_once(backend: Backend) {
 /// queued claims lapse while they wait (the lease is renewed as each call starts), and the
 /// alert on stuck invoices must not fire for a run that is making progress.
 async fn lapsed_claims_of_a_live_run_are_not_stuck(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+    let app = spawn_app(backend).await;
     app.eur_invoices(1_000_000, 2).await;
     let pool = db::pool(&app.config.database_url, 1);
     let set = |heartbeat_age: TimeDelta| {
@@ -268,14 +255,13 @@ async fn lapsed_claims_of_a_live_run_are_not_stuck(backend: Backend) {
     );
 }
 
+postgres_only!(postgres_a_hung_database_reads_as_down_within_the_scrape => a_hung_database_reads_as_down_within_the_scrape);
+
 /// A database that hangs (here: a table locked by another session) reads as down within
 /// the scrape, instead of holding the scrape open past Prometheus's timeout.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_a_hung_database_reads_as_down_within_the_scrape() {
+async fn a_hung_database_reads_as_down_within_the_scrape() {
     use diesel::{Connection, PgConnection};
-    let Some(app) = spawn_app(Backend::Postgres).await else {
-        return;
-    };
+    let app = TestApp::builder(Backend::Postgres).spawn().await;
     let DbUrl::Postgres(url) = app.db.url.clone() else {
         unreachable!("a PostgreSQL database")
     };
@@ -346,9 +332,7 @@ async fn another_run_holds(app: &TestApp, held: i64, lease: TimeDelta) {
 /// `completed` means every invoice of the period was tried; it used to complete at once
 /// with them left `processing` (some of them charged).
 async fn a_cli_run_waits_for_the_claims_of_a_killed_run(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+    let app = spawn_app(backend).await;
     app.eur_invoices(1_000_000, 3).await;
     another_run_holds(&app, 2, TimeDelta::seconds(3)).await;
 
@@ -365,7 +349,7 @@ async fn a_cli_run_waits_for_the_claims_of_a_killed_run(backend: Backend) {
         "exit 0 with the killed run's claims left behind: {:?}",
         app.invoices("processing").await
     );
-    assert_eq!(app.provider.ledger().await.len(), 3);
+    assert_eq!(app.provider().ledger().await.len(), 3);
     assert!(
         started.elapsed() >= Duration::from_secs(2),
         "completed before the killed run's claims lapsed ({:?})",
@@ -377,9 +361,7 @@ async fn a_cli_run_waits_for_the_claims_of_a_killed_run(backend: Backend) {
 /// run's cursor, after this run has claimed everything else (issue 20 audit: the run, a
 /// period's or the CronJob's, completed with the invoice pending and never called).
 async fn a_cli_run_takes_what_another_run_hands_back_behind_it(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+    let app = spawn_app(backend).await;
     app.eur_invoices(1_000_000, 4).await;
     another_run_holds(&app, 1, TimeDelta::seconds(60)).await;
 
@@ -424,7 +406,7 @@ async fn a_cli_run_takes_what_another_run_hands_back_behind_it(backend: Backend)
         "completed with the handed-back invoice untried: {:?}",
         app.invoices("pending").await
     );
-    assert_eq!(app.provider.ledger().await.len(), 4);
+    assert_eq!(app.provider().ledger().await.len(), 4);
 }
 
 both_backends!(

@@ -5,17 +5,15 @@ use std::time::Duration;
 
 use api_contract::Currency;
 
-use crate::both_backends;
 use crate::helpers::{Backend, assert_problem, money, spawn_app, spawn_app_with};
+use test_support::both_backends;
 
 async fn every_pending_invoice_is_paid_once(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
-    app.provider
+    let app = spawn_app(backend).await;
+    app.provider()
         .fund("C001", money(1_000_000, Currency::Eur))
         .await;
-    app.provider
+    app.provider()
         .fund("C003", money(1_000_000, Currency::Dkk))
         .await;
     let mut expected = Vec::new();
@@ -41,7 +39,7 @@ async fn every_pending_invoice_is_paid_once(backend: Backend) {
     assert_eq!(paid.len(), 12);
     assert!(app.invoices("pending").await.is_empty());
     // The ledger holds exactly one charge per invoice, for its amount.
-    let ledger = app.provider.ledger().await;
+    let ledger = app.provider().ledger().await;
     assert_eq!(ledger.len(), 12);
     let by_invoice: HashMap<_, _> = ledger.iter().map(|c| (c.invoice_id.clone(), c)).collect();
     for invoice in &paid {
@@ -51,22 +49,24 @@ async fn every_pending_invoice_is_paid_once(backend: Backend) {
     }
     let eur_total: i64 = (0..12).step_by(2).map(|i| 100 + i).sum();
     assert_eq!(
-        app.provider.balance("C001").await,
+        app.provider().balance("C001").await,
         Some(1_000_000 - eur_total)
     );
 
     // A second run finds nothing to do and charges nothing more.
     let again = app.pay().await;
     assert_eq!(again["summary"]["paid"], 0);
-    assert_eq!(app.provider.ledger().await.len(), 12);
+    assert_eq!(app.provider().ledger().await.len(), 12);
 }
 
 async fn declines_are_recorded_as_failed_with_reason(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
-    app.provider.fund("C001", money(1000, Currency::Eur)).await;
-    app.provider.fund("C003", money(1000, Currency::Dkk)).await;
+    let app = spawn_app(backend).await;
+    app.provider()
+        .fund("C001", money(1000, Currency::Eur))
+        .await;
+    app.provider()
+        .fund("C003", money(1000, Currency::Dkk))
+        .await;
     let broke = app.create_invoice("C001", 5000, "EUR").await;
     let unknown = app.create_invoice("NOBODY", 100, "EUR").await;
     let mismatch = app.create_invoice("C003", 100, "EUR").await;
@@ -94,13 +94,13 @@ async fn declines_are_recorded_as_failed_with_reason(backend: Backend) {
         .get_json(&format!("/invoices/{}", fine["id"].as_str().expect("id")))
         .await;
     assert_eq!(paid["status"], "paid");
-    assert_eq!(app.provider.ledger().await.len(), 1);
+    assert_eq!(app.provider().ledger().await.len(), 1);
     // Failed invoices are final: another run leaves them alone.
     assert_eq!(app.pay().await["summary"]["failed"], 0);
 }
 
 async fn injected_unavailability_is_retried_until_paid(backend: Backend) {
-    let Some(app) = spawn_app_with(
+    let app = spawn_app_with(
         backend,
         |p| {
             p.faults.unavailable_rate = 0.5;
@@ -111,17 +111,17 @@ async fn injected_unavailability_is_retried_until_paid(backend: Backend) {
         // runs; 120 s allows at least 20 attempts even with the longest jitter: < 1e-4.
         |a| a.retry_max_elapsed = Duration::from_secs(120),
     )
-    .await
-    else {
-        return;
-    };
+    .await;
     let total = app.eur_invoices(1_000_000, 20).await;
 
     let report = app.pay().await;
 
     assert_eq!(report["summary"]["paid"], 20, "{report}");
-    assert_eq!(app.provider.ledger().await.len(), 20);
-    assert_eq!(app.provider.balance("C001").await, Some(1_000_000 - total));
+    assert_eq!(app.provider().ledger().await.len(), 20);
+    assert_eq!(
+        app.provider().balance("C001").await,
+        Some(1_000_000 - total)
+    );
     // The retries are on record: more attempts than invoices, each with an outcome.
     let retried = app
         .metric(r#"invoice_app_charge_attempts_total{outcome="retryable"}"#)
@@ -133,17 +133,14 @@ async fn injected_unavailability_is_retried_until_paid(backend: Backend) {
 }
 
 async fn provider_down_leaves_invoices_pending_and_says_so(backend: Backend) {
-    let Some(app) = spawn_app_with(
+    let app = spawn_app_with(
         backend,
         |_| {},
         |a| a.retry_max_elapsed = Duration::from_secs(1),
     )
-    .await
-    else {
-        return;
-    };
+    .await;
     app.eur_invoices(1_000_000, 3).await;
-    app.provider.handle.stop(false).await;
+    app.provider().handle.stop(false).await;
 
     let report = app.pay().await;
 
@@ -163,7 +160,7 @@ async fn provider_down_leaves_invoices_pending_and_says_so(backend: Backend) {
     // invoice-app itself stays ready: its readiness is its own database only.
     let (ready, _) = app.get_json("/readyz").await;
     assert_eq!(ready, 200);
-    assert!(app.provider.ledger().await.is_empty());
+    assert!(app.provider().ledger().await.is_empty());
     // What the provider-unreachable and retries-exhausted alerts read: every attempt went
     // unanswered, each invoice went back to pending once, and the run itself completed.
     let attempts = app
@@ -192,10 +189,10 @@ async fn provider_down_leaves_invoices_pending_and_says_so(backend: Backend) {
 }
 
 async fn every_attempt_is_recorded(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
-    app.provider.fund("C001", money(1000, Currency::Eur)).await;
+    let app = spawn_app(backend).await;
+    app.provider()
+        .fund("C001", money(1000, Currency::Eur))
+        .await;
     let invoice = app.create_invoice("C001", 100, "EUR").await;
     app.pay().await;
     let id = invoice["id"].as_str().expect("id").to_owned();
@@ -216,9 +213,7 @@ async fn every_attempt_is_recorded(backend: Backend) {
 }
 
 async fn background_pay_run_can_be_followed(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+    let app = spawn_app(backend).await;
     app.eur_invoices(1_000_000, 5).await;
     let location = app.start_pay_run().await;
     let run = app.wait_for_run(&location).await;
@@ -228,15 +223,12 @@ async fn background_pay_run_can_be_followed(backend: Backend) {
 }
 
 async fn pay_runs_beyond_the_limit_are_refused_until_one_ends(backend: Backend) {
-    let Some(app) = spawn_app_with(
+    let app = spawn_app_with(
         backend,
         |p| p.faults.latency = Duration::from_millis(2000),
         |c| c.pay_max_runs = 1,
     )
-    .await
-    else {
-        return;
-    };
+    .await;
     app.eur_invoices(1_000_000, 2).await;
     let location = app.start_pay_run().await;
     for path in ["/pay-runs", "/invoices/pay"] {

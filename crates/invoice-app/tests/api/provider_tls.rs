@@ -8,38 +8,9 @@ use std::time::Duration;
 
 use payment_provider::tls::TlsSettings;
 
-use crate::both_backends;
 use crate::helpers::{Backend, TestApp, spawn_app_with};
-
-/// A CA the test makes and a certificate for 127.0.0.1 it signed.
-struct TestPki {
-    ca_pem: String,
-    cert_pem: String,
-    key_pem: String,
-}
-
-impl TestPki {
-    fn new(ca_name: &str) -> TestPki {
-        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, ca_name);
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key"))
-            .expect("CA certificate");
-        let key = KeyPair::generate().expect("key");
-        let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
-            .expect("params")
-            .signed_by(&key, &ca)
-            .expect("server certificate");
-        TestPki {
-            ca_pem: ca.pem(),
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        }
-    }
-}
+use test_support::both_backends;
+use test_support::pki::TestPki;
 
 /// A scratch directory: the provider's certificate and key, invoice-app's CA file.
 struct Files(PathBuf);
@@ -77,26 +48,26 @@ impl Drop for Files {
     }
 }
 
-async fn spawn_over_tls(backend: Backend, files: &Files) -> Option<TestApp> {
+async fn spawn_over_tls(backend: Backend, files: &Files) -> TestApp {
     let (tls, ca_file) = (files.tls(), files.ca_file());
     let app = spawn_app_with(
         backend,
         move |provider| provider.tls = Some(tls),
         move |config| config.provider_ca_file = Some(ca_file),
     )
-    .await?;
+    .await;
     assert!(
-        app.provider.base_url.starts_with("https://"),
+        app.provider().base_url.starts_with("https://"),
         "{}",
-        app.provider.base_url
+        app.provider().base_url
     );
-    Some(app)
+    app
 }
 
 /// Requests payment-provider's HTTP layer counted on its charge route, by status.
 async fn charge_requests_seen(app: &TestApp) -> usize {
     let text = reqwest::Client::new()
-        .get(&app.provider.metrics_url)
+        .get(&app.provider().metrics_url)
         .send()
         .await
         .expect("metrics")
@@ -112,23 +83,19 @@ async fn charge_requests_seen(app: &TestApp) -> usize {
 async fn pays_through_a_tls_provider_trusting_the_configured_ca(backend: Backend) {
     let pki = TestPki::new("payments CA");
     let files = Files::new(&pki, &pki);
-    let Some(app) = spawn_over_tls(backend, &files).await else {
-        return;
-    };
+    let app = spawn_over_tls(backend, &files).await;
     app.eur_invoices(10_000, 3).await;
 
     let report = app.pay().await;
 
     assert_eq!(report["summary"]["paid"], 3, "{report}");
-    assert_eq!(app.provider.ledger().await.len(), 3);
+    assert_eq!(app.provider().ledger().await.len(), 3);
 }
 
 async fn a_provider_the_ca_did_not_sign_gets_no_request_until_trusted(backend: Backend) {
     let (provider_ca, other_ca) = (TestPki::new("payments CA"), TestPki::new("another CA"));
     let files = Files::new(&provider_ca, &other_ca);
-    let Some(app) = spawn_over_tls(backend, &files).await else {
-        return;
-    };
+    let app = spawn_over_tls(backend, &files).await;
     app.eur_invoices(10_000, 1).await;
 
     let report = app.pay().await;
@@ -137,14 +104,14 @@ async fn a_provider_the_ca_did_not_sign_gets_no_request_until_trusted(backend: B
     assert_eq!(report["summary"]["paid"], 0, "{report}");
     assert_eq!(report["summary"]["failed"], 0, "never a decline: {report}");
     assert_eq!(app.invoices("pending").await.len(), 1);
-    assert!(app.provider.ledger().await.is_empty());
+    assert!(app.provider().ledger().await.is_empty());
     assert_eq!(charge_requests_seen(&app).await, 0);
 
     // The CA file now trusts the provider's CA: the next run pays, with no restart.
     files.trust(&provider_ca);
     let report = app.pay().await;
     assert_eq!(report["summary"]["paid"], 1, "{report}");
-    assert_eq!(app.provider.ledger().await.len(), 1);
+    assert_eq!(app.provider().ledger().await.len(), 1);
 }
 
 both_backends!(

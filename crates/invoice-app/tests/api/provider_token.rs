@@ -5,8 +5,8 @@
 use invoice_app::config::Config;
 use payment_provider::auth::CallerTokens;
 
-use crate::both_backends;
 use crate::helpers::{Backend, spawn_app_with};
+use test_support::both_backends;
 
 const FIRST: &str = "first-token-of-invoice-app-01";
 const SECOND: &str = "second-token-after-rotation-002";
@@ -23,7 +23,7 @@ async fn rewritten_token_file_is_used_for_the_next_charge(backend: Backend) {
     // Each token under its own caller name, so the provider's ledger tells which token
     // each charge carried.
     let callers = format!("invoice-app:{FIRST},invoice-app-rotated:{SECOND}");
-    let Some(app) = spawn_app_with(
+    let app = spawn_app_with(
         backend,
         |p| p.callers = Some(CallerTokens::parse(&callers).expect("valid tokens")),
         |c| {
@@ -31,11 +31,8 @@ async fn rewritten_token_file_is_used_for_the_next_charge(backend: Backend) {
             c.provider_token_file = from_env.provider_token_file;
         },
     )
-    .await
-    else {
-        return;
-    };
-    app.provider
+    .await;
+    app.provider()
         .fund(
             "C001",
             crate::helpers::money(10_000, api_contract::Currency::Eur),
@@ -56,7 +53,7 @@ async fn rewritten_token_file_is_used_for_the_next_charge(backend: Backend) {
     app.pay().await;
 
     let mut ledger: Vec<(i64, String)> = app
-        .provider
+        .provider()
         .ledger()
         .await
         .into_iter()

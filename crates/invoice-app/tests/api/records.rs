@@ -11,8 +11,8 @@ use diesel::{ExpressionMethods, QueryDsl, RunQueryDsl};
 use invoice_app::db::{self, schema};
 use serde_json::{Value, json};
 
-use crate::both_backends;
 use crate::helpers::{Backend, TestApp, create_eur_invoices, money, spawn_app_with};
+use test_support::{both_backends, postgres_only};
 
 /// Calls recorded per invoice, from the audit trail.
 async fn attempts_per_invoice(app: &TestApp) -> HashMap<String, i64> {
@@ -38,7 +38,7 @@ async fn pay_within(app: &TestApp, limit: Duration) -> Value {
 }
 
 async fn retry_after_beyond_the_budget_ends_the_turn_at_once(backend: Backend) {
-    let Some(app) = spawn_app_with(
+    let app = spawn_app_with(
         backend,
         |p| {
             p.faults.unavailable_rate = 1.0;
@@ -46,10 +46,7 @@ async fn retry_after_beyond_the_budget_ends_the_turn_at_once(backend: Backend) {
         },
         |a| a.retry_max_elapsed = Duration::from_secs(3),
     )
-    .await
-    else {
-        return;
-    };
+    .await;
     app.eur_invoices(1_000_000, 3).await;
 
     let report = pay_within(&app, Duration::from_secs(20)).await;
@@ -66,11 +63,11 @@ async fn retry_after_beyond_the_budget_ends_the_turn_at_once(backend: Backend) {
         "a Retry-After beyond the budget must end the turn after one call: {calls:?}"
     );
     assert_eq!(app.invoices("pending").await.len(), 3);
-    assert!(app.provider.ledger().await.is_empty());
+    assert!(app.provider().ledger().await.is_empty());
 }
 
 async fn retry_after_within_the_budget_is_honoured_and_the_budget_still_ends(backend: Backend) {
-    let Some(app) = spawn_app_with(
+    let app = spawn_app_with(
         backend,
         |p| {
             p.faults.unavailable_rate = 1.0;
@@ -78,10 +75,7 @@ async fn retry_after_within_the_budget_is_honoured_and_the_budget_still_ends(bac
         },
         |a| a.retry_max_elapsed = Duration::from_secs(3),
     )
-    .await
-    else {
-        return;
-    };
+    .await;
     app.eur_invoices(1_000_000, 2).await;
 
     let report = pay_within(&app, Duration::from_secs(20)).await;
@@ -98,7 +92,7 @@ async fn retry_after_within_the_budget_is_honoured_and_the_budget_still_ends(bac
 async fn queued_claims_are_called_once_per_run(backend: Backend) {
     // One call at a time, 400 ms each, and a 3 s lease: invoices claimed ahead wait in the
     // run's queue longer than the lease, and must still be called once.
-    let Some(app) = spawn_app_with(
+    let app = spawn_app_with(
         backend,
         |p| p.faults.latency = Duration::from_millis(400),
         |a| {
@@ -107,11 +101,8 @@ async fn queued_claims_are_called_once_per_run(backend: Backend) {
             a.retry_max_elapsed = Duration::from_secs(1);
         },
     )
-    .await
-    else {
-        return;
-    };
-    app.provider
+    .await;
+    app.provider()
         .fund("C001", money(100_000_000, Currency::Eur))
         .await;
     let pool = db::pool(&app.config.database_url, 1);
@@ -126,7 +117,7 @@ async fn queued_claims_are_called_once_per_run(backend: Backend) {
         calls.values().all(|n| *n == 1),
         "an invoice waiting in the run's own queue was called twice: {calls:?}"
     );
-    assert_eq!(app.provider.ledger().await.len(), 16);
+    assert_eq!(app.provider().ledger().await.len(), 16);
     assert_eq!(run_totals(&pool).await, (16, 0));
 }
 
@@ -147,10 +138,8 @@ pub async fn run_totals(pool: &db::DbPool) -> (i64, i64) {
 }
 
 async fn key_conflict_is_not_a_decline(backend: Backend) {
-    let Some(app) = spawn_app_with(backend, |_| {}, |_| {}).await else {
-        return;
-    };
-    app.provider
+    let app = spawn_app_with(backend, |_| {}, |_| {}).await;
+    app.provider()
         .fund("C001", money(10_000, Currency::Eur))
         .await;
     let invoice = app.create_invoice("C001", 1215, "EUR").await;
@@ -159,8 +148,8 @@ async fn key_conflict_is_not_a_decline(backend: Backend) {
     // a release that fingerprinted differently, say): charged or not, nobody can tell.
     let charged = app
         .client
-        .post(format!("{}/v1/charges", app.provider.base_url))
-        .bearer_auth(&app.provider.token)
+        .post(format!("{}/v1/charges", app.provider().base_url))
+        .bearer_auth(&app.provider().token)
         .header("Idempotency-Key", format!("invoice-{id}"))
         .json(&json!({"invoice_id": id, "customer_id": "C001",
             "amount": {"minor_units": 1000, "currency": "EUR"}}))
@@ -177,7 +166,7 @@ async fn key_conflict_is_not_a_decline(backend: Backend) {
     assert_eq!(stored["status"], "pending", "never failed: {stored}");
     let attention = stored["attention"].as_str().unwrap_or_default();
     assert!(attention.contains("idempotency_key_reused"), "{stored}");
-    assert_eq!(app.provider.ledger().await.len(), 1, "no second charge");
+    assert_eq!(app.provider().ledger().await.len(), 1, "no second charge");
     // It alerts as needing a person, and is left out of the billing objective's clock (its
     // own alert covers it; it would otherwise hold the unsettled alert up for good).
     assert_eq!(
@@ -194,7 +183,7 @@ async fn payment_settled_by_two_runs_is_counted_once(backend: Backend) {
     // A stalls: its call outlives its lease (a pause, a slow network), so B takes the
     // invoice over and both settle the same payment. Only the run whose write changed the
     // row may count it.
-    let Some(app) = spawn_app_with(
+    let app = spawn_app_with(
         backend,
         |p| p.faults.latency = Duration::from_millis(2500),
         |a| {
@@ -202,15 +191,12 @@ async fn payment_settled_by_two_runs_is_counted_once(backend: Backend) {
             a.charge_timeout = Duration::from_secs(5);
         },
     )
-    .await
-    else {
-        return;
-    };
-    app.provider
+    .await;
+    app.provider()
         .fund("C001", money(10_000, Currency::Eur))
         .await;
     app.create_invoice("C001", 1215, "EUR").await;
-    let mut config = crate::helpers::test_config(&app.db, &app.provider.base_url);
+    let mut config = crate::helpers::test_config(&app.db, &app.provider().base_url);
     config.claim_lease = Duration::from_millis(1000);
     config.retry_max_elapsed = Duration::from_secs(6);
     let b = invoice_app::startup::Application::build(config)
@@ -232,7 +218,7 @@ async fn payment_settled_by_two_runs_is_counted_once(backend: Backend) {
     assert!(a_status == 200 || a_status == 503, "A answered {a_status}");
 
     let pool = db::pool(&app.config.database_url, 1);
-    assert_eq!(app.provider.ledger().await.len(), 1);
+    assert_eq!(app.provider().ledger().await.len(), 1);
     assert_eq!(app.invoices("paid").await.len(), 1);
     assert_eq!(
         run_totals(&pool).await,
@@ -245,7 +231,7 @@ async fn a_run_closed_while_it_stalled_stops_and_writes_nothing_more(backend: Ba
     // The run's row is closed as abandoned while it works (its heartbeat was late: a
     // stalled process). It must not count, settle or claim any more, and must not come
     // back as completed; a later run pays what it left.
-    let Some(app) = spawn_app_with(
+    let app = spawn_app_with(
         backend,
         |p| p.faults.latency = Duration::from_millis(300),
         |a| {
@@ -254,11 +240,8 @@ async fn a_run_closed_while_it_stalled_stops_and_writes_nothing_more(backend: Ba
             a.retry_max_elapsed = Duration::from_secs(1);
         },
     )
-    .await
-    else {
-        return;
-    };
-    app.provider
+    .await;
+    app.provider()
         .fund("C001", money(100_000_000, Currency::Eur))
         .await;
     let pool = db::pool(&app.config.database_url, 1);
@@ -289,7 +272,7 @@ async fn a_run_closed_while_it_stalled_stops_and_writes_nothing_more(backend: Ba
     let report = app.pay().await;
     assert_eq!(app.invoices("paid").await.len(), 12, "{report}");
     assert_eq!(run_totals(&pool).await, (12, 0));
-    assert_eq!(app.provider.ledger().await.len(), 12);
+    assert_eq!(app.provider().ledger().await.len(), 12);
     let started: i64 = db::run(&pool, |c| {
         use schema::payment_attempts::dsl;
         dsl::payment_attempts
@@ -312,16 +295,14 @@ both_backends!(
     key_conflict_is_not_a_decline,
 );
 
+postgres_only!(postgres_failed_claim_keeps_what_the_run_settled => failed_claim_keeps_what_the_run_settled);
+
 /// A claim that fails mid-run stops the run; what it settled before stays on its record.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_failed_claim_keeps_what_the_run_settled() {
+async fn failed_claim_keeps_what_the_run_settled() {
     use diesel::Connection;
     use diesel::connection::SimpleConnection;
-    let Some(app) = spawn_app_with(Backend::Postgres, |_| {}, |a| a.pay_concurrency = 4).await
-    else {
-        return;
-    };
-    app.provider
+    let app = spawn_app_with(Backend::Postgres, |_| {}, |a| a.pay_concurrency = 4).await;
+    app.provider()
         .fund("C001", money(100_000_000, Currency::Eur))
         .await;
     let pool = db::pool(&app.config.database_url, 1);
@@ -365,5 +346,5 @@ async fn postgres_failed_claim_keeps_what_the_run_settled() {
         Some(paid),
         "the failed run's record keeps what it paid: {run}"
     );
-    assert_eq!(app.provider.ledger().await.len() as i64, paid);
+    assert_eq!(app.provider().ledger().await.len() as i64, paid);
 }

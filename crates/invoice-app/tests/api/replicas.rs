@@ -9,14 +9,12 @@ use diesel::{ExpressionMethods, QueryDsl, RunQueryDsl};
 use invoice_app::db::{self, schema::invoices::dsl};
 use invoice_app::startup::Application;
 
-use crate::both_backends;
 use crate::helpers::{Backend, create_eur_invoices, money, spawn_app, test_config};
+use test_support::both_backends;
 
 async fn three_concurrent_pay_runs_charge_each_invoice_once(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
-    app.provider
+    let app = spawn_app(backend).await;
+    app.provider()
         .fund("C001", money(100_000_000, Currency::Eur))
         .await;
     let pool = db::pool(&app.config.database_url, 2);
@@ -25,7 +23,7 @@ async fn three_concurrent_pay_runs_charge_each_invoice_once(backend: Backend) {
     // Two more replicas of invoice-app on the same database.
     let mut urls = vec![app.base_url.clone()];
     for _ in 0..2 {
-        let replica = Application::build(test_config(&app.db, &app.provider.base_url))
+        let replica = Application::build(test_config(&app.db, &app.provider().base_url))
             .await
             .expect("replica starts");
         urls.push(format!("http://127.0.0.1:{}", replica.port()));
@@ -58,7 +56,7 @@ async fn three_concurrent_pay_runs_charge_each_invoice_once(backend: Backend) {
         paid_by_runs, 300,
         "the runs split the invoices between them"
     );
-    let ledger = app.provider.ledger().await;
+    let ledger = app.provider().ledger().await;
     let mut per_invoice: HashMap<&str, usize> = HashMap::new();
     for charge in &ledger {
         *per_invoice.entry(charge.invoice_id.as_str()).or_default() += 1;
@@ -70,7 +68,7 @@ async fn three_concurrent_pay_runs_charge_each_invoice_once(backend: Backend) {
     );
     let expected: i64 = (0..300).map(|i| 100 + i).sum();
     assert_eq!(
-        app.provider.balance("C001").await,
+        app.provider().balance("C001").await,
         Some(100_000_000 - expected)
     );
     assert_eq!(app.invoices("paid").await.len(), 300);
@@ -79,10 +77,8 @@ async fn three_concurrent_pay_runs_charge_each_invoice_once(backend: Backend) {
 }
 
 async fn expired_claim_of_a_crashed_worker_is_taken_over_without_a_second_charge(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
-    app.provider
+    let app = spawn_app(backend).await;
+    app.provider()
         .fund("C001", money(10_000, Currency::Eur))
         .await;
     let invoice = app.create_invoice("C001", 1234, "EUR").await;
@@ -92,8 +88,8 @@ async fn expired_claim_of_a_crashed_worker_is_taken_over_without_a_second_charge
     let key = invoice_app::domain::idempotency_key_for(&id).expect("key");
     let charged = app
         .client
-        .post(format!("{}/v1/charges", app.provider.base_url))
-        .bearer_auth(&app.provider.token)
+        .post(format!("{}/v1/charges", app.provider().base_url))
+        .bearer_auth(&app.provider().token)
         .header("Idempotency-Key", key.as_str())
         .json(&ChargeRequest {
             invoice_id: InvoiceId::parse(id.clone()).expect("id"),
@@ -122,22 +118,20 @@ async fn expired_claim_of_a_crashed_worker_is_taken_over_without_a_second_charge
     let report = app.pay().await;
 
     assert_eq!(report["summary"]["paid"], 1, "{report}");
-    let ledger = app.provider.ledger().await;
+    let ledger = app.provider().ledger().await;
     assert_eq!(ledger.len(), 1, "the replay must not charge again");
     let (_, stored) = app.get_json(&format!("/invoices/{id}")).await;
     assert_eq!(stored["status"], "paid");
     assert_eq!(stored["charge_id"], ledger[0].id.as_str());
-    assert_eq!(app.provider.balance("C001").await, Some(10_000 - 1234));
+    assert_eq!(app.provider().balance("C001").await, Some(10_000 - 1234));
 }
 
 /// A claim another worker holds is not taken while its lease lasts; the run waits for it
 /// rather than complete with it untried, and takes it once the lease has lapsed (its holder
 /// died: a live one would have settled it).
 async fn live_claim_of_another_worker_is_left_alone(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
-    app.provider
+    let app = spawn_app(backend).await;
+    app.provider()
         .fund("C001", money(10_000, Currency::Eur))
         .await;
     let invoice = app.create_invoice("C001", 100, "EUR").await;
@@ -164,7 +158,7 @@ async fn live_claim_of_another_worker_is_left_alone(backend: Backend) {
     };
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(
-        app.provider.ledger().await.is_empty(),
+        app.provider().ledger().await.is_empty(),
         "charged within another worker's lease"
     );
     let report: serde_json::Value = paying
@@ -176,7 +170,7 @@ async fn live_claim_of_another_worker_is_left_alone(backend: Backend) {
         .expect("report");
     assert!(started.elapsed() >= Duration::from_secs(3), "{report}");
     assert_eq!(report["summary"]["paid"], 1, "{report}");
-    assert_eq!(app.provider.ledger().await.len(), 1);
+    assert_eq!(app.provider().ledger().await.len(), 1);
 }
 
 both_backends!(

@@ -13,15 +13,15 @@ use diesel::{
 };
 use invoice_app::db::schema::{invoices::dsl as inv, pay_runs::dsl as runs};
 use invoice_app::db::{self, schema::payment_attempts::dsl as attempts};
-use payment_provider::testing::{TestDb, TestProvider};
 use serde_json::Value;
+use test_support::{DbUrl, Service, TestDb, TestProvider, postgres_only};
 
 use crate::helpers::{Backend, api_client, create_eur_invoices, money, start_binary, wait_ready};
 
 const SECRET: &str = "takeover-test-token-never-logged";
 
 /// A provider answering each charge after `latency`, and an invoice-app database holding
-/// `invoices` pending invoices. `None` without PostgreSQL.
+/// `invoices` pending invoices.
 struct Setup {
     provider: TestProvider,
     _db: TestDb,
@@ -30,7 +30,7 @@ struct Setup {
 }
 
 impl Setup {
-    async fn new(latency: Duration, invoices: i64) -> Option<Setup> {
+    async fn new(latency: Duration, invoices: i64) -> Setup {
         let provider = TestProvider::spawn(Backend::Postgres, |c| {
             c.callers = Some(
                 payment_provider::auth::CallerTokens::parse(&format!("invoice-app:{SECRET}"))
@@ -38,12 +38,12 @@ impl Setup {
             );
             c.faults.latency = latency;
         })
-        .await?;
+        .await;
         provider
             .fund("C001", money(1_000_000_000, Currency::Eur))
             .await;
-        let db = TestDb::create(Backend::Postgres, "ia")?;
-        let payment_provider::db::DbUrl::Postgres(db_url) = &db.url else {
+        let db = TestDb::create(Backend::Postgres, Service::InvoiceApp);
+        let DbUrl::Postgres(db_url) = &db.url else {
             unreachable!("PostgreSQL")
         };
         let db_url = db_url.clone();
@@ -52,12 +52,12 @@ impl Setup {
         create_eur_invoices(&pool, invoices).await;
         let log =
             std::env::temp_dir().join(format!("takeover-{}.log", uuid::Uuid::new_v4().simple()));
-        Some(Setup {
+        Setup {
             provider,
             _db: db,
             db_url,
             log,
-        })
+        }
     }
 
     /// A connection of the test's own, outside every pool the services hold.
@@ -178,14 +178,13 @@ fn held_by_run(c: &mut PgConnection, run: &str) -> i64 {
         .expect("invoices")
 }
 
+postgres_only!(postgres_a_run_closed_while_frozen_makes_no_call_after_it_wakes => a_run_closed_while_frozen_makes_no_call_after_it_wakes);
+
 /// Replica A is frozen past its lease mid-run, and its run is closed as abandoned (what
 /// another replica's housekeeping does). When A wakes it must not call again for that
 /// run: no attempt of it starts after the closure, and none is left `started`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_a_run_closed_while_frozen_makes_no_call_after_it_wakes() {
-    let Some(setup) = Setup::new(Duration::from_millis(200), 400).await else {
-        return;
-    };
+async fn a_run_closed_while_frozen_makes_no_call_after_it_wakes() {
+    let setup = Setup::new(Duration::from_millis(200), 400).await;
     let client = api_client();
     let a = Replica::start(&setup, &client, &[("PAY_CONCURRENCY", "4")]).await;
     let base = a.base.clone();
@@ -242,14 +241,13 @@ async fn postgres_a_run_closed_while_frozen_makes_no_call_after_it_wakes() {
     );
 }
 
+postgres_only!(postgres_a_run_whose_connections_are_cut_closes_failed_and_hands_back => a_run_whose_connections_are_cut_closes_failed_and_hands_back);
+
 /// Every connection is cut in the middle of a synchronous run. The run fails, and says so
 /// at once: its row is `failed` with the error (not `running`, later "died"), it hands
 /// back the claims it held, leaves no attempt `started`, and the caller's 503 names it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_a_run_whose_connections_are_cut_closes_failed_and_hands_back() {
-    let Some(setup) = Setup::new(Duration::from_millis(50), 600).await else {
-        return;
-    };
+async fn a_run_whose_connections_are_cut_closes_failed_and_hands_back() {
+    let setup = Setup::new(Duration::from_millis(50), 600).await;
     let client = api_client();
     let a = Replica::start(&setup, &client, &[("PAY_CONCURRENCY", "4")]).await;
     let base = a.base.clone();
@@ -288,16 +286,15 @@ async fn postgres_a_run_whose_connections_are_cut_closes_failed_and_hands_back()
     drop(a);
 }
 
+postgres_only!(postgres_a_run_whose_end_outlasts_an_outage_is_recorded_failed_by_its_process => a_run_whose_end_outlasts_an_outage_is_recorded_failed_by_its_process);
+
 /// The database refuses every connection for longer than a run's close is tried before its
 /// caller is answered, and longer than a lease (the outside audit of issue 20: after 25 s
 /// the same, live process closed its own run as abandoned, "it died", claims kept). The
 /// close goes on in the background: once the database is back the run reads `failed`, and
 /// its claims are handed back.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_a_run_whose_end_outlasts_an_outage_is_recorded_failed_by_its_process() {
-    let Some(setup) = Setup::new(Duration::from_millis(50), 600).await else {
-        return;
-    };
+async fn a_run_whose_end_outlasts_an_outage_is_recorded_failed_by_its_process() {
+    let setup = Setup::new(Duration::from_millis(50), 600).await;
     let client = api_client();
     let a = Replica::start(&setup, &client, &[("PAY_CONCURRENCY", "4")]).await;
     let pay = {
@@ -363,14 +360,13 @@ async fn postgres_a_run_whose_end_outlasts_an_outage_is_recorded_failed_by_its_p
     drop(a);
 }
 
+postgres_only!(postgres_a_peer_frozen_in_a_transaction_blocks_nobody => a_peer_frozen_in_a_transaction_blocks_nobody);
+
 /// A peer frozen inside a transaction holds the row of a run that looks dead. A new run
 /// must still start and finish: the housekeeping that would close that run waits at most
 /// the lock timeout, and never holds the run slot hostage.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_a_peer_frozen_in_a_transaction_blocks_nobody() {
-    let Some(setup) = Setup::new(Duration::ZERO, 50).await else {
-        return;
-    };
+async fn a_peer_frozen_in_a_transaction_blocks_nobody() {
+    let setup = Setup::new(Duration::ZERO, 50).await;
     let mut c = setup.connect();
     diesel::sql_query(
         "INSERT INTO pay_runs (id, trigger, status, paid, failed, retry_later, started_at, \
@@ -424,13 +420,12 @@ async fn postgres_a_peer_frozen_in_a_transaction_blocks_nobody() {
     drop(a);
 }
 
+postgres_only!(postgres_requests_after_a_database_reset_get_fresh_connections => requests_after_a_database_reset_get_fresh_connections);
+
 /// After every pooled connection died (a database restart), the next requests get fresh
 /// connections: reads at once (repeated once on a fresh connection), writes after them.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_requests_after_a_database_reset_get_fresh_connections() {
-    let Some(setup) = Setup::new(Duration::ZERO, 20).await else {
-        return;
-    };
+async fn requests_after_a_database_reset_get_fresh_connections() {
+    let setup = Setup::new(Duration::ZERO, 20).await;
     let client = api_client();
     let a = Replica::start(&setup, &client, &[("DATABASE_POOL_SIZE", "5")]).await;
     let base = a.base.clone();

@@ -1,45 +1,23 @@
 use api_contract::{Currency, Money};
 use payment_provider::config::Config;
-pub use payment_provider::testing::Backend;
-use payment_provider::testing::TestProvider;
 use serde_json::{Value, json};
-
-/// Runs an `async fn(Backend)` test once per backend, as `sqlite::name` and `postgres::name`.
-#[macro_export]
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name($crate::helpers::Backend::Sqlite).await }
-            )*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name($crate::helpers::Backend::Postgres).await }
-            )*
-        }
-    };
-}
+pub use test_support::Backend;
+use test_support::TestProvider;
 
 pub struct TestApp {
     pub provider: TestProvider,
     pub client: reqwest::Client,
 }
 
-/// `None` when the backend is not configured here (PostgreSQL without TEST_DATABASE_URL).
-pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
+pub async fn spawn_app(backend: Backend) -> TestApp {
     spawn_app_with(backend, |_| {}).await
 }
 
-pub async fn spawn_app_with(
-    backend: Backend,
-    configure: impl FnOnce(&mut Config),
-) -> Option<TestApp> {
-    let provider = TestProvider::spawn(backend, configure).await?;
-    Some(TestApp {
-        provider,
+pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Config)) -> TestApp {
+    TestApp {
+        provider: TestProvider::spawn(backend, configure).await,
         client: reqwest::Client::new(),
-    })
+    }
 }
 
 pub fn eur(minor: i64) -> Money {

@@ -2,14 +2,12 @@
 
 use std::time::Duration;
 
-use crate::both_backends;
 use crate::helpers::{Backend, assert_problem, charge_body, eur, spawn_app, spawn_app_with};
 use api_contract::ChargeResponse;
+use test_support::both_backends;
 
 async fn replay_returns_stored_charge_without_second_debit(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+    let app = spawn_app(backend).await;
     app.provider.fund("C001", eur(10_000)).await;
     let body = charge_body("inv-1", "C001", 1215, "EUR");
 
@@ -35,9 +33,7 @@ async fn replay_returns_stored_charge_without_second_debit(backend: Backend) {
 }
 
 async fn replayed_decline_stays_a_decline(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+    let app = spawn_app(backend).await;
     app.provider.fund("C001", eur(100)).await;
     let body = charge_body("inv-1", "C001", 500, "EUR");
     assert_problem(app.charge("key-1", &body).await, 402, "insufficient_funds").await;
@@ -57,9 +53,7 @@ async fn replayed_decline_stays_a_decline(backend: Backend) {
 }
 
 async fn same_key_other_body_is_422(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+    let app = spawn_app(backend).await;
     app.provider.fund("C001", eur(10_000)).await;
     assert_eq!(
         app.charge("key-1", &charge_body("inv-1", "C001", 100, "EUR"))
@@ -76,9 +70,7 @@ async fn same_key_other_body_is_422(backend: Backend) {
 }
 
 async fn concurrent_same_key_debits_once(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+    let app = spawn_app(backend).await;
     app.provider.fund("C001", eur(100_000)).await;
     let app = std::sync::Arc::new(app);
     let body = charge_body("inv-1", "C001", 700, "EUR");
@@ -106,11 +98,7 @@ async fn concurrent_same_key_debits_once(backend: Backend) {
 }
 
 async fn key_in_flight_is_409(backend: Backend) {
-    let Some(app) =
-        spawn_app_with(backend, |c| c.faults.latency = Duration::from_millis(800)).await
-    else {
-        return;
-    };
+    let app = spawn_app_with(backend, |c| c.faults.latency = Duration::from_millis(800)).await;
     app.provider.fund("C001", eur(10_000)).await;
     let app = std::sync::Arc::new(app);
     let body = charge_body("inv-1", "C001", 100, "EUR");
@@ -133,15 +121,12 @@ async fn key_in_flight_is_409(backend: Backend) {
 /// A request that stalls past IDEMPOTENCY_STALE_SECS loses its key to a retry; when it
 /// wakes up, its debit must roll back (409), and the retry's is the only one.
 async fn stalled_request_loses_its_stale_claim_and_charges_nothing(backend: Backend) {
-    let Some(app) = spawn_app_with(backend, |c| {
+    let app = spawn_app_with(backend, |c| {
         // Wide margins: the first request may reach its claim late on a loaded machine.
         c.faults.latency = Duration::from_millis(3000);
         c.stale_claim_after = Duration::from_secs(1);
     })
-    .await
-    else {
-        return;
-    };
+    .await;
     app.provider.fund("C001", eur(10_000)).await;
     let app = std::sync::Arc::new(app);
     let body = charge_body("inv-1", "C001", 100, "EUR");
@@ -172,18 +157,15 @@ async fn stalled_request_finishing_second_on_another_replica_answers_409(backend
     use payment_provider::config::{Config, Seed};
     use payment_provider::startup::Application;
     let stale = Duration::from_secs(1);
-    let Some(app) = spawn_app_with(backend, |c| {
+    let app = spawn_app_with(backend, |c| {
         c.faults.latency = Duration::from_millis(3000);
         c.stale_claim_after = stale;
     })
-    .await
-    else {
-        return;
-    };
+    .await;
     let mut config = Config::from_lookup(&|_| None).expect("defaults");
     config.listen_addr = ([127, 0, 0, 1], 0).into();
     config.metrics_addr = ([127, 0, 0, 1], 0).into();
-    config.database_url = app.provider.db.url.clone();
+    config.database_url = app.provider.database_url();
     config.pool_size = config.database_url.default_pool_size();
     config.seed = Seed::None;
     config.stale_claim_after = stale;
@@ -229,14 +211,11 @@ async fn stalled_request_finishing_second_on_another_replica_answers_409(backend
 }
 
 async fn injected_unavailability_charges_nothing_and_retry_succeeds(backend: Backend) {
-    let Some(app) = spawn_app_with(backend, |c| {
+    let app = spawn_app_with(backend, |c| {
         c.faults.unavailable_rate = 1.0;
         c.faults.retry_after_secs = 2;
     })
-    .await
-    else {
-        return;
-    };
+    .await;
     app.provider.fund("C001", eur(10_000)).await;
     let response = app
         .charge("key-1", &charge_body("inv-1", "C001", 100, "EUR"))
@@ -259,9 +238,7 @@ async fn key_stored_with_the_earlier_fingerprint_still_replays(backend: Backend)
     use diesel::{ExpressionMethods, QueryDsl, RunQueryDsl};
     use payment_provider::db::{self, schema::idempotency_keys::dsl};
     use sha2::{Digest, Sha256};
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+    let app = spawn_app(backend).await;
     app.provider.fund("C001", eur(10_000)).await;
     let body = charge_body("inv-1", "C001", 1215, "EUR");
     assert_eq!(app.charge("key-1", &body).await.status().as_u16(), 201);
@@ -298,14 +275,11 @@ async fn key_stored_with_the_earlier_fingerprint_still_replays(backend: Backend)
 
 /// `FAULT_RATE_LIMITED_RATE`: the 429 invoice-app must handle, which the pact checks too.
 async fn injected_rate_limit_is_429_with_retry_after_and_charges_nothing(backend: Backend) {
-    let Some(app) = spawn_app_with(backend, |c| {
+    let app = spawn_app_with(backend, |c| {
         c.faults.rate_limited_rate = 1.0;
         c.faults.retry_after_secs = 2;
     })
-    .await
-    else {
-        return;
-    };
+    .await;
     app.provider.fund("C001", eur(10_000)).await;
     let response = app
         .charge("key-1", &charge_body("inv-1", "C001", 100, "EUR"))

@@ -136,11 +136,11 @@ async fn malformed_requests_are_not_logged_as_errors() {
 /// as a short prefix: a refused token cannot flood the logs or hide other lines.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn made_up_token_text_is_logged_only_as_a_prefix() {
-    use crate::issuer::{Issuer, SigningKey};
     use serde_json::json;
+    use test_support::issuer::{Issuer, SigningKey};
 
     let key = SigningKey::rsa("rsa-1");
-    let issuer = Issuer::start(&[&key]).await;
+    let issuer = Issuer::start(&[&key]);
     let dir = scratch_dir();
     let (child, base) = spawn_binary(
         &dir,
@@ -154,7 +154,7 @@ async fn made_up_token_text_is_logged_only_as_a_prefix() {
     )
     .await;
     let huge = |c: char| c.to_string().repeat(20_000);
-    let claims = issuer.claims("invoices", "invoice-app");
+    let claims = issuer.service_account_claims("invoices", "invoice-app");
     let mut stranger = claims.clone();
     stranger["sub"] = json!(format!("system:serviceaccount:x:{}", huge('s')));
     let tokens = [

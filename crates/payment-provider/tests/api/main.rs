@@ -8,7 +8,6 @@ mod charges;
 mod fuzz;
 mod hostile_input;
 mod idempotency;
-mod issuer;
 mod logs;
 mod operations;
 mod tls;

@@ -1,12 +1,10 @@
 //! Health, readiness, metrics and trace propagation.
 
-use crate::both_backends;
 use crate::helpers::{Backend, assert_problem, charge_body, eur, spawn_app};
+use test_support::both_backends;
 
 async fn health_and_readiness(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+    let app = spawn_app(backend).await;
     let health = app
         .client
         .get(app.url("/healthz"))
@@ -24,9 +22,7 @@ async fn health_and_readiness(backend: Backend) {
 }
 
 async fn metrics_count_requests_and_outcomes(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+    let app = spawn_app(backend).await;
     app.provider.fund("C001", eur(1000)).await;
     app.charge("k1", &charge_body("inv-1", "C001", 100, "EUR"))
         .await;
@@ -72,9 +68,7 @@ async fn metrics_count_requests_and_outcomes(backend: Backend) {
 /// `/metrics` lives on its own listener (METRICS_ADDR), which only Prometheus is let reach:
 /// the API port does not serve it, and the metrics port serves nothing else.
 async fn metrics_are_off_the_api_port(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+    let app = spawn_app(backend).await;
     let on_api = app
         .client
         .get(app.url("/metrics"))
@@ -110,9 +104,7 @@ async fn metrics_are_off_the_api_port(backend: Backend) {
 }
 
 async fn trace_context_is_continued_or_ignored(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+    let app = spawn_app(backend).await;
     app.provider.fund("C001", eur(1000)).await;
     let response = app
         .client

@@ -8,49 +8,9 @@ use std::time::Duration;
 
 use payment_provider::tls::TlsSettings;
 
-use crate::both_backends;
 use crate::helpers::{Backend, TestApp, charge_body, eur, spawn_app_with};
-
-/// A CA the test makes, and a server certificate for 127.0.0.1 signed by it.
-pub struct TestPki {
-    pub ca_pem: String,
-    pub cert_pem: String,
-    pub key_pem: String,
-}
-
-impl TestPki {
-    pub fn new(ca_name: &str) -> TestPki {
-        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, ca_name);
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key"))
-            .expect("CA certificate");
-        let key = KeyPair::generate().expect("key");
-        let cert = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-            .expect("params")
-            .signed_by(&key, &ca)
-            .expect("server certificate");
-        TestPki {
-            ca_pem: ca.pem(),
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        }
-    }
-
-    /// A client that trusts this CA alone.
-    pub fn client(&self) -> reqwest::Client {
-        reqwest::Client::builder()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(
-                reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).expect("CA"),
-            )
-            .build()
-            .expect("client")
-    }
-}
+use test_support::both_backends;
+use test_support::pki::TestPki;
 
 /// `tls.crt` and `tls.key` laid out as the kubelet lays out a Secret volume: each a symlink
 /// through `..data` to a timestamped directory, and an update swaps `..data` in one rename.
@@ -98,7 +58,7 @@ impl Drop for SecretVolume {
     }
 }
 
-async fn spawn_tls(backend: Backend, volume: &SecretVolume) -> Option<TestApp> {
+async fn spawn_tls(backend: Backend, volume: &SecretVolume) -> TestApp {
     let settings = volume.settings();
     spawn_app_with(backend, move |c| c.tls = Some(settings)).await
 }
@@ -106,9 +66,7 @@ async fn spawn_tls(backend: Backend, volume: &SecretVolume) -> Option<TestApp> {
 async fn charges_are_served_over_tls_only(backend: Backend) {
     let pki = TestPki::new("test CA");
     let volume = SecretVolume::new(&pki);
-    let Some(mut app) = spawn_tls(backend, &volume).await else {
-        return;
-    };
+    let mut app = spawn_tls(backend, &volume).await;
     assert!(app.provider.base_url.starts_with("https://127.0.0.1:"));
     app.client = pki.client();
     app.provider.fund("C001", eur(1000)).await;
@@ -141,9 +99,7 @@ async fn charges_are_served_over_tls_only(backend: Backend) {
 async fn a_renewed_certificate_is_served_without_restart(backend: Backend) {
     let old = TestPki::new("old CA");
     let mut volume = SecretVolume::new(&old);
-    let Some(app) = spawn_tls(backend, &volume).await else {
-        return;
-    };
+    let app = spawn_tls(backend, &volume).await;
     let healthz = app.url("/healthz");
     let answered = |client: reqwest::Client| {
         let url = healthz.clone();

@@ -9,9 +9,9 @@ use payment_provider::auth::WorkloadConfig;
 use payment_provider::config::Config;
 use serde_json::{Value, json};
 
-use crate::both_backends;
 use crate::helpers::{Backend, TestApp, assert_problem, charge_body, eur, spawn_app_with};
-use crate::issuer::{Issuer, JWKS_PATH, SigningKey, TlsFront, hs256, now, signing_input};
+use test_support::both_backends;
+use test_support::issuer::{Issuer, JWKS_PATH, SigningKey, TlsFront, hs256, now, signing_input};
 
 const INVOICE_APP: &str = "invoice-app=system:serviceaccount:invoices:invoice-app";
 
@@ -32,7 +32,7 @@ async fn provider_for(
     backend: Backend,
     issuer: &Issuer,
     adjust: impl FnOnce(&mut WorkloadConfig),
-) -> Option<TestApp> {
+) -> TestApp {
     let mut workload = workload_from(&[
         ("CALLER_SUBJECTS", INVOICE_APP.to_owned()),
         ("SA_TOKEN_ISSUER", issuer.url.clone()),
@@ -42,9 +42,9 @@ async fn provider_for(
         c.callers = None;
         c.workload = Some(workload);
     })
-    .await?;
+    .await;
     app.provider.fund("C001", eur(100_000)).await;
-    Some(app)
+    app
 }
 
 async fn charge_with(app: &TestApp, token: &str, key: &str) -> reqwest::Response {
@@ -54,11 +54,9 @@ async fn charge_with(app: &TestApp, token: &str, key: &str) -> reqwest::Response
 
 async fn service_account_tokens_are_accepted(backend: Backend) {
     let (rsa, ec) = (SigningKey::rsa("rsa-1"), SigningKey::ec("ec-1"));
-    let issuer = Issuer::start(&[&rsa, &ec]).await;
-    let Some(app) = provider_for(backend, &issuer, |_| {}).await else {
-        return;
-    };
-    let claims = issuer.claims("invoices", "invoice-app");
+    let issuer = Issuer::start(&[&rsa, &ec]);
+    let app = provider_for(backend, &issuer, |_| {}).await;
+    let claims = issuer.service_account_claims("invoices", "invoice-app");
     assert_eq!(
         charge_with(&app, &rsa.sign(&claims), "k-rs256")
             .await
@@ -84,15 +82,12 @@ async fn service_account_tokens_are_accepted(backend: Backend) {
 /// Each hostile variant of the right token: refused with a 401 problem, nothing charged.
 async fn hostile_service_account_tokens_are_refused(backend: Backend) {
     let (rsa, ec) = (SigningKey::rsa("rsa-1"), SigningKey::ec("ec-1"));
-    let issuer = Issuer::start(&[&rsa, &ec]).await;
-    let Some(app) = provider_for(backend, &issuer, |w| {
+    let issuer = Issuer::start(&[&rsa, &ec]);
+    let app = provider_for(backend, &issuer, |w| {
         w.max_lifetime = Duration::from_secs(3600);
     })
-    .await
-    else {
-        return;
-    };
-    let good = issuer.claims("invoices", "invoice-app");
+    .await;
+    let good = issuer.service_account_claims("invoices", "invoice-app");
     let with = |changes: Value| {
         let mut claims = good.clone();
         for (name, value) in changes.as_object().expect("an object") {
@@ -143,11 +138,11 @@ async fn hostile_service_account_tokens_are_refused(backend: Backend) {
         ),
         (
             "other ServiceAccount",
-            rsa.sign(&issuer.claims("invoices", "deployer")),
+            rsa.sign(&issuer.service_account_claims("invoices", "deployer")),
         ),
         (
             "other namespace",
-            rsa.sign(&issuer.claims("payments", "invoice-app")),
+            rsa.sign(&issuer.service_account_claims("payments", "invoice-app")),
         ),
         ("unknown kid", stranger.sign(&good)),
         ("right kid, other key", unpublished.sign(&good)),
@@ -217,16 +212,13 @@ async fn hostile_service_account_tokens_are_refused(backend: Backend) {
 /// refresh age starts (that token is still checked against the keys in hand).
 async fn rotated_keys_need_no_restart(backend: Backend) {
     let (old, new) = (SigningKey::rsa("key-2024"), SigningKey::ec("key-2025"));
-    let issuer = Issuer::start(&[&old]).await;
-    let Some(app) = provider_for(backend, &issuer, |w| {
+    let issuer = Issuer::start(&[&old]);
+    let app = provider_for(backend, &issuer, |w| {
         w.jwks_refresh_after = Duration::from_secs(1);
         w.jwks_min_refresh = Duration::from_millis(100);
     })
-    .await
-    else {
-        return;
-    };
-    let claims = issuer.claims("invoices", "invoice-app");
+    .await;
+    let claims = issuer.service_account_claims("invoices", "invoice-app");
     assert_eq!(
         charge_with(&app, &old.sign(&claims), "k1")
             .await
@@ -302,16 +294,13 @@ const NO_STALL: Duration = Duration::from_secs(1);
 /// timeout under one lock, as long as invoice-app's charge timeout.
 async fn a_hanging_issuer_does_not_stall_charges(backend: Backend) {
     let key = SigningKey::rsa("rsa-1");
-    let issuer = Issuer::start(&[&key]).await;
-    let Some(app) = provider_for(backend, &issuer, |w| {
+    let issuer = Issuer::start(&[&key]);
+    let app = provider_for(backend, &issuer, |w| {
         w.jwks_refresh_after = Duration::from_millis(300);
         w.jwks_min_refresh = Duration::from_millis(100);
     })
-    .await
-    else {
-        return;
-    };
-    let token = key.sign(&issuer.claims("invoices", "invoice-app"));
+    .await;
+    let token = key.sign(&issuer.service_account_claims("invoices", "invoice-app"));
     assert_eq!(charge_with(&app, &token, "k0").await.status().as_u16(), 201);
     issuer.hang(true);
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -333,17 +322,14 @@ async fn a_hanging_issuer_does_not_stall_charges(backend: Backend) {
 /// that may have been withdrawn; once the issuer answers again, the withdrawn key is refused.
 async fn a_withdrawn_key_stops_at_the_maximum_age_while_the_issuer_hangs(backend: Backend) {
     let (old, new) = (SigningKey::rsa("old"), SigningKey::rsa("new"));
-    let issuer = Issuer::start(&[&old]).await;
-    let Some(app) = provider_for(backend, &issuer, |w| {
+    let issuer = Issuer::start(&[&old]);
+    let app = provider_for(backend, &issuer, |w| {
         w.jwks_refresh_after = Duration::from_millis(200);
         w.jwks_max_age = Duration::from_millis(1500);
         w.jwks_min_refresh = Duration::from_millis(100);
     })
-    .await
-    else {
-        return;
-    };
-    let claims = issuer.claims("invoices", "invoice-app");
+    .await;
+    let claims = issuer.service_account_claims("invoices", "invoice-app");
     // The keys are fetched between these two instants.
     let fetched = Instant::now();
     assert_eq!(
@@ -397,15 +383,12 @@ async fn a_withdrawn_key_stops_at_the_maximum_age_while_the_issuer_hangs(backend
 /// is refused (401), and with no keys at all yet the answer is 503, each within the bound.
 async fn a_missing_key_waits_for_a_hanging_fetch_only_briefly(backend: Backend) {
     let key = SigningKey::rsa("rsa-1");
-    let issuer = Issuer::start(&[&key]).await;
-    let Some(app) = provider_for(backend, &issuer, |w| {
+    let issuer = Issuer::start(&[&key]);
+    let app = provider_for(backend, &issuer, |w| {
         w.jwks_min_refresh = Duration::from_millis(100);
     })
-    .await
-    else {
-        return;
-    };
-    let claims = issuer.claims("invoices", "invoice-app");
+    .await;
+    let claims = issuer.service_account_claims("invoices", "invoice-app");
     assert_eq!(
         charge_with(&app, &key.sign(&claims), "k0")
             .await
@@ -421,9 +404,7 @@ async fn a_missing_key_waits_for_a_hanging_fetch_only_briefly(backend: Backend) 
     assert_eq!(statuses, vec![401; 4]);
 
     // A provider started while the issuer hangs: nothing to check tokens with yet.
-    let Some(cold) = provider_for(backend, &issuer, |_| {}).await else {
-        return;
-    };
+    let cold = provider_for(backend, &issuer, |_| {}).await;
     let (took, statuses) = concurrent_charges(&cold, &key.sign(&claims), 4).await;
     assert!(took < NO_STALL, "a cold cache took {took:?}");
     assert_eq!(statuses, vec![503; 4]);
@@ -433,11 +414,9 @@ async fn a_missing_key_waits_for_a_hanging_fetch_only_briefly(backend: Backend) 
 /// default, since the chart mounts 1 h tokens and a leaked one must be useless within the hour.
 async fn a_two_hour_token_is_refused_by_default(backend: Backend) {
     let key = SigningKey::rsa("rsa-1");
-    let issuer = Issuer::start(&[&key]).await;
-    let Some(app) = provider_for(backend, &issuer, |_| {}).await else {
-        return;
-    };
-    let mut claims = issuer.claims("invoices", "invoice-app");
+    let issuer = Issuer::start(&[&key]);
+    let app = provider_for(backend, &issuer, |_| {}).await;
+    let mut claims = issuer.service_account_claims("invoices", "invoice-app");
     let t = now();
     claims["iat"] = json!(t);
     claims["exp"] = json!(t + 3600);
@@ -461,11 +440,9 @@ async fn a_two_hour_token_is_refused_by_default(backend: Backend) {
 /// Made-up key ids cannot make the provider hammer the issuer: one fetch per interval.
 async fn unknown_kids_are_rate_limited(backend: Backend) {
     let key = SigningKey::rsa("rsa-1");
-    let issuer = Issuer::start(&[&key]).await;
-    let Some(app) = provider_for(backend, &issuer, |_| {}).await else {
-        return;
-    };
-    let claims = issuer.claims("invoices", "invoice-app");
+    let issuer = Issuer::start(&[&key]);
+    let app = provider_for(backend, &issuer, |_| {}).await;
+    let claims = issuer.service_account_claims("invoices", "invoice-app");
     assert_eq!(
         charge_with(&app, &key.sign(&claims), "k0")
             .await
@@ -494,21 +471,19 @@ async fn unknown_kids_are_rate_limited(backend: Backend) {
 /// caller is one charge: keys belong to the caller, not to the credential.
 async fn static_and_service_account_tokens_share_keys(backend: Backend) {
     let key = SigningKey::rsa("rsa-1");
-    let issuer = Issuer::start(&[&key]).await;
+    let issuer = Issuer::start(&[&key]);
     let workload = workload_from(&[
         ("CALLER_SUBJECTS", INVOICE_APP.to_owned()),
         ("SA_TOKEN_ISSUER", issuer.url.clone()),
     ]);
     // Static tokens stay as the test helper configures them, next to workload identity.
-    let Some(app) = spawn_app_with(backend, |c| c.workload = Some(workload)).await else {
-        return;
-    };
+    let app = spawn_app_with(backend, |c| c.workload = Some(workload)).await;
     app.provider.fund("C001", eur(10_000)).await;
     let body = charge_body("inv-1", "C001", 700, "EUR");
     let by_static = app.charge("key-1", &body).await;
     assert_eq!(by_static.status().as_u16(), 201);
     let by_static: ChargeResponse = by_static.json().await.expect("charge");
-    let sa_token = key.sign(&issuer.claims("invoices", "invoice-app"));
+    let sa_token = key.sign(&issuer.service_account_claims("invoices", "invoice-app"));
     let by_sa = app.charge_as(&sa_token, "key-1", &body).await;
     assert_eq!(
         by_sa.status().as_u16(),
@@ -524,7 +499,7 @@ async fn static_and_service_account_tokens_share_keys(backend: Backend) {
 /// The key fetch carries the bearer from SA_JWKS_TOKEN_FILE, read again at each fetch.
 async fn key_fetch_sends_the_configured_bearer(backend: Backend) {
     let key = SigningKey::rsa("rsa-1");
-    let issuer = Issuer::start(&[&key]).await;
+    let issuer = Issuer::start(&[&key]);
     let dir = std::env::temp_dir().join(format!("pp-sa-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let file = dir.join("token");
@@ -534,15 +509,12 @@ async fn key_fetch_sends_the_configured_bearer(backend: Backend) {
         ("SA_TOKEN_ISSUER", issuer.url.clone()),
         ("SA_JWKS_TOKEN_FILE", file.display().to_string()),
     ]);
-    let Some(app) = provider_for(backend, &issuer, |w| {
+    let app = provider_for(backend, &issuer, |w| {
         *w = workload;
         w.jwks_min_refresh = Duration::ZERO;
     })
-    .await
-    else {
-        return;
-    };
-    let claims = issuer.claims("invoices", "invoice-app");
+    .await;
+    let claims = issuer.service_account_claims("invoices", "invoice-app");
     assert_eq!(
         charge_with(&app, &key.sign(&claims), "k1")
             .await
@@ -564,7 +536,7 @@ async fn key_fetch_sends_the_configured_bearer(backend: Backend) {
 /// caller retries), never a 401 that would blame its credential. Static tokens still work.
 async fn unreachable_issuer_is_503_not_401(backend: Backend) {
     let key = SigningKey::rsa("rsa-1");
-    let issuer = Issuer::start(&[&key]).await;
+    let issuer = Issuer::start(&[&key]);
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a port")
@@ -577,11 +549,9 @@ async fn unreachable_issuer_is_503_not_401(backend: Backend) {
             format!("http://127.0.0.1:{closed}{JWKS_PATH}"),
         ),
     ]);
-    let Some(app) = spawn_app_with(backend, |c| c.workload = Some(workload)).await else {
-        return;
-    };
+    let app = spawn_app_with(backend, |c| c.workload = Some(workload)).await;
     app.provider.fund("C001", eur(10_000)).await;
-    let token = key.sign(&issuer.claims("invoices", "invoice-app"));
+    let token = key.sign(&issuer.service_account_claims("invoices", "invoice-app"));
     let response = charge_with(&app, &token, "k1").await;
     assert!(response.headers().contains_key("retry-after"));
     assert_problem(response, 503, "service_unavailable").await;
@@ -599,7 +569,7 @@ async fn unreachable_issuer_is_503_not_401(backend: Backend) {
 /// cannot be checked (503), rather than being checked against keys from anywhere.
 async fn keys_over_tls_trust_the_configured_ca(backend: Backend) {
     let key = SigningKey::rsa("rsa-1");
-    let mut issuer = Issuer::start(&[&key]).await;
+    let mut issuer = Issuer::start(&[&key]);
     let tls = TlsFront::start(issuer.addr()).await;
     issuer.serve_as(&format!("https://127.0.0.1:{}", tls.port));
     let dir = std::env::temp_dir().join(format!("pp-ca-{}", uuid::Uuid::new_v4().simple()));
@@ -617,20 +587,16 @@ async fn keys_over_tls_trust_the_configured_ca(backend: Backend) {
         ]
         .concat(),
     );
-    let token = key.sign(&issuer.claims("invoices", "invoice-app"));
+    let token = key.sign(&issuer.service_account_claims("invoices", "invoice-app"));
 
-    let Some(trusting) = provider_for(backend, &issuer, |w| *w = with_ca).await else {
-        return;
-    };
+    let trusting = provider_for(backend, &issuer, |w| *w = with_ca).await;
     assert_eq!(
         charge_with(&trusting, &token, "k1").await.status().as_u16(),
         201
     );
 
     let system_roots = workload_from(&base);
-    let Some(distrusting) = provider_for(backend, &issuer, |w| *w = system_roots).await else {
-        return;
-    };
+    let distrusting = provider_for(backend, &issuer, |w| *w = system_roots).await;
     assert_problem(
         charge_with(&distrusting, &token, "k1").await,
         503,
@@ -645,15 +611,12 @@ async fn keys_over_tls_trust_the_configured_ca(backend: Backend) {
 /// outside audit, a stream of such requests kept a rotated key out for good.
 async fn a_dropped_request_does_not_cancel_the_key_refresh(backend: Backend) {
     let (old, new) = (SigningKey::rsa("old"), SigningKey::rsa("new"));
-    let issuer = Issuer::start(&[&old]).await;
-    let Some(app) = provider_for(backend, &issuer, |w| {
+    let issuer = Issuer::start(&[&old]);
+    let app = provider_for(backend, &issuer, |w| {
         w.jwks_min_refresh = Duration::from_millis(800);
     })
-    .await
-    else {
-        return;
-    };
-    let claims = issuer.claims("invoices", "invoice-app");
+    .await;
+    let claims = issuer.service_account_claims("invoices", "invoice-app");
     let first = charge_with(&app, &old.sign(&claims), "k1").await;
     assert_eq!(first.status().as_u16(), 201);
     issuer.publish(&[&old, &new]);
@@ -682,16 +645,13 @@ async fn a_dropped_request_does_not_cancel_the_key_refresh(backend: Backend) {
 /// at the cache's maximum age (the outside audit of issue 19: it was accepted for the hour).
 async fn a_key_set_with_no_usable_key_withdraws_the_cached_ones(backend: Backend) {
     let key = SigningKey::rsa("only");
-    let issuer = Issuer::start(&[&key]).await;
-    let Some(app) = provider_for(backend, &issuer, |w| {
+    let issuer = Issuer::start(&[&key]);
+    let app = provider_for(backend, &issuer, |w| {
         w.jwks_refresh_after = Duration::from_millis(200);
         w.jwks_min_refresh = Duration::from_millis(100);
     })
-    .await
-    else {
-        return;
-    };
-    let claims = issuer.claims("invoices", "invoice-app");
+    .await;
+    let claims = issuer.service_account_claims("invoices", "invoice-app");
     assert_eq!(
         charge_with(&app, &key.sign(&claims), "k1")
             .await

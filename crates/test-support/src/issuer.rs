@@ -1,7 +1,8 @@
-//! A stand-in Kubernetes service-account issuer: a real HTTP server serving OIDC discovery
-//! and a JWKS of keys the test generates, and tokens signed the way the API server signs
-//! them. The signing uses aws-lc-rs directly, not the verifier's JWT library, so the two
-//! sides cannot share a mistake.
+//! A stand-in OIDC issuer, for invoice-app's API tokens and for the Kubernetes API server's
+//! ServiceAccount tokens that payment-provider takes: a real HTTP server serving discovery
+//! and a JWKS of keys the test generates (it may hang, and counts what it is asked), and
+//! tokens signed with them. The signing uses aws-lc-rs directly, not the verifiers' JWT
+//! library, so the two sides cannot share a mistake.
 
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -12,7 +13,8 @@ use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::KeySize;
 use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair, RSA_PKCS1_SHA256, RsaKeyPair,
+    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair, RSA_PKCS1_SHA256, RSA_PKCS1_SHA384,
+    RSA_PSS_SHA256, RsaEncoding, RsaKeyPair,
 };
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -20,7 +22,7 @@ use serde_json::{Value, json};
 
 pub const JWKS_PATH: &str = "/openid/v1/jwks";
 
-fn b64(bytes: &[u8]) -> String {
+pub fn b64(bytes: impl AsRef<[u8]>) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
@@ -29,17 +31,25 @@ enum Pair {
     Ec(EcdsaKeyPair),
 }
 
-/// A signing key the test made, with its public JWK.
+/// A signing key the test made, with its public JWK (which a test may alter before
+/// publishing it).
 pub struct SigningKey {
     pub kid: String,
+    pub jwk: Value,
     pair: Pair,
 }
 
 impl SigningKey {
     pub fn rsa(kid: &str) -> Self {
         let pair = RsaKeyPair::generate(KeySize::Rsa2048).expect("RSA key generated");
+        let jwk = json!({
+            "kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid,
+            "n": b64(pair.public_key().modulus().big_endian_without_leading_zero()),
+            "e": b64(pair.public_key().exponent().big_endian_without_leading_zero()),
+        });
         SigningKey {
             kid: kid.to_owned(),
+            jwk,
             pair: Pair::Rsa(pair),
         }
     }
@@ -47,8 +57,15 @@ impl SigningKey {
     pub fn ec(kid: &str) -> Self {
         let pair =
             EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).expect("EC key generated");
+        // Uncompressed point: 0x04 || x || y.
+        let point = pair.public_key().as_ref();
+        let jwk = json!({
+            "kty": "EC", "use": "sig", "alg": "ES256", "kid": kid, "crv": "P-256",
+            "x": b64(&point[1..33]), "y": b64(&point[33..65]),
+        });
         SigningKey {
             kid: kid.to_owned(),
+            jwk,
             pair: Pair::Ec(pair),
         }
     }
@@ -60,23 +77,31 @@ impl SigningKey {
         }
     }
 
-    /// The public key as the API server publishes it.
-    pub fn jwk(&self) -> Value {
-        match &self.pair {
-            Pair::Rsa(pair) => json!({
-                "kty": "RSA", "use": "sig", "alg": "RS256", "kid": self.kid,
-                "n": b64(pair.public_key().modulus().big_endian_without_leading_zero()),
-                "e": b64(pair.public_key().exponent().big_endian_without_leading_zero()),
-            }),
-            Pair::Ec(pair) => {
-                // Uncompressed point: 0x04 || x || y.
-                let point = pair.public_key().as_ref();
-                json!({
-                    "kty": "EC", "use": "sig", "alg": "ES256", "kid": self.kid, "crv": "P-256",
-                    "x": b64(&point[1..33]), "y": b64(&point[33..65]),
-                })
-            }
-        }
+    /// The public key as the PEM (64-column lines) an attacker would download and use as an
+    /// HMAC secret.
+    pub fn public_pem(&self) -> String {
+        let der = self.public_der();
+        let body = STANDARD.encode(&der);
+        let lines: Vec<&str> = body
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).expect("base64 is ASCII"))
+            .collect();
+        format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+            lines.join("\n")
+        )
+    }
+
+    fn public_der(&self) -> Vec<u8> {
+        let Pair::Rsa(pair) = &self.pair else {
+            panic!("an RSA key");
+        };
+        pair.public_key()
+            .as_der()
+            .expect("public key DER")
+            .as_ref()
+            .to_vec()
     }
 
     /// The RSA public key's bytes as a verifier might hold them: X.509 DER and PEM.
@@ -84,12 +109,7 @@ impl SigningKey {
         let Pair::Rsa(pair) = &self.pair else {
             panic!("an RSA key");
         };
-        let der = pair
-            .public_key()
-            .as_der()
-            .expect("public key DER")
-            .as_ref()
-            .to_vec();
+        let der = self.public_der();
         let pem = format!(
             "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
             STANDARD.encode(&der)
@@ -103,13 +123,25 @@ impl SigningKey {
         self.sign_with_header(&header, claims)
     }
 
+    /// A JWS under another key id or algorithm name, as a forger would make one.
+    pub fn sign_as(&self, alg: &str, kid: &str, claims: &Value) -> String {
+        self.sign_with_header(&json!({"alg": alg, "typ": "JWT", "kid": kid}), claims)
+    }
+
+    /// Signed under `header` as given. An RSA key signs with the padding the header's `alg`
+    /// names (RS256 for a name it does not know, as a forger would).
     pub fn sign_with_header(&self, header: &Value, claims: &Value) -> String {
         let input = signing_input(header, claims);
         let rng = SystemRandom::new();
         let signature = match &self.pair {
             Pair::Rsa(pair) => {
+                let padding: &'static dyn RsaEncoding = match header["alg"].as_str() {
+                    Some("RS384") => &RSA_PKCS1_SHA384,
+                    Some("PS256") => &RSA_PSS_SHA256,
+                    _ => &RSA_PKCS1_SHA256,
+                };
                 let mut sig = vec![0; pair.public_modulus_len()];
-                pair.sign(&RSA_PKCS1_SHA256, &rng, input.as_bytes(), &mut sig)
+                pair.sign(padding, &rng, input.as_bytes(), &mut sig)
                     .expect("signed");
                 sig
             }
@@ -125,11 +157,7 @@ impl SigningKey {
 
 /// `base64url(header).base64url(claims)`.
 pub fn signing_input(header: &Value, claims: &Value) -> String {
-    format!(
-        "{}.{}",
-        b64(header.to_string().as_bytes()),
-        b64(claims.to_string().as_bytes())
-    )
+    format!("{}.{}", b64(header.to_string()), b64(claims.to_string()))
 }
 
 /// HS256 over the token, keyed with `secret`: the algorithm-confusion forgery.
@@ -168,7 +196,8 @@ pub struct Issuer {
 }
 
 impl Issuer {
-    pub async fn start(keys: &[&SigningKey]) -> Issuer {
+    /// Serves `keys` on a free loopback port, from the test's runtime.
+    pub fn start(keys: &[&SigningKey]) -> Issuer {
         let published = Arc::new(Published::default());
         let listener = TcpListener::bind("127.0.0.1:0").expect("free port");
         let url = format!(
@@ -204,7 +233,7 @@ impl Issuer {
 
     /// Replaces the published key set (a key rotation at the API server).
     pub fn publish(&self, keys: &[&SigningKey]) {
-        *self.published.keys.lock().expect("lock") = keys.iter().map(|k| k.jwk()).collect();
+        *self.published.keys.lock().expect("lock") = keys.iter().map(|k| k.jwk.clone()).collect();
     }
 
     /// While hanging, discovery and JWKS requests are accepted and not answered; those
@@ -239,8 +268,18 @@ impl Issuer {
         self.published.authorizations.lock().expect("lock").clone()
     }
 
+    /// Claims of an access token for `audience`, as an OIDC provider issues them to `sub`
+    /// with `scope`, valid for 5 minutes.
+    pub fn access_claims(&self, audience: &str, sub: &str, scope: &str) -> Value {
+        let now = now();
+        json!({
+            "iss": self.url, "aud": audience, "sub": sub, "scope": scope,
+            "iat": now, "exp": now + 300,
+        })
+    }
+
     /// Claims as a projected token for `namespace`/`name` carries them, valid for 10 minutes.
-    pub fn claims(&self, namespace: &str, name: &str) -> Value {
+    pub fn service_account_claims(&self, namespace: &str, name: &str) -> Value {
         let now = now();
         json!({
             "aud": ["payment-provider"],
