@@ -636,7 +636,9 @@ impl CacheState {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
-        keys.filter(|k| k.fetched_at.elapsed() < self.policy.max_age)
+        // An issuer that publishes no usable key leaves us unable to check a token: 503
+        // (our side or the issuer's is misconfigured), as before any key was fetched.
+        keys.filter(|k| k.fetched_at.elapsed() < self.policy.max_age && !k.by_kid.is_empty())
     }
 
     /// Starts a fetch in a task of its own, unless one runs or one started within

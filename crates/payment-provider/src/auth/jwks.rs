@@ -297,7 +297,8 @@ impl CacheState {
             Ok(keys) => keys.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         };
-        keys.filter(|k| k.fetched_at.elapsed() < self.policy.max_age)
+        // An issuer that publishes no usable key leaves tokens uncheckable: 503, not 401.
+        keys.filter(|k| k.fetched_at.elapsed() < self.policy.max_age && !k.by_kid.is_empty())
     }
 
     /// Starts a fetch in a task of its own, unless one runs or one started within
