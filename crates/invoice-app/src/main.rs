@@ -89,6 +89,11 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                     report?
                 }
             };
+            // A run whose end could not be written (the database away) is written before the
+            // process exits, if the database is back within a lease.
+            if !biller.finish_closing(biller.lease()).await {
+                tracing::error!(run_id = %report.run_id, "the run's end could not be written within a lease; another process's housekeeping will close it");
+            }
             println!(
                 "{}",
                 serde_json::json!({

@@ -318,8 +318,8 @@ impl Biller {
                     .take()
                     .unwrap_or_else(|| "it finished".to_owned());
                 report.error = Some(format!(
-                    "{why}; recording the run's end failed ({e}) and is retried until the \
-                     database answers"
+                    "{why}; recording the run's end failed ({e}) and is retried in the \
+                     background"
                 ));
                 self.close_later(run.id.clone(), report.error.clone());
                 return Ok(report);
@@ -407,6 +407,20 @@ impl Biller {
             }
             lock(&closing).remove(&run_id);
         });
+    }
+
+    /// Waits until the ends of this process's runs that are being written in the background
+    /// are written, for at most `within`: a process about to exit (the CronJob's) would
+    /// otherwise leave them `running` with their claims. Whether all were written.
+    pub async fn finish_closing(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while !lock(&self.closing).is_empty() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        true
     }
 
     /// Shows the run alive while it works, so one whose process died can be told apart.
