@@ -30,9 +30,9 @@ monitoring: ## Alert and SLO rules: promtool check + unit tests, then every rule
 	$(call PREREQS,monitoring)
 	scripts/monitoring/check.sh
 
-test-chaos: ## Three replicas and the provider SIGKILLed under injected faults on PostgreSQL, then invariants read from both databases (CHAOS_SEED=<n> replays a run)
+test-chaos: ## Three replicas and the provider SIGKILLed, a replica frozen, connections cut, under injected faults on PostgreSQL; then invariants read from both databases (CHAOS_SEED=<n> replays a run)
 	$(call PREREQS,rust)
-	scripts/chaos/chaos.py $(if $(CHAOS_SEED),--seed $(CHAOS_SEED))
+	scripts/chaos/chaos.py --freeze --cut-db $(if $(CHAOS_SEED),--seed $(CHAOS_SEED))
 
 pact: ## Consumer tests (writes pacts/), then provider verification, in-repo and standalone
 	$(call PREREQS,pact)
