@@ -567,8 +567,10 @@ impl Biller {
             let now = Utc::now().naive_utc();
             invoices::claim(
                 c,
-                &worker,
-                &run,
+                invoices::Holder {
+                    worker: &worker,
+                    run: &run,
+                },
                 invoices::Scan {
                     after: after.as_deref(),
                     again,
@@ -730,7 +732,7 @@ fn close_own(
     }
     let mut handed_back = 0;
     if status == RunStatus::Failed {
-        handed_back = invoices::release_run(c, worker, id, now)?;
+        handed_back = invoices::release_run(c, invoices::Holder { worker, run: id }, now)?;
         let counts = pay_runs::Counts {
             retry_later: i32::try_from(handed_back).unwrap_or(i32::MAX),
             ..Default::default()

@@ -233,7 +233,16 @@ impl Biller {
                 }
                 // The lease and the attempt's time run from now, after any wait for the lock.
                 let now = Utc::now().naive_utc();
-                if !invoices::renew(c, &invoice_id, &worker, &run_id, now, now + lease)? {
+                if !invoices::renew(
+                    c,
+                    &invoice_id,
+                    invoices::Holder {
+                        worker: &worker,
+                        run: &run_id,
+                    },
+                    now,
+                    now + lease,
+                )? {
                     return Ok(None);
                 }
                 let attempt = new_attempt(&run_id, &invoice_id, now);

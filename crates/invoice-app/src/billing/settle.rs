@@ -81,13 +81,17 @@ fn settle_in(
         paid: count(changed.len()),
         ..Default::default()
     };
+    let holder = invoices::Holder {
+        worker,
+        run: run_id,
+    };
     for charged in batch {
         if let Settlement::Paid { .. } = charged.settlement {
             continue; // written above, all at once
         }
         let t = charged.settlement.transition();
         let id = &charged.row.id;
-        if invoices::settle(c, id, worker, run_id, &t, now)? == 1 {
+        if invoices::settle(c, id, holder, &t, now)? == 1 {
             counts.add(t.counts_as);
             changed.insert(id.clone());
         }

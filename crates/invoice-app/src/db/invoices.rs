@@ -136,6 +136,14 @@ pub fn count_lease_expired(
         .get_result(conn)
 }
 
+/// Who holds a claim: a worker (process) and its pay run. A claim is the pair's, never
+/// the worker's alone, as one process runs several runs over time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Holder<'a> {
+    pub worker: &'a str,
+    pub run: &'a str,
+}
+
 /// Where a run's claim looks among the pending invoices.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Scan<'a> {
@@ -153,19 +161,22 @@ pub struct Claimed {
     pub cursor: Option<String>,
 }
 
-/// Claims up to `limit` invoices for `worker` in one transaction: pending ones this run has
+/// Claims up to `limit` invoices for `holder` in one transaction: pending ones its run has
 /// not tried yet, and processing ones whose holder's lease expired (other runs' only). On PostgreSQL rows
 /// locked by another replica's claim are skipped, so concurrent runs never share one.
 pub fn claim(
     conn: &mut AnyConnection,
-    worker: &str,
-    run_id: &str,
+    holder: Holder<'_>,
     scan: Scan<'_>,
     now: NaiveDateTime,
     lease_until: NaiveDateTime,
     limit: i64,
 ) -> QueryResult<Claimed> {
     let Scan { after, again } = scan;
+    let Holder {
+        worker,
+        run: run_id,
+    } = holder;
     // Two queries, each a range of the (status, id) index: one `OR` across both statuses
     // made PostgreSQL scan and sort the table for every batch.
     macro_rules! expired {
@@ -260,19 +271,17 @@ pub fn claim(
 }
 
 /// Writes the transition `t` to invoice `id` where its guard admits it: with
-/// [`Guard::Claim`] only while `worker`'s run `run_id` still holds the claim (another run
-/// may have taken it over); with [`Guard::NotYet`] whoever holds it. Returns the rows it
-/// changed (0 or 1).
+/// [`Guard::Claim`] only while `holder` still holds the claim (another run may have taken
+/// it over); with [`Guard::NotYet`] whoever holds it. Returns the rows it changed (0 or 1).
 pub fn settle(
     conn: &mut AnyConnection,
     id: &str,
-    worker: &str,
-    run_id: &str,
+    holder: Holder<'_>,
     t: &Transition<'_>,
     now: NaiveDateTime,
 ) -> QueryResult<usize> {
     match t.guard {
-        Guard::Claim => diesel::update(held_by(id, worker, run_id))
+        Guard::Claim => diesel::update(held_by(id, holder))
             .set(changes(t, now))
             .execute(conn),
         Guard::NotYet => not_yet(conn, id, t, now),
@@ -341,29 +350,27 @@ pub fn mark_all_paid(
     }
 }
 
-/// Hands an invoice back to `pending` for a later run, if `worker`'s run `run_id` still
-/// holds the claim (another run of the same process may have taken it over).
+/// Hands an invoice back to `pending` for a later run, if `holder` still holds the claim
+/// (another run of the same process may have taken it over).
 pub fn release(
     conn: &mut AnyConnection,
     id: &str,
-    worker: &str,
-    run_id: &str,
+    holder: Holder<'_>,
     now: NaiveDateTime,
 ) -> QueryResult<usize> {
-    settle(conn, id, worker, run_id, &HAND_BACK, now)
+    settle(conn, id, holder, &HAND_BACK, now)
 }
 
-/// Renews `worker`'s claim for the call about to start, if `run_id` of that worker still
-/// holds it; false means another worker took it over and this run must not call.
+/// Renews `holder`'s claim for the call about to start, if it still holds it; false means
+/// another worker took it over and this run must not call.
 pub fn renew(
     conn: &mut AnyConnection,
     id: &str,
-    worker: &str,
-    run_id: &str,
+    holder: Holder<'_>,
     now: NaiveDateTime,
     lease_until: NaiveDateTime,
 ) -> QueryResult<bool> {
-    diesel::update(held_by(id, worker, run_id))
+    diesel::update(held_by(id, holder))
         .set((dsl::lease_until.eq(lease_until), dsl::updated_at.eq(now)))
         .execute(conn)
         .map(|n| n == 1)
@@ -406,18 +413,17 @@ pub fn next_lapse_of_others(
         .get_result(conn)
 }
 
-/// Hands back the claims `worker`'s run `run_id` still holds (the run failed).
+/// Hands back the claims `holder` still holds (its run failed).
 pub fn release_run(
     conn: &mut AnyConnection,
-    worker: &str,
-    run_id: &str,
+    holder: Holder<'_>,
     now: NaiveDateTime,
 ) -> QueryResult<usize> {
     diesel::update(
         invoices::table
             .filter(dsl::status.eq(InvoiceStatus::Processing))
-            .filter(dsl::claimed_by.eq(worker))
-            .filter(dsl::last_run_id.eq(run_id)),
+            .filter(dsl::claimed_by.eq(holder.worker))
+            .filter(dsl::last_run_id.eq(holder.run)),
     )
     .set(changes(&HAND_BACK, now))
     .execute(conn)
@@ -439,8 +445,10 @@ pub fn release_all(
 }
 
 #[diesel::dsl::auto_type]
-fn held_by<'a>(id: &'a str, worker: &'a str, run_id: &'a str) -> _ {
+fn held_by<'a>(id: &'a str, holder: Holder<'a>) -> _ {
     let processing: InvoiceStatus = InvoiceStatus::Processing;
+    let worker: &'a str = holder.worker;
+    let run_id: &'a str = holder.run;
     invoices::table
         .filter(dsl::id.eq(id))
         .filter(dsl::status.eq(processing))
@@ -493,6 +501,10 @@ mod tests {
 
     const WORKER: &str = "w-1";
     const RUN: &str = "run-1";
+    const HOLDER: Holder<'static> = Holder {
+        worker: WORKER,
+        run: RUN,
+    };
 
     /// Every settlement from every status, held by the settling run or by another: the
     /// SQL changed the row exactly where `transition` says it applies, and into what
@@ -547,7 +559,7 @@ mod tests {
                                 .expect("written")
                                 .len()
                         }
-                        _ => settle(c, &row.id, WORKER, RUN, &t, now).expect("written"),
+                        _ => settle(c, &row.id, HOLDER, &t, now).expect("written"),
                     };
                     let applies = transition(from, &s).is_some()
                         && (t.guard == Guard::NotYet || holder == WORKER);

@@ -67,6 +67,15 @@ struct Worker {
     answered: Vec<(String, Option<String>)>,
 }
 
+impl Worker {
+    fn holder(&self) -> invoices::Holder<'_> {
+        invoices::Holder {
+            worker: &self.id,
+            run: &self.run,
+        }
+    }
+}
+
 struct Model {
     now: NaiveDateTime,
     workers: Vec<Worker>,
@@ -148,8 +157,7 @@ impl Model {
                 let worker = &mut self.workers[w];
                 let claimed = invoices::claim(
                     c,
-                    &worker.id,
-                    &worker.run,
+                    worker.holder(),
                     invoices::Scan::default(),
                     now,
                     now + lease,
@@ -164,7 +172,7 @@ impl Model {
                     return Ok(());
                 }
                 let id = worker.held.remove(k % worker.held.len());
-                let held = invoices::renew(c, &id, &worker.id, &worker.run, now, now + lease)
+                let held = invoices::renew(c, &id, worker.holder(), now, now + lease)
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 if !held {
                     return Ok(()); // taken over: no call
@@ -201,7 +209,7 @@ impl Model {
                 };
                 for (id, _) in answered.iter().filter(|(_, ch)| ch.is_none()) {
                     counts.retry_later += i32::try_from(
-                        invoices::release(c, id, &worker.id, &worker.run, now)
+                        invoices::release(c, id, worker.holder(), now)
                             .map_err(|e| TestCaseError::fail(e.to_string()))?,
                     )
                     .unwrap_or(0);
