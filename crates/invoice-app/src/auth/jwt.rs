@@ -241,6 +241,8 @@ struct Claims {
     exp: u64,
     #[serde(default)]
     iat: Option<u64>,
+    #[serde(default)]
+    nbf: Option<u64>,
     /// RFC 8693/9068: space-separated.
     #[serde(default)]
     scope: Option<String>,
@@ -348,6 +350,12 @@ impl JwtVerifier {
     fn check_lifetime(&self, claims: &Claims) -> Result<(), AuthError> {
         let now = jsonwebtoken::get_current_timestamp();
         let max = self.settings.max_lifetime.as_secs();
+        // Valid from after it expires: never valid, though the leeway would let it pass.
+        if claims.nbf.is_some_and(|nbf| nbf > claims.exp) {
+            return Err(AuthError::Invalid(
+                "the token is valid only after it expires",
+            ));
+        }
         match claims.iat {
             Some(iat) if iat > now.saturating_add(LEEWAY_SECS) => {
                 Err(AuthError::Invalid("the token is issued in the future"))

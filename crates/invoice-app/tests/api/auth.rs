@@ -790,6 +790,11 @@ async fn tokens_outside_the_access_token_profile_are_refused(backend: Backend) {
             "exp before iat",
             with(json!({"iat": now, "exp": now - 1})),
         ),
+        (
+            // Within the leeway on both ends, but never valid.
+            "nbf after exp",
+            with(json!({"nbf": now + 20, "exp": now + 10})),
+        ),
     ];
     // All cases first, then one assertion: a failure lists every case let through.
     let mut let_through = Vec::new();

@@ -106,6 +106,8 @@ struct Claims {
     iss: serde_json::Value,
     iat: u64,
     exp: u64,
+    #[serde(default)]
+    nbf: Option<u64>,
 }
 
 pub struct WorkloadIdentity {
@@ -217,6 +219,10 @@ impl WorkloadIdentity {
         }
         if claims.iat > claims.exp {
             return Err(invalid("expires before it was issued".into()));
+        }
+        // Valid from after it expires: never valid, though the leeway would let it pass.
+        if claims.nbf.is_some_and(|nbf| nbf > claims.exp) {
+            return Err(invalid("valid only after it expires".into()));
         }
         if claims.exp.saturating_sub(claims.iat) > self.max_lifetime.as_secs() {
             return Err(invalid(format!(

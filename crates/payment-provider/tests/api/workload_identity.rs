@@ -121,6 +121,11 @@ async fn hostile_service_account_tokens_are_refused(backend: Backend) {
             rsa.sign(&with(json!({"iat": t + 20, "exp": t + 10}))),
         ),
         (
+            // Within the leeway on both ends, but never valid (the re-audit of issue 19).
+            "valid only after it expires",
+            rsa.sign(&with(json!({"nbf": t + 20, "exp": t + 10}))),
+        ),
+        (
             "critical header extension",
             rsa.sign_with_header(
                 &json!({"alg": "RS256", "kid": "rsa-1", "crit": ["x-ext"], "x-ext": 1}),
