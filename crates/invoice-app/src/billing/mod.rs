@@ -351,12 +351,13 @@ impl Biller {
         let mut wait = Duration::from_millis(100);
         let mut tries = 0;
         loop {
-            let (id, status, error) = (run_id.to_owned(), report.status, report.error.clone());
-            let worker = self.worker_id.clone();
-            let closed = db::run(&self.pool, move |c| {
-                let now = Utc::now().naive_utc();
-                c.transaction(|c| close_own(c, &id, &worker, status, error.as_deref(), now))
-            })
+            let closed = write_close(
+                &self.pool,
+                &self.worker_id,
+                run_id,
+                report.status,
+                report.error.clone(),
+            )
             .await;
             tries += 1;
             match closed {
@@ -385,14 +386,8 @@ impl Biller {
             let mut wait = Duration::from_secs(1);
             loop {
                 tokio::time::sleep(wait).await;
-                let (id, worker, error) = (run_id.clone(), worker.clone(), error.clone());
-                let closed = db::run(&pool, move |c| {
-                    let now = Utc::now().naive_utc();
-                    c.transaction(|c| {
-                        close_own(c, &id, &worker, RunStatus::Failed, error.as_deref(), now)
-                    })
-                })
-                .await;
+                let closed =
+                    write_close(&pool, &worker, &run_id, RunStatus::Failed, error.clone()).await;
                 match closed {
                     Ok(Closed::Finished { handed_back }) => {
                         tracing::info!(run_id = %run_id, handed_back, "recorded the end of the pay run");
@@ -708,6 +703,22 @@ enum Closed {
     Finished { handed_back: usize },
     /// Closed as abandoned by another while this process stalled: its row says so.
     ByAnother,
+}
+
+/// Writes the end of `worker`'s run `run_id` as [`close_own`] does, in one transaction.
+async fn write_close(
+    pool: &DbPool,
+    worker: &str,
+    run_id: &str,
+    status: RunStatus,
+    error: Option<String>,
+) -> Result<Closed, DbError> {
+    let (id, worker) = (run_id.to_owned(), worker.to_owned());
+    db::run(pool, move |c| {
+        let now = Utc::now().naive_utc();
+        c.transaction(|c| close_own(c, &id, &worker, status, error.as_deref(), now))
+    })
+    .await
 }
 
 /// A run's own close, in one transaction: the row (first, as [`close`] takes it), the
