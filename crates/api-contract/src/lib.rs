@@ -12,7 +12,7 @@ mod problem;
 pub use charge::{AccountResponse, ChargeRequest, ChargeResponse, ChargeStatus};
 pub use ids::{CustomerId, IdError, IdempotencyKey, InvoiceId, is_id};
 pub use money::{Currency, Money, MoneyError};
-pub use problem::{ErrorCode, Problem};
+pub use problem::{DeclineClass, ErrorCode, Problem};
 
 /// Path of the charge call on payment-provider.
 pub const CHARGES_PATH: &str = "/v1/charges";

@@ -26,6 +26,11 @@ pub enum ErrorCode {
     CustomerNotFound,
     InsufficientFunds,
     CurrencyMismatch,
+    /// The account may not be charged for now (it is on hold); the same charge may pass
+    /// later.
+    TryAgainLater,
+    /// The account is closed: no charge will ever pass.
+    AccountClosed,
     RateLimited,
     ServiceUnavailable,
     InternalError,
@@ -52,10 +57,46 @@ impl ErrorCode {
             ErrorCode::CustomerNotFound => "customer_not_found",
             ErrorCode::InsufficientFunds => "insufficient_funds",
             ErrorCode::CurrencyMismatch => "currency_mismatch",
+            ErrorCode::TryAgainLater => "try_again_later",
+            ErrorCode::AccountClosed => "account_closed",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::ServiceUnavailable => "service_unavailable",
             ErrorCode::InternalError => "internal_error",
             ErrorCode::Unknown => "unknown",
+        }
+    }
+
+    /// Whether the code is a decline of the customer's account, and of which class; `None`
+    /// for every other code. Both sides read the class from here, so the provider cannot
+    /// call a decline soft that its caller gives up on, or the other way round.
+    pub const fn decline_class(self) -> Option<DeclineClass> {
+        match self {
+            ErrorCode::InsufficientFunds | ErrorCode::TryAgainLater => Some(DeclineClass::Soft),
+            ErrorCode::CustomerNotFound
+            | ErrorCode::CurrencyMismatch
+            | ErrorCode::AccountClosed => Some(DeclineClass::Hard),
+            _ => None,
+        }
+    }
+}
+
+/// How final a decline is. The class follows from the code ([`ErrorCode::decline_class`]),
+/// so it is not sent on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeclineClass {
+    /// The same charge may pass on a later attempt, under a new idempotency key: funds
+    /// arrive, a hold is lifted.
+    Soft,
+    /// No later attempt will pass: the account is missing, closed or in another currency.
+    Hard,
+}
+
+impl DeclineClass {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DeclineClass::Soft => "soft",
+            DeclineClass::Hard => "hard",
         }
     }
 }
@@ -95,10 +136,59 @@ mod tests {
             ErrorCode::IdempotencyKeyInFlight,
             ErrorCode::CurrencyMismatch,
             ErrorCode::InsufficientScope,
+            ErrorCode::TryAgainLater,
+            ErrorCode::AccountClosed,
         ] {
             let json = serde_json::to_value(code).expect("serialises");
             assert_eq!(json, serde_json::Value::String(code.as_str().to_owned()));
+            assert_eq!(
+                serde_json::from_value::<ErrorCode>(json).expect("parses"),
+                code
+            );
         }
+    }
+
+    /// The classes, written out: a code moved from one class to the other changes what
+    /// invoice-app does with the invoice, so it must be a change of this table too.
+    #[test]
+    fn declines_and_their_classes() {
+        use DeclineClass::{Hard, Soft};
+        let declines = [
+            (ErrorCode::InsufficientFunds, Soft),
+            (ErrorCode::TryAgainLater, Soft),
+            (ErrorCode::CustomerNotFound, Hard),
+            (ErrorCode::CurrencyMismatch, Hard),
+            (ErrorCode::AccountClosed, Hard),
+        ];
+        for (code, class) in declines {
+            assert_eq!(code.decline_class(), Some(class), "{}", code.as_str());
+        }
+        // Refusals of the request or the caller, and transient answers, are no declines.
+        for code in [
+            ErrorCode::MalformedRequest,
+            ErrorCode::InvalidRequest,
+            ErrorCode::UnsupportedMediaType,
+            ErrorCode::PayloadTooLarge,
+            ErrorCode::MissingIdempotencyKey,
+            ErrorCode::InvalidIdempotencyKey,
+            ErrorCode::IdempotencyKeyReused,
+            ErrorCode::IdempotencyKeyInFlight,
+            ErrorCode::Unauthorized,
+            ErrorCode::InsufficientScope,
+            ErrorCode::NotFound,
+            ErrorCode::MethodNotAllowed,
+            ErrorCode::RateLimited,
+            ErrorCode::ServiceUnavailable,
+            ErrorCode::InternalError,
+            ErrorCode::Unknown,
+        ] {
+            assert_eq!(code.decline_class(), None, "{}", code.as_str());
+        }
+        assert_eq!(
+            serde_json::to_value(DeclineClass::Soft).expect("serialises"),
+            DeclineClass::Soft.as_str()
+        );
+        assert_eq!(Hard.as_str(), "hard");
     }
 
     #[test]
