@@ -6,7 +6,7 @@ use chrono::{NaiveDateTime, SecondsFormat, TimeDelta, Utc};
 use diesel::Connection;
 
 use crate::db::{self, AnyConnection, DbError, accounts, charges, idempotency};
-use crate::domain::{ChargeCommand, Decline};
+use crate::domain::{AccountSeen, ChargeCommand, Decline};
 use crate::error::ApiError;
 use crate::faults::Injected;
 use crate::startup::AppState;
@@ -164,14 +164,15 @@ fn execute(
             charges::insert(c, &charge)?;
             created
         } else {
-            ChargeReply::Declined(match accounts::find(c, cmd.customer_id.as_str())? {
-                None => Decline::CustomerNotFound(cmd.customer_id.clone()),
-                Some(account) if account.currency != currency => Decline::CurrencyMismatch {
-                    account: account.currency,
-                    requested: cmd.amount.currency(),
-                },
-                Some(_) => Decline::InsufficientFunds(cmd.customer_id.clone()),
-            })
+            let account = accounts::find(c, cmd.customer_id.as_str())?;
+            ChargeReply::Declined(Decline::for_account(
+                &cmd.customer_id,
+                cmd.amount.currency(),
+                account.as_ref().map(|a| AccountSeen {
+                    status: a.status,
+                    currency: &a.currency,
+                }),
+            ))
         };
         let (status, body) = stored_response(&reply);
         if !idempotency::complete(

@@ -1,6 +1,7 @@
 //! payment-provider: customer accounts and idempotent charges, standing in for a real
 //! payment service provider.
 
+pub mod accounts;
 pub mod auth;
 pub mod charging;
 pub mod config;

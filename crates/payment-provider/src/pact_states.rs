@@ -13,10 +13,11 @@ use chrono::{TimeDelta, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::accounts;
 use crate::auth::DEV_TOKEN;
 use crate::charging::{self, ChargeReply};
 use crate::db::{self, DbConn, DbError, idempotency};
-use crate::domain::ChargeCommand;
+use crate::domain::{AccountAction, ChargeCommand};
 use crate::seed;
 use crate::startup::AppState;
 
@@ -85,6 +86,14 @@ async fn set_up(state: &AppState, change: &StateChange) -> anyhow::Result<()> {
                 bail!("that token is the one this provider accepts");
             }
         }
+        // Funded enough, so only the status stands between the charge and the money; set
+        // by the operators' own action (`payment-provider accounts hold|close`).
+        _ if name.starts_with("the account of customer ") && name.ends_with(" is on hold") => {
+            funded_account(state, change, AccountAction::Hold).await?;
+        }
+        _ if name.starts_with("the account of customer ") && name.ends_with(" is closed") => {
+            funded_account(state, change, AccountAction::Close).await?;
+        }
         // The ledger is empty: nobody has an account.
         _ if name.starts_with("customer ") && name.ends_with(" has no account") => {
             text(change, "customer_id")?;
@@ -120,6 +129,18 @@ async fn fund(state: &AppState, customer_id: CustomerId, balance: Money) -> anyh
         balance,
     };
     seed::insert(&state.pool, vec![account]).await.map(|_| ())
+}
+
+/// Opens the account the state's params describe, then applies the operator's `action`.
+async fn funded_account(
+    state: &AppState,
+    change: &StateChange,
+    action: AccountAction,
+) -> anyhow::Result<()> {
+    let customer = CustomerId::parse(text(change, "customer_id")?)?;
+    fund(state, customer.clone(), money(change)?).await?;
+    accounts::change_status(&state.pool, customer, action).await?;
+    Ok(())
 }
 
 /// Makes the charge the state describes, as invoice-app would: its key is then completed.

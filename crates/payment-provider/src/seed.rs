@@ -9,6 +9,7 @@ use chrono::Utc;
 
 use crate::config::Seed;
 use crate::db::{self, DbPool, accounts};
+use crate::domain::AccountStatus;
 
 /// Demo customers and their currencies; invoice-app's demo invoices use the same ids.
 const DEMO: [(&str, Currency); 8] = [
@@ -65,6 +66,7 @@ pub async fn insert(pool: &DbPool, wanted: Vec<AccountResponse>) -> anyhow::Resu
             currency: a.balance.currency().code().to_owned(),
             balance_minor: a.balance.minor_units(),
             updated_at: now,
+            status: AccountStatus::Active,
         })
         .collect();
     db::run(pool, move |c| {

@@ -6,6 +6,7 @@ use diesel::RunQueryDsl;
 use payment_provider::auth::CallerTokens;
 use payment_provider::config::{Config, Seed};
 use payment_provider::db::{self, DbPool, charges::Charge};
+use payment_provider::domain::AccountAction;
 use payment_provider::startup::Application;
 
 use crate::db::{Backend, DbUrl, Service, TestDb};
@@ -96,6 +97,14 @@ impl TestProvider {
         payment_provider::seed::insert(&self.pool, vec![account])
             .await
             .expect("account created");
+    }
+
+    /// Holds, releases or closes an account, through the operators' own action.
+    pub async fn account_action(&self, customer_id: &str, action: AccountAction) {
+        let customer = CustomerId::parse(customer_id).expect("valid customer id");
+        payment_provider::accounts::change_status(&self.pool, customer, action)
+            .await
+            .expect("account status changed");
     }
 
     /// Balance in minor units, `None` for no account.

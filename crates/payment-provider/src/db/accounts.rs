@@ -5,6 +5,7 @@ use diesel::prelude::*;
 
 use super::schema::accounts;
 use super::{AnyConnection, is_unique_violation};
+use crate::domain::AccountStatus;
 
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
 #[diesel(table_name = accounts)]
@@ -13,6 +14,7 @@ pub struct Account {
     pub currency: String,
     pub balance_minor: i64,
     pub updated_at: NaiveDateTime,
+    pub status: AccountStatus,
 }
 
 pub fn find(conn: &mut AnyConnection, customer_id: &str) -> QueryResult<Option<Account>> {
@@ -23,8 +25,9 @@ pub fn find(conn: &mut AnyConnection, customer_id: &str) -> QueryResult<Option<A
         .optional()
 }
 
-/// Takes `amount` from the account if it is in `currency` and holds enough; one statement,
-/// so concurrent debits can never overdraw. Returns whether the debit happened.
+/// Takes `amount` from the account if it is active, in `currency` and holds enough; one
+/// statement, so concurrent debits can never overdraw, nor debit an account closed or held
+/// meanwhile. Returns whether the debit happened.
 pub fn debit(
     conn: &mut AnyConnection,
     customer_id: &str,
@@ -35,6 +38,7 @@ pub fn debit(
     let updated = diesel::update(
         accounts::table
             .filter(accounts::customer_id.eq(customer_id))
+            .filter(accounts::status.eq(AccountStatus::Active))
             .filter(accounts::currency.eq(currency))
             .filter(accounts::balance_minor.ge(amount)),
     )
@@ -42,6 +46,51 @@ pub fn debit(
         accounts::balance_minor.eq(accounts::balance_minor - amount),
         accounts::updated_at.eq(now),
     ))
+    .execute(conn)?;
+    Ok(updated == 1)
+}
+
+/// Adds `amount` to the account if it is in `currency`, in a status that `takes` funds, and
+/// the sum stays within a BIGINT. One statement, so it adds up with concurrent debits.
+/// Returns whether the money went in; the caller reads the account to say why not.
+pub fn credit(
+    conn: &mut AnyConnection,
+    customer_id: &str,
+    currency: &str,
+    amount: i64,
+    takes: &[AccountStatus],
+    now: NaiveDateTime,
+) -> QueryResult<bool> {
+    let updated = diesel::update(
+        accounts::table
+            .filter(accounts::customer_id.eq(customer_id))
+            .filter(accounts::status.eq_any(takes))
+            .filter(accounts::currency.eq(currency))
+            .filter(accounts::balance_minor.le(i64::MAX.saturating_sub(amount))),
+    )
+    .set((
+        accounts::balance_minor.eq(accounts::balance_minor + amount),
+        accounts::updated_at.eq(now),
+    ))
+    .execute(conn)?;
+    Ok(updated == 1)
+}
+
+/// Moves the account from status `from` to `to`; false when it was no longer in `from`
+/// (changed meanwhile), so a decision taken on a stale read is never written.
+pub fn set_status(
+    conn: &mut AnyConnection,
+    customer_id: &str,
+    from: AccountStatus,
+    to: AccountStatus,
+    now: NaiveDateTime,
+) -> QueryResult<bool> {
+    let updated = diesel::update(
+        accounts::table
+            .filter(accounts::customer_id.eq(customer_id))
+            .filter(accounts::status.eq(from)),
+    )
+    .set((accounts::status.eq(to), accounts::updated_at.eq(now)))
     .execute(conn)?;
     Ok(updated == 1)
 }

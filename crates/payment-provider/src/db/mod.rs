@@ -6,6 +6,7 @@ pub mod charges;
 pub mod idempotency;
 mod pool;
 pub mod schema;
+mod text;
 
 pub use pool::{AnyConnection, DbConn, DbPool, DbUrl, migrate, pool};
 

@@ -7,6 +7,7 @@ diesel::table! {
         currency -> Text,
         balance_minor -> BigInt,
         updated_at -> Timestamp,
+        status -> Text,
     }
 }
 

@@ -1,5 +1,6 @@
 use api_contract::{Currency, Money};
 use payment_provider::config::Config;
+use payment_provider::db::DbUrl;
 use serde_json::{Value, json};
 pub use test_support::Backend;
 use test_support::TestProvider;
@@ -78,4 +79,52 @@ pub async fn assert_problem(response: reqwest::Response, status: u16, code: &str
     assert_eq!(body["code"], code, "code in {body}");
     assert_eq!(body["status"], status, "status in {body}");
     body
+}
+
+/// What `payment-provider accounts …` did: its exit status and what it printed.
+pub struct OperatorRun {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl TestApp {
+    /// Runs the real binary's `accounts <args>` against this provider's database, as an
+    /// operator would, with nothing else in its environment.
+    pub async fn operator(&self, args: &[&str]) -> OperatorRun {
+        let url = match self.provider.database_url() {
+            DbUrl::Postgres(url) | DbUrl::Sqlite(url) => url,
+        };
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        let output = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_payment-provider"))
+                .env_clear()
+                .env("DATABASE_URL", url)
+                .env("LOG_FORMAT", "json")
+                .arg("accounts")
+                .args(&args)
+                .output()
+        })
+        .await
+        .expect("task")
+        .expect("payment-provider runs");
+        OperatorRun {
+            success: output.status.success(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+/// Asserts that `response` was replayed from the key's stored answer.
+#[track_caller]
+pub fn assert_replayed(response: &reqwest::Response) {
+    assert_eq!(
+        response
+            .headers()
+            .get("idempotent-replayed")
+            .and_then(|v| v.to_str().ok()),
+        Some("true"),
+        "a replay"
+    );
 }

@@ -5,6 +5,7 @@ mod helpers;
 
 mod caller_identity;
 mod charges;
+mod declines;
 mod fuzz;
 mod hostile_input;
 mod idempotency;
