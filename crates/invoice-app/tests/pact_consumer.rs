@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use api_contract::{
-    CHARGES_PATH, ChargeRequest, ChargeStatus, Currency, CustomerId, ErrorCode, InvoiceId, Money,
-    PROBLEM_JSON, headers,
+    CHARGES_PATH, ChargeRequest, ChargeStatus, Currency, CustomerId, DeclineClass, ErrorCode,
+    InvoiceId, Money, PROBLEM_JSON, headers,
 };
 use invoice_app::domain::{CallOutcome, idempotency_key_for};
 use invoice_app::payment_client::PaymentClient;
@@ -57,6 +57,8 @@ async fn pact_charge_contract() {
     key_reused(out).await;
     rate_limited(out).await;
     database_unavailable(out).await;
+    account_on_hold(out).await;
+    account_closed(out).await;
     publish(out);
 }
 
@@ -133,7 +135,7 @@ async fn insufficient_funds(out: &Path) {
         .start_mock_server(None, None);
 
     let (outcome, _) = charge.send(server, ANY_TOKEN).await;
-    assert_declined(outcome, ErrorCode::InsufficientFunds);
+    assert_declined(outcome, ErrorCode::InsufficientFunds, DeclineClass::Soft);
 }
 
 async fn unknown_customer(out: &Path) {
@@ -157,7 +159,7 @@ async fn unknown_customer(out: &Path) {
         .start_mock_server(None, None);
 
     let (outcome, _) = charge.send(server, ANY_TOKEN).await;
-    assert_declined(outcome, ErrorCode::CustomerNotFound);
+    assert_declined(outcome, ErrorCode::CustomerNotFound, DeclineClass::Hard);
 }
 
 async fn currency_mismatch(out: &Path) {
@@ -182,7 +184,7 @@ async fn currency_mismatch(out: &Path) {
         .start_mock_server(None, None);
 
     let (outcome, _) = charge.send(server, ANY_TOKEN).await;
-    assert_declined(outcome, ErrorCode::CurrencyMismatch);
+    assert_declined(outcome, ErrorCode::CurrencyMismatch, DeclineClass::Hard);
 }
 
 async fn zero_amount(out: &Path) {
@@ -204,7 +206,7 @@ async fn zero_amount(out: &Path) {
         .start_mock_server(None, None);
 
     let (outcome, _) = charge.send(server, ANY_TOKEN).await;
-    assert_declined(outcome, ErrorCode::InvalidRequest);
+    assert_declined(outcome, ErrorCode::InvalidRequest, DeclineClass::Hard);
 }
 
 async fn bad_token(out: &Path) {
@@ -414,6 +416,63 @@ async fn database_unavailable(out: &Path) {
     );
 }
 
+async fn account_on_hold(out: &Path) {
+    let charge = Example::new("0195b4c0-7a10-7000-8000-000000000013", "C004", 1215);
+    let server = pact(out)
+        .interaction("a charge while the account is on hold", "", |mut i| {
+            // The account could pay: only the hold stands between the charge and the money.
+            held_account_state(&mut i, &charge, "on hold");
+            authorised_request(&mut i, &charge, integer(charge.minor_units));
+            problem(
+                &mut i,
+                402,
+                ErrorCode::TryAgainLater,
+                "Try again later",
+                "the account of customer C004 cannot be charged for now; try again later",
+            );
+            i
+        })
+        .start_mock_server(None, None);
+
+    let (outcome, _) = charge.send(server, ANY_TOKEN).await;
+    assert_declined(outcome, ErrorCode::TryAgainLater, DeclineClass::Soft);
+}
+
+async fn account_closed(out: &Path) {
+    let charge = Example::new("0195b4c0-7a10-7000-8000-000000000014", "C005", 1215);
+    let server = pact(out)
+        .interaction("a charge to a closed account", "", |mut i| {
+            // Closed with money on it: a provider that looked at the balance alone would charge.
+            held_account_state(&mut i, &charge, "closed");
+            authorised_request(&mut i, &charge, integer(charge.minor_units));
+            problem(
+                &mut i,
+                402,
+                ErrorCode::AccountClosed,
+                "Account closed",
+                "the account of customer C005 is closed",
+            );
+            i
+        })
+        .start_mock_server(None, None);
+
+    let (outcome, _) = charge.send(server, ANY_TOKEN).await;
+    assert_declined(outcome, ErrorCode::AccountClosed, DeclineClass::Hard);
+}
+
+/// "the account of customer C004 is on hold": opened with enough for the charge, then
+/// given `status` by the provider's operator action.
+fn held_account_state(i: &mut InteractionBuilder, charge: &Example, status: &str) {
+    i.given_with_params(
+        format!("the account of customer {} is {status}", charge.customer_id),
+        &json!({
+            "customer_id": charge.customer_id,
+            "minor_units": 1_000_000,
+            "currency": "EUR",
+        }),
+    );
+}
+
 /// One example charge of the pact, in EUR.
 struct Example {
     invoice_id: &'static str,
@@ -560,11 +619,13 @@ fn problem(i: &mut InteractionBuilder, status: u16, code: ErrorCode, title: &str
         }));
 }
 
+/// A decline with `expected`, of the contract's `class`.
 #[track_caller]
-fn assert_declined(outcome: CallOutcome, expected: ErrorCode) {
+fn assert_declined(outcome: CallOutcome, expected: ErrorCode, class: DeclineClass) {
     assert!(
-        matches!(&outcome, CallOutcome::Declined { code, .. } if *code == expected),
-        "expected a decline with {}, got {outcome:?}",
+        matches!(&outcome, CallOutcome::Declined { code, class: c, .. } if *code == expected && *c == class),
+        "expected a {} decline with {}, got {outcome:?}",
+        class.as_str(),
         expected.as_str()
     );
 }

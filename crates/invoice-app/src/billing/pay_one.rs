@@ -27,7 +27,7 @@ const MAX_INTERVAL: Duration = Duration::from_secs(5);
 fn attempt_result(attempt_id: String, call: &CallResult) -> attempts::Finished {
     let (detail, charge_id) = match &call.outcome {
         CallOutcome::Succeeded { charge, .. } => (None, Some(charge.id.clone())),
-        CallOutcome::Declined { code, detail } => {
+        CallOutcome::Declined { code, detail, .. } => {
             (Some(format!("{}: {detail}", code.as_str())), None)
         }
         CallOutcome::Retryable { reason, .. }
@@ -67,8 +67,10 @@ fn verdict(outcome: CallOutcome) -> Verdict {
         CallOutcome::Succeeded { charge, .. } => Verdict::Settle(Settlement::Paid {
             charge_id: charge.id,
         }),
-        CallOutcome::Declined { code, .. } => Verdict::Settle(Settlement::Failed {
+        // Every class fails the invoice for now; the class travels for dunning to come.
+        CallOutcome::Declined { code, class, .. } => Verdict::Settle(Settlement::Failed {
             reason: code.as_str().to_owned(),
+            decline: Some(class),
         }),
         CallOutcome::Attention { reason } => Verdict::Settle(Settlement::Attention { reason }),
         CallOutcome::Retryable {
@@ -148,7 +150,10 @@ impl Biller {
         let (request, key) = match (charge_request(&row), idempotency_key_for(&row.id)) {
             (Ok(request), Ok(key)) => (request, key),
             (Err(reason), _) | (_, Err(reason)) => {
-                let settlement = Settlement::Failed { reason };
+                let settlement = Settlement::Failed {
+                    reason,
+                    decline: None,
+                };
                 return Ok(Some(Charged {
                     row,
                     settlement,
@@ -300,6 +305,32 @@ fn charge_request(row: &invoices::InvoiceRow) -> Result<ChargeRequest, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each decline fails the invoice with its code as the reason, and its class along.
+    #[test]
+    fn a_decline_settles_failed_with_its_code_and_class() {
+        use api_contract::{DeclineClass, ErrorCode};
+        for (code, class) in [
+            (ErrorCode::TryAgainLater, DeclineClass::Soft),
+            (ErrorCode::AccountClosed, DeclineClass::Hard),
+        ] {
+            let outcome = CallOutcome::Declined {
+                code,
+                class,
+                detail: "d".into(),
+            };
+            let Verdict::Settle(settled) = verdict(outcome) else {
+                panic!("{code:?}: a decline must settle");
+            };
+            assert_eq!(
+                settled,
+                Settlement::Failed {
+                    reason: code.as_str().to_owned(),
+                    decline: Some(class),
+                }
+            );
+        }
+    }
 
     #[test]
     fn retry_after_never_extends_the_budget() {

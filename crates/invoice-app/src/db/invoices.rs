@@ -523,6 +523,7 @@ mod tests {
                     },
                     Settlement::Failed { .. } => Settlement::Failed {
                         reason: "currency_mismatch".into(),
+                        decline: Some(api_contract::DeclineClass::Hard),
                     },
                     Settlement::RetryLater { .. } => Settlement::RetryLater {
                         reason: "budget spent".into(),

@@ -5,7 +5,7 @@ mod outcome;
 mod transition;
 
 pub use invoice::{Invoice, InvoiceStatus, NewInvoice, idempotency_key_for};
-pub use outcome::{AttemptOutcome, CallOutcome, RunStatus, Sent, Settlement};
+pub use outcome::{AttemptOutcome, CallOutcome, RunStatus, Sent, Settlement, decline_class};
 pub use transition::{Guard, HAND_BACK, RunResult, Transition, Write, transition};
 
 use strum::IntoEnumIterator;

@@ -1,7 +1,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use api_contract::{ChargeResponse, ErrorCode};
+use api_contract::{ChargeResponse, DeclineClass, ErrorCode};
 use serde::Serialize;
 use strum::{EnumIter, IntoStaticStr};
 
@@ -13,8 +13,13 @@ pub enum CallOutcome {
         charge: ChargeResponse,
         replayed: bool,
     },
-    /// A final no: customer not found, currency mismatch, insufficient funds, invalid.
-    Declined { code: ErrorCode, detail: String },
+    /// A no for this key: insufficient funds or try again later (soft: a later attempt
+    /// may pass), customer not found, currency mismatch, account closed or invalid (hard).
+    Declined {
+        code: ErrorCode,
+        class: DeclineClass,
+        detail: String,
+    },
     /// Not done, safe to try again: 409 in flight, 429, 5xx, connection refused.
     Retryable {
         reason: String,
@@ -39,6 +44,16 @@ impl CallOutcome {
             CallOutcome::Unknown { .. } => AttemptOutcome::Unknown,
             CallOutcome::Attention { .. } => AttemptOutcome::Attention,
         }
+    }
+}
+
+/// The class of a decline with `code`: the contract's for the account's refusals. Our
+/// request refused as invalid is hard too: the same request is refused on every attempt.
+/// `None` for a code that is no decline.
+pub fn decline_class(code: ErrorCode) -> Option<DeclineClass> {
+    match code {
+        ErrorCode::InvalidRequest => Some(DeclineClass::Hard),
+        other => other.decline_class(),
     }
 }
 
@@ -86,6 +101,9 @@ pub enum Settlement {
     },
     Failed {
         reason: String,
+        /// The provider's decline class; `None` when the invoice failed here (it cannot be
+        /// charged as stored). Every class fails the invoice for now.
+        decline: Option<DeclineClass>,
     },
     /// Back to pending for a later run.
     RetryLater {

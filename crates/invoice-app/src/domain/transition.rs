@@ -99,7 +99,8 @@ impl Settlement {
     pub fn transition(&self) -> Transition<'_> {
         match self {
             Settlement::Paid { charge_id } => Transition::paid(charge_id),
-            Settlement::Failed { reason } => Transition {
+            // A soft decline fails the invoice too, until dunning retries it (issue 22).
+            Settlement::Failed { reason, .. } => Transition {
                 to: InvoiceStatus::Failed,
                 guard: Guard::Claim,
                 charge: None,
@@ -119,7 +120,7 @@ impl Settlement {
     pub fn reason(&self) -> Option<&str> {
         match self {
             Settlement::Paid { .. } => None,
-            Settlement::Failed { reason }
+            Settlement::Failed { reason, .. }
             | Settlement::RetryLater { reason }
             | Settlement::Attention { reason } => Some(reason),
         }
@@ -136,6 +137,7 @@ pub fn transition(from: InvoiceStatus, settlement: &Settlement) -> Option<Transi
 #[cfg(test)]
 mod tests {
     use super::*;
+    use api_contract::DeclineClass;
     use strum::IntoEnumIterator;
 
     use InvoiceStatus::{Failed, Paid, Pending, Processing};
@@ -186,6 +188,7 @@ mod tests {
                 },
                 Settlement::Failed { .. } => Settlement::Failed {
                     reason: reason.clone(),
+                    decline: Some(DeclineClass::Soft),
                 },
                 Settlement::RetryLater { .. } => Settlement::RetryLater {
                     reason: reason.clone(),
@@ -239,6 +242,25 @@ mod tests {
             .transition(),
             HAND_BACK
         );
+    }
+
+    /// Whatever the decline's class (or none: failed here), a failure is the same
+    /// transition for now: soft declines are not retried yet.
+    #[test]
+    fn every_decline_class_fails_the_invoice_with_its_reason() {
+        for decline in [Some(DeclineClass::Soft), Some(DeclineClass::Hard), None] {
+            let s = Settlement::Failed {
+                reason: "try_again_later".into(),
+                decline,
+            };
+            for from in InvoiceStatus::iter() {
+                assert_eq!(
+                    transition(from, &s).map(|t| (t.to, t.failure_reason)),
+                    (from == Processing).then_some((Failed, Write::Set("try_again_later"))),
+                    "{decline:?} from {from}"
+                );
+            }
+        }
     }
 
     /// What the run's report, its counts and the API rely on, for every settlement.

@@ -5,7 +5,7 @@ use std::time::Duration;
 use api_contract::{ChargeResponse, ErrorCode, Problem};
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 
-use crate::domain::CallOutcome;
+use crate::domain::{CallOutcome, decline_class};
 
 /// `Retry-After` in seconds (the provider sends seconds; an HTTP date is ignored).
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
@@ -74,13 +74,31 @@ pub fn from_response(
         .as_ref()
         .and_then(|p| p.detail.clone())
         .unwrap_or_else(|| format!("HTTP {status}"));
-    match (status, code) {
-        // Only the codes that say the customer's charge was refused are declines.
-        (402, Some(code @ ErrorCode::InsufficientFunds))
+    // Only the codes that say the charge was refused are declines, each with the status the
+    // contract gives it.
+    let declined = match (status, code) {
+        (
+            402,
+            Some(
+                code @ (ErrorCode::InsufficientFunds
+                | ErrorCode::TryAgainLater
+                | ErrorCode::AccountClosed),
+            ),
+        )
         | (404, Some(code @ ErrorCode::CustomerNotFound))
         | (422, Some(code @ (ErrorCode::CurrencyMismatch | ErrorCode::InvalidRequest))) => {
-            CallOutcome::Declined { code, detail }
+            decline_class(code).map(|class| (code, class))
         }
+        _ => None,
+    };
+    if let Some((code, class)) = declined {
+        return CallOutcome::Declined {
+            code,
+            class,
+            detail,
+        };
+    }
+    match (status, code) {
         (409 | 429 | 500..=599, _) => CallOutcome::Retryable {
             reason: format!("HTTP {status}: {detail}"),
             retry_after,
@@ -107,16 +125,25 @@ mod tests {
 
     #[test]
     fn classifies_provider_answers() {
-        let declined = |s, c| {
-            matches!(
-                from_response(s, &problem(s, c), None, false),
-                CallOutcome::Declined { .. }
-            )
+        use api_contract::DeclineClass::{Hard, Soft};
+        let declined = |s, c| match from_response(s, &problem(s, c), None, false) {
+            CallOutcome::Declined { code, class, .. } => Some((code.as_str(), class)),
+            _ => None,
         };
-        assert!(declined(402, "insufficient_funds"));
-        assert!(declined(404, "customer_not_found"));
-        assert!(declined(422, "currency_mismatch"));
-        assert!(declined(422, "invalid_request"));
+        for (status, code, class) in [
+            (402, "insufficient_funds", Soft),
+            (402, "try_again_later", Soft),
+            (402, "account_closed", Hard),
+            (404, "customer_not_found", Hard),
+            (422, "currency_mismatch", Hard),
+            (422, "invalid_request", Hard),
+        ] {
+            assert_eq!(
+                declined(status, code),
+                Some((code, class)),
+                "{status} {code}"
+            );
+        }
         let retry = |s, c| {
             matches!(
                 from_response(s, &problem(s, c), None, false),
@@ -139,6 +166,9 @@ mod tests {
         assert!(attention(422, "idempotency_key_reused"));
         // A 402 whose code we do not know is not guessed to be insufficient funds.
         assert!(attention(402, "card_expired_some_day"));
+        // A decline's code under another status than the contract's is not guessed either.
+        assert!(attention(404, "try_again_later"));
+        assert!(attention(422, "account_closed"));
         assert!(matches!(
             from_response(402, b"", None, false),
             CallOutcome::Attention { .. }

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use api_contract::Currency;
+use payment_provider::domain::AccountAction;
 
 use crate::helpers::{Backend, assert_problem, money, spawn_app, spawn_app_with};
 use test_support::both_backends;
@@ -67,19 +68,34 @@ async fn declines_are_recorded_as_failed_with_reason(backend: Backend) {
     app.provider()
         .fund("C003", money(1000, Currency::Dkk))
         .await;
+    // Funded enough, so only their status stands in the way.
+    for (customer, action) in [
+        ("C004", AccountAction::Hold),
+        ("C005", AccountAction::Close),
+    ] {
+        app.provider()
+            .fund(customer, money(100_000, Currency::Eur))
+            .await;
+        app.provider().account_action(customer, action).await;
+    }
     let broke = app.create_invoice("C001", 5000, "EUR").await;
     let unknown = app.create_invoice("NOBODY", 100, "EUR").await;
     let mismatch = app.create_invoice("C003", 100, "EUR").await;
+    let held = app.create_invoice("C004", 100, "EUR").await;
+    let closed = app.create_invoice("C005", 100, "EUR").await;
     let fine = app.create_invoice("C001", 100, "EUR").await;
 
     let report = app.pay().await;
 
     assert_eq!(report["summary"]["paid"], 1, "{report}");
-    assert_eq!(report["summary"]["failed"], 3);
+    // Soft declines fail the invoice as hard ones do, until dunning retries them.
+    assert_eq!(report["summary"]["failed"], 5);
     for (invoice, reason) in [
         (&broke, "insufficient_funds"),
         (&unknown, "customer_not_found"),
         (&mismatch, "currency_mismatch"),
+        (&held, "try_again_later"),
+        (&closed, "account_closed"),
     ] {
         let (_, stored) = app
             .get_json(&format!(
@@ -87,8 +103,10 @@ async fn declines_are_recorded_as_failed_with_reason(backend: Backend) {
                 invoice["id"].as_str().expect("id")
             ))
             .await;
-        assert_eq!(stored["status"], "failed");
+        assert_eq!(stored["status"], "failed", "{stored}");
         assert_eq!(stored["failure_reason"], reason);
+        // A decline, never a case for a person.
+        assert!(stored["attention"].is_null(), "{stored}");
     }
     let (_, paid) = app
         .get_json(&format!("/invoices/{}", fine["id"].as_str().expect("id")))
