@@ -284,7 +284,8 @@ def payment_provider():
     b.row("Charges")
     b.panel("Charges by outcome",
             "POST /v1/charges per second by outcome: succeeded, the decline codes (insufficient_funds,"
-            " customer_not_found, currency_mismatch), replayed (same key, stored answer), in_flight"
+            " try_again_later, account_closed, customer_not_found, currency_mismatch), replayed"
+            " (same key, stored answer), in_flight"
             " (409, same key still running), key_reused (422), rate_limited (429), fault_injected"
             " (FAULT_* settings)." + TRACES,
             [(f"sum by (namespace, outcome) (rate(payment_provider_charges_total{{{sel}}}[{RI}]))",
