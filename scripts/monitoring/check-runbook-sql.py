@@ -4,7 +4,7 @@
     check-runbook-sql.py postgres://user@host:5432
 
 Creates two scratch databases, applies invoice-app's and payment-provider's migrations
-(crates/*/migrations/*/up.sql, in order) with psql, then runs every ```sql block of
+(crates/*/migrations/*/up.sql, then crates/*/migrations-postgres/*/up.sql, in order) with psql, then runs every ```sql block of
 docs/runbooks/*.md against the service whose tables it reads (the provider's: charges,
 idempotency_keys, accounts), placeholders such as '<run id>' replaced by a made-up id.
 Fails on any error (a misspelt column, a wrong table, PostgreSQL syntax); the databases
@@ -52,7 +52,11 @@ def main() -> int:
             if res.returncode:
                 print(f"  FAIL cannot create a scratch database: {res.stderr.strip()}")
                 return 1
-            for up in sorted((ROOT / "crates" / service / "migrations").glob("*/up.sql")):
+            # The shared set, then PostgreSQL's own, as the services run them.
+            crate = ROOT / "crates" / service
+            ups = [up for d in ("migrations", "migrations-postgres")
+                   for up in sorted((crate / d).glob("*/up.sql"))]
+            for up in ups:
                 res = psql(with_db(server, db), up.read_text())
                 if res.returncode:
                     failures.append(f"{up.relative_to(ROOT)}: {res.stderr.strip()}")

@@ -87,7 +87,7 @@ impl TestDb {
     /// `both_backends!` or `postgres_only!`, which skip them where it is not configured, so
     /// here a missing `TEST_DATABASE_URL` is a mistake in the test.
     pub fn create(backend: Backend, service: Service) -> TestDb {
-        let migrations = Migrations::of(service);
+        let migrations = Migrations::of(service, backend);
         let name = format!("{}_{}", service.prefix(), uuid::Uuid::new_v4().simple());
         match backend {
             Backend::Sqlite => {
@@ -148,33 +148,56 @@ fn remove_sqlite(path: &Path) {
     }
 }
 
-/// A service's migrations as this checkout holds them (read at run time, like every
-/// repository path here), and the template name of exactly that set.
+/// A service's migrations for one backend as this checkout holds them (read at run time,
+/// like every repository path here): the shared `migrations/`, then `migrations-<backend>/`
+/// where the service has one, in that order, as the service runs them; and the template
+/// name of exactly that set.
 struct Migrations {
-    dir: PathBuf,
+    dirs: Vec<PathBuf>,
     template: String,
     /// The advisory lock that makes one process build the PostgreSQL template.
     lock_id: i64,
 }
 
 impl Migrations {
-    fn of(service: Service) -> Migrations {
-        let dir = crate::repo_root()
-            .join("crates")
-            .join(service.crate_name())
-            .join("migrations");
-        let hash = hash_files(&dir);
+    fn of(service: Service, backend: Backend) -> Migrations {
+        let root = crate::repo_root().join("crates").join(service.crate_name());
+        let own = match backend {
+            Backend::Sqlite => "migrations-sqlite",
+            Backend::Postgres => "migrations-postgres",
+        };
+        let dirs: Vec<PathBuf> = [root.join("migrations"), root.join(own)]
+            .into_iter()
+            .filter(|dir| dir.is_dir())
+            .collect();
+        let mut hasher = Sha256::new();
+        for dir in &dirs {
+            hasher.update(hash_files(dir).as_bytes());
+            hasher.update(
+                dir.file_name()
+                    .map(|n| n.as_encoded_bytes())
+                    .unwrap_or_default(),
+            );
+        }
+        let hash = hex::encode(hasher.finalize());
         Migrations {
             template: format!("tmpl_{}_{}", service.prefix(), &hash[..16]),
             // 15 hex digits fit a positive i64.
             lock_id: i64::from_str_radix(&hash[..15], 16).expect("hex digits"),
-            dir,
+            dirs,
         }
     }
 
-    fn source(&self) -> FileBasedMigrations {
-        FileBasedMigrations::from_path(&self.dir)
-            .unwrap_or_else(|e| panic!("migrations in {}: {e}", self.dir.display()))
+    fn run<C>(&self, conn: &mut C)
+    where
+        C: MigrationHarness<C::Backend> + diesel::Connection,
+    {
+        for dir in &self.dirs {
+            let source = FileBasedMigrations::from_path(dir)
+                .unwrap_or_else(|e| panic!("migrations in {}: {e}", dir.display()));
+            conn.run_pending_migrations(source)
+                .unwrap_or_else(|e| panic!("running the migrations in {}: {e}", dir.display()));
+        }
     }
 }
 
@@ -226,8 +249,7 @@ fn sqlite_template(migrations: &Migrations) -> PathBuf {
         let path = building.to_string_lossy();
         let mut conn =
             SqliteConnection::establish(&path).unwrap_or_else(|e| panic!("creating {path}: {e}"));
-        conn.run_pending_migrations(migrations.source())
-            .unwrap_or_else(|e| panic!("migrating {path}: {e}"));
+        migrations.run(&mut conn);
     }
     std::fs::rename(&building, &template)
         .unwrap_or_else(|e| panic!("renaming {} into place: {e}", building.display()));
@@ -261,8 +283,7 @@ fn postgres_template(
             let url = format!("{base}/{building}?{query}");
             let mut conn = PgConnection::establish(&url)
                 .unwrap_or_else(|e| panic!("connecting to {building}: {e}"));
-            conn.run_pending_migrations(migrations.source())
-                .unwrap_or_else(|e| panic!("migrating {building}: {e}"));
+            migrations.run(&mut conn);
         }
         execute(
             admin,

@@ -9,9 +9,12 @@ use diesel::r2d2::{self, ManageConnection, Pool, PooledConnection, R2D2Connectio
 use diesel::{PgConnection, SqliteConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
-/// One set of migrations serves both backends while their SQL is the same; a backend whose
-/// SQL must differ gets its own directory then.
+/// One set of migrations serves both backends; what only one backend can say (SQLite changes
+/// a constraint by rebuilding the table) lives in its own directory, run after the shared
+/// set. Versions are unique across the three directories.
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations-postgres");
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations-sqlite");
 /// Advisory lock id that serialises migrations of replicas starting at once.
 const MIGRATION_LOCK_ID: i64 = 0x696e_766f_6963_6531;
 
@@ -236,6 +239,15 @@ pub fn pool_with(url: &DbUrl, size: u32, limits: SessionLimits) -> DbPool {
         })
 }
 
+/// The shared migrations, then the backend's `own`; how many ran.
+fn both<C>(conn: &mut C, own: EmbeddedMigrations) -> diesel::migration::Result<usize>
+where
+    C: MigrationHarness<C::Backend> + Connection,
+{
+    let shared = conn.run_pending_migrations(MIGRATIONS)?.len();
+    Ok(shared + conn.run_pending_migrations(own)?.len())
+}
+
 /// Applies pending migrations; returns how many ran.
 pub fn migrate(conn: &mut AnyConnection) -> anyhow::Result<usize> {
     let applied = match conn {
@@ -245,7 +257,7 @@ pub fn migrate(conn: &mut AnyConnection) -> anyhow::Result<usize> {
             pg.batch_execute("SET lock_timeout = 0; SET statement_timeout = 0;")?;
             diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK_ID})"))
                 .execute(pg)?;
-            let result = pg.run_pending_migrations(MIGRATIONS).map(|v| v.len());
+            let result = both(pg, POSTGRES_MIGRATIONS);
             let unlocked =
                 diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_ID})"))
                     .execute(pg);
@@ -253,7 +265,7 @@ pub fn migrate(conn: &mut AnyConnection) -> anyhow::Result<usize> {
             unlocked?;
             result
         }
-        AnyConnection::Sqlite(sqlite) => sqlite.run_pending_migrations(MIGRATIONS).map(|v| v.len()),
+        AnyConnection::Sqlite(sqlite) => both(sqlite, SQLITE_MIGRATIONS),
     };
     applied.map_err(|e| anyhow::anyhow!("running migrations: {e}"))
 }
@@ -291,5 +303,58 @@ mod tests {
             "postgres://u@h/db?sslmode=require&keepalives_idle=5&keepalives=1&keepalives_interval=10&keepalives_count=3"
         );
         assert!(DbUrl::parse("").is_err());
+    }
+
+    /// SQLite's own migration rebuilds `invoices` under foreign keys: the rows, their
+    /// attempts and the foreign key survive, and a status the old check refused is taken.
+    #[test]
+    fn the_sqlite_rebuild_keeps_rows_and_references() {
+        let path = std::env::temp_dir().join(format!("ia-rebuild-{}.db", uuid::Uuid::new_v4()));
+        let mut c = SqliteConnection::establish(&path.to_string_lossy()).expect("opens");
+        c.batch_execute("PRAGMA foreign_keys = ON;")
+            .expect("pragma");
+        c.run_pending_migrations(MIGRATIONS)
+            .expect("shared migrations");
+        let taken = |c: &mut SqliteConnection, sql: &str| c.batch_execute(sql).is_ok();
+        assert!(taken(
+            &mut c,
+            "INSERT INTO invoices (id, customer_id, amount_minor, currency, description, status, created_at, updated_at) \
+             VALUES ('inv-1', 'C001', 100, 'EUR', '', 'pending', '2026-12-01 00:00:00', '2026-12-01 00:00:00'); \
+             INSERT INTO payment_attempts (id, invoice_id, pay_run_id, idempotency_key, outcome, started_at) \
+             VALUES ('a-1', 'inv-1', 'r-1', 'invoice-inv-1', 'declined', '2026-12-01 00:00:00');"
+        ));
+        assert!(
+            !taken(&mut c, "UPDATE invoices SET status = 'past_due'"),
+            "the old check refuses a new status"
+        );
+        c.run_pending_migrations(SQLITE_MIGRATIONS)
+            .expect("SQLite's own migrations");
+        let count = |c: &mut SqliteConnection, sql: &str| {
+            diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(sql))
+                .get_result::<i64>(c)
+                .expect("counted")
+        };
+        assert_eq!(
+            count(&mut c, "(SELECT count(*) FROM invoices WHERE id = 'inv-1')"),
+            1
+        );
+        assert_eq!(count(&mut c, "(SELECT count(*) FROM payment_attempts)"), 1);
+        assert!(taken(&mut c, "UPDATE invoices SET status = 'past_due'"));
+        assert_eq!(
+            count(&mut c, "(SELECT foreign_keys FROM pragma_foreign_keys)"),
+            1
+        );
+        assert!(
+            !taken(
+                &mut c,
+                "INSERT INTO payment_attempts (id, invoice_id, pay_run_id, idempotency_key, outcome, started_at) \
+                 VALUES ('a-2', 'no-such-invoice', 'r-1', 'k', 'declined', '2026-12-01 00:00:00')"
+            ),
+            "the attempts' foreign key still holds"
+        );
+        drop(c);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
     }
 }

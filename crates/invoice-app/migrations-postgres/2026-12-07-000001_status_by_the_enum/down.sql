@@ -1,0 +1,2 @@
+ALTER TABLE invoices ADD CONSTRAINT invoices_status_check
+    CHECK (status IN ('pending', 'processing', 'paid', 'failed'));
