@@ -72,8 +72,8 @@ fn secured<'a>(backend: Backend, issuer: &str, tune: impl FnOnce(&mut JwtSetting
     settings.refresh_cooldown = Duration::from_millis(300);
     tune(&mut settings);
     TestApp::builder(backend).configure(move |c| {
-        c.api_jwt = Some(settings);
-        c.api_keys = Some(api_keys());
+        c.auth.jwt = Some(settings);
+        c.auth.api_keys = Some(api_keys());
     })
 }
 
