@@ -383,19 +383,24 @@ mod tests {
     fn weak_rsa_keys_and_keys_not_for_verifying_are_skipped() {
         // 342 base64url characters hold a 2048-bit modulus, 171 a 1024-bit one; the last
         // is `A` so that no bits are left over.
-        let usable = |n_chars: usize, key_ops: Option<&[&str]>| {
+        let usable = |n_chars: usize, member: Option<(&str, serde_json::Value)>| {
             let n = format!("{}A", "x".repeat(n_chars - 1));
             let mut jwk = json!({"kty": "RSA", "kid": "k", "n": n, "e": "AQAB"});
-            if let Some(ops) = key_ops {
-                jwk["key_ops"] = json!(ops);
+            if let Some((name, value)) = member {
+                jwk[name] = value;
             }
             usable_key(jwk).is_some()
         };
         assert!(usable(342, None));
         assert!(!usable(171, None), "1024 bits");
-        assert!(usable(342, Some(&["verify"])));
-        assert!(!usable(342, Some(&["sign"])));
-        assert!(!usable(342, Some(&["encrypt", "decrypt"])));
+        assert!(usable(342, Some(("key_ops", json!(["verify"])))));
+        assert!(!usable(342, Some(("key_ops", json!(["sign"])))));
+        assert!(!usable(
+            342,
+            Some(("key_ops", json!(["encrypt", "decrypt"])))
+        ));
+        assert!(usable(342, Some(("use", json!("sig")))));
+        assert!(!usable(342, Some(("use", json!("enc")))));
     }
 
     #[test]
