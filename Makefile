@@ -26,7 +26,7 @@ test-rust: ## Unit and integration tests on SQLite, and on PostgreSQL when TEST_
 	@if [ -z "$$TEST_DATABASE_URL" ]; then echo "PostgreSQL tests SKIPPED: set TEST_DATABASE_URL=postgres://user@host:5432 to run them"; fi
 	$(NEXTEST) --workspace -E 'not binary(/pact/)'
 
-monitoring: ## Alert and SLO rules: promtool check + unit tests, then every rule and dashboard query against a real Prometheus scraping the services
+monitoring: ## Generated SLO rules and dashboards in step, dashboards linted, runbooks; promtool check + unit tests; then every rule and dashboard query against a real Prometheus scraping the services
 	$(call PREREQS,monitoring)
 	scripts/monitoring/check.sh
 

@@ -133,7 +133,7 @@ fi
 
 # The PostgreSQL half of the tests runs only with TEST_DATABASE_URL; then the server must
 # answer, or every PostgreSQL test would fail minutes later.
-if [[ -n "${TEST_DATABASE_URL:-}" ]] && { wants rust || wants pact || wants fuzz || wants charts; }; then
+if [[ -n "${TEST_DATABASE_URL:-}" ]] && { wants rust || wants pact || wants fuzz || wants charts || wants monitoring; }; then
   need_tool psql postgresql-client libpq
   need_tool pg_isready postgresql-client libpq
   if have pg_isready && ! pg_isready -q -t 3 -d "$TEST_DATABASE_URL"; then

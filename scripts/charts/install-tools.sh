@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Installs the chart-check tools (helm, kubectl, promtool, kubernetes-validate, nca, checkov, two
-# CEL implementations for the admission policies, Grafana's, the Prometheus Operator's and
-# cert-manager's schemas as models)
+# Installs the chart-check tools (helm, kubectl, kubernetes-validate, nca, checkov, two CEL
+# implementations for the admission policies, the Prometheus Operator's and cert-manager's
+# schemas as models; promtool and the dashboards' tools from scripts/monitoring/install-tools.sh)
 # into a cache outside the repo. Idempotent: a tool whose pinned version is already
 # there is left alone. Needs only the npm and PyPI registries (no sudo, no cluster).
 #
@@ -24,10 +24,8 @@ CHECKOV_VERSION="3.3.30"
 # evaluates every admission policy with both and requires them to agree.
 CEL_VERSION="0.10.0"
 CEL_PYTHON_VERSION="0.5.0"
-# Schemas as Python models, in one venv: Grafana's dashboard (generated from Grafana's own
-# schemas) for check-dashboard-schema.py, and the Prometheus Operator CRDs (v0.80) and
-# cert-manager's (v1.17) for check_crds.py. All Apache 2.0.
-GRAFANA_SDK_VERSION="1769699379!11.6.0"
+# CRD schemas as Python models, in one venv: the Prometheus Operator's (v0.80) and
+# cert-manager's (v1.17) for check_crds.py. Both Apache 2.0.
 PROMETHEUS_OPERATOR_MODELS_VERSION="0.80.1.0"
 CERT_MANAGER_MODELS_VERSION="1.17.1.0"
 
@@ -64,7 +62,8 @@ install_helm_kubectl() {
 }
 
 install_helm_kubectl
-# promtool checks the PrometheusRules the charts render: the monitoring tools bring it.
+# promtool checks the PrometheusRules the charts render, python-monitoring the dashboards and
+# runbooks: the monitoring tools bring both.
 "$(dirname "${BASH_SOURCE[0]}")/../monitoring/install-tools.sh"
 
 # kubernetes-validate, nca and the CEL libraries share one venv; checkov gets its own (its
@@ -75,8 +74,7 @@ make_venv venv-k8s "kv=$KUBERNETES_VALIDATE_VERSION nca=$NCA_VERSION cel=$CEL_VE
   "common-expression-language==$CEL_VERSION" \
   "cel-python==$CEL_PYTHON_VERSION"
 make_venv venv-checkov "checkov=$CHECKOV_VERSION" "checkov==$CHECKOV_VERSION"
-make_venv venv-models "grafana=$GRAFANA_SDK_VERSION prometheus-operator=$PROMETHEUS_OPERATOR_MODELS_VERSION cert-manager=$CERT_MANAGER_MODELS_VERSION" \
-  "grafana-foundation-sdk==$GRAFANA_SDK_VERSION" \
+make_venv venv-models "prometheus-operator=$PROMETHEUS_OPERATOR_MODELS_VERSION cert-manager=$CERT_MANAGER_MODELS_VERSION" \
   "cloudcoil.models.prometheus-operator==$PROMETHEUS_OPERATOR_MODELS_VERSION" \
   "cloudcoil.models.cert-manager==$CERT_MANAGER_MODELS_VERSION"
 

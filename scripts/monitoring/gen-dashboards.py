@@ -4,19 +4,30 @@
     scripts/monitoring/gen-dashboards.py           write them
     scripts/monitoring/gen-dashboards.py --check   fail if a committed file differs
 
-Every panel queries through the `${datasource}` variable and selects its series with
-`namespace=~"$namespace"`; lint-dashboards.py checks the result. Edit the panels here, not
-the JSON.
+Built with grafana-foundation-sdk's builders (models generated from Grafana's own schemas,
+installed by scripts/monitoring/install-tools.sh), so every key written is one Grafana's
+dashboard schema knows and the grid is laid out by the SDK. Every panel queries through the
+`${datasource}` variable and selects its series with `namespace=~"$namespace"`;
+lint-dashboards.py checks the result. Edit the panels here, not the JSON.
 """
 
 import json
 import pathlib
 import sys
 
+from grafana_foundation_sdk.builders import common as cb
+from grafana_foundation_sdk.builders import dashboard as db
+from grafana_foundation_sdk.builders import prometheus, stat, timeseries
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import common as cm
+from grafana_foundation_sdk.models import dashboard as dm
+from grafana_foundation_sdk.models.prometheus import QueryEditorMode
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-DS = {"type": "prometheus", "uid": "${datasource}"}
+DS = dm.DataSourceRef(type_val="prometheus", uid="${datasource}")
 NS = 'namespace=~"$namespace"'
 RI = "$__rate_interval"
+RUNBOOKS = "https://github.com/invoice-platform/invoice-platform/blob/main/docs/runbooks/README.md"
 
 TRACES = (
     " Traces: both services export OTLP traces (config `otelExporterOtlpEndpoint`), one trace"
@@ -28,89 +39,68 @@ TRACES = (
 
 
 class Board:
+    """A dashboard builder with our conventions: the datasource and namespace variables,
+    panel ids in order, and one call per panel."""
+
     def __init__(self, uid, title, description, jobs):
-        self.uid, self.title, self.description, self.jobs = uid, title, description, jobs
-        self.panels, self.next_id, self.x, self.y, self.row_h = [], 1, 0, 0, 0
+        self.ids = 0
+        namespaces = 'label_values(up{job=~"%s"}, namespace)' % "|".join(jobs)
+        self.dashboard = (
+            db.Dashboard(title).uid(uid).description(description).tags(["invoice-platform"])
+            .editable().tooltip(dm.DashboardCursorSync.CROSSHAIR).version(1).refresh("30s")
+            .timezone("utc").time("now-6h", "now")
+            .link(db.DashboardLink("Invoice platform dashboards").type(dm.DashboardLinkType.DASHBOARDS)
+                  .tags(["invoice-platform"]).as_dropdown(False).include_vars(True).keep_time(True)
+                  .target_blank(False).icon("external link"))
+            .link(db.DashboardLink("Runbooks").type(dm.DashboardLinkType.LINK).url(RUNBOOKS)
+                  .icon("doc").target_blank(True))
+            .with_variable(db.DatasourceVariable("datasource").label("Data source").type("prometheus"))
+            .with_variable(db.QueryVariable("namespace").label("Namespace").datasource(DS)
+                           .query({"query": namespaces, "refId": "namespace"})
+                           .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED)
+                           .sort(dm.VariableSort.ALPHABETICAL_ASC)
+                           .include_all(True).all_value(".*").multi(True))
+        )
+
+    def _id(self):
+        self.ids += 1
+        return self.ids
 
     def row(self, title):
-        self._newline()
-        self.panels.append({"type": "row", "id": self._id(), "title": title, "collapsed": False,
-                            "gridPos": {"h": 1, "w": 24, "x": 0, "y": self.y}, "panels": []})
-        self.y += 1
+        self.dashboard.with_row(db.Row(title).id(self._id()))
 
     def panel(self, title, description, targets, unit, kind="timeseries", w=12, h=8,
               thresholds=None, stack=False, decimals=None, min_zero=True):
-        if self.x + w > 24:
-            self._newline()
-        defaults = {"unit": unit}
-        if min_zero and kind == "timeseries":
-            defaults["min"] = 0
+        p = timeseries.Panel() if kind == "timeseries" else stat.Panel()
+        p.id(self._id()).title(title).description(description).datasource(DS).span(w).height(h).unit(unit)
+        for i, (expr, legend) in enumerate(targets):
+            p.with_target(prometheus.Dataquery().datasource(DS).ref_id(chr(ord("A") + i)).expr(expr)
+                          .legend_format(legend).range().editor_mode(QueryEditorMode.CODE))
         if decimals is not None:
-            defaults["decimals"] = decimals
+            p.decimals(decimals)
         if thresholds:
-            defaults["thresholds"] = {"mode": "absolute", "steps": [
-                {"color": "green", "value": None}] + [{"color": c, "value": v} for v, c in thresholds]}
+            p.thresholds(db.ThresholdsConfig().mode(dm.ThresholdsMode.ABSOLUTE).steps(
+                [dm.Threshold(color="green")] + [dm.Threshold(value=v, color=c) for v, c in thresholds]))
         if kind == "timeseries":
-            defaults["custom"] = {"drawStyle": "line", "lineWidth": 1, "fillOpacity": 10 if stack else 0,
-                                  "showPoints": "never", "spanNulls": False,
-                                  "stacking": {"mode": "normal" if stack else "none", "group": "A"},
-                                  "thresholdsStyle": {"mode": "line" if thresholds else "off"}}
-        p = {
-            "type": kind, "id": self._id(), "title": title, "description": description,
-            "datasource": DS,
-            "gridPos": {"h": h, "w": w, "x": self.x, "y": self.y},
-            "fieldConfig": {"defaults": defaults, "overrides": []},
-            "targets": [{"datasource": DS, "refId": chr(ord("A") + i), "expr": e, "legendFormat": l,
-                         "range": True, "instant": False, "editorMode": "code"}
-                        for i, (e, l) in enumerate(targets)],
-        }
-        if kind == "timeseries":
-            p["options"] = {"legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
-                            "tooltip": {"mode": "multi", "sort": "desc"}}
-        elif kind == "stat":
-            p["options"] = {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-                            "colorMode": "background", "graphMode": "area", "textMode": "value_and_name",
-                            "justifyMode": "auto", "orientation": "auto"}
-        self.panels.append(p)
-        self.x += w
-        self.row_h = max(self.row_h, h)
-
-    def _newline(self):
-        self.y += self.row_h
-        self.x, self.row_h = 0, 0
-
-    def _id(self):
-        self.next_id += 1
-        return self.next_id - 1
+            if min_zero:
+                p.min(0)
+            (p.draw_style(cm.GraphDrawStyle.LINE).line_width(1).fill_opacity(10 if stack else 0)
+             .show_points(cm.VisibilityMode.NEVER).span_nulls(False)
+             .stacking(cb.StackingConfig().mode(cm.StackingMode.NORMAL if stack else cm.StackingMode.NONE).group("A"))
+             .thresholds_style(cb.GraphThresholdsStyleConfig().mode(
+                 cm.GraphThresholdsStyleMode.LINE if thresholds else cm.GraphThresholdsStyleMode.OFF))
+             .legend(cb.VizLegendOptions().display_mode(cm.LegendDisplayMode.LIST)
+                     .placement(cm.LegendPlacement.BOTTOM).show_legend(True))
+             .tooltip(cb.VizTooltipOptions().mode(cm.TooltipDisplayMode.MULTI).sort(cm.SortOrder.DESCENDING)))
+        else:
+            (p.reduce_options(cb.ReduceDataOptions().calcs(["lastNotNull"]).fields("").values(False))
+             .color_mode(cm.BigValueColorMode.BACKGROUND).graph_mode(cm.BigValueGraphMode.AREA)
+             .text_mode(cm.BigValueTextMode.VALUE_AND_NAME).justify_mode(cm.BigValueJustifyMode.AUTO)
+             .orientation(cm.VizOrientation.AUTO))
+        self.dashboard.with_panel(p)
 
     def json(self):
-        job_re = "|".join(self.jobs)
-        return {
-            "uid": self.uid, "title": self.title, "description": self.description,
-            "tags": ["invoice-platform"], "editable": True, "graphTooltip": 1,
-            "schemaVersion": 39, "version": 1, "refresh": "30s", "timezone": "utc",
-            "time": {"from": "now-6h", "to": "now"}, "fiscalYearStartMonth": 0, "liveNow": False,
-            # Grafana adds its built-in "Annotations & Alerts" itself.
-            "annotations": {"list": []},
-            "links": [
-                {"title": "Invoice platform dashboards", "type": "dashboards", "tags": ["invoice-platform"],
-                 "asDropdown": False, "includeVars": True, "keepTime": True, "targetBlank": False,
-                 "icon": "external link", "tooltip": "", "url": ""},
-                {"title": "Runbooks", "type": "link", "icon": "doc", "targetBlank": True, "tags": [],
-                 "asDropdown": False, "includeVars": False, "keepTime": False, "tooltip": "",
-                 "url": "https://github.com/invoice-platform/invoice-platform/blob/main/docs/runbooks/README.md"},
-            ],
-            "templating": {"list": [
-                {"type": "datasource", "name": "datasource", "label": "Data source", "query": "prometheus",
-                 "current": {}, "hide": 0, "refresh": 1, "regex": "", "options": [],
-                 "includeAll": False, "multi": False, "skipUrlSync": False},
-                {"type": "query", "name": "namespace", "label": "Namespace", "datasource": DS,
-                 "query": {"query": f'label_values(up{{job=~"{job_re}"}}, namespace)', "refId": "namespace"},
-                 "current": {}, "hide": 0, "refresh": 2, "regex": "", "sort": 1, "options": [],
-                 "includeAll": True, "allValue": ".*", "multi": True, "skipUrlSync": False},
-            ]},
-            "panels": self.panels,
-        }
+        return json.dumps(self.dashboard.build(), cls=JSONEncoder, indent=2) + "\n"
 
 
 def red(b, job, description):
@@ -319,14 +309,15 @@ def main() -> int:
     stale = []
     for chart, board in (("invoice-app", invoice_app()), ("payment-provider", payment_provider())):
         path = ROOT / "charts" / chart / "files" / "dashboards" / f"{chart}.json"
-        text = json.dumps(board.json(), indent=2) + "\n"
+        text = board.json()
         if check:
             if not path.exists() or path.read_text() != text:
                 stale.append(str(path.relative_to(ROOT)))
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
-            print(f"{path.relative_to(ROOT)}: {sum(p['type'] != 'row' for p in board.panels)} panels")
+            panels = sum(p["type"] != "row" for p in json.loads(text)["panels"])
+            print(f"{path.relative_to(ROOT)}: {panels} panels")
     if stale:
         print("stale (run scripts/monitoring/gen-dashboards.py): " + ", ".join(stale))
         return 1

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the monitoring checks need into a cache outside the repo, without root:
 # promtool and the Prometheus server from Debian's `prometheus` package (`apt-get download`
-# and `dpkg-deb -x`: the binaries only, no service started), and a venv with PyYAML for the
-# check scripts. Idempotent. Elsewhere (macOS), put promtool and prometheus on PATH
-# (`brew install prometheus`).
+# and `dpkg-deb -x`: the binaries only, no service started), and a venv for the check
+# scripts: PyYAML, grafana-foundation-sdk (the dashboards' builders, generated from Grafana's
+# own schemas) and promql-parser (a Rust PromQL parser's binding). Idempotent. Elsewhere
+# (macOS), put promtool and prometheus on PATH (`brew install prometheus`).
 #
 #   scripts/monitoring/install-tools.sh     # then: $TOOLS_DIR/bin/{promtool,prometheus,python-monitoring}
 set -euo pipefail
@@ -11,6 +12,9 @@ set -euo pipefail
 TOOLS_DIR="${TOOLS_DIR:-$HOME/.cache/invoice-platform/tools}"
 PYTHON="${PYTHON:-python3}"
 PYYAML_VERSION="6.0.2"
+# Grafana 11.6's schemas (the number before `!` is the SDK's build); Apache 2.0.
+GRAFANA_SDK_VERSION="1769699379!11.6.0"
+PROMQL_PARSER_VERSION="0.12.0"
 # The rules use nothing newer than this (Debian 12's package).
 PROMETHEUS_MIN="2.42"
 BIN="$TOOLS_DIR/bin"
@@ -51,5 +55,6 @@ install_prometheus() {
 }
 
 install_prometheus
-make_venv venv-monitoring "pyyaml=$PYYAML_VERSION" "PyYAML==$PYYAML_VERSION"
+make_venv venv-monitoring "pyyaml=$PYYAML_VERSION grafana=$GRAFANA_SDK_VERSION promql=$PROMQL_PARSER_VERSION" \
+  "PyYAML==$PYYAML_VERSION" "grafana-foundation-sdk==$GRAFANA_SDK_VERSION" "promql-parser==$PROMQL_PARSER_VERSION"
 python_wrapper python-monitoring venv-monitoring

@@ -19,13 +19,9 @@ the charts' rule files loaded. Then:
 """
 
 import argparse
-import glob
 import json
 import os
-import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,31 +33,17 @@ from pathlib import Path
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
+import promql  # noqa: E402
+from services import Service, free_port  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS_BIN = Path(
     os.environ.get("TOOLS_DIR", Path.home() / ".cache/invoice-platform/tools")
 ) / "bin"
 DEV_KEY = "dev-only-insecure-api-key"
 PROVED_ALERT = "InvoiceAppProviderUnreachable"
-RULE_FILES = sorted(glob.glob(str(ROOT / "charts/*/files/*rules.yaml"))) + sorted(
-    glob.glob(str(ROOT / "charts/*/files/alerts.yaml"))
-)
-DASHBOARDS = sorted(glob.glob(str(ROOT / "charts/*/files/dashboards/*.json")))
-# Grafana's variables, as a panel would send them for the last hour.
-GRAFANA_VARS = {
-    "$__rate_interval": "1m",
-    "${__rate_interval}": "1m",
-    "$__interval": "15s",
-    "${__interval}": "15s",
-    "$__range": "1h",
-    "${__range}": "1h",
-    "${namespace}": ".*",
-    "$namespace": ".*",
-}
-PROMQL_WORDS = {
-    "and", "or", "unless", "by", "without", "on", "ignoring", "group_left",
-    "group_right", "bool", "offset", "inf", "nan", "atan2",
-}
+DASHBOARDS = sorted((ROOT / "charts").glob("*/files/dashboards/*.json"))
 
 
 def log(msg):
@@ -71,12 +53,6 @@ def log(msg):
 def fail(msg):
     print(f"[live-check] FAIL: {msg}", file=sys.stderr, flush=True)
     sys.exit(1)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def tool(name):
@@ -114,124 +90,29 @@ def wait_for(what, check, timeout):
     fail(f"{what} within {timeout}s")
 
 
-def metric_names(expr):
-    """The metric names a PromQL expression reads (a tokenizer, not a full parser)."""
-    expr = re.sub(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'', '""', expr)
-    expr = re.sub(r"\{[^}]*\}", "", expr)
-    expr = re.sub(r"\[[^\]]*\]", "", expr)
-    expr = re.sub(
-        r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", expr
-    )
-    names = set()
-    for m in re.finditer(r"[a-zA-Z_:][a-zA-Z0-9_:]*", expr):
-        word, rest = m.group(0), expr[m.end():].lstrip()
-        if word.lower() in PROMQL_WORDS or rest.startswith("("):
-            continue
-        if re.fullmatch(r"\d+[smhdwy]", word) or expr[m.start() - 1 : m.start()].isdigit():
-            continue
-        names.add(word)
-    return names
-
-
-def load_rules():
-    rules = []
-    for path in RULE_FILES:
-        for group in yaml.safe_load(Path(path).read_text())["groups"]:
-            for rule in group["rules"]:
-                rules.append((Path(path).relative_to(ROOT), rule))
-    return rules
-
-
 def load_panels():
     panels = []
     for path in DASHBOARDS:
-        dash = json.loads(Path(path).read_text())
-        stack = list(dash.get("panels", []))
+        stack = list(json.loads(path.read_text()).get("panels", []))
         while stack:
             panel = stack.pop()
             stack.extend(panel.get("panels", []))
-            for target in panel.get("targets", []):
-                if target.get("expr"):
-                    panels.append(
-                        (Path(path).relative_to(ROOT), panel.get("title"), target["expr"])
-                    )
+            panels += [(path.relative_to(ROOT), panel.get("title"), t["expr"])
+                       for t in panel.get("targets", []) if t.get("expr")]
     return panels
-
-
-def grafana_to_promql(expr):
-    for var, value in GRAFANA_VARS.items():
-        expr = expr.replace(var, value)
-    if "$" in expr:
-        fail(f"unknown Grafana variable left in {expr!r}")
-    return expr
-
-
-class Services:
-    def __init__(self, work, target_dir):
-        self.work = work
-        self.bin = Path(target_dir) / "debug"
-        self.procs = {}
-        self.ports = {k: free_port() for k in ("pp", "pm", "ap", "am", "prom")}
-
-    def start(self, name, env):
-        logf = open(self.work / f"{name}.log", "ab")
-        full = {**os.environ, "LOG_FORMAT": "json", **env}
-        self.procs[name] = subprocess.Popen(
-            [str(self.bin / name)], env=full, stdout=logf, stderr=logf
-        )
-
-    def start_provider(self):
-        p = self.ports
-        self.start(
-            "payment-provider",
-            {
-                "LISTEN_ADDR": f"127.0.0.1:{p['pp']}",
-                "METRICS_ADDR": f"127.0.0.1:{p['pm']}",
-                "DATABASE_URL": f"sqlite://{self.work}/payment-provider.db",
-                "SEED": "demo",
-                "FAULT_UNAVAILABLE_RATE": "0.3",
-                "FAULT_RETRY_AFTER_SECS": "0",
-            },
-        )
-
-    def start_app(self):
-        p = self.ports
-        self.start(
-            "invoice-app",
-            {
-                "LISTEN_ADDR": f"127.0.0.1:{p['ap']}",
-                "METRICS_ADDR": f"127.0.0.1:{p['am']}",
-                "DATABASE_URL": f"sqlite://{self.work}/invoice-app.db",
-                "SEED": "demo",
-                "PAY_SCHEDULE": "off",
-                "PAYMENT_PROVIDER_URL": f"http://127.0.0.1:{p['pp']}",
-                "RETRY_MAX_ELAPSED_SECS": "20",
-                "CHARGE_TIMEOUT_MS": "1000",
-            },
-        )
-
-    def stop(self, name):
-        proc = self.procs.pop(name, None)
-        if proc and proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-
-    def stop_all(self):
-        for name in list(self.procs):
-            self.stop(name)
 
 
 def write_prometheus_config(work, ports):
     rules_dir = work / "rules"
     rules_dir.mkdir()
     loaded = []
-    for i, path in enumerate(RULE_FILES):
-        doc = yaml.safe_load(Path(path).read_text())
+    for i, path in enumerate(promql.RULE_FILES):
+        doc = yaml.safe_load(path.read_text())
         for group in doc["groups"]:
             for rule in group["rules"]:
                 if rule.get("alert") == PROVED_ALERT:
                     rule["for"] = "10s"
-        out = rules_dir / f"{i}-{Path(path).parent.parent.name}-{Path(path).name}"
+        out = rules_dir / f"{i}-{path.parent.parent.name}-{path.name}"
         out.write_text(yaml.safe_dump(doc, sort_keys=False))
         loaded.append(str(out))
     config = {
@@ -241,13 +122,13 @@ def write_prometheus_config(work, ports):
             {
                 "job_name": "invoice-app",
                 "static_configs": [
-                    {"targets": [f"127.0.0.1:{ports['am']}"], "labels": {"namespace": "invoices"}}
+                    {"targets": [f"127.0.0.1:{ports['invoice-app']}"], "labels": {"namespace": "invoices"}}
                 ],
             },
             {
                 "job_name": "payment-provider",
                 "static_configs": [
-                    {"targets": [f"127.0.0.1:{ports['pm']}"], "labels": {"namespace": "payments"}}
+                    {"targets": [f"127.0.0.1:{ports['payment-provider']}"], "labels": {"namespace": "payments"}}
                 ],
             },
         ],
@@ -264,7 +145,10 @@ class Prometheus:
     def query(self, expr):
         url = f"{self.base}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
         status, body = http("GET", url)
-        answer = json.loads(body)
+        try:
+            answer = json.loads(body)
+        except ValueError:  # a plain-text 503 while Prometheus starts
+            return None, f"HTTP {status}: {body[:200]!r}"
         if status != 200 or answer.get("status") != "success":
             return None, answer.get("error", f"HTTP {status}")
         return answer["data"]["result"], None
@@ -274,15 +158,24 @@ class Prometheus:
         return json.loads(body)["data"]["alerts"]
 
 
+def names(expr):
+    """The metric names expr reads; none for an expr that does not parse, which the query
+    to Prometheus reports."""
+    try:
+        return promql.metric_names(expr)
+    except ValueError:
+        return set()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
     prometheus_bin = tool("prometheus")
-    rules, panels = load_rules(), load_panels()
+    rules, panels = promql.rules(), load_panels()
     if not DASHBOARDS:
         fail("no dashboard found under charts/*/files/dashboards")
-    log(f"{len(rules)} rules from {len(RULE_FILES)} files, {len(panels)} panel queries "
+    log(f"{len(rules)} rules from {len(promql.RULE_FILES)} files, {len(panels)} panel queries "
         f"from {len(DASHBOARDS)} dashboards")
 
     subprocess.run(["cargo", "build", "--locked", "--bins", "-q"], cwd=ROOT, check=True)
@@ -290,33 +183,38 @@ def main():
         ["cargo", "metadata", "--format-version", "1", "--no-deps"],
         cwd=ROOT, check=True, capture_output=True, text=True,
     )
-    target_dir = json.loads(meta.stdout)["target_directory"]
+    bin_dir = Path(json.loads(meta.stdout)["target_directory"]) / "debug"
 
     work = Path(tempfile.mkdtemp(prefix="live-check-"))
-    services = Services(work, target_dir)
-    ports = services.ports
-    prom_proc = None
+    # Metrics on fixed ports: Prometheus is told where to scrape.
+    metrics = {name: free_port() for name in ("payment-provider", "invoice-app")}
+    services, prom_proc = [], None
+
+    def start(name, env):
+        env = {"METRICS_ADDR": f"127.0.0.1:{metrics[name]}", "SEED": "demo",
+               "DATABASE_URL": f"sqlite://{work}/{name}.db", **env}
+        try:
+            services.append(Service(str(bin_dir / name), env, log=open(work / f"{name}.log", "ab")))
+        except RuntimeError as e:
+            fail(f"{name} did not start: {e} (see {work / name}.log, --keep keeps it)")
+        return services[-1]
+
     try:
-        services.start_provider()
-        services.start_app()
-        for port in (ports["pp"], ports["ap"]):
-            wait_for(
-                f"service on {port} ready",
-                lambda port=port: http("GET", f"http://127.0.0.1:{port}/readyz")[0] == 200,
-                30,
-            )
-        config = write_prometheus_config(work, ports)
-        prom_log = open(work / "prometheus.log", "ab")
+        provider = start("payment-provider", {"FAULT_UNAVAILABLE_RATE": "0.3", "FAULT_RETRY_AFTER_SECS": "0"})
+        app = start("invoice-app", {"PAY_SCHEDULE": "off", "PAYMENT_PROVIDER_URL": provider.url,
+                                    "RETRY_MAX_ELAPSED_SECS": "20", "CHARGE_TIMEOUT_MS": "1000"}).url
+        config = write_prometheus_config(work, metrics)
+        prom_port = free_port()
         prom_proc = subprocess.Popen(
             [
                 prometheus_bin,
                 f"--config.file={config}",
                 f"--storage.tsdb.path={work / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{ports['prom']}",
+                f"--web.listen-address=127.0.0.1:{prom_port}",
             ],
-            stdout=prom_log, stderr=prom_log,
+            stdout=open(work / "prometheus.log", "ab"), stderr=subprocess.STDOUT,
         )
-        prom = Prometheus(ports["prom"])
+        prom = Prometheus(prom_port)
 
         def targets_up():
             result, _ = prom.query("sum(up)")
@@ -326,7 +224,6 @@ def main():
 
         # 1. Traffic: the demo invoices and one for a customer the provider does not know
         # (a decline) paid through injected 503s; reads; a charge without a credential.
-        app = f"http://127.0.0.1:{ports['ap']}"
         status, _ = http(
             "POST", f"{app}/invoices",
             {"customer_id": "C999", "amount": {"minor_units": 100, "currency": "EUR"}},
@@ -334,7 +231,7 @@ def main():
         )
         if status != 201:
             fail(f"creating an invoice answered {status}")
-        status, _ = http("POST", f"http://127.0.0.1:{ports['pp']}/v1/charges", {})
+        status, _ = http("POST", f"{provider.url}/v1/charges", {})
         if status != 401:
             fail(f"a charge without a credential answered {status}, not 401")
         status, body = http("POST", f"{app}/invoices/pay", token=DEV_KEY)
@@ -369,14 +266,14 @@ def main():
                 problems.append(f"{source} {name}: invalid: {error}")
             elif "record" in rule and not result:
                 problems.append(f"{source} {name}: no series")
-            names_used |= metric_names(rule["expr"])
+            names_used |= names(rule["expr"])
         for source, title, expr in panels:
-            result, error = prom.query(grafana_to_promql(expr))
+            result, error = prom.query(promql.for_prometheus(expr))
             if error:
                 problems.append(f"{source} panel {title!r}: invalid: {error}: {expr}")
             elif not result:
                 problems.append(f"{source} panel {title!r}: no series: {expr}")
-            names_used |= metric_names(grafana_to_promql(expr))
+            names_used |= names(expr)
         unknown = sorted(names_used - scraped)
         if unknown:
             problems.append(f"metric names no service exports: {', '.join(unknown)}")
@@ -386,7 +283,8 @@ def main():
             f"recording rule and panel with series, {len(names_used)} metric names all scraped")
 
         # 3. The provider down for a whole run: the alert fires.
-        services.stop("payment-provider")
+        provider.proc.kill()
+        provider.proc.wait()
         for n in range(30):
             http("POST", f"{app}/invoices",
                  {"customer_id": "C002", "amount": {"minor_units": 100 + n, "currency": "EUR"}},
@@ -407,7 +305,9 @@ def main():
             f"went down (its `for` cut to 10s here)")
         log("OK")
     finally:
-        services.stop_all()
+        for service in services:
+            service.proc.kill()
+            service.proc.wait()
         if prom_proc:
             prom_proc.terminate()
             prom_proc.wait()

@@ -15,6 +15,7 @@ pub mod payment_client;
 pub mod scheduler;
 pub mod seed;
 pub mod startup;
+pub mod state;
 pub mod telemetry;
 
 /// The OpenAPI document served at `/openapi.json`.

@@ -15,8 +15,7 @@ use prometheus::{
 
 use strum::IntoEnumIterator;
 
-use crate::db::pay_runs::Counts64;
-use crate::domain::{AttemptOutcome, InvoiceStatus, RunResult, RunStatus};
+use crate::domain::{AttemptOutcome, InvoiceStatus, RunResult, RunStatus, Summary};
 
 /// The API's routes (`http::routes`), as the availability objective counts them.
 const API_ROUTES: [(&str, &str); 6] = [
@@ -80,7 +79,7 @@ pub struct Snapshot {
     pub last_completed: Option<NaiveDateTime>,
     /// Runs by status, and the invoices all runs settled by result.
     pub runs_by_status: Vec<(String, i64)>,
-    pub run_invoices: Counts64,
+    pub run_invoices: Summary,
     /// Ended attempts started within `RECENT`, by outcome, and those without an answer.
     pub recent_attempts: Vec<(String, i64)>,
     pub recent_unanswered: i64,
@@ -336,7 +335,7 @@ mod tests {
             oldest_unsettled_attempt: Some(at("2026-11-01 00:59:00")),
             last_completed: None,
             runs_by_status: vec![("failed".into(), 2), ("completed".into(), 5)],
-            run_invoices: Counts64 {
+            run_invoices: Summary {
                 paid: 40,
                 failed: 1,
                 retry_later: 3,

@@ -17,17 +17,11 @@ use crate::config::{Config, DEV_PROVIDER_TOKEN, Seed};
 use crate::db::{self, DbPool};
 use crate::metrics::Metrics;
 use crate::payment_client::{PaymentClient, ProviderToken};
+use crate::state::AppState;
 use crate::{http, scheduler, seed};
 
 /// How long shutdown waits for pay runs in progress before handing back their claims.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
-
-pub struct AppState {
-    pub pool: DbPool,
-    pub biller: Arc<Biller>,
-    pub metrics: Metrics,
-    pub auth: Authenticator,
-}
 
 pub struct Application {
     port: u16,

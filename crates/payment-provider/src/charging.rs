@@ -1,15 +1,45 @@
 //! The charge flow: fault injection, idempotency claim, then debit, ledger entry and stored
 //! response in one transaction. Exactly one debit per caller and key, whatever arrives twice.
 
+use std::time::Duration;
+
 use api_contract::{ChargeResponse, ChargeStatus, CustomerId, InvoiceId, Money};
 use chrono::{NaiveDateTime, SecondsFormat, TimeDelta, Utc};
 use diesel::Connection;
 
-use crate::db::{self, AnyConnection, DbError, accounts, charges, idempotency};
+use crate::db::{self, AnyConnection, DbError, DbPool, accounts, charges, idempotency};
 use crate::domain::{ChargeCommand, Decline};
-use crate::error::ApiError;
-use crate::faults::Injected;
-use crate::startup::AppState;
+use crate::faults::{Faults, Injected};
+use crate::metrics::Metrics;
+
+/// What a charge needs: the ledger, the injected faults, when a claim is stale, and the
+/// outcome counter. Nothing of HTTP.
+#[derive(Clone)]
+pub struct Charging {
+    pub pool: DbPool,
+    pub faults: Faults,
+    pub stale_claim_after: Duration,
+    pub metrics: Metrics,
+}
+
+/// Why a charge was not processed; `error.rs` says how each is answered.
+#[derive(Debug, thiserror::Error)]
+pub enum ChargeError {
+    #[error("unavailable: {reason}")]
+    Unavailable {
+        reason: String,
+        retry_after_secs: u32,
+    },
+    #[error("rate limited")]
+    RateLimited { retry_after_secs: u32 },
+    /// Another request holds the key (or charged first, after taking a stale claim over).
+    #[error("a request with this Idempotency-Key is in flight")]
+    KeyInFlight,
+    #[error("Idempotency-Key reused with a different request")]
+    KeyReused,
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
 
 /// What the handler answers.
 #[derive(Debug)]
@@ -23,81 +53,84 @@ pub enum ChargeReply {
     },
 }
 
-pub async fn charge(state: &AppState, cmd: ChargeCommand) -> Result<ChargeReply, ApiError> {
-    match state.faults.roll() {
-        None => {}
-        Some(Injected::Unavailable) => {
-            state.metrics.charge_outcome("fault_injected");
-            return Err(ApiError::Unavailable {
-                reason: "injected fault: try again".to_owned(),
-                retry_after_secs: state.faults.retry_after_secs,
-            });
-        }
-        Some(Injected::RateLimited) => {
-            state.metrics.charge_outcome("rate_limited");
-            return Err(ApiError::RateLimited {
-                retry_after_secs: state.faults.retry_after_secs,
-            });
-        }
-    }
-
-    let stale = TimeDelta::from_std(state.stale_claim_after).unwrap_or(TimeDelta::MAX);
-    let begin = {
-        let cmd = cmd.clone();
-        db::run(&state.pool, move |c| {
-            idempotency::begin(
-                c,
-                &cmd.caller,
-                cmd.key.as_str(),
-                &cmd.request_hashes,
-                now(),
-                stale,
-            )
-            .map_err(DbError::from)
-        })
-        .await?
-    };
-    let lock_token = match begin {
-        idempotency::Begin::Acquired { lock_token } => lock_token,
-        idempotency::Begin::Replay { status, body } => {
-            state.metrics.charge_outcome("replayed");
-            return Ok(ChargeReply::Replayed { status, body });
-        }
-        idempotency::Begin::InFlight => {
-            state.metrics.charge_outcome("in_flight");
-            return Err(ApiError::IdempotencyKeyInFlight);
-        }
-        idempotency::Begin::Reused => {
-            state.metrics.charge_outcome("key_reused");
-            return Err(ApiError::IdempotencyKeyReused);
-        }
-    };
-
-    if !state.faults.latency.is_zero() {
-        tokio::time::sleep(state.faults.latency).await;
-    }
-
-    let result = {
-        let cmd = cmd.clone();
-        let lock_token = lock_token.clone();
-        db::run(&state.pool, move |c| execute(c, &cmd, &lock_token)).await
-    };
-    match &result {
-        Ok(reply) => state.metrics.charge_outcome(outcome_label(reply)),
-        Err(_) => {
-            // Nothing was charged (the transaction rolled back): free the key so a retry
-            // need not wait for the claim to go stale. Failing that, staleness frees it.
-            let released = db::run(&state.pool, move |c| {
-                idempotency::release(c, &cmd.caller, cmd.key.as_str(), &lock_token)
-                    .map_err(DbError::from)
-            })
-            .await;
-            if let Err(e) = released {
-                tracing::warn!(error = %e, "could not release idempotency claim");
+impl Charging {
+    /// Faults first, then the idempotency claim, then the debit in one transaction.
+    pub async fn charge(&self, cmd: ChargeCommand) -> Result<ChargeReply, ChargeError> {
+        match self.faults.roll() {
+            None => {}
+            Some(Injected::Unavailable) => {
+                self.metrics.charge_outcome("fault_injected");
+                return Err(ChargeError::Unavailable {
+                    reason: "injected fault: try again".to_owned(),
+                    retry_after_secs: self.faults.retry_after_secs,
+                });
+            }
+            Some(Injected::RateLimited) => {
+                self.metrics.charge_outcome("rate_limited");
+                return Err(ChargeError::RateLimited {
+                    retry_after_secs: self.faults.retry_after_secs,
+                });
             }
         }
+
+        let stale = TimeDelta::from_std(self.stale_claim_after).unwrap_or(TimeDelta::MAX);
+        let begin = {
+            let cmd = cmd.clone();
+            db::run(&self.pool, move |c| {
+                idempotency::begin(
+                    c,
+                    &cmd.caller,
+                    cmd.key.as_str(),
+                    &cmd.request_hashes,
+                    now(),
+                    stale,
+                )
+                .map_err(DbError::from)
+            })
+            .await?
+        };
+        let lock_token = match begin {
+            idempotency::Begin::Acquired { lock_token } => lock_token,
+            idempotency::Begin::Replay { status, body } => {
+                self.metrics.charge_outcome("replayed");
+                return Ok(ChargeReply::Replayed { status, body });
+            }
+            idempotency::Begin::InFlight => {
+                self.metrics.charge_outcome("in_flight");
+                return Err(ChargeError::KeyInFlight);
+            }
+            idempotency::Begin::Reused => {
+                self.metrics.charge_outcome("key_reused");
+                return Err(ChargeError::KeyReused);
+            }
+        };
+
+        if !self.faults.latency.is_zero() {
+            tokio::time::sleep(self.faults.latency).await;
+        }
+
+        let result = {
+            let cmd = cmd.clone();
+            let lock_token = lock_token.clone();
+            db::run(&self.pool, move |c| execute(c, &cmd, &lock_token)).await
+        };
+        match &result {
+            Ok(reply) => self.metrics.charge_outcome(outcome_label(reply)),
+            Err(_) => {
+                // Nothing was charged (the transaction rolled back): free the key so a retry
+                // need not wait for the claim to go stale. Failing that, staleness frees it.
+                let released = db::run(&self.pool, move |c| {
+                    idempotency::release(c, &cmd.caller, cmd.key.as_str(), &lock_token)
+                        .map_err(DbError::from)
+                })
+                .await;
+                if let Err(e) = released {
+                    tracing::warn!(error = %e, "could not release idempotency claim");
+                }
+            }
+        }
+        result
     }
-    result
 }
 
 fn outcome_label(reply: &ChargeReply) -> &'static str {
@@ -120,7 +153,7 @@ fn execute(
     conn: &mut AnyConnection,
     cmd: &ChargeCommand,
     lock_token: &str,
-) -> Result<ChargeReply, ApiError> {
+) -> Result<ChargeReply, ChargeError> {
     let now = now();
     let currency = cmd.amount.currency().code();
     let charge = charges::Charge {
@@ -189,12 +222,10 @@ fn execute(
     });
     match outcome {
         Ok(reply) => Ok(reply),
-        Err(ExecError::LostClaim) => Err(ApiError::IdempotencyKeyInFlight),
+        Err(ExecError::LostClaim) => Err(ChargeError::KeyInFlight),
         // The ledger holds one charge per caller and key: another replica, which took this
         // request's stale claim over, charged first. Same answer as a lost claim.
-        Err(ExecError::Db(e)) if db::is_unique_violation(&e) => {
-            Err(ApiError::IdempotencyKeyInFlight)
-        }
+        Err(ExecError::Db(e)) if db::is_unique_violation(&e) => Err(ChargeError::KeyInFlight),
         Err(ExecError::Db(e)) => Err(DbError::from(e).into()),
     }
 }

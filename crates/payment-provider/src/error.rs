@@ -1,5 +1,5 @@
 //! Error policy: `db` functions return diesel errors; the charging service turns the ones
-//! whose meaning it knows into `ApiError` variants (a taken key is a 409, never a 500);
+//! whose meaning it knows into its own `ChargeError` (a taken key is a 409, never a 500);
 //! handlers return `ApiError` only, and this file alone renders errors as
 //! `application/problem+json` with a stable `code`.
 
@@ -8,6 +8,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, error::JsonPayloadError};
 use api_contract::{ErrorCode, PROBLEM_JSON, Problem};
 
+use crate::charging::ChargeError;
 use crate::db::DbError;
 
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +140,26 @@ impl From<DbError> for ApiError {
                 }
             }
             DbError::Query(e) => ApiError::Internal(e.into()),
+        }
+    }
+}
+
+impl From<ChargeError> for ApiError {
+    fn from(e: ChargeError) -> Self {
+        match e {
+            ChargeError::Unavailable {
+                reason,
+                retry_after_secs,
+            } => ApiError::Unavailable {
+                reason,
+                retry_after_secs,
+            },
+            ChargeError::RateLimited { retry_after_secs } => {
+                ApiError::RateLimited { retry_after_secs }
+            }
+            ChargeError::KeyInFlight => ApiError::IdempotencyKeyInFlight,
+            ChargeError::KeyReused => ApiError::IdempotencyKeyReused,
+            ChargeError::Db(e) => e.into(),
         }
     }
 }

@@ -14,5 +14,6 @@ pub mod metrics;
 pub mod pact_states;
 pub mod seed;
 pub mod startup;
+pub mod state;
 pub mod telemetry;
 pub mod tls;

@@ -14,11 +14,10 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::auth::DEV_TOKEN;
-use crate::charging::{self, ChargeReply};
+use crate::charging::{ChargeReply, Charging};
 use crate::db::{self, DbConn, DbError, idempotency};
 use crate::domain::ChargeCommand;
 use crate::seed;
-use crate::startup::AppState;
 
 /// The caller the pact's consumer is.
 const CONSUMER: &str = "invoice-app";
@@ -57,19 +56,27 @@ impl HeldConnections {
 /// Applies `change` to an empty ledger and a provider without faults (so it works whether
 /// or not the verifier sends teardowns) and returns the values the pact's provider-state
 /// generators ask for.
-pub async fn apply(state: &AppState, change: &StateChange) -> anyhow::Result<Value> {
-    state.pact_held.replace(Vec::new());
+pub async fn apply(
+    state: &Charging,
+    held: &HeldConnections,
+    change: &StateChange,
+) -> anyhow::Result<Value> {
+    held.replace(Vec::new());
     state.faults.outage.store(false, Ordering::Relaxed);
     state.faults.rate_limited.store(false, Ordering::Relaxed);
     db::run(&state.pool, |c| db::wipe(c).map_err(DbError::from)).await?;
     if change.action == Action::Setup {
-        set_up(state, change).await?;
+        set_up(state, held, change).await?;
     }
     // `Bearer ${token}` in the pact: the token this provider accepts from invoice-app.
     Ok(serde_json::json!({ "token": DEV_TOKEN }))
 }
 
-async fn set_up(state: &AppState, change: &StateChange) -> anyhow::Result<()> {
+async fn set_up(
+    state: &Charging,
+    held: &HeldConnections,
+    change: &StateChange,
+) -> anyhow::Result<()> {
     let name = change.state.as_str();
     match name {
         "" => {}
@@ -78,7 +85,7 @@ async fn set_up(state: &AppState, change: &StateChange) -> anyhow::Result<()> {
         "the provider is rate limiting invoice-app" => {
             state.faults.rate_limited.store(true, Ordering::Relaxed);
         }
-        "the database is unavailable" => hold_every_connection(state).await?,
+        "the database is unavailable" => hold_every_connection(state, held).await?,
         // The development token is the only one accepted here.
         _ if name.starts_with("the token ") && name.ends_with(" was never issued") => {
             if name.contains(DEV_TOKEN) {
@@ -114,7 +121,7 @@ async fn set_up(state: &AppState, change: &StateChange) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn fund(state: &AppState, customer_id: CustomerId, balance: Money) -> anyhow::Result<()> {
+async fn fund(state: &Charging, customer_id: CustomerId, balance: Money) -> anyhow::Result<()> {
     let account = api_contract::AccountResponse {
         customer_id,
         balance,
@@ -123,9 +130,9 @@ async fn fund(state: &AppState, customer_id: CustomerId, balance: Money) -> anyh
 }
 
 /// Makes the charge the state describes, as invoice-app would: its key is then completed.
-async fn charge_once(state: &AppState, change: &StateChange) -> anyhow::Result<()> {
+async fn charge_once(state: &Charging, change: &StateChange) -> anyhow::Result<()> {
     let cmd = funded_command(state, change).await?;
-    match charging::charge(state, cmd).await {
+    match state.charge(cmd).await {
         Ok(ChargeReply::Created(_)) => Ok(()),
         Ok(other) => bail!("the first charge did not succeed: {other:?}"),
         Err(e) => bail!("the first charge failed: {e}"),
@@ -135,7 +142,7 @@ async fn charge_once(state: &AppState, change: &StateChange) -> anyhow::Result<(
 /// Claims the key for the charge the state describes, as the provider does when a request
 /// arrives, and leaves the claim fresh and unfinished: another request is processing it.
 /// The account could pay, so only the key stands between a retry and a charge.
-async fn hold_in_flight(state: &AppState, change: &StateChange) -> anyhow::Result<()> {
+async fn hold_in_flight(state: &Charging, change: &StateChange) -> anyhow::Result<()> {
     let cmd = funded_command(state, change).await?;
     let stale = TimeDelta::from_std(state.stale_claim_after)?;
     let begin = db::run(&state.pool, move |c| {
@@ -159,20 +166,20 @@ async fn hold_in_flight(state: &AppState, change: &StateChange) -> anyhow::Resul
 /// Takes every connection of the pool until the next state change: a charge then waits
 /// for one as long as the pool lets it and fails the way it does when the database
 /// accepts no connection (a 503 with `Retry-After`).
-async fn hold_every_connection(state: &AppState) -> anyhow::Result<()> {
+async fn hold_every_connection(state: &Charging, held: &HeldConnections) -> anyhow::Result<()> {
     let pool = state.pool.clone();
-    let held = tokio::task::spawn_blocking(move || {
+    let connections = tokio::task::spawn_blocking(move || {
         (0..pool.max_size())
             .map(|_| pool.get())
             .collect::<Result<Vec<_>, _>>()
     })
     .await??;
-    state.pact_held.replace(held);
+    held.replace(connections);
     Ok(())
 }
 
 /// The charge command the state's params describe, by invoice-app, its account funded.
-async fn funded_command(state: &AppState, change: &StateChange) -> anyhow::Result<ChargeCommand> {
+async fn funded_command(state: &Charging, change: &StateChange) -> anyhow::Result<ChargeCommand> {
     let request = ChargeRequest {
         invoice_id: InvoiceId::parse(text(change, "invoice_id")?)?,
         customer_id: CustomerId::parse(text(change, "customer_id")?)?,

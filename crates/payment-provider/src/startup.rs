@@ -1,7 +1,6 @@
 //! Building the application: pool, migrations, seed, state, listener.
 
 use std::net::TcpListener;
-use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
@@ -9,22 +8,12 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 
 use crate::auth::{Authenticator, CallerTokens, DEV_TOKEN, WorkloadIdentity, dev_token_allowed};
+use crate::charging::Charging;
 use crate::config::Config;
 use crate::db::{self, DbPool};
-use crate::faults::Faults;
 use crate::metrics::Metrics;
-use crate::{http, pact_states, seed};
-
-/// Shared by every worker.
-pub struct AppState {
-    pub pool: DbPool,
-    pub auth: Authenticator,
-    pub faults: Faults,
-    pub stale_claim_after: Duration,
-    pub metrics: Metrics,
-    /// Used by Pact provider states only.
-    pub pact_held: pact_states::HeldConnections,
-}
+use crate::state::AppState;
+use crate::{http, seed};
 
 pub struct Application {
     port: u16,
@@ -46,12 +35,17 @@ impl Application {
         if config.faults.configured() {
             tracing::warn!(faults = ?config.faults, "fault injection is on");
         }
+        let metrics = Metrics::new()?;
         let state = web::Data::new(AppState {
             pool: pool.clone(),
             auth,
-            faults: config.faults.clone(),
-            stale_claim_after: config.stale_claim_after,
-            metrics: Metrics::new()?,
+            charging: Charging {
+                pool: pool.clone(),
+                faults: config.faults.clone(),
+                stale_claim_after: config.stale_claim_after,
+                metrics: metrics.clone(),
+            },
+            metrics,
             pact_held: Default::default(),
         });
 

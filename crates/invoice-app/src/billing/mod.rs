@@ -18,7 +18,8 @@ use futures_util::{StreamExt, stream};
 use tokio::sync::mpsc;
 
 use crate::db::{self, DbError, DbPool, attempts, invoices, pay_runs};
-use crate::domain::{Invoice, RunResult, RunStatus, Settlement};
+use crate::domain::{Invoice, RunId, RunResult, RunStatus, Settlement, WorkerId};
+pub use crate::domain::{Summary, Trigger};
 use crate::metrics::Metrics;
 use crate::payment_client::PaymentClient;
 
@@ -36,34 +37,10 @@ pub struct PaySettings {
     pub max_runs: usize,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trigger {
-    Api,
-    Schedule,
-    Cli,
-}
-
-impl Trigger {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Api => "api",
-            Trigger::Schedule => "schedule",
-            Trigger::Cli => "cli",
-        }
-    }
-}
-
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RetryLater {
-    pub invoice_id: String,
+    pub invoice_id: api_contract::InvoiceId,
     pub reason: String,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Summary {
-    pub paid: usize,
-    pub failed: usize,
-    pub retry_later: usize,
 }
 
 /// How much a report says: a run of a million invoices should not hold them all in memory
@@ -79,7 +56,7 @@ pub enum Detail {
 /// holds), invoice by invoice when asked for.
 #[derive(Debug, Clone)]
 pub struct PayRunReport {
-    pub run_id: String,
+    pub run_id: RunId,
     pub status: RunStatus,
     /// Why the run stopped, when it failed.
     pub error: Option<String>,
@@ -90,9 +67,9 @@ pub struct PayRunReport {
 }
 
 impl PayRunReport {
-    fn new(run_id: &str) -> Self {
+    fn new(run_id: &RunId) -> Self {
         PayRunReport {
-            run_id: run_id.to_owned(),
+            run_id: run_id.clone(),
             status: RunStatus::Running,
             error: None,
             summary: Summary::default(),
@@ -104,12 +81,7 @@ impl PayRunReport {
 
     fn add(&mut self, invoice: Invoice, settlement: Settlement, detail: Detail) {
         let result = settlement.transition().counts_as;
-        let summed = match result {
-            RunResult::Paid => &mut self.summary.paid,
-            RunResult::Failed => &mut self.summary.failed,
-            RunResult::RetryLater => &mut self.summary.retry_later,
-        };
-        *summed += 1;
+        self.summary.add(result, 1);
         if detail == Detail::Counts {
             return;
         }
@@ -162,7 +134,7 @@ pub struct Biller {
     settings: PaySettings,
     metrics: Metrics,
     /// Names this process's claims and runs: host name plus a random suffix.
-    worker_id: String,
+    worker_id: WorkerId,
     /// Set once the process is stopping: no new run, claim or call starts, and retry
     /// waits end at once.
     stopping: tokio::sync::watch::Sender<bool>,
@@ -170,7 +142,7 @@ pub struct Biller {
     active_runs: Arc<AtomicUsize>,
     /// This process's runs whose end could not be written yet and is being retried in the
     /// background: housekeeping must not take them for runs whose process died.
-    closing: Arc<Mutex<HashSet<String>>>,
+    closing: Arc<Mutex<HashSet<RunId>>>,
     /// The process's main runtime: runs outlive the HTTP worker that started them.
     runtime: tokio::runtime::Handle,
 }
@@ -188,7 +160,7 @@ impl Biller {
             client,
             settings,
             metrics,
-            worker_id: format!("{host}-{}", uuid::Uuid::new_v4().simple()),
+            worker_id: WorkerId::new(&host),
             stopping: tokio::sync::watch::Sender::new(false),
             active_runs: Arc::new(AtomicUsize::new(0)),
             closing: Arc::default(),
@@ -232,8 +204,8 @@ impl Biller {
     fn new_run_row(&self, trigger: Trigger, started_by: Option<String>) -> pay_runs::PayRunRow {
         let now = Utc::now().naive_utc();
         pay_runs::PayRunRow {
-            id: uuid::Uuid::now_v7().to_string(),
-            trigger: trigger.as_str().to_owned(),
+            id: RunId::generate(),
+            trigger,
             status: RunStatus::Running,
             paid: 0,
             failed: 0,
@@ -276,7 +248,7 @@ impl Biller {
     /// Pays every invoice claimable now and closes the run, `completed` or `failed`; its
     /// slot is free again by the time the run is recorded as finished. A failed run's
     /// report still holds everything it settled.
-    #[tracing::instrument(name = "pay_run", skip_all, fields(run_id = %open.row.id, trigger = %open.row.trigger))]
+    #[tracing::instrument(name = "pay_run", skip_all, fields(run_id = %open.row.id, trigger = open.row.trigger.as_str()))]
     pub async fn pay(&self, open: OpenRun, detail: Detail) -> Result<PayRunReport, BillingError> {
         let OpenRun {
             row: run,
@@ -302,7 +274,9 @@ impl Biller {
         }
         let closed = match self.close_run(&run.id, &report).await {
             Ok(Closed::Finished { handed_back }) => {
-                report.summary.retry_later += handed_back;
+                report
+                    .summary
+                    .add(RunResult::RetryLater, to_count(handed_back));
                 false
             }
             Ok(Closed::ByAnother) => true,
@@ -347,7 +321,7 @@ impl Biller {
     /// that works (a failed call discards a dead one): a run whose database connections
     /// were cut is still recorded as failed, not left running for housekeeping to call
     /// dead.
-    async fn close_run(&self, run_id: &str, report: &PayRunReport) -> Result<Closed, DbError> {
+    async fn close_run(&self, run_id: &RunId, report: &PayRunReport) -> Result<Closed, DbError> {
         let mut wait = Duration::from_millis(100);
         let mut tries = 0;
         loop {
@@ -374,7 +348,7 @@ impl Biller {
 
     /// Records the failed run's end once the database is back, retrying with a growing
     /// pause (at most a quarter lease); the run stays in `closing` meanwhile.
-    fn close_later(&self, run_id: String, error: Option<String>) {
+    fn close_later(&self, run_id: RunId, error: Option<String>) {
         lock(&self.closing).insert(run_id.clone());
         let (pool, worker, closing) = (
             self.pool.clone(),
@@ -419,11 +393,11 @@ impl Biller {
     }
 
     /// Shows the run alive while it works, so one whose process died can be told apart.
-    async fn heartbeat(&self, run_id: &str) -> std::convert::Infallible {
+    async fn heartbeat(&self, run_id: &RunId) -> std::convert::Infallible {
         let every = (self.settings.lease / 4).max(Duration::from_millis(100));
         loop {
             tokio::time::sleep(every).await;
-            let id = run_id.to_owned();
+            let id = run_id.clone();
             let beat = db::run(&self.pool, move |c| {
                 pay_runs::heartbeat(c, &id, Utc::now().naive_utc())
             })
@@ -439,7 +413,11 @@ impl Biller {
     /// across batch boundaries, and one settles whatever has been charged, a group per
     /// transaction. A failed claim stops new work but what is in flight is still settled; a
     /// failed settlement stops the run. Returns what was settled and why it stopped early.
-    async fn pipeline(&self, run_id: &str, detail: Detail) -> (PayRunReport, Option<BillingError>) {
+    async fn pipeline(
+        &self,
+        run_id: &RunId,
+        detail: Detail,
+    ) -> (PayRunReport, Option<BillingError>) {
         let concurrency = self.settings.concurrency.max(1);
         let batch = concurrency * 4;
         let (claimed_tx, claimed_rx) = mpsc::channel::<Vec<invoices::InvoiceRow>>(1);
@@ -546,14 +524,14 @@ impl Biller {
     /// Claims up to `limit` invoices for this run. Returns them and the cursor.
     async fn claim_batch(
         &self,
-        run_id: &str,
+        run_id: &RunId,
         after: Option<String>,
         limit: usize,
         again: bool,
     ) -> Result<(Vec<invoices::InvoiceRow>, Option<String>), BillingError> {
         let lease = TimeDelta::from_std(self.settings.lease).unwrap_or(TimeDelta::MAX);
         let limit = i64::try_from(limit).unwrap_or(64);
-        let (worker, run) = (self.worker_id.clone(), run_id.to_owned());
+        let (worker, run) = (self.worker_id.clone(), run_id.clone());
         let claimed = db::run(&self.pool, move |c| {
             // A run closed as abandoned while this process stalled claims nothing more.
             if !pay_runs::is_running(c, &run)? {
@@ -584,8 +562,8 @@ impl Biller {
     /// How long to wait before looking again while other runs hold claims: until the first
     /// of them lapses, and at most [`OTHERS_POLL`] (a live holder settles them sooner), or
     /// `None` when they hold nothing.
-    async fn next_lapse_of_others(&self, run_id: &str) -> Result<Option<Duration>, BillingError> {
-        let run = run_id.to_owned();
+    async fn next_lapse_of_others(&self, run_id: &RunId) -> Result<Option<Duration>, BillingError> {
+        let run = run_id.clone();
         let (lapse, now) = db::run(&self.pool, move |c| {
             let now = Utc::now().naive_utc();
             invoices::next_lapse_of_others(c, &run).map(|lapse| (lapse, now))
@@ -683,7 +661,7 @@ impl Biller {
 
 /// The set's lock, also after a panic elsewhere while it was held (a set of ids stays
 /// consistent).
-fn lock(closing: &Mutex<HashSet<String>>) -> std::sync::MutexGuard<'_, HashSet<String>> {
+fn lock(closing: &Mutex<HashSet<RunId>>) -> std::sync::MutexGuard<'_, HashSet<RunId>> {
     closing
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -708,12 +686,12 @@ enum Closed {
 /// Writes the end of `worker`'s run `run_id` as [`close_own`] does, in one transaction.
 async fn write_close(
     pool: &DbPool,
-    worker: &str,
-    run_id: &str,
+    worker: &WorkerId,
+    run_id: &RunId,
     status: RunStatus,
     error: Option<String>,
 ) -> Result<Closed, DbError> {
-    let (id, worker) = (run_id.to_owned(), worker.to_owned());
+    let (id, worker) = (run_id.clone(), worker.clone());
     db::run(pool, move |c| {
         let now = Utc::now().naive_utc();
         c.transaction(|c| close_own(c, &id, &worker, status, error.as_deref(), now))
@@ -725,8 +703,8 @@ async fn write_close(
 /// claims a failed run still holds, and the attempts whose calls were dropped unanswered.
 fn close_own(
     c: &mut db::AnyConnection,
-    id: &str,
-    worker: &str,
+    id: &RunId,
+    worker: &WorkerId,
     status: RunStatus,
     error: Option<&str>,
     now: chrono::NaiveDateTime,
@@ -744,10 +722,8 @@ fn close_own(
     let mut handed_back = 0;
     if status == RunStatus::Failed {
         handed_back = invoices::release_run(c, invoices::Holder { worker, run: id }, now)?;
-        let counts = pay_runs::Counts {
-            retry_later: i32::try_from(handed_back).unwrap_or(i32::MAX),
-            ..Default::default()
-        };
+        let mut counts = Summary::default();
+        counts.add(RunResult::RetryLater, to_count(handed_back));
         pay_runs::add(c, id, counts, now)?;
     }
     pay_runs::finish(c, id, status, error, now)?;
@@ -760,7 +736,7 @@ fn close_own(
 /// take the write lock once another writer has committed.
 fn close(
     c: &mut db::AnyConnection,
-    runs: &[String],
+    runs: &[RunId],
     why: &str,
     now: chrono::NaiveDateTime,
 ) -> diesel::QueryResult<usize> {
@@ -782,4 +758,9 @@ fn close(
         attempts::interrupt(c, &runs, now)?;
         Ok(closed)
     })
+}
+
+/// A number of rows as a count.
+fn to_count(rows: usize) -> i64 {
+    i64::try_from(rows).unwrap_or(i64::MAX)
 }

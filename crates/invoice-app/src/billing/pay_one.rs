@@ -17,14 +17,16 @@ use diesel::Connection;
 
 use super::{Biller, BillingError};
 use crate::db::{self, DbError, attempts, invoices, pay_runs};
-use crate::domain::{AttemptOutcome, CallOutcome, Settlement, idempotency_key_for};
+use crate::domain::{
+    AttemptId, AttemptOutcome, CallOutcome, RunId, Settlement, idempotency_key_for,
+};
 use crate::payment_client::CallResult;
 
 /// The longest wait between two attempts.
 const MAX_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The result of one call, as its attempt record keeps it.
-fn attempt_result(attempt_id: String, call: &CallResult) -> attempts::Finished {
+fn attempt_result(attempt_id: AttemptId, call: &CallResult) -> attempts::Finished {
     let (detail, charge_id) = match &call.outcome {
         CallOutcome::Succeeded { charge, .. } => (None, Some(charge.id.clone())),
         CallOutcome::Declined { code, detail } => {
@@ -142,7 +144,7 @@ impl Biller {
     #[tracing::instrument(name = "pay_invoice", skip_all, fields(invoice_id = %row.id))]
     pub(super) async fn pay_one(
         &self,
-        run_id: &str,
+        run_id: &RunId,
         row: invoices::InvoiceRow,
     ) -> Result<Option<Charged>, BillingError> {
         let (request, key) = match (charge_request(&row), idempotency_key_for(&row.id)) {
@@ -219,12 +221,12 @@ impl Biller {
     /// another closed the run) makes no call: [`BillingError::RunClosed`].
     async fn begin_attempt(
         &self,
-        run_id: &str,
+        run_id: &RunId,
         row: &invoices::InvoiceRow,
-    ) -> Result<Option<String>, BillingError> {
+    ) -> Result<Option<AttemptId>, BillingError> {
         let lease = TimeDelta::from_std(self.settings.lease).unwrap_or(TimeDelta::MAX);
         let worker = self.worker_id.clone();
-        let (run_id, invoice_id) = (run_id.to_owned(), row.id.clone());
+        let (run_id, invoice_id) = (run_id.clone(), row.id.clone());
         db::run(&self.pool, move |c| {
             let begun = c.transaction::<_, diesel::result::Error, _>(|c| {
                 // The run before the invoice, as closing takes them (no deadlock).
@@ -267,11 +269,15 @@ impl Biller {
     }
 }
 
-fn new_attempt(run_id: &str, invoice_id: &str, now: chrono::NaiveDateTime) -> attempts::AttemptRow {
+fn new_attempt(
+    run_id: &RunId,
+    invoice_id: &str,
+    now: chrono::NaiveDateTime,
+) -> attempts::AttemptRow {
     attempts::AttemptRow {
-        id: uuid::Uuid::now_v7().to_string(),
+        id: AttemptId::generate(),
         invoice_id: invoice_id.to_owned(),
-        pay_run_id: run_id.to_owned(),
+        pay_run_id: run_id.clone(),
         idempotency_key: idempotency_key_for(invoice_id)
             .map(|k| k.as_str().to_owned())
             .unwrap_or_default(),

@@ -10,7 +10,7 @@ use diesel::Connection;
 use super::pay_one::Charged;
 use super::{Biller, BillingError};
 use crate::db::{self, AnyConnection, DbError, attempts, invoices, pay_runs};
-use crate::domain::{Invoice, Settlement};
+use crate::domain::{Invoice, RunId, RunResult, Settlement, Summary, WorkerId};
 
 impl Biller {
     /// Settles `batch` for `run_id` and returns the invoices whose rows this run changed, as
@@ -20,11 +20,11 @@ impl Biller {
     /// nothing: the claims lapse and the next call with the same key is replayed.
     pub(super) async fn settle(
         &self,
-        run_id: &str,
+        run_id: &RunId,
         batch: Vec<Charged>,
     ) -> Result<Vec<(Invoice, Settlement)>, BillingError> {
         let worker = self.worker_id.clone();
-        let run_id = run_id.to_owned();
+        let run_id = run_id.clone();
         let now = Utc::now().naive_utc();
         let (batch, changed) = db::run(&self.pool, move |c| {
             match c.transaction(|c| settle_in(c, &run_id, &batch, &worker, now)) {
@@ -56,9 +56,9 @@ impl Biller {
 /// Writes a group's last attempts, settlements and counts; returns the ids it changed.
 fn settle_in(
     c: &mut AnyConnection,
-    run_id: &str,
+    run_id: &RunId,
     batch: &[Charged],
-    worker: &str,
+    worker: &WorkerId,
     now: NaiveDateTime,
 ) -> diesel::QueryResult<HashSet<String>> {
     // The run first, as closing it takes it (no deadlock between the two).
@@ -77,10 +77,8 @@ fn settle_in(
     let mut changed: HashSet<String> = invoices::mark_all_paid(c, &paid, now)?
         .into_iter()
         .collect();
-    let mut counts = pay_runs::Counts {
-        paid: count(changed.len()),
-        ..Default::default()
-    };
+    let mut counts = Summary::default();
+    counts.add(RunResult::Paid, to_count(changed.len()));
     let holder = invoices::Holder {
         worker,
         run: run_id,
@@ -92,7 +90,7 @@ fn settle_in(
         let t = charged.settlement.transition();
         let id = &charged.row.id;
         if invoices::settle(c, id, holder, &t, now)? == 1 {
-            counts.add(t.counts_as);
+            counts.add(t.counts_as, 1);
             changed.insert(id.clone());
         }
     }
@@ -109,6 +107,6 @@ fn last_attempts(batch: &[Charged]) -> impl Iterator<Item = &attempts::Finished>
     batch.iter().filter_map(|charged| charged.last.as_ref())
 }
 
-fn count(n: usize) -> i32 {
-    i32::try_from(n).unwrap_or(i32::MAX)
+fn to_count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }

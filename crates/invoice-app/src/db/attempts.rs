@@ -5,14 +5,14 @@ use diesel::prelude::*;
 
 use super::AnyConnection;
 use super::schema::payment_attempts::{self, dsl};
-use crate::domain::{AttemptOutcome, InvoiceStatus, Sent};
+use crate::domain::{AttemptId, AttemptOutcome, InvoiceStatus, RunId, Sent};
 
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
 #[diesel(table_name = payment_attempts)]
 pub struct AttemptRow {
-    pub id: String,
+    pub id: AttemptId,
     pub invoice_id: String,
-    pub pay_run_id: String,
+    pub pay_run_id: RunId,
     pub idempotency_key: String,
     pub outcome: AttemptOutcome,
     pub http_status: Option<i32>,
@@ -52,7 +52,7 @@ pub fn start_all(conn: &mut AnyConnection, all: &[AttemptRow]) -> QueryResult<()
 /// The result of one call, as its attempt record keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finished {
-    pub attempt_id: String,
+    pub attempt_id: AttemptId,
     pub outcome: AttemptOutcome,
     /// Whether the request left.
     pub sent: Sent,
@@ -121,7 +121,7 @@ pub fn finish_all(
 /// call, so nobody knows whether it arrived (the next call with the same key tells).
 pub fn interrupt(
     conn: &mut AnyConnection,
-    runs: &[String],
+    runs: &[RunId],
     now: NaiveDateTime,
 ) -> QueryResult<usize> {
     diesel::update(

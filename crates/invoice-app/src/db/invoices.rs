@@ -5,7 +5,9 @@ use diesel::prelude::*;
 
 use super::AnyConnection;
 use super::schema::invoices::{self, dsl};
-use crate::domain::{Guard, HAND_BACK, Invoice, InvoiceStatus, RunStatus, Transition, Write};
+use crate::domain::{
+    Guard, HAND_BACK, Invoice, InvoiceStatus, RunId, RunStatus, Transition, WorkerId, Write,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
 #[diesel(table_name = invoices)]
@@ -18,9 +20,9 @@ pub struct InvoiceRow {
     pub status: InvoiceStatus,
     pub failure_reason: Option<String>,
     pub charge_id: Option<String>,
-    pub claimed_by: Option<String>,
+    pub claimed_by: Option<WorkerId>,
     pub lease_until: Option<NaiveDateTime>,
-    pub last_run_id: Option<String>,
+    pub last_run_id: Option<RunId>,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
     pub paid_at: Option<NaiveDateTime>,
@@ -49,7 +51,7 @@ impl TryFrom<InvoiceRow> for Invoice {
             created_at: row.created_at.and_utc(),
             paid_at: row.paid_at.map(|t| t.and_utc()),
             created_by: row.created_by,
-            id: row.id,
+            id: api_contract::InvoiceId::parse(row.id).map_err(|e| e.to_string())?,
         })
     }
 }
@@ -140,8 +142,8 @@ pub fn count_lease_expired(
 /// the worker's alone, as one process runs several runs over time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Holder<'a> {
-    pub worker: &'a str,
-    pub run: &'a str,
+    pub worker: &'a WorkerId,
+    pub run: &'a RunId,
 }
 
 /// Where a run's claim looks among the pending invoices.
@@ -404,7 +406,7 @@ pub fn settled(mut row: InvoiceRow, t: &Transition<'_>, now: NaiveDateTime) -> I
 /// either held invoices would leave some of its period untried.
 pub fn next_lapse_of_others(
     conn: &mut AnyConnection,
-    run_id: &str,
+    run_id: &RunId,
 ) -> QueryResult<Option<NaiveDateTime>> {
     invoices::table
         .filter(dsl::status.eq(InvoiceStatus::Processing))
@@ -432,7 +434,7 @@ pub fn release_run(
 /// Hands back every claim of `worker` (graceful shutdown).
 pub fn release_all(
     conn: &mut AnyConnection,
-    worker: &str,
+    worker: &WorkerId,
     now: NaiveDateTime,
 ) -> QueryResult<usize> {
     diesel::update(
@@ -447,8 +449,8 @@ pub fn release_all(
 #[diesel::dsl::auto_type]
 fn held_by<'a>(id: &'a str, holder: Holder<'a>) -> _ {
     let processing: InvoiceStatus = InvoiceStatus::Processing;
-    let worker: &'a str = holder.worker;
-    let run_id: &'a str = holder.run;
+    let worker: &'a WorkerId = holder.worker;
+    let run_id: &'a RunId = holder.run;
     invoices::table
         .filter(dsl::id.eq(id))
         .filter(dsl::status.eq(processing))
@@ -459,7 +461,7 @@ fn held_by<'a>(id: &'a str, holder: Holder<'a>) -> _ {
 /// The columns a transition writes (see [`settled`] for the same in Rust).
 type Changes<'a> = (
     diesel::dsl::Eq<dsl::status, InvoiceStatus>,
-    diesel::dsl::Eq<dsl::claimed_by, Option<&'a str>>,
+    diesel::dsl::Eq<dsl::claimed_by, Option<WorkerId>>,
     diesel::dsl::Eq<dsl::lease_until, Option<NaiveDateTime>>,
     diesel::dsl::Eq<dsl::updated_at, NaiveDateTime>,
     Option<(
@@ -501,10 +503,6 @@ mod tests {
 
     const WORKER: &str = "w-1";
     const RUN: &str = "run-1";
-    const HOLDER: Holder<'static> = Holder {
-        worker: WORKER,
-        run: RUN,
-    };
 
     /// Every settlement from every status, held by the settling run or by another: the
     /// SQL changed the row exactly where `transition` says it applies, and into what
@@ -514,6 +512,14 @@ mod tests {
             .expect("a time")
             .naive_utc();
         let now = then + TimeDelta::minutes(1);
+        let (worker, run) = (
+            WorkerId::from(WORKER.to_owned()),
+            RunId::from(RUN.to_owned()),
+        );
+        let settler = Holder {
+            worker: &worker,
+            run: &run,
+        };
         let mut checked = 0;
         for from in InvoiceStatus::iter() {
             for s in Settlement::iter() {
@@ -542,9 +548,9 @@ mod tests {
                         status: from,
                         failure_reason: Some("earlier".into()),
                         charge_id: None,
-                        claimed_by: claimed.then(|| holder.to_owned()),
+                        claimed_by: claimed.then(|| WorkerId::from(holder.to_owned())),
                         lease_until: claimed.then_some(then),
-                        last_run_id: Some(RUN.into()),
+                        last_run_id: Some(run.clone()),
                         created_at: then,
                         updated_at: then,
                         paid_at: None,
@@ -559,7 +565,7 @@ mod tests {
                                 .expect("written")
                                 .len()
                         }
-                        _ => settle(c, &row.id, HOLDER, &t, now).expect("written"),
+                        _ => settle(c, &row.id, settler, &t, now).expect("written"),
                     };
                     let applies = transition(from, &s).is_some()
                         && (t.guard == Guard::NotYet || holder == WORKER);

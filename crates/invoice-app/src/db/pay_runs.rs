@@ -6,15 +6,15 @@ use diesel::prelude::*;
 use super::AnyConnection;
 use super::schema::pay_runs::{self, dsl};
 
-use crate::domain::{RunResult, RunStatus};
+use crate::domain::{RunId, RunStatus, Summary, Trigger, WorkerId};
 
 const RUNNING: RunStatus = RunStatus::Running;
 
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
 #[diesel(table_name = pay_runs)]
 pub struct PayRunRow {
-    pub id: String,
-    pub trigger: String,
+    pub id: RunId,
+    pub trigger: Trigger,
     pub status: RunStatus,
     pub paid: i32,
     pub failed: i32,
@@ -22,30 +22,10 @@ pub struct PayRunRow {
     pub error: Option<String>,
     pub started_at: NaiveDateTime,
     pub finished_at: Option<NaiveDateTime>,
-    pub worker_id: Option<String>,
+    pub worker_id: Option<WorkerId>,
     pub heartbeat_at: Option<NaiveDateTime>,
     /// Who started it through the API; `None` for the schedule and the CLI.
     pub started_by: Option<String>,
-}
-
-/// What a run has written so far, added to its row in the transaction that wrote it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counts {
-    pub paid: i32,
-    pub failed: i32,
-    pub retry_later: i32,
-}
-
-impl Counts {
-    /// One more invoice that came to `result`.
-    pub fn add(&mut self, result: RunResult) {
-        let n = match result {
-            RunResult::Paid => &mut self.paid,
-            RunResult::Failed => &mut self.failed,
-            RunResult::RetryLater => &mut self.retry_later,
-        };
-        *n = n.saturating_add(1);
-    }
 }
 
 pub fn insert(conn: &mut AnyConnection, run: &PayRunRow) -> QueryResult<()> {
@@ -59,15 +39,17 @@ pub fn insert(conn: &mut AnyConnection, run: &PayRunRow) -> QueryResult<()> {
 /// (closed as abandoned while its process stalled): it must not write any more.
 pub fn add(
     conn: &mut AnyConnection,
-    id: &str,
-    counts: Counts,
+    id: &RunId,
+    counts: Summary,
     now: NaiveDateTime,
 ) -> QueryResult<bool> {
+    // The columns are 32-bit; one transaction adds at most a batch.
+    let n = |count: i64| i32::try_from(count).unwrap_or(i32::MAX);
     diesel::update(pay_runs::table.find(id).filter(dsl::status.eq(RUNNING)))
         .set((
-            dsl::paid.eq(dsl::paid + counts.paid),
-            dsl::failed.eq(dsl::failed + counts.failed),
-            dsl::retry_later.eq(dsl::retry_later + counts.retry_later),
+            dsl::paid.eq(dsl::paid + n(counts.paid)),
+            dsl::failed.eq(dsl::failed + n(counts.failed)),
+            dsl::retry_later.eq(dsl::retry_later + n(counts.retry_later)),
             dsl::heartbeat_at.eq(now),
         ))
         .execute(conn)
@@ -75,7 +57,7 @@ pub fn add(
 }
 
 /// Whether the run is still open.
-pub fn is_running(conn: &mut AnyConnection, id: &str) -> QueryResult<bool> {
+pub fn is_running(conn: &mut AnyConnection, id: &RunId) -> QueryResult<bool> {
     pay_runs::table
         .find(id)
         .filter(dsl::status.eq(RUNNING))
@@ -92,14 +74,14 @@ pub fn is_running(conn: &mut AnyConnection, id: &str) -> QueryResult<bool> {
 /// SQLite: a write that changes nothing, so the transaction holds the database's one write
 /// lock from its first statement (a deferred transaction that reads first cannot take it
 /// once another writer has committed).
-pub fn hold_open(conn: &mut AnyConnection, id: &str) -> QueryResult<bool> {
+pub fn hold_open(conn: &mut AnyConnection, id: &RunId) -> QueryResult<bool> {
     match conn {
         AnyConnection::Postgresql(pg) => pay_runs::table
             .find(id)
             .filter(dsl::status.eq(RUNNING))
             .select(dsl::id)
             .for_key_share()
-            .first::<String>(pg)
+            .first::<RunId>(pg)
             .optional()
             .map(|found| found.is_some()),
         AnyConnection::Sqlite(_) => {
@@ -116,7 +98,7 @@ pub fn hold_open(conn: &mut AnyConnection, id: &str) -> QueryResult<bool> {
 /// under [`hold_open`] and keeps new ones out; the runs' attempts and invoices are locked
 /// after it, in the order a settlement takes them (see [`hold_for_settlement`]). On SQLite
 /// a write that changes nothing comes first, for the write lock. Returns those ids.
-pub fn lock_for_close(conn: &mut AnyConnection, ids: &[String]) -> QueryResult<Vec<String>> {
+pub fn lock_for_close(conn: &mut AnyConnection, ids: &[RunId]) -> QueryResult<Vec<RunId>> {
     let running = pay_runs::table
         .filter(dsl::id.eq_any(ids))
         .filter(dsl::status.eq(RUNNING))
@@ -140,14 +122,14 @@ pub fn lock_for_close(conn: &mut AnyConnection, ids: &[String]) -> QueryResult<V
 /// Whether the run is still open, locking its row on PostgreSQL before a settlement
 /// touches the attempts and invoices, so that a settlement and a close take the run first
 /// and cannot deadlock. Compatible with [`hold_open`]: attempts keep starting meanwhile.
-pub fn hold_for_settlement(conn: &mut AnyConnection, id: &str) -> QueryResult<bool> {
+pub fn hold_for_settlement(conn: &mut AnyConnection, id: &RunId) -> QueryResult<bool> {
     match conn {
         AnyConnection::Postgresql(pg) => pay_runs::table
             .find(id)
             .filter(dsl::status.eq(RUNNING))
             .select(dsl::id)
             .for_no_key_update()
-            .first::<String>(pg)
+            .first::<RunId>(pg)
             .optional()
             .map(|found| found.is_some()),
         // A read first would keep a deferred SQLite transaction from taking the write lock;
@@ -156,7 +138,7 @@ pub fn hold_for_settlement(conn: &mut AnyConnection, id: &str) -> QueryResult<bo
     }
 }
 
-pub fn heartbeat(conn: &mut AnyConnection, id: &str, now: NaiveDateTime) -> QueryResult<()> {
+pub fn heartbeat(conn: &mut AnyConnection, id: &RunId, now: NaiveDateTime) -> QueryResult<()> {
     diesel::update(pay_runs::table.find(id).filter(dsl::status.eq(RUNNING)))
         .set(dsl::heartbeat_at.eq(now))
         .execute(conn)
@@ -167,7 +149,7 @@ pub fn heartbeat(conn: &mut AnyConnection, id: &str, now: NaiveDateTime) -> Quer
 /// abandoned meanwhile stays so (false): whoever closed it may have taken its work over.
 pub fn finish(
     conn: &mut AnyConnection,
-    id: &str,
+    id: &RunId,
     status: RunStatus,
     error: Option<&str>,
     now: NaiveDateTime,
@@ -188,14 +170,14 @@ pub fn finish(
 pub fn open_runs(
     conn: &mut AnyConnection,
     stale_before: NaiveDateTime,
-    worker: Option<&str>,
-) -> QueryResult<Vec<String>> {
+    worker: Option<&WorkerId>,
+) -> QueryResult<Vec<RunId>> {
     let query = pay_runs::table
         .select(dsl::id)
         .filter(dsl::status.eq(RUNNING))
         .into_boxed();
     match worker {
-        Some(worker) => query.filter(dsl::worker_id.eq(worker.to_owned())),
+        Some(worker) => query.filter(dsl::worker_id.eq(worker.clone())),
         None => query.filter(
             dsl::heartbeat_at.lt(stale_before).or(dsl::heartbeat_at
                 .is_null()
@@ -208,7 +190,7 @@ pub fn open_runs(
 /// Closes those of `ids` still running as abandoned, with `why`; their counts stay.
 pub fn abandon(
     conn: &mut AnyConnection,
-    ids: &[String],
+    ids: &[RunId],
     why: &str,
     now: NaiveDateTime,
 ) -> QueryResult<usize> {
@@ -227,7 +209,7 @@ pub fn abandon(
 
 /// Runs by status, and the invoices all runs settled, by result (paid, failed,
 /// retry_later): every run's, whichever process ran it.
-pub fn totals(conn: &mut AnyConnection) -> QueryResult<(Vec<(String, i64)>, Counts64)> {
+pub fn totals(conn: &mut AnyConnection) -> QueryResult<(Vec<(String, i64)>, Summary)> {
     let by_status = pay_runs::table
         .group_by(dsl::status)
         .select((dsl::status, diesel::dsl::count_star()))
@@ -241,30 +223,12 @@ pub fn totals(conn: &mut AnyConnection) -> QueryResult<(Vec<(String, i64)>, Coun
         .get_result(conn)?;
     Ok((
         by_status,
-        Counts64 {
+        Summary {
             paid: paid.unwrap_or(0),
             failed: failed.unwrap_or(0),
             retry_later: retry_later.unwrap_or(0),
         },
     ))
-}
-
-/// `Counts` summed over runs: the invoices all runs settled, by result.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counts64 {
-    pub paid: i64,
-    pub failed: i64,
-    pub retry_later: i64,
-}
-
-impl Counts64 {
-    pub fn of(&self, result: RunResult) -> i64 {
-        match result {
-            RunResult::Paid => self.paid,
-            RunResult::Failed => self.failed,
-            RunResult::RetryLater => self.retry_later,
-        }
-    }
 }
 
 /// When the oldest running run started.
@@ -283,7 +247,7 @@ pub fn last_completed(conn: &mut AnyConnection) -> QueryResult<Option<NaiveDateT
         .get_result(conn)
 }
 
-pub fn find(conn: &mut AnyConnection, id: &str) -> QueryResult<Option<PayRunRow>> {
+pub fn find(conn: &mut AnyConnection, id: &RunId) -> QueryResult<Option<PayRunRow>> {
     pay_runs::table
         .find(id)
         .select(PayRunRow::as_select())

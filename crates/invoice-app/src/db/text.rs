@@ -1,4 +1,4 @@
-//! The domain's enums in text columns: each is stored as its `as_str`, exactly the text the
+//! The domain's enums and ids in text columns: each is stored as its `as_str`, exactly the text the
 //! columns held as `String`s, and read back through its `FromStr` (a value this release
 //! does not know is a deserialisation error, as it was an unparsable row before).
 
@@ -8,7 +8,9 @@ use diesel::expression::AsExpression;
 use diesel::serialize::{self, Output, ToSql};
 use diesel::sql_types::Text;
 
-use crate::domain::{AttemptOutcome, InvoiceStatus, RunStatus, Sent};
+use crate::domain::{
+    AttemptId, AttemptOutcome, InvoiceStatus, RunId, RunStatus, Sent, Trigger, WorkerId,
+};
 
 macro_rules! text_column {
     ($($ty:ident => $proxy:ident),* $(,)?) => {$(
@@ -44,4 +46,8 @@ text_column! {
     RunStatus => RunStatusColumn,
     AttemptOutcome => AttemptOutcomeColumn,
     Sent => SentColumn,
+    RunId => RunIdColumn,
+    AttemptId => AttemptIdColumn,
+    WorkerId => WorkerIdColumn,
+    Trigger => TriggerColumn,
 }

@@ -1,7 +1,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use api_contract::{CustomerId, IdempotencyKey, Money};
+use api_contract::{CustomerId, IdempotencyKey, InvoiceId, Money};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -94,7 +94,7 @@ impl NewInvoice {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invoice {
-    pub id: String,
+    pub id: InvoiceId,
     pub customer_id: CustomerId,
     pub amount: Money,
     pub description: String,

@@ -1,12 +1,14 @@
 //! Validated types and rules of invoicing. No actix, diesel or reqwest here.
 
+mod ids;
 mod invoice;
 mod outcome;
 mod transition;
 
+pub use ids::{AttemptId, RunId, WorkerId};
 pub use invoice::{Invoice, InvoiceStatus, NewInvoice, idempotency_key_for};
-pub use outcome::{AttemptOutcome, CallOutcome, RunStatus, Sent, Settlement};
-pub use transition::{Guard, HAND_BACK, RunResult, Transition, Write, transition};
+pub use outcome::{AttemptOutcome, CallOutcome, RunStatus, Sent, Settlement, Trigger};
+pub use transition::{Guard, HAND_BACK, RunResult, Summary, Transition, Write, transition};
 
 use strum::IntoEnumIterator;
 

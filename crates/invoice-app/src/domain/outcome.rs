@@ -148,6 +148,32 @@ impl FromStr for RunStatus {
     }
 }
 
+/// What started a pay run, as its row (and the API) says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, EnumIter, IntoStaticStr)]
+#[serde(into = "&'static str")]
+#[strum(serialize_all = "snake_case")]
+pub enum Trigger {
+    /// `POST /invoices/pay` or `POST /pay-runs`.
+    Api,
+    /// The in-process schedule.
+    Schedule,
+    /// `invoice-app pay` (the CronJob).
+    Cli,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+impl FromStr for Trigger {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        super::parse_variant("trigger", s)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,6 +196,13 @@ mod tests {
             texts(Sent::iter().map(Sent::as_str).collect()),
             "yes no unknown"
         );
+        assert_eq!(
+            texts(Trigger::iter().map(Trigger::as_str).collect()),
+            "api schedule cli"
+        );
+        for t in Trigger::iter() {
+            assert_eq!(t.as_str().parse(), Ok(t));
+        }
         for s in RunStatus::iter() {
             assert_eq!(s.as_str().parse(), Ok(s));
             assert_eq!(

@@ -55,6 +55,35 @@ impl RunResult {
     }
 }
 
+/// Invoices by the result they came to: what one settlement adds to its run's row, what a
+/// run's report and row say, and what all runs' rows sum to in the metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Summary {
+    pub paid: i64,
+    pub failed: i64,
+    pub retry_later: i64,
+}
+
+impl Summary {
+    pub fn of(&self, result: RunResult) -> i64 {
+        match result {
+            RunResult::Paid => self.paid,
+            RunResult::Failed => self.failed,
+            RunResult::RetryLater => self.retry_later,
+        }
+    }
+
+    /// `n` more invoices that came to `result`.
+    pub fn add(&mut self, result: RunResult, n: i64) {
+        let count = match result {
+            RunResult::Paid => &mut self.paid,
+            RunResult::Failed => &mut self.failed,
+            RunResult::RetryLater => &mut self.retry_later,
+        };
+        *count = count.saturating_add(n);
+    }
+}
+
 /// What a settlement writes to an invoice. Every transition also ends the claim
 /// (`claimed_by` and `lease_until` cleared) and stamps `updated_at`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

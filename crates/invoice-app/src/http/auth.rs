@@ -13,7 +13,7 @@ use actix_web::{Error, FromRequest, HttpMessage, HttpRequest, web};
 
 use crate::auth::{AuthError, Principal, Scope};
 use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 pub async fn require_read(
     req: ServiceRequest,

@@ -7,7 +7,7 @@ use diesel::RunQueryDsl;
 use crate::db;
 use crate::error::ApiError;
 use crate::metrics::{RECENT, Snapshot};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Liveness: the process answers.
 pub async fn healthz() -> HttpResponse {

@@ -1,7 +1,7 @@
 use actix_web::http::StatusCode;
 use actix_web::http::header;
 use actix_web::{HttpResponse, web};
-use api_contract::{CustomerId, Money, headers};
+use api_contract::{CustomerId, InvoiceId, Money, headers};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -11,12 +11,12 @@ use crate::domain::{Invoice, InvoiceStatus, NewInvoice};
 use crate::error::ApiError;
 use crate::http::idempotency::OptionalKey;
 use crate::invoices::{self, Answer, Once};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// An invoice as the API shows it.
 #[derive(Debug, Serialize)]
 pub struct InvoiceResource {
-    pub id: String,
+    pub id: InvoiceId,
     pub customer_id: CustomerId,
     pub amount: Money,
     /// For people: "12.15 EUR". Programs use `amount`.
@@ -166,7 +166,7 @@ pub async fn list(
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?;
     let next_cursor = if more {
-        items.last().map(|i| i.id.clone())
+        items.last().map(|i| i.id.to_string())
     } else {
         None
     };

@@ -8,16 +8,16 @@ use super::invoices::InvoiceResource;
 use crate::auth::{Principal, Scope};
 use crate::billing::{Detail, RetryLater, Summary, Trigger};
 use crate::db::{self, pay_runs::PayRunRow};
-use crate::domain::RunStatus;
+use crate::domain::{RunId, RunStatus};
 use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// The answer of `POST /invoices/pay`. Starting a run needs `invoices:pay` only, which lets
 /// a caller move money but not read invoices: the invoices the run settled are listed only
 /// for a caller that also holds `invoices:read`; the others get the run and its counts.
 #[derive(Debug, Serialize)]
 struct PayReportResource {
-    run_id: String,
+    run_id: RunId,
     status: RunStatus,
     summary: Summary,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -93,7 +93,7 @@ pub async fn get(
     if !api_contract::is_id(&id) {
         return Err(not_found());
     }
-    let lookup = id.clone();
+    let lookup = RunId::from(id.clone());
     let run = db::read(&state.pool, move |c| db::pay_runs::find(c, &lookup))
         .await?
         .ok_or_else(not_found)?;

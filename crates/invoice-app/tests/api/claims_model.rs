@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use chrono::{NaiveDateTime, TimeDelta, Utc};
 use diesel::{ExpressionMethods, QueryDsl, RunQueryDsl};
 use invoice_app::db::{self, AnyConnection, invoices, pay_runs, schema};
+use invoice_app::domain::{RunId, RunResult, Summary, Trigger, WorkerId};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
 use test_support::{Service, TestDb};
@@ -58,10 +59,9 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-#[derive(Default)]
 struct Worker {
-    id: String,
-    run: String,
+    id: WorkerId,
+    run: RunId,
     held: Vec<String>,
     /// Invoice → the model provider's charge id, or `None` for a transient failure.
     answered: Vec<(String, Option<String>)>,
@@ -82,20 +82,21 @@ struct Model {
     /// The provider's ledger: one charge per invoice key.
     charges: HashMap<String, String>,
     /// Who last called each invoice and until when its lease ran, to catch two live holders.
-    live: HashMap<String, (String, NaiveDateTime)>,
+    live: HashMap<String, (WorkerId, NaiveDateTime)>,
 }
 
 fn new_worker(c: &mut AnyConnection, now: NaiveDateTime) -> Worker {
     let worker = Worker {
-        id: format!("w-{}", uuid::Uuid::new_v4().simple()),
-        run: uuid::Uuid::now_v7().to_string(),
-        ..Worker::default()
+        id: WorkerId::new("w"),
+        run: RunId::generate(),
+        held: Vec::new(),
+        answered: Vec::new(),
     };
     pay_runs::insert(
         c,
         &pay_runs::PayRunRow {
             id: worker.run.clone(),
-            trigger: "api".into(),
+            trigger: Trigger::Api,
             status: invoice_app::domain::RunStatus::Running,
             paid: 0,
             failed: 0,
@@ -203,16 +204,15 @@ impl Model {
                     .collect();
                 let changed = invoices::mark_all_paid(c, &paid, now)
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
-                let mut counts = pay_runs::Counts {
-                    paid: i32::try_from(changed.len()).unwrap_or(i32::MAX),
-                    ..Default::default()
-                };
+                let mut counts = Summary::default();
+                counts.add(
+                    RunResult::Paid,
+                    i64::try_from(changed.len()).unwrap_or(i64::MAX),
+                );
                 for (id, _) in answered.iter().filter(|(_, ch)| ch.is_none()) {
-                    counts.retry_later += i32::try_from(
-                        invoices::release(c, id, worker.holder(), now)
-                            .map_err(|e| TestCaseError::fail(e.to_string()))?,
-                    )
-                    .unwrap_or(0);
+                    let released = invoices::release(c, id, worker.holder(), now)
+                        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    counts.add(RunResult::RetryLater, i64::try_from(released).unwrap_or(0));
                 }
                 pay_runs::add(c, &worker.run, counts, now)
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;

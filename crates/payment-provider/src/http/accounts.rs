@@ -4,7 +4,7 @@ use api_contract::{AccountResponse, CustomerId, Money};
 use super::Caller;
 use crate::db::{self, DbError};
 use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// `GET /v1/accounts/{customer_id}`: the balance left on an account.
 pub async fn get(

@@ -5,7 +5,7 @@ use futures_util::future::LocalBoxFuture;
 
 use crate::auth::Refused;
 use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// The authenticated caller's name. Put it first among a handler's arguments so a request
 /// without a valid token is refused before its body is read.

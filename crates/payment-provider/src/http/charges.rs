@@ -10,7 +10,7 @@ use crate::charging::{self, ChargeReply};
 use crate::db::{self, DbError};
 use crate::domain::ChargeCommand;
 use crate::error::{ApiError, problem_response};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Exactly one valid `Idempotency-Key` header.
 pub struct KeyHeader(IdempotencyKey);
@@ -48,7 +48,7 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let cmd = ChargeCommand::parse(caller.0, key.0, body.into_inner())
         .map_err(ApiError::InvalidRequest)?;
-    Ok(match charging::charge(&state, cmd).await? {
+    Ok(match state.charging.charge(cmd).await? {
         ChargeReply::Created(charge) => HttpResponse::Created().json(charge),
         ChargeReply::Declined(decline) => problem_response(&decline.problem()),
         ChargeReply::Replayed { status, body } => replay(status, body),

@@ -3,7 +3,7 @@ use diesel::RunQueryDsl;
 
 use crate::db::{self, DbError};
 use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Liveness: the process answers.
 pub async fn healthz() -> HttpResponse {

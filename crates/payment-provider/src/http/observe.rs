@@ -9,7 +9,7 @@ use actix_web::web;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::telemetry::HeaderExtractor;
 
 /// One span per request, continuing the caller's W3C trace, and the request metrics.
