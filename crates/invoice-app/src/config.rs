@@ -7,20 +7,15 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-use crate::auth::{self, ApiKeys, JwtSettings};
+use crate::auth::{AuthSettings, is_loopback};
 use crate::db::{self, DbUrl};
+pub use crate::env::ConfigError;
+use crate::env::{self, number, secret};
 use crate::telemetry::LogFormat;
 
 /// The provider's development token, accepted by a payment-provider started without
 /// configuration. Start-up warns when it is used.
 pub const DEV_PROVIDER_TOKEN: &str = "dev-only-insecure-token";
-
-#[derive(Debug, thiserror::Error)]
-#[error("invalid {var}: {reason}")]
-pub struct ConfigError {
-    pub var: &'static str,
-    pub reason: String,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Seed {
@@ -34,10 +29,8 @@ pub struct Config {
     pub listen_addr: SocketAddr,
     /// `/metrics` only, apart from the API, so that only Prometheus need reach it.
     pub metrics_addr: SocketAddr,
-    /// OAuth2/OIDC bearer tokens; `None` when `API_AUTH_ISSUER` is unset.
-    pub api_jwt: Option<JwtSettings>,
-    /// Static API keys (digests only); `None` when `API_KEYS` is unset.
-    pub api_keys: Option<ApiKeys>,
+    /// Who may call the API (`API_KEYS`, `API_AUTH_*`), as auth reads it.
+    pub auth: AuthSettings,
     pub database_url: DbUrl,
     pub pool_size: u32,
     /// PostgreSQL only: how long a session may wait on a lock, a statement, an idle
@@ -71,7 +64,7 @@ impl Config {
     }
 
     pub fn from_lookup(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |var: &'static str| env(var).filter(|v| !v.trim().is_empty());
+        let get = |var: &'static str| env::get(env, var);
         let text =
             |var: &'static str, default: &str| get(var).unwrap_or_else(|| default.to_owned());
         let err = |var: &'static str| move |reason: String| ConfigError { var, reason };
@@ -82,11 +75,7 @@ impl Config {
         let metrics_addr = text("METRICS_ADDR", "127.0.0.1:9081")
             .parse()
             .map_err(|e| err("METRICS_ADDR")(format!("{e} (expected host:port)")))?;
-        let api_keys = secret(env, "API_KEYS")?
-            .map(|json| ApiKeys::parse(&json))
-            .transpose()
-            .map_err(err("API_KEYS"))?;
-        let api_jwt = api_jwt(&get)?;
+        let auth = AuthSettings::from_lookup(env)?;
         let database_url =
             secret(env, "DATABASE_URL")?.unwrap_or_else(|| "invoice-app.db".to_owned());
         let database_url = DbUrl::parse(&database_url).map_err(err("DATABASE_URL"))?;
@@ -123,7 +112,7 @@ impl Config {
         // by one misconfigured into demo mode. Say so at start-up instead.
         if provider_token.is_none()
             && provider_token_file.is_none()
-            && !reqwest::Url::parse(&provider_url).is_ok_and(|url| auth::is_loopback(&url))
+            && !reqwest::Url::parse(&provider_url).is_ok_and(|url| is_loopback(&url))
         {
             return Err(err("PAYMENT_PROVIDER_TOKEN")(format!(
                 "neither it nor PAYMENT_PROVIDER_TOKEN_FILE is set and PAYMENT_PROVIDER_URL \
@@ -158,8 +147,7 @@ impl Config {
         Ok(Config {
             listen_addr,
             metrics_addr,
-            api_jwt,
-            api_keys,
+            auth,
             database_url,
             pool_size,
             db_limits,
@@ -185,26 +173,10 @@ impl Config {
 }
 
 impl Config {
-    /// Whether the API's only credential is the well-known development key: so when no
-    /// issuer and no API keys are configured, and only on a loopback LISTEN_ADDR. Anywhere
-    /// else an unconfigured API would be open to whoever knows that key: an error.
+    /// Whether the API's only credential is the well-known development key (auth's rule,
+    /// over this listen address).
     pub fn uses_dev_api_key(&self) -> Result<bool, ConfigError> {
-        if self.api_jwt.is_some() || self.api_keys.is_some() {
-            return Ok(false);
-        }
-        if self.listen_addr.ip().is_loopback() {
-            return Ok(true);
-        }
-        Err(ConfigError {
-            var: "API_AUTH_ISSUER",
-            reason: format!(
-                "neither it nor API_KEYS is set and LISTEN_ADDR {} is not a loopback address: \
-                 set API_AUTH_ISSUER and API_AUTH_AUDIENCE (OIDC bearer tokens), or API_KEYS / \
-                 API_KEYS_FILE (the development key {} works on loopback only)",
-                self.listen_addr,
-                auth::DEV_API_KEY
-            ),
-        })
+        self.auth.uses_dev_api_key(self.listen_addr)
     }
 }
 
@@ -246,7 +218,7 @@ fn provider_transport(
                     "has no effect with PAYMENT_PROVIDER_URL {provider_url}: use https://"
                 )));
             }
-            if !allow_plaintext && !auth::is_loopback(&url) {
+            if !allow_plaintext && !is_loopback(&url) {
                 return Err(err("PAYMENT_PROVIDER_URL")(format!(
                     "{provider_url} is plain http and not on loopback: the bearer token would \
                      cross the network in clear; use https:// (PAYMENT_PROVIDER_CA_FILE for a \
@@ -262,119 +234,10 @@ fn provider_transport(
     Ok(ca_file)
 }
 
-/// `API_AUTH_*`: bearer JWTs from one OIDC issuer, when `API_AUTH_ISSUER` is set.
-fn api_jwt(
-    get: &dyn Fn(&'static str) -> Option<String>,
-) -> Result<Option<JwtSettings>, ConfigError> {
-    let err = |var: &'static str| move |reason: String| ConfigError { var, reason };
-    let algorithms = auth::parse_algorithms(
-        &get("API_AUTH_ALGORITHMS").unwrap_or_else(|| "RS256,ES256".to_owned()),
-    )
-    .map_err(err("API_AUTH_ALGORITHMS"))?;
-    let Some(issuer) = get("API_AUTH_ISSUER").map(|i| i.trim().to_owned()) else {
-        for var in [
-            "API_AUTH_AUDIENCE",
-            "API_AUTH_JWKS_URL",
-            "API_AUTH_TOKEN_TYPES",
-            "API_AUTH_MAX_TOKEN_LIFETIME_SECS",
-            "API_AUTH_JWKS_MAX_AGE_SECS",
-        ] {
-            if get(var).is_some() {
-                return Err(err(var)(
-                    "takes effect only with API_AUTH_ISSUER".to_owned(),
-                ));
-            }
-        }
-        return Ok(None);
-    };
-    let audience = get("API_AUTH_AUDIENCE")
-        .map(|a| a.trim().to_owned())
-        .ok_or_else(|| err("API_AUTH_AUDIENCE")("required with API_AUTH_ISSUER".to_owned()))?;
-    let jwks_url = get("API_AUTH_JWKS_URL")
-        .map(|url| auth::parse_fetch_url(url.trim()))
-        .transpose()
-        .map_err(err("API_AUTH_JWKS_URL"))?;
-    if jwks_url.is_none() {
-        // Discovery fetches from the issuer itself.
-        auth::parse_fetch_url(&issuer)
-            .map_err(|e| err("API_AUTH_ISSUER")(format!("{e}, or set API_AUTH_JWKS_URL")))?;
-    }
-    let mut settings = JwtSettings::new(&issuer, &audience, algorithms);
-    settings.jwks_url = jwks_url;
-    if let Some(types) = get("API_AUTH_TOKEN_TYPES") {
-        settings.token_types =
-            auth::TokenTypes::parse(&types).map_err(err("API_AUTH_TOKEN_TYPES"))?;
-    }
-    settings.max_lifetime = Duration::from_secs(number(
-        get,
-        "API_AUTH_MAX_TOKEN_LIFETIME_SECS",
-        JwtSettings::DEFAULT_MAX_LIFETIME.as_secs(),
-        300..=604_800,
-    )?);
-    // At least two refreshes (every 15 minutes) fit in it, so one failed fetch is no outage.
-    settings.max_age = Duration::from_secs(number(
-        get,
-        "API_AUTH_JWKS_MAX_AGE_SECS",
-        JwtSettings::DEFAULT_MAX_AGE.as_secs(),
-        1_800..=86_400,
-    )?);
-    Ok(Some(settings))
-}
-
-/// A whole number within `range`, or the default when unset.
-fn number<T>(
-    get: &dyn Fn(&'static str) -> Option<String>,
-    var: &'static str,
-    default: T,
-    range: std::ops::RangeInclusive<T>,
-) -> Result<T, ConfigError>
-where
-    T: FromStr + PartialOrd + std::fmt::Display + Copy,
-{
-    let Some(raw) = get(var) else {
-        return Ok(default);
-    };
-    let value: T = raw.trim().parse().map_err(|_| ConfigError {
-        var,
-        reason: format!("{raw:?} is not a whole number"),
-    })?;
-    if !range.contains(&value) {
-        return Err(ConfigError {
-            var,
-            reason: format!("{value} is outside {}..={}", range.start(), range.end()),
-        });
-    }
-    Ok(value)
-}
-
-/// `NAME` or the contents of the file named by `NAME_FILE` (trailing newline dropped).
-fn secret(
-    env: &dyn Fn(&str) -> Option<String>,
-    var: &'static str,
-) -> Result<Option<String>, ConfigError> {
-    let file_var = format!("{var}_FILE");
-    match (
-        env(var).filter(|v| !v.is_empty()),
-        env(&file_var).filter(|v| !v.is_empty()),
-    ) {
-        (Some(_), Some(_)) => Err(ConfigError {
-            var,
-            reason: format!("set either {var} or {file_var}, not both"),
-        }),
-        (Some(value), None) => Ok(Some(value)),
-        (None, Some(path)) => std::fs::read_to_string(&path)
-            .map(|s| Some(s.trim_end_matches(['\n', '\r']).to_owned()))
-            .map_err(|e| ConfigError {
-                var,
-                reason: format!("cannot read {file_var}={path}: {e}"),
-            }),
-        (None, None) => Ok(None),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::TokenTypes;
     use std::collections::HashMap;
 
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
@@ -597,7 +460,7 @@ QibPzZV3uXu+aspaAiEA++quACU2Qc/7fsxKDrkCY0+IAxOp/yv6CJVG41cIwgE=
             ("API_AUTH_JWKS_URL", "https://idp.example.com/keys"),
         ])
         .expect("valid");
-        let jwt = c.api_jwt.expect("configured");
+        let jwt = c.auth.jwt.expect("configured");
         assert_eq!(jwt.algorithms.len(), 2, "RS256 and ES256 by default");
     }
 
@@ -607,8 +470,8 @@ QibPzZV3uXu+aspaAiEA++quACU2Qc/7fsxKDrkCY0+IAxOp/yv6CJVG41cIwgE=
             ("API_AUTH_ISSUER", "https://idp.example.com"),
             ("API_AUTH_AUDIENCE", "invoice-app"),
         ];
-        let jwt = config(&issuer).expect("valid").api_jwt.expect("issuer");
-        assert_eq!(jwt.token_types, auth::TokenTypes::default());
+        let jwt = config(&issuer).expect("valid").auth.jwt.expect("issuer");
+        assert_eq!(jwt.token_types, TokenTypes::default());
         assert_eq!(jwt.max_lifetime, Duration::from_secs(86_400));
         assert_eq!(jwt.max_age, Duration::from_secs(3600));
         let set = [
@@ -618,12 +481,10 @@ QibPzZV3uXu+aspaAiEA++quACU2Qc/7fsxKDrkCY0+IAxOp/yv6CJVG41cIwgE=
         ];
         let jwt = config(&[&issuer[..], &set[..]].concat())
             .expect("valid")
-            .api_jwt
+            .auth
+            .jwt
             .expect("issuer");
-        assert_eq!(
-            jwt.token_types,
-            auth::TokenTypes::parse("at+jwt").expect("valid")
-        );
+        assert_eq!(jwt.token_types, TokenTypes::parse("at+jwt").expect("valid"));
         assert_eq!(jwt.max_lifetime, Duration::from_secs(3600));
         assert_eq!(jwt.max_age, Duration::from_secs(7200));
         for (var, value) in [

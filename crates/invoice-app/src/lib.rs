@@ -6,6 +6,7 @@ pub mod billing;
 pub mod config;
 pub mod db;
 pub mod domain;
+mod env;
 pub mod error;
 pub mod http;
 pub mod invoices;

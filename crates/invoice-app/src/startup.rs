@@ -37,7 +37,7 @@ impl Application {
     /// Binds the listener first, so `127.0.0.1:0` gives tests a free port.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         // Before anything else: an API open to the network without credentials must not start.
-        let auth = Authenticator::new(&config)?;
+        let auth = Authenticator::new(&config.auth, config.listen_addr)?;
         let pool = migrated_pool(&config).await?;
         if config.seed == Seed::Demo {
             let created = seed::apply_demo(&pool).await?;

@@ -7,16 +7,11 @@ use std::time::Duration;
 
 use crate::auth::{CallerSubjects, CallerTokens, WorkloadConfig, dev_token_allowed};
 use crate::db::DbUrl;
+pub use crate::env::ConfigError;
+use crate::env::{self, number, secret};
 use crate::faults::Faults;
 use crate::telemetry::LogFormat;
 use crate::tls::TlsSettings;
-
-#[derive(Debug, thiserror::Error)]
-#[error("invalid {var}: {reason}")]
-pub struct ConfigError {
-    pub var: &'static str,
-    pub reason: String,
-}
 
 /// Where the accounts come from at start-up. Existing accounts are never overwritten.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,7 +53,7 @@ impl Config {
     }
 
     pub fn from_lookup(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |var: &'static str| env(var).filter(|v| !v.trim().is_empty());
+        let get = |var: &'static str| env::get(env, var);
         let parse = |var: &'static str, default: &str| -> Result<String, ConfigError> {
             Ok(get(var).unwrap_or_else(|| default.to_owned()))
         };
@@ -312,32 +307,6 @@ fn workload(
     Ok(Some(config))
 }
 
-/// A whole number within `range`, or the default when unset.
-fn number<T>(
-    get: &dyn Fn(&'static str) -> Option<String>,
-    var: &'static str,
-    default: T,
-    range: std::ops::RangeInclusive<T>,
-) -> Result<T, ConfigError>
-where
-    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
-{
-    let Some(raw) = get(var) else {
-        return Ok(default);
-    };
-    let value: T = raw.trim().parse().map_err(|_| ConfigError {
-        var,
-        reason: format!("{raw:?} is not a whole number"),
-    })?;
-    if !range.contains(&value) {
-        return Err(ConfigError {
-            var,
-            reason: format!("{value} is outside {}..={}", range.start(), range.end()),
-        });
-    }
-    Ok(value)
-}
-
 /// A share between 0 and 1, or 0 when unset.
 fn rate(
     get: &dyn Fn(&'static str) -> Option<String>,
@@ -352,31 +321,6 @@ fn rate(
             var,
             reason: format!("{raw:?} is not a share between 0 and 1"),
         }),
-    }
-}
-
-/// `NAME` or the contents of the file named by `NAME_FILE` (trailing newline dropped).
-fn secret(
-    env: &dyn Fn(&str) -> Option<String>,
-    var: &'static str,
-) -> Result<Option<String>, ConfigError> {
-    let file_var = format!("{var}_FILE");
-    match (
-        env(var).filter(|v| !v.is_empty()),
-        env(&file_var).filter(|v| !v.is_empty()),
-    ) {
-        (Some(_), Some(_)) => Err(ConfigError {
-            var,
-            reason: format!("set either {var} or {file_var}, not both"),
-        }),
-        (Some(value), None) => Ok(Some(value)),
-        (None, Some(path)) => std::fs::read_to_string(&path)
-            .map(|s| Some(s.trim_end_matches(['\n', '\r']).to_owned()))
-            .map_err(|e| ConfigError {
-                var,
-                reason: format!("cannot read {file_var}={path}: {e}"),
-            }),
-        (None, None) => Ok(None),
     }
 }
 

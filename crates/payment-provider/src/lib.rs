@@ -7,6 +7,7 @@ pub mod charging;
 pub mod config;
 pub mod db;
 pub mod domain;
+mod env;
 pub mod error;
 pub mod faults;
 pub mod http;

@@ -70,6 +70,29 @@ impl SigningKey {
         }
     }
 
+    /// An RSA key whose JWK publishes only the first `bits` of its modulus: a key too weak
+    /// to trust, as an issuer might still list one. aws-lc-rs makes no RSA key under 2048
+    /// bits and verifies with none, so its tokens never verify: a verifier that kept the
+    /// key answers them 401, one that does not keep it finds no usable key.
+    pub fn rsa_cut_to(kid: &str, bits: usize) -> Self {
+        let key = SigningKey::rsa(kid);
+        let Pair::Rsa(pair) = &key.pair else {
+            unreachable!("an RSA key");
+        };
+        let modulus = pair
+            .public_key()
+            .modulus()
+            .big_endian_without_leading_zero();
+        let n = b64(&modulus[..bits / 8]);
+        key.published_with("n", json!(n))
+    }
+
+    /// The same key, its JWK publishing `member` as `value` (e.g. `use` or `key_ops`).
+    pub fn published_with(mut self, member: &str, value: Value) -> Self {
+        self.jwk[member] = value;
+        self
+    }
+
     pub fn alg(&self) -> &'static str {
         match self.pair {
             Pair::Rsa(_) => "RS256",

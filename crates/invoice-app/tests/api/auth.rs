@@ -72,8 +72,8 @@ fn secured<'a>(backend: Backend, issuer: &str, tune: impl FnOnce(&mut JwtSetting
     settings.refresh_cooldown = Duration::from_millis(300);
     tune(&mut settings);
     TestApp::builder(backend).configure(move |c| {
-        c.api_jwt = Some(settings);
-        c.api_keys = Some(api_keys());
+        c.auth.jwt = Some(settings);
+        c.auth.api_keys = Some(api_keys());
     })
 }
 
@@ -562,6 +562,112 @@ async fn a_key_set_with_no_usable_key_withdraws_the_cached_ones(backend: Backend
     .await;
 }
 
+/// Only keys meant for verifying signatures, and RSA keys of 2048 bits or more, are used
+/// (the safeguards payment-provider's key cache has too). A key the IdP marks for
+/// encryption (`use`) or for other operations (`key_ops`) verifies no token, though it
+/// signed it; a set holding only a weak RSA key holds no usable key: 503, as an empty set.
+/// Each key was used with its check removed (200, and 401 for the weak key kept).
+async fn keys_not_for_verifying_and_weak_rsa_keys_are_not_used(backend: Backend) {
+    let verify = SigningKey::ec("verify").published_with("key_ops", json!(["verify"]));
+    let encrypt = SigningKey::rsa("encrypt").published_with("use", json!("enc"));
+    let sign_only = SigningKey::ec("sign-only").published_with("key_ops", json!(["sign"]));
+    let weak = SigningKey::rsa_cut_to("weak", 1024);
+    let issuer = Issuer::start(&[&verify, &encrypt, &sign_only]);
+    let app = spawn_secured(backend, &issuer.url, |s| {
+        s.refresh_cooldown = Duration::from_millis(100);
+        s.refresh_after = Duration::from_millis(200);
+    })
+    .await;
+    let claims = issuer.access_claims(AUDIENCE, "svc", "invoices:read");
+    assert_eq!(
+        call(&app, "GET", "/invoices", Some(&verify.sign(&claims)))
+            .await
+            .status(),
+        200,
+        "key_ops holding verify"
+    );
+    for (what, key) in [("use enc", &encrypt), ("key_ops sign only", &sign_only)] {
+        assert_refused(
+            call(&app, "GET", "/invoices", Some(&key.sign(&claims))).await,
+            INVALID_TOKEN,
+            what,
+        )
+        .await;
+    }
+
+    issuer.publish(&[&weak]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let fetches = issuer.jwks_fetches();
+    // The first token after the refresh age starts the refresh.
+    let _ = call(&app, "GET", "/invoices", Some(&verify.sign(&claims))).await;
+    wait_for(|| issuer.jwks_fetches() > fetches).await;
+    assert_problem(
+        call(&app, "GET", "/invoices", Some(&weak.sign(&claims))).await,
+        503,
+        "service_unavailable",
+    )
+    .await;
+}
+
+/// A request that stops waiting for the key fetch it started (its client hung up, or its
+/// wait ran out) leaves the fetch running in a task of its own, as payment-provider's does:
+/// the rotated key it was fetching works once the IdP answers, with no second fetch. Were
+/// the fetch part of the request, it would end with it, and the cooldown would keep the
+/// rotated key out.
+async fn a_dropped_request_does_not_cancel_the_key_refresh(backend: Backend) {
+    let (old, new) = (SigningKey::rsa("old"), SigningKey::rsa("new"));
+    let issuer = Issuer::start(&[&old]);
+    let cooldown = Duration::from_secs(2);
+    let app = spawn_secured(backend, &issuer.url, |s| s.refresh_cooldown = cooldown).await;
+    let claims = issuer.access_claims(AUDIENCE, "svc", "invoices:read");
+    assert_eq!(
+        call(&app, "GET", "/invoices", Some(&old.sign(&claims)))
+            .await
+            .status(),
+        200
+    );
+    issuer.publish(&[&old, &new]);
+    issuer.hang(true);
+    tokio::time::sleep(cooldown + Duration::from_millis(100)).await;
+    let fetches = issuer.jwks_fetches();
+
+    // The new kid starts a fetch, which hangs; the client gives up before the 250 ms a
+    // request waits for it.
+    let started = Instant::now();
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(100))
+        .build()
+        .expect("client");
+    let gave_up = impatient
+        .get(app.url("/invoices"))
+        .bearer_auth(new.sign(&claims))
+        .send()
+        .await
+        .expect_err("no answer within 100 ms");
+    assert!(gave_up.is_timeout(), "{gave_up}");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(issuer.jwks_fetches(), fetches + 1, "the new kid's fetch");
+
+    // The IdP answers the fetch still waiting; within the cooldown no other may start.
+    issuer.hang(false);
+    let mut status = 0;
+    while started.elapsed() < cooldown - Duration::from_millis(300) {
+        status = call(&app, "GET", "/invoices", Some(&new.sign(&claims)))
+            .await
+            .status()
+            .as_u16();
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        status, 200,
+        "the rotated key, fetched for the request that left"
+    );
+    assert_eq!(issuer.jwks_fetches(), fetches + 1, "no second fetch");
+}
+
 /// Polls `done` for up to 5 s, then a little longer so that what it saw has settled.
 async fn wait_for(done: impl Fn() -> bool) {
     for _ in 0..100 {
@@ -850,6 +956,16 @@ mod sqlite_only {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn tokens_outside_the_access_token_profile_are_refused() {
         super::tokens_outside_the_access_token_profile_are_refused(Backend::Sqlite).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn keys_not_for_verifying_and_weak_rsa_keys_are_not_used() {
+        super::keys_not_for_verifying_and_weak_rsa_keys_are_not_used(Backend::Sqlite).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dropped_request_does_not_cancel_the_key_refresh() {
+        super::a_dropped_request_does_not_cancel_the_key_refresh(Backend::Sqlite).await
     }
 }
 

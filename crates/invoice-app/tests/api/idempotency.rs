@@ -30,7 +30,7 @@ async fn spawn_with_two_clients(backend: Backend) -> TestApp {
     spawn_app_with(
         backend,
         |_| {},
-        |c| c.api_keys = Some(ApiKeys::parse(&keys).expect("valid API keys")),
+        |c| c.auth.api_keys = Some(ApiKeys::parse(&keys).expect("valid API keys")),
     )
     .await
 }

@@ -5,8 +5,12 @@
 //! of fetches) and waits for it only briefly, and a set past its maximum age is not used
 //! at all, so a withdrawn key stops working even while the issuer cannot be reached.
 //!
-//! A deliberate fork of invoice-app's `auth::jwt` key cache (the teams share only
-//! api-contract): same concepts and names, kept apart so that each can change alone.
+//! A deliberate fork of invoice-app's `auth::jwks` (the teams share only api-contract):
+//! the same items under the same names in the same order, so the two files diff line by
+//! line. What differs is what each issuer needs: here a bearer token for the fetch and the
+//! two algorithms the API server signs with; there the configured algorithms and a
+//! discovered address remembered. A safeguard added to one belongs in the other (README,
+//! "Deliberate forks").
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -40,7 +44,7 @@ pub(super) enum KeyError {
     UnknownKid,
     /// No usable keys: none fetched yet, or none within their maximum age (our problem,
     /// not the caller's).
-    Unavailable(String),
+    Unavailable,
 }
 
 /// Where the keys come from and how they are fetched.
@@ -282,10 +286,7 @@ impl KeyCache {
         }
         match self.inner.usable() {
             Some(keys) => keys.by_kid.get(kid).cloned().ok_or(KeyError::UnknownKid),
-            None => Err(KeyError::Unavailable(
-                "the service-account issuer's keys could not be fetched within their maximum age"
-                    .into(),
-            )),
+            None => Err(KeyError::Unavailable),
         }
     }
 }
@@ -293,10 +294,12 @@ impl KeyCache {
 impl CacheState {
     /// The cached keys, unless there are none or they are past their maximum age.
     fn usable(&self) -> Option<Arc<Keys>> {
-        let keys = match self.keys.read() {
-            Ok(keys) => keys.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        };
+        // A poisoned lock still holds a whole key set: a writer only ever swaps the Arc.
+        let keys = self
+            .keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         // An issuer that publishes no usable key leaves tokens uncheckable: 503, not 401.
         keys.filter(|k| k.fetched_at.elapsed() < self.policy.max_age && !k.by_kid.is_empty())
     }
@@ -327,14 +330,13 @@ impl CacheState {
     }
 
     fn store(&self, by_kid: HashMap<String, Arc<VerifyingKey>>) {
-        let keys = Some(Arc::new(Keys {
+        *self
+            .keys
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(Keys {
             by_kid,
             fetched_at: Instant::now(),
         }));
-        match self.keys.write() {
-            Ok(mut slot) => *slot = keys,
-            Err(poisoned) => *poisoned.into_inner() = keys,
-        }
     }
 }
 
@@ -381,19 +383,24 @@ mod tests {
     fn weak_rsa_keys_and_keys_not_for_verifying_are_skipped() {
         // 342 base64url characters hold a 2048-bit modulus, 171 a 1024-bit one; the last
         // is `A` so that no bits are left over.
-        let usable = |n_chars: usize, key_ops: Option<&[&str]>| {
+        let usable = |n_chars: usize, member: Option<(&str, serde_json::Value)>| {
             let n = format!("{}A", "x".repeat(n_chars - 1));
             let mut jwk = json!({"kty": "RSA", "kid": "k", "n": n, "e": "AQAB"});
-            if let Some(ops) = key_ops {
-                jwk["key_ops"] = json!(ops);
+            if let Some((name, value)) = member {
+                jwk[name] = value;
             }
             usable_key(jwk).is_some()
         };
         assert!(usable(342, None));
         assert!(!usable(171, None), "1024 bits");
-        assert!(usable(342, Some(&["verify"])));
-        assert!(!usable(342, Some(&["sign"])));
-        assert!(!usable(342, Some(&["encrypt", "decrypt"])));
+        assert!(usable(342, Some(("key_ops", json!(["verify"])))));
+        assert!(!usable(342, Some(("key_ops", json!(["sign"])))));
+        assert!(!usable(
+            342,
+            Some(("key_ops", json!(["encrypt", "decrypt"])))
+        ));
+        assert!(usable(342, Some(("use", json!("sig")))));
+        assert!(!usable(342, Some(("use", json!("enc")))));
     }
 
     #[test]

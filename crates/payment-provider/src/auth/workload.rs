@@ -190,7 +190,10 @@ impl WorkloadIdentity {
             .ok_or_else(|| invalid("no kid in the header".into()))?;
         let key = self.keys.key(&kid).await.map_err(|e| match e {
             KeyError::UnknownKid => invalid(format!("unknown key id {}", quote(&kid))),
-            KeyError::Unavailable(reason) => WorkloadError::KeysUnavailable(reason),
+            KeyError::Unavailable => WorkloadError::KeysUnavailable(
+                "the service-account issuer's keys could not be fetched within their maximum age"
+                    .into(),
+            ),
         })?;
         // A token may not pick the algorithm a key is used with.
         if key.alg != header.alg {

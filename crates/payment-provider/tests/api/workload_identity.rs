@@ -678,6 +678,51 @@ async fn a_key_set_with_no_usable_key_withdraws_the_cached_ones(backend: Backend
     .await;
 }
 
+/// Only keys meant for verifying signatures, and RSA keys of 2048 bits or more, are used
+/// (the safeguards invoice-app's key cache has too). A key the issuer marks for encryption
+/// (`use`) or for other operations (`key_ops`) verifies no token, though it signed it; a set
+/// holding only a weak RSA key holds no usable key: 503, as an empty set. Each key was used
+/// with its check removed (201, and 401 for the weak key kept).
+async fn keys_not_for_verifying_and_weak_rsa_keys_are_not_used(backend: Backend) {
+    let verify = SigningKey::ec("verify").published_with("key_ops", json!(["verify"]));
+    let encrypt = SigningKey::rsa("encrypt").published_with("use", json!("enc"));
+    let sign_only = SigningKey::ec("sign-only").published_with("key_ops", json!(["sign"]));
+    let weak = SigningKey::rsa_cut_to("weak", 1024);
+    let issuer = Issuer::start(&[&verify, &encrypt, &sign_only]);
+    let app = provider_for(backend, &issuer, |w| {
+        w.jwks_refresh_after = Duration::from_millis(200);
+        w.jwks_min_refresh = Duration::from_millis(100);
+    })
+    .await;
+    let claims = issuer.service_account_claims("invoices", "invoice-app");
+    assert_eq!(
+        charge_with(&app, &verify.sign(&claims), "k-verify")
+            .await
+            .status()
+            .as_u16(),
+        201,
+        "key_ops holding verify"
+    );
+    for (what, key) in [("use enc", &encrypt), ("key_ops sign only", &sign_only)] {
+        let response = charge_with(&app, &key.sign(&claims), &format!("k-{}", key.kid)).await;
+        assert_eq!(response.status().as_u16(), 401, "{what}");
+        assert_problem(response, 401, "unauthorized").await;
+    }
+
+    issuer.publish(&[&weak]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let fetches = issuer.jwks_fetches();
+    // The first token after the refresh age starts the refresh.
+    let _ = charge_with(&app, &verify.sign(&claims), "k-refresh").await;
+    wait_for(|| issuer.jwks_fetches() > fetches).await;
+    assert_problem(
+        charge_with(&app, &weak.sign(&claims), "k-weak").await,
+        503,
+        "service_unavailable",
+    )
+    .await;
+}
+
 /// The key cache does not touch the database: these run on SQLite only.
 mod sqlite_only {
     use crate::helpers::Backend;
@@ -706,6 +751,11 @@ mod sqlite_only {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_two_hour_token_is_refused_by_default() {
         super::a_two_hour_token_is_refused_by_default(Backend::Sqlite).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn keys_not_for_verifying_and_weak_rsa_keys_are_not_used() {
+        super::keys_not_for_verifying_and_weak_rsa_keys_are_not_used(Backend::Sqlite).await
     }
 }
 

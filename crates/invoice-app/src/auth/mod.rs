@@ -5,14 +5,19 @@
 //! [`Principal`] with scopes; `http::auth` asks each operation's scope of it.
 
 mod api_keys;
+mod jwks;
 mod jwt;
+mod settings;
 
 use std::fmt;
+use std::net::SocketAddr;
 
 pub use api_keys::ApiKeys;
-pub use jwt::{JwtSettings, TokenTypes, is_loopback, parse_algorithms, parse_fetch_url};
+pub use jwks::is_loopback;
+pub use jwt::{JwtSettings, TokenTypes};
+pub use settings::AuthSettings;
 
-use crate::config::{Config, ConfigError};
+use crate::env::ConfigError;
 
 /// Accepted, with every scope, when no issuer and no API keys are configured and the API
 /// listens on a loopback address only. Start-up warns.
@@ -158,14 +163,14 @@ pub struct Authenticator {
 
 impl Authenticator {
     /// Fails when the API would be served to the network without any configured credential.
-    pub fn new(config: &Config) -> Result<Self, ConfigError> {
-        let keys = match (&config.api_keys, config.uses_dev_api_key()?) {
+    pub fn new(settings: &AuthSettings, listen_addr: SocketAddr) -> Result<Self, ConfigError> {
+        let keys = match (&settings.api_keys, settings.uses_dev_api_key(listen_addr)?) {
             (_, true) => ApiKeys::dev(),
             (Some(keys), false) => keys.clone(),
             (None, false) => ApiKeys::none(),
         };
-        let jwt = config
-            .api_jwt
+        let jwt = settings
+            .jwt
             .clone()
             .map(jwt::JwtVerifier::new)
             .transpose()
