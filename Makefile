@@ -9,7 +9,7 @@ NEXTEST := cargo nextest run --locked
 # at once; the parts it calls skip their own check.
 PREREQS = @if [ -z "$$PREREQS_CHECKED" ]; then scripts/prereqs.sh $(1); fi
 
-.PHONY: help build test test-rust monitoring test-chaos pact pact-consumer pact-verify pact-standalone fuzz-api charts lint lint-scripts fmt run run-provider run-app demo bench ci
+.PHONY: help build test test-rust monitoring test-chaos pact pact-consumer pact-verify pact-standalone fuzz-api openapi charts lint lint-scripts fmt run run-provider run-app demo bench ci
 
 help: ## List the targets
 	@awk -F ':.*## ' '/^[a-z-]+:.*## / { printf "  %-16s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -54,6 +54,11 @@ pact-standalone: ## The committed pacts verified against the running binary by p
 fuzz-api: ## OpenAPI document validated, then schemathesis against invoice-app from it (SQLite, and PostgreSQL with TEST_DATABASE_URL)
 	$(call PREREQS,fuzz)
 	scripts/api/fuzz-openapi.py
+
+openapi: ## Write invoice-app's generated OpenAPI document over the committed crates/invoice-app/openapi.json (review the diff, then commit it)
+	$(call PREREQS,rust)
+	UPDATE_OPENAPI=1 $(NEXTEST) -p invoice-app -E 'test(the_committed_openapi_document_is_the_generated_one)'
+	@git --no-pager diff --stat -- crates/invoice-app/openapi.json
 
 charts: ## Offline chart checks: lint, schema, every value set started with the real binaries, checkov, NetworkPolicy reachability, RBAC, admission; deploy.sh/test.sh dry runs
 	$(call PREREQS,charts)

@@ -43,7 +43,7 @@ pub fn is_id(s: &str) -> bool {
 }
 
 macro_rules! id_type {
-    ($(#[$doc:meta])* $name:ident, $what:literal, $max:literal, $ok:expr, $allowed:literal) => {
+    ($(#[$doc:meta])* $name:ident, $what:literal, $max:literal, $ok:expr, $allowed:literal, $class:literal) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
@@ -81,20 +81,30 @@ macro_rules! id_type {
                 f.write_str(&self.0)
             }
         }
+
+        #[cfg(feature = "openapi")]
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                crate::openapi::id_schema($class, $max)
+            }
+        }
+
+        #[cfg(feature = "openapi")]
+        impl utoipa::ToSchema for $name {}
     };
 }
 
 id_type!(
     /// A customer account at the payment provider, e.g. `C001`.
-    CustomerId, "customer_id", 64, is_id_byte, "letters, digits, '_' and '-'"
+    CustomerId, "customer_id", 64, is_id_byte, "letters, digits, '_' and '-'", "A-Za-z0-9_-"
 );
 id_type!(
     /// The caller's reference of what is being paid (invoice-app sends the invoice id).
-    InvoiceId, "invoice_id", 64, is_id_byte, "letters, digits, '_' and '-'"
+    InvoiceId, "invoice_id", 64, is_id_byte, "letters, digits, '_' and '-'", "A-Za-z0-9_-"
 );
 id_type!(
     /// Makes a charge safe to retry: the same key and body are charged at most once.
-    IdempotencyKey, "Idempotency-Key", 255, |b: u8| b.is_ascii_graphic(), "visible ASCII characters"
+    IdempotencyKey, "Idempotency-Key", 255, |b: u8| b.is_ascii_graphic(), "visible ASCII characters", "!-~"
 );
 
 #[cfg(test)]

@@ -2,11 +2,14 @@
 //!
 //! Only what both sides must agree on lives here: wire types of the charge call, money in
 //! integer minor units, currencies, error codes, header names and paths. No business rules,
-//! and no HTTP framework, database or runtime: both teams can depend on it freely.
+//! and no HTTP framework, database or runtime: both teams can depend on it freely. With the
+//! `openapi` feature the wire types also carry their OpenAPI schemas (utoipa's traits only).
 
 mod charge;
 mod ids;
 mod money;
+#[cfg(feature = "openapi")]
+mod openapi;
 mod problem;
 
 pub use charge::{AccountResponse, ChargeRequest, ChargeResponse, ChargeStatus};

@@ -1,8 +1,12 @@
-//! Error bodies: RFC 9457 problem details with a stable machine-readable `code`.
+//! Error bodies of the charge call: RFC 9457 problem details with a stable machine-readable
+//! `code`, as payment-provider sends them and invoice-app reads them. Each service's own
+//! codes beyond these (invoice-app's `insufficient_scope`, ...) live in that service's
+//! `error.rs`: only what crosses the charge call is shared.
 
 use serde::{Deserialize, Serialize};
 
-/// Stable error codes. Clients branch on these, never on `title` or `detail`.
+/// Stable error codes of payment-provider's answers. Clients branch on these, never on
+/// `title` or `detail`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
@@ -19,8 +23,6 @@ pub enum ErrorCode {
     /// A request with the same key is still being processed.
     IdempotencyKeyInFlight,
     Unauthorized,
-    /// Authenticated, but the credential lacks the scope the operation needs.
-    InsufficientScope,
     NotFound,
     MethodNotAllowed,
     CustomerNotFound,
@@ -51,7 +53,6 @@ impl ErrorCode {
             ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
             ErrorCode::IdempotencyKeyInFlight => "idempotency_key_in_flight",
             ErrorCode::Unauthorized => "unauthorized",
-            ErrorCode::InsufficientScope => "insufficient_scope",
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::CustomerNotFound => "customer_not_found",
@@ -135,7 +136,7 @@ mod tests {
             ErrorCode::InsufficientFunds,
             ErrorCode::IdempotencyKeyInFlight,
             ErrorCode::CurrencyMismatch,
-            ErrorCode::InsufficientScope,
+            ErrorCode::Unauthorized,
             ErrorCode::TryAgainLater,
             ErrorCode::AccountClosed,
         ] {
@@ -174,7 +175,6 @@ mod tests {
             ErrorCode::IdempotencyKeyReused,
             ErrorCode::IdempotencyKeyInFlight,
             ErrorCode::Unauthorized,
-            ErrorCode::InsufficientScope,
             ErrorCode::NotFound,
             ErrorCode::MethodNotAllowed,
             ErrorCode::RateLimited,

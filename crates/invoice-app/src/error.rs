@@ -1,18 +1,80 @@
 //! Error policy: `db` functions return diesel errors, `billing` returns `BillingError`,
-//! `invoices::create_once` `OnceError` and `auth` `AuthError`; handlers and the auth middleware turn them into `ApiError`
-//! where the meaning is known (a database that is down is a 503, never a 500), and this
-//! file alone renders errors as
-//! `application/problem+json` with a stable `code`.
+//! `invoices` `OnceError` or `ReadError` and `auth` `AuthError`; handlers and the auth
+//! middleware turn them into `ApiError` where the meaning is known (a database that is down
+//! is a 503, never a 500), and this file alone renders errors as `application/problem+json`
+//! with a stable `code` from invoice-app's own catalogue ([`ErrorCode`]). The codes
+//! payment-provider answers the charge call with are `api_contract::ErrorCode`, read by
+//! `payment_client`; a new error of this API changes only this file.
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, error::JsonPayloadError};
-use api_contract::{ErrorCode, PROBLEM_JSON, Problem};
+use api_contract::PROBLEM_JSON;
+use serde::Serialize;
+use strum::{EnumIter, IntoStaticStr};
+use utoipa::ToSchema;
 
 use crate::auth::{AuthError, Scope};
 use crate::billing::BillingError;
 use crate::db::DbError;
-use crate::invoices::OnceError;
+use crate::invoices::{OnceError, ReadError};
+
+/// invoice-app's stable error codes. Clients branch on these, never on `title` or `detail`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema, EnumIter, IntoStaticStr)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum ErrorCode {
+    /// The body is not well-formed JSON.
+    MalformedRequest,
+    /// Well-formed, but a field or query parameter is missing, of the wrong type or out of
+    /// range.
+    InvalidRequest,
+    UnsupportedMediaType,
+    PayloadTooLarge,
+    InvalidIdempotencyKey,
+    /// The client sent the key before with another request.
+    IdempotencyKeyReused,
+    Unauthorized,
+    /// Authenticated, but the credential lacks the scope the operation needs.
+    InsufficientScope,
+    NotFound,
+    MethodNotAllowed,
+    RateLimited,
+    ServiceUnavailable,
+    InternalError,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// An `application/problem+json` body (RFC 9457).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Problem {
+    /// `urn:invoice-platform:problem:<code>`
+    #[serde(rename = "type")]
+    pub type_uri: String,
+    pub title: String,
+    pub status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub detail: Option<String>,
+    pub code: ErrorCode,
+}
+
+impl Problem {
+    pub fn new(status: u16, code: ErrorCode, title: &str, detail: Option<String>) -> Self {
+        Problem {
+            type_uri: format!("urn:invoice-platform:problem:{}", code.as_str()),
+            title: title.to_owned(),
+            status,
+            detail,
+            code,
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -41,7 +103,7 @@ pub enum ApiError {
     InsufficientScope(Scope),
     /// With the methods the resource does answer, for the `Allow` header.
     #[error("method not allowed")]
-    MethodNotAllowed { allow: &'static str },
+    MethodNotAllowed { allow: String },
     #[error("unavailable: {reason}")]
     Unavailable {
         reason: String,
@@ -169,6 +231,15 @@ impl From<OnceError> for ApiError {
     }
 }
 
+impl From<ReadError> for ApiError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::Db(e) => e.into(),
+            ReadError::Corrupt(e) => ApiError::Internal(anyhow::anyhow!(e)),
+        }
+    }
+}
+
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         match e {
@@ -220,6 +291,11 @@ impl From<BillingError> for ApiError {
             BillingError::Corrupt(e) | BillingError::Aborted(e) => {
                 ApiError::Internal(anyhow::anyhow!(e))
             }
+            // What it settled is on the run's row: say where, and why it stopped.
+            BillingError::Stopped(stopped) => ApiError::Unavailable {
+                reason: format!("{stopped}; see /pay-runs/{}", stopped.run_id),
+                retry_after_secs: 5,
+            },
         }
     }
 }
@@ -246,9 +322,9 @@ impl ResponseError for ApiError {
                     .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             ApiError::MethodNotAllowed { allow } => {
-                response
-                    .headers_mut()
-                    .insert(header::ALLOW, HeaderValue::from_static(allow));
+                if let Ok(value) = HeaderValue::from_str(allow) {
+                    response.headers_mut().insert(header::ALLOW, value);
+                }
             }
             _ => {}
         }
@@ -291,4 +367,58 @@ pub fn query_error(
 
 pub fn path_error(err: actix_web::error::PathError, _req: &HttpRequest) -> actix_web::Error {
     ApiError::NotFound(err.to_string()).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use strum::IntoEnumIterator;
+
+    use super::*;
+
+    #[test]
+    fn code_serialises_as_its_stable_name() {
+        for code in ErrorCode::iter() {
+            let json = serde_json::to_value(code).expect("serialises");
+            assert_eq!(json, serde_json::Value::String(code.as_str().to_owned()));
+        }
+        assert_eq!(ErrorCode::InsufficientScope.as_str(), "insufficient_scope");
+        assert_eq!(ErrorCode::MethodNotAllowed.as_str(), "method_not_allowed");
+    }
+
+    #[test]
+    fn problem_shape() {
+        let p = Problem::new(
+            403,
+            ErrorCode::InsufficientScope,
+            "Insufficient scope",
+            Some("this operation needs the scope invoices:read".into()),
+        );
+        let json = serde_json::to_value(&p).expect("serialises");
+        assert_eq!(
+            json["type"],
+            "urn:invoice-platform:problem:insufficient_scope"
+        );
+        assert_eq!(json["status"], 403);
+        assert_eq!(json["code"], "insufficient_scope");
+        let bare = Problem::new(413, ErrorCode::PayloadTooLarge, "Payload too large", None);
+        let json = serde_json::to_value(&bare).expect("serialises");
+        assert!(json.get("detail").is_none(), "{json}");
+    }
+
+    /// invoice-app's codes that payment-provider also answers with keep the contract's
+    /// names: a client that reads both services' problems sees one name for one meaning.
+    #[test]
+    fn shared_codes_keep_the_contracts_names() {
+        for code in ErrorCode::iter() {
+            let contract: api_contract::ErrorCode =
+                serde_json::from_value(serde_json::to_value(code).expect("serialises"))
+                    .expect("parses");
+            match code {
+                ErrorCode::InsufficientScope => {
+                    assert_eq!(contract, api_contract::ErrorCode::Unknown)
+                }
+                _ => assert_eq!(contract.as_str(), code.as_str()),
+            }
+        }
+    }
 }

@@ -1,14 +1,102 @@
-//! Creating invoices: validated `NewInvoice`s become pending rows with time-ordered ids;
-//! with an `Idempotency-Key`, once per client and key (a retry gets the first answer).
+//! Invoices as the API and the seed see them: reading one or a page of them, and creating
+//! them (validated `NewInvoice`s become pending rows with time-ordered ids; with an
+//! `Idempotency-Key`, once per client and key, a retry getting the first answer).
 
 use std::time::Duration;
 
-use api_contract::IdempotencyKey;
+use api_contract::{IdempotencyKey, InvoiceId};
 use chrono::{NaiveDateTime, TimeDelta, Utc};
 
 use crate::db::idempotency_keys::{self, KeyRow};
 use crate::db::{self, DbError, DbPool, invoices::InvoiceRow};
 use crate::domain::{Invoice, InvoiceStatus, NewInvoice};
+
+/// Why a read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// A stored row that no longer converts (a value this version does not know).
+    #[error("a stored row does not convert: {0}")]
+    Corrupt(String),
+}
+
+/// Which invoices a page holds: validated, so a query never sees a bad limit or cursor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListQuery {
+    status: Option<InvoiceStatus>,
+    limit: u32,
+    cursor: Option<InvoiceId>,
+}
+
+impl ListQuery {
+    pub const DEFAULT_LIMIT: u32 = 100;
+    pub const MAX_LIMIT: u32 = 1000;
+
+    /// Invoices in `status` (any when `None`), `limit` of them (100 when `None`), after
+    /// `cursor` (the `next_cursor` of the page before).
+    pub fn new(
+        status: Option<InvoiceStatus>,
+        limit: Option<u32>,
+        cursor: Option<String>,
+    ) -> Result<Self, String> {
+        let limit = limit.unwrap_or(Self::DEFAULT_LIMIT);
+        if !(1..=Self::MAX_LIMIT).contains(&limit) {
+            return Err(format!("limit must be between 1 and {}", Self::MAX_LIMIT));
+        }
+        let cursor = cursor
+            .map(InvoiceId::parse)
+            .transpose()
+            .map_err(|_| "cursor is not one this API gave out".to_owned())?;
+        Ok(ListQuery {
+            status,
+            limit,
+            cursor,
+        })
+    }
+}
+
+/// One page of a list, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// The cursor of the next page; `None` on the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// A page of invoices in id order (ids are time-ordered), after the query's cursor.
+pub async fn list(pool: &DbPool, query: ListQuery) -> Result<Page<Invoice>, ReadError> {
+    let ListQuery {
+        status,
+        limit,
+        cursor,
+    } = query;
+    let rows = db::read(pool, move |c| {
+        let cursor = cursor.as_ref().map(InvoiceId::as_str);
+        db::invoices::list(c, status, cursor, i64::from(limit) + 1)
+    })
+    .await?;
+    let page = usize::try_from(limit).unwrap_or(usize::MAX);
+    let more = rows.len() > page;
+    let items = rows
+        .into_iter()
+        .take(page)
+        .map(Invoice::try_from)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ReadError::Corrupt)?;
+    let next_cursor = more
+        .then(|| items.last().map(|i| i.id.to_string()))
+        .flatten();
+    Ok(Page { items, next_cursor })
+}
+
+/// The invoice `id`, if there is one.
+pub async fn get(pool: &DbPool, id: InvoiceId) -> Result<Option<Invoice>, ReadError> {
+    let row = db::read(pool, move |c| db::invoices::find(c, id.as_str())).await?;
+    row.map(Invoice::try_from)
+        .transpose()
+        .map_err(ReadError::Corrupt)
+}
 
 pub async fn create(pool: &DbPool, new: Vec<NewInvoice>) -> Result<Vec<Invoice>, DbError> {
     create_as(pool, new, None).await

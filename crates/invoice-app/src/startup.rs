@@ -45,7 +45,7 @@ impl Application {
                 tracing::info!(created, "seeded demo invoices");
             }
         }
-        let metrics = Metrics::new()?;
+        let metrics = Metrics::new()?.with_routes(http::slo_labels());
         let biller = biller(&config, pool.clone(), metrics.clone())?;
         // Best effort: any later run or the housekeeping closes them too.
         if let Err(e) = biller.close_abandoned().await {

@@ -37,7 +37,7 @@ pub struct PaySettings {
     pub max_runs: usize,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub struct RetryLater {
     pub invoice_id: api_contract::InvoiceId,
     pub reason: String,
@@ -126,6 +126,21 @@ pub enum BillingError {
     Aborted(String),
     #[error("the run was closed as abandoned while it worked (its process stalled); it stopped")]
     RunClosed,
+    /// A run paid through the API stopped before it was done.
+    #[error(transparent)]
+    Stopped(Box<Stopped>),
+}
+
+/// A run that stopped before it was done: its row holds what it settled.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "pay run {run_id} stopped after {} paid, {} failed and {} handed back: {error}",
+    summary.paid, summary.failed, summary.retry_later
+)]
+pub struct Stopped {
+    pub run_id: RunId,
+    pub summary: Summary,
+    pub error: String,
 }
 
 pub struct Biller {
@@ -227,6 +242,34 @@ impl Biller {
     ) -> Result<PayRunReport, BillingError> {
         let run = self.open_run(trigger, None).await?;
         self.pay(run, detail).await
+    }
+
+    /// Pays every pending invoice in a run of its own, started through the API by
+    /// `started_by`, and reports when done; a run that stopped early is
+    /// [`BillingError::Stopped`]. The run goes on if the caller goes away.
+    pub async fn pay_now(
+        self: &Arc<Self>,
+        started_by: String,
+        detail: Detail,
+    ) -> Result<PayRunReport, BillingError> {
+        let run = self.open_run(Trigger::Api, Some(started_by)).await?;
+        let report = self.spawn_pay(run, detail).await?;
+        match report.error {
+            None => Ok(report),
+            Some(error) => Err(BillingError::Stopped(Box::new(Stopped {
+                run_id: report.run_id,
+                summary: report.summary,
+                error,
+            }))),
+        }
+    }
+
+    /// Starts a run in the background, started through the API by `started_by`; its id.
+    pub async fn start(self: &Arc<Self>, started_by: String) -> Result<RunId, BillingError> {
+        let run = self.open_run(Trigger::Api, Some(started_by)).await?;
+        let id = run.row.id.clone();
+        drop(self.spawn_pay(run, Detail::Counts));
+        Ok(id)
     }
 
     /// Starts paying `run` on the main runtime at once; await the result or drop it.

@@ -131,6 +131,15 @@ where
     (result, dead)
 }
 
+/// Whether the database answers a query.
+pub async fn ping(pool: &DbPool) -> Result<(), DbError> {
+    use diesel::RunQueryDsl;
+    read(pool, |c| {
+        diesel::sql_query("SELECT 1").execute(c).map(|_| ())
+    })
+    .await
+}
+
 /// Whether a diesel error is a unique-key violation (an intended conflict, not a fault).
 pub fn is_unique_violation(e: &DieselError) -> bool {
     matches!(

@@ -1,7 +1,7 @@
-//! Authentication and authorisation at the edge. Each API route is wrapped in the
-//! middleware of the scope it needs (`require_read`, `require_write`, `require_pay`), so a
-//! request is refused before its body is read or its handler runs; a handler that records
-//! who acted takes the [`Principal`] the middleware left in the request.
+//! Authentication and authorisation at the edge. Each scoped API route is wrapped in
+//! [`require`] with the scope its row of the route table names, so a request is refused
+//! before its body is read or its handler runs; a handler that records who acted takes the
+//! [`Principal`] the middleware left in the request.
 
 use std::future::{Ready, ready};
 
@@ -15,28 +15,9 @@ use crate::auth::{AuthError, Principal, Scope};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-pub async fn require_read(
-    req: ServiceRequest,
-    next: Next<BoxBody>,
-) -> Result<ServiceResponse<BoxBody>, Error> {
-    require(Scope::Read, req, next).await
-}
-
-pub async fn require_write(
-    req: ServiceRequest,
-    next: Next<BoxBody>,
-) -> Result<ServiceResponse<BoxBody>, Error> {
-    require(Scope::Write, req, next).await
-}
-
-pub async fn require_pay(
-    req: ServiceRequest,
-    next: Next<BoxBody>,
-) -> Result<ServiceResponse<BoxBody>, Error> {
-    require(Scope::Pay, req, next).await
-}
-
-async fn require(
+/// Lets the request through with a credential that holds `scope`: 401 without one, 403
+/// without the scope.
+pub async fn require(
     scope: Scope,
     req: ServiceRequest,
     next: Next<BoxBody>,

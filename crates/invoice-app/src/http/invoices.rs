@@ -1,34 +1,55 @@
 use actix_web::http::StatusCode;
 use actix_web::http::header;
 use actix_web::{HttpResponse, web};
-use api_contract::{CustomerId, InvoiceId, Money, headers};
+use api_contract::{CustomerId, IdempotencyKey, InvoiceId, Money, headers};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
+use strum::IntoEnumIterator;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::path::ParameterIn;
+use utoipa::openapi::schema::{Schema, SchemaType, Type};
+use utoipa::{PartialSchema, ToSchema};
 
+use super::doc::{self, Doc};
 use crate::auth::Principal;
-use crate::db;
 use crate::domain::{Invoice, InvoiceStatus, NewInvoice};
 use crate::error::ApiError;
 use crate::http::idempotency::OptionalKey;
-use crate::invoices::{self, Answer, Once};
+use crate::invoices::{self, Answer, ListQuery, Once, Page};
 use crate::state::AppState;
 
 /// An invoice as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Invoice)]
 pub struct InvoiceResource {
+    #[schema(value_type = String)]
     pub id: InvoiceId,
     pub customer_id: CustomerId,
     pub amount: Money,
     /// For people: "12.15 EUR". Programs use `amount`.
+    #[schema(examples("12.15 EUR"))]
     pub amount_display: String,
     pub description: String,
     pub status: InvoiceStatus,
+    #[schema(required = true, examples("insufficient_funds"))]
     pub failure_reason: Option<String>,
+    #[schema(required = true)]
     pub charge_id: Option<String>,
+    /// Why a person should look at this pending invoice: the provider refused our key or
+    /// credential, or answered with a code this service does not know. The invoice stays
+    /// payable; cleared when it is paid or failed.
+    #[schema(
+        required = true,
+        examples("idempotency_key_reused: the provider holds this key with another request")
+    )]
     pub attention: Option<String>,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(required = true, format = DateTime)]
     pub paid_at: Option<String>,
-    /// Who created it through the API: `jwt:<sub>`, `key:<client>` or `dev`.
+    /// Who created it through the API: jwt:<sub>, key:<client> or dev; null when not
+    /// created through the API.
+    #[schema(required = true, examples("jwt:248289761001", "key:ci", "dev"))]
     pub created_by: Option<String>,
 }
 
@@ -55,12 +76,70 @@ impl From<Invoice> for InvoiceResource {
     }
 }
 
-#[derive(Debug, Deserialize)]
+impl PartialSchema for InvoiceStatus {
+    fn schema() -> RefOr<Schema> {
+        doc::one_of_texts(InvoiceStatus::iter().map(InvoiceStatus::as_str)).into()
+    }
+}
+
+impl ToSchema for InvoiceStatus {}
+
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateInvoice {
     customer_id: CustomerId,
+    #[schema(value_type = NewAmount)]
     amount: Money,
+    #[schema(schema_with = description_schema)]
     description: Option<String>,
+}
+
+impl TryFrom<CreateInvoice> for NewInvoice {
+    type Error = String;
+    fn try_from(body: CreateInvoice) -> Result<Self, String> {
+        NewInvoice::parse(body.customer_id, body.amount, body.description)
+    }
+}
+
+/// The schema of `CreateInvoice.amount`: money of at least one minor unit
+/// (`NewInvoice::parse` refuses zero).
+enum NewAmount {}
+
+impl PartialSchema for NewAmount {
+    fn schema() -> RefOr<Schema> {
+        let mut money = Money::schema();
+        if let RefOr::T(Schema::Object(object)) = &mut money {
+            object.description = Some(
+                "Money to charge: at least one minor unit. A number with a zero fraction \
+                 (1215.0) is that integer; any other fraction is refused, never rounded."
+                    .to_owned(),
+            );
+            if let Some(RefOr::T(Schema::Object(units))) = object.properties.get_mut("minor_units")
+            {
+                units.minimum = Some(1.into());
+            }
+        }
+        money
+    }
+}
+
+impl ToSchema for NewAmount {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        Money::schemas(schemas);
+    }
+}
+
+fn description_schema() -> Schema {
+    doc::string()
+        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+        .max_length(Some(NewInvoice::MAX_DESCRIPTION))
+        // What `char::is_control` refuses: the C0 and C1 controls and DEL.
+        .pattern(Some(r"^[^\u0000-\u001F\u007F-\u009F]*$"))
+        .description(Some(
+            "Free text without control characters; null or absent is the empty text.",
+        ))
+        .build()
+        .into()
 }
 
 /// `POST /invoices`, once per `Idempotency-Key` of the client when one is sent.
@@ -70,11 +149,9 @@ pub async fn create(
     body: web::Json<CreateInvoice>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner();
-    let new = NewInvoice::parse(body.customer_id, body.amount, body.description)
-        .map_err(ApiError::InvalidRequest)?;
+    let new = NewInvoice::try_from(body.into_inner()).map_err(ApiError::InvalidRequest)?;
+    let client = principal.name().to_owned();
     if let OptionalKey(Some(key)) = key {
-        let client = principal.name().to_owned();
         return Ok(
             match invoices::create_once(&state.pool, new, client, key, created).await? {
                 Once::Created(answer) => respond(answer, false),
@@ -82,7 +159,7 @@ pub async fn create(
             },
         );
     }
-    let invoice = invoices::create_as(&state.pool, vec![new], Some(principal.name().to_owned()))
+    let invoice = invoices::create_as(&state.pool, vec![new], Some(client))
         .await?
         .pop()
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("created invoice missing")))?;
@@ -115,6 +192,50 @@ fn respond(answer: Answer, replayed: bool) -> HttpResponse {
     response.content_type("application/json").body(answer.body)
 }
 
+pub fn create_doc() -> Doc {
+    let replayed = doc::header(
+        doc::string().enum_values(Some(["true"])),
+        Some("Present on a replayed answer: nothing was created."),
+        false,
+    );
+    Doc::new("createInvoice")
+        .summary("Create a pending invoice.")
+        .param(
+            headers::IDEMPOTENCY_KEY,
+            ParameterIn::Header,
+            false,
+            IdempotencyKey::schema(),
+            Some(
+                "Makes a retry safe: the same key with the same request, from the same client \
+                 (the credential's jwt:<sub>, key:<client> or dev), creates nothing and replays \
+                 the first answer with Idempotent-Replayed: true; the same key with another \
+                 request is a 422 (code idempotency_key_reused). Keys are kept at least 24 hours \
+                 (IDEMPOTENCY_KEY_RETENTION_HOURS). 1-255 visible ASCII characters; sent once.",
+            ),
+        )
+        .body::<CreateInvoice>()
+        .answers_with::<InvoiceResource>(
+            201,
+            "Created; or, for a retry with the same Idempotency-Key, the first answer replayed.",
+            [
+                ("Location", doc::header(doc::string(), None, true)),
+                (headers::IDEMPOTENT_REPLAYED, replayed),
+            ],
+        )
+        .problem(
+            400,
+            "Malformed JSON (code malformed_request), or an Idempotency-Key that is not 1-255 \
+             visible ASCII characters or is sent twice (code invalid_idempotency_key).",
+        )
+        .problem(413, "Body too large.")
+        .problem(415, "Not JSON.")
+        .problem(
+            422,
+            "Invalid invoice (code invalid_request), or an Idempotency-Key this client used \
+             before with another request (code idempotency_key_reused).",
+        )
+}
+
 #[derive(Debug, Deserialize)]
 pub struct ListParams {
     status: Option<String>,
@@ -122,55 +243,62 @@ pub struct ListParams {
     cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
-struct Page {
+impl TryFrom<ListParams> for ListQuery {
+    type Error = String;
+    fn try_from(params: ListParams) -> Result<Self, String> {
+        let status = params
+            .status
+            .map(|s| s.parse::<InvoiceStatus>())
+            .transpose()?;
+        ListQuery::new(status, params.limit, params.cursor)
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InvoicePage {
     items: Vec<InvoiceResource>,
     /// Pass as `cursor` for the next page; null on the last one.
+    #[schema(required = true)]
     next_cursor: Option<String>,
 }
 
-const MAX_LIMIT: u32 = 1000;
+impl From<Page<Invoice>> for InvoicePage {
+    fn from(page: Page<Invoice>) -> Self {
+        InvoicePage {
+            items: page.items.into_iter().map(InvoiceResource::from).collect(),
+            next_cursor: page.next_cursor,
+        }
+    }
+}
 
 /// `GET /invoices?status=&limit=&cursor=`
 pub async fn list(
     params: web::Query<ListParams>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let params = params.into_inner();
-    let status = params
-        .status
-        .map(|s| s.parse::<InvoiceStatus>())
-        .transpose()
-        .map_err(ApiError::BadQuery)?;
-    let limit = params.limit.unwrap_or(100);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::BadQuery(format!(
-            "limit must be between 1 and {MAX_LIMIT}"
-        )));
-    }
-    let cursor = params.cursor;
-    if cursor.as_ref().is_some_and(|c| !api_contract::is_id(c)) {
-        return Err(ApiError::BadQuery(
-            "cursor is not one this API gave out".to_owned(),
-        ));
-    }
-    let rows = db::read(&state.pool, move |c| {
-        db::invoices::list(c, status, cursor.as_deref(), i64::from(limit) + 1)
-    })
-    .await?;
-    let more = rows.len() > limit as usize;
-    let items = rows
-        .into_iter()
-        .take(limit as usize)
-        .map(|row| Invoice::try_from(row).map(InvoiceResource::from))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?;
-    let next_cursor = if more {
-        items.last().map(|i| i.id.to_string())
-    } else {
-        None
-    };
-    Ok(HttpResponse::Ok().json(Page { items, next_cursor }))
+    let query = ListQuery::try_from(params.into_inner()).map_err(ApiError::BadQuery)?;
+    let page = invoices::list(&state.pool, query).await?;
+    Ok(HttpResponse::Ok().json(InvoicePage::from(page)))
+}
+
+pub fn list_doc() -> Doc {
+    let limit = doc::integer()
+        .minimum(Some(1))
+        .maximum(Some(ListQuery::MAX_LIMIT))
+        .default(Some(ListQuery::DEFAULT_LIMIT.into()));
+    Doc::new("listInvoices")
+        .summary("List invoices, oldest first, a page at a time.")
+        .param_of::<InvoiceStatus>("status", ParameterIn::Query, false, None)
+        .param("limit", ParameterIn::Query, false, limit, None)
+        .param(
+            "cursor",
+            ParameterIn::Query,
+            false,
+            InvoiceId::schema(),
+            Some("next_cursor of the previous page"),
+        )
+        .answers::<InvoicePage>(200, "A page of invoices.")
+        .problem(400, "Bad query parameter.")
 }
 
 /// `GET /invoices/{id}`
@@ -180,13 +308,17 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let not_found = || ApiError::NotFound(format!("no invoice {id}"));
-    if !api_contract::is_id(&id) {
-        return Err(not_found());
-    }
-    let lookup = id.clone();
-    let row = db::read(&state.pool, move |c| db::invoices::find(c, &lookup))
+    // Anything but an id names nothing: answered before any query.
+    let lookup = InvoiceId::parse(id.as_str()).map_err(|_| not_found())?;
+    let invoice = invoices::get(&state.pool, lookup)
         .await?
         .ok_or_else(not_found)?;
-    let invoice = Invoice::try_from(row).map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?;
     Ok(HttpResponse::Ok().json(InvoiceResource::from(invoice)))
+}
+
+pub fn get_doc() -> Doc {
+    Doc::new("getInvoice")
+        .path_param("id")
+        .answers::<InvoiceResource>(200, "The invoice.")
+        .problem(404, "No such invoice.")
 }

@@ -152,7 +152,22 @@ async fn without_a_credential_every_api_route_answers_401(backend: Backend) {
     assert_eq!(started.status().as_u16(), 202);
     finished_run(&app, &run, CI_KEY_OLD).await;
 
-    let routes = [
+    // Every scoped route of the table, by each method a client may send it with, its `{id}`
+    // naming the invoice or the run made above.
+    let concrete = |path: &str| {
+        let id = if path.starts_with("/pay-runs/") {
+            &run["/pay-runs/".len()..]
+        } else {
+            &invoice["/invoices/".len()..]
+        };
+        path.replace("{id}", id)
+    };
+    let routes: Vec<(&str, String)> = invoice_app::http::ROUTES
+        .iter()
+        .filter(|r| r.scope().is_some())
+        .flat_map(|r| r.method.sent_as().iter().map(|m| (*m, concrete(r.path))))
+        .collect();
+    for (method, path) in [
         ("GET", "/invoices"),
         ("HEAD", "/invoices"),
         ("POST", "/invoices"),
@@ -161,8 +176,14 @@ async fn without_a_credential_every_api_route_answers_401(backend: Backend) {
         ("POST", "/invoices/pay"),
         ("POST", "/pay-runs"),
         ("GET", run.as_str()),
-    ];
-    for (method, path) in routes {
+    ] {
+        assert!(
+            routes.iter().any(|(m, p)| *m == method && p == path),
+            "{method} {path} is no scoped route of the table"
+        );
+    }
+    for (method, path) in &routes {
+        let (method, path) = (*method, path.as_str());
         let what = format!("{method} {path}");
         let response = call(&app, method, path, None).await;
         if method == "HEAD" {
@@ -213,8 +234,16 @@ async fn without_a_credential_every_api_route_answers_401(backend: Backend) {
         assert_refused(response, REALM, "unauthenticated body").await;
     }
 
-    // Health, readiness and the API's description stay open.
+    // Health, readiness and the API's description stay open: the table's open routes.
+    let open: Vec<&str> = invoice_app::http::ROUTES
+        .iter()
+        .filter(|r| r.scope().is_none())
+        .map(|r| r.path)
+        .collect();
     for path in ["/healthz", "/readyz", "/openapi.json"] {
+        assert!(open.contains(&path), "{path} is no open route of the table");
+    }
+    for path in open {
         assert_eq!(
             call(&app, "GET", path, None).await.status().as_u16(),
             200,

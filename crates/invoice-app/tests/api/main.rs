@@ -16,5 +16,6 @@ mod provider_tls;
 mod provider_token;
 mod records;
 mod replicas;
+mod routes;
 mod schedule;
 mod takeovers;
