@@ -4,7 +4,7 @@
     check-runbook-sql.py postgres://user@host:5432
 
 Creates two scratch databases, applies invoice-app's and payment-provider's migrations
-(crates/*/migrations/*/up.sql, then crates/*/migrations-postgres/*/up.sql, in order) with psql, then runs every ```sql block of
+(crates/*/migrations/*/up.sql and crates/*/migrations-postgres/*/up.sql, by version) with psql, then runs every ```sql block of
 docs/runbooks/*.md against the service whose tables it reads (the provider's: charges,
 idempotency_keys, accounts), placeholders such as '<run id>' replaced by a made-up id.
 Fails on any error (a misspelt column, a wrong table, PostgreSQL syntax); the databases
@@ -52,10 +52,11 @@ def main() -> int:
             if res.returncode:
                 print(f"  FAIL cannot create a scratch database: {res.stderr.strip()}")
                 return 1
-            # The shared set, then PostgreSQL's own, as the services run them.
+            # The shared set and PostgreSQL's own as one sequence by version (the directory
+            # name), as the services run them.
             crate = ROOT / "crates" / service
-            ups = [up for d in ("migrations", "migrations-postgres")
-                   for up in sorted((crate / d).glob("*/up.sql"))]
+            ups = sorted((up for d in ("migrations", "migrations-postgres")
+                          for up in (crate / d).glob("*/up.sql")), key=lambda up: up.parent.name)
             for up in ups:
                 res = psql(with_db(server, db), up.read_text())
                 if res.returncode:

@@ -107,6 +107,29 @@ id_type!(
     IdempotencyKey, "Idempotency-Key", 255, |b: u8| b.is_ascii_graphic(), "visible ASCII characters", "!-~"
 );
 
+impl IdempotencyKey {
+    /// The key a request sent in its `Idempotency-Key` header, given every value of that
+    /// header as sent: `Ok(None)` when there is none. Both services read it this way, so a
+    /// key one accepts the other does too; the error says why, for their 400.
+    pub fn from_header<'a>(
+        mut values: impl Iterator<Item = &'a [u8]>,
+    ) -> Result<Option<IdempotencyKey>, String> {
+        match (values.next(), values.next()) {
+            (None, _) => Ok(None),
+            (Some(_), Some(_)) => Err("send the header once".to_owned()),
+            (Some(value), None) => {
+                let text = std::str::from_utf8(value)
+                    .ok()
+                    .filter(|text| text.bytes().all(|b| b == b' ' || b.is_ascii_graphic()))
+                    .ok_or_else(|| "not visible ASCII".to_owned())?;
+                IdempotencyKey::parse(text)
+                    .map(Some)
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,6 +142,21 @@ mod tests {
         assert!(IdempotencyKey::parse("").is_err());
         assert!(IdempotencyKey::parse("has space").is_err());
         assert!(IdempotencyKey::parse("ключ").is_err());
+    }
+
+    #[test]
+    fn idempotency_key_header() {
+        let read = |values: &[&[u8]]| IdempotencyKey::from_header(values.iter().copied());
+        assert_eq!(read(&[]), Ok(None));
+        assert_eq!(
+            read(&[b"inv-1"]),
+            Ok(Some(IdempotencyKey::parse("inv-1").expect("valid")))
+        );
+        assert_eq!(read(&[b"a", b"a"]), Err("send the header once".into()));
+        assert_eq!(read(&[b"bell\x07"]), Err("not visible ASCII".into()));
+        assert_eq!(read(&["ключ".as_bytes()]), Err("not visible ASCII".into()));
+        assert!(read(&[b"has space"]).is_err_and(|why| why.contains("visible ASCII")));
+        assert!(read(&[b""]).is_err());
     }
 
     #[test]

@@ -22,6 +22,20 @@ pub const CHARGES_PATH: &str = "/v1/charges";
 /// Path prefix of the account inspection endpoint (`/v1/accounts/{customer_id}`).
 pub const ACCOUNTS_PATH: &str = "/v1/accounts";
 
+/// The customers of the local demo and their accounts' currencies: payment-provider opens
+/// their accounts and invoice-app bills them, so the demo pays end to end only while both
+/// seed the same ones.
+pub const DEMO_CUSTOMERS: [(&str, Currency); 8] = [
+    ("C001", Currency::Eur),
+    ("C002", Currency::Eur),
+    ("C003", Currency::Dkk),
+    ("C004", Currency::Sek),
+    ("C005", Currency::Gbp),
+    ("C006", Currency::Usd),
+    ("C007", Currency::Nok),
+    ("C008", Currency::Jpy),
+];
+
 /// Header names of the charge call.
 pub mod headers {
     /// Client-chosen key that makes a charge safe to retry (1–255 visible ASCII characters).

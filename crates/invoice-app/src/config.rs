@@ -9,6 +9,7 @@ use secrecy::SecretString;
 
 use crate::auth::{AuthSettings, is_loopback};
 use crate::db::{self, DbUrl};
+use crate::domain::DunningSchedule;
 pub use crate::env::ConfigError;
 use crate::env::{self, number, secret};
 use crate::telemetry::LogFormat;
@@ -55,6 +56,9 @@ pub struct Config {
     pub claim_lease: Duration,
     /// How long an `Idempotency-Key` of `POST /invoices` is kept (at least a day).
     pub idempotency_key_retention: Duration,
+    /// `DUNNING_SCHEDULE`: when a soft-declined invoice is tried again, counted from its
+    /// first decline (`3d,5d,7d`).
+    pub dunning_schedule: DunningSchedule,
     pub log_format: LogFormat,
 }
 
@@ -165,6 +169,11 @@ impl Config {
             idempotency_key_retention: Duration::from_secs(
                 3600 * number(&get, "IDEMPOTENCY_KEY_RETENTION_HOURS", 24, 24..=8760)?,
             ),
+            dunning_schedule: get("DUNNING_SCHEDULE")
+                .map(|text| DunningSchedule::parse(&text))
+                .transpose()
+                .map_err(err("DUNNING_SCHEDULE"))?
+                .unwrap_or_default(),
             log_format: text("LOG_FORMAT", "auto")
                 .parse()
                 .map_err(err("LOG_FORMAT"))?,

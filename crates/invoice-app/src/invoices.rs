@@ -140,6 +140,9 @@ fn pending_row(n: NewInvoice, created_by: Option<String>, now: NaiveDateTime) ->
         paid_at: None,
         attention: None,
         created_by,
+        attempt_count: 0,
+        past_due_since: None,
+        next_attempt_at: None,
     }
 }
 

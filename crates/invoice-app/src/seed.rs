@@ -1,28 +1,17 @@
 //! Demo data: pending invoices for payment-provider's demo customers, written only into an
 //! empty table so restarts don't add more.
 
-use api_contract::{Currency, CustomerId, Money};
+use api_contract::{CustomerId, DEMO_CUSTOMERS, Money};
 
 use crate::db::{self, DbError, DbPool};
 use crate::domain::NewInvoice;
 
-/// payment-provider's demo customers and the currencies their accounts are kept in.
-const CUSTOMERS: [(&str, Currency); 8] = [
-    ("C001", Currency::Eur),
-    ("C002", Currency::Eur),
-    ("C003", Currency::Dkk),
-    ("C004", Currency::Sek),
-    ("C005", Currency::Gbp),
-    ("C006", Currency::Usd),
-    ("C007", Currency::Nok),
-    ("C008", Currency::Jpy),
-];
 const DEMO_INVOICES: usize = 36;
 
 pub fn demo_invoices() -> Vec<NewInvoice> {
     (0..DEMO_INVOICES)
         .filter_map(|i| {
-            let (customer, currency) = CUSTOMERS[i % CUSTOMERS.len()];
+            let (customer, currency) = DEMO_CUSTOMERS[i % DEMO_CUSTOMERS.len()];
             // Varied, deterministic amounts between 5.00 and 254.99 (or yen).
             let minor = 500 + (i as i64 * 7919) % 25_000;
             let amount = Money::new(minor, currency).ok()?;

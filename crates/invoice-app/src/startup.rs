@@ -231,6 +231,7 @@ pub fn biller(config: &Config, pool: DbPool, metrics: Metrics) -> anyhow::Result
         lease: config.claim_lease,
         retry_max_elapsed: config.retry_max_elapsed,
         max_runs: config.pay_max_runs,
+        dunning: config.dunning_schedule.clone(),
     };
     Ok(Biller::new(pool, client, settings, metrics))
 }

@@ -491,7 +491,7 @@ impl Example {
 
     /// The key invoice-app itself derives for the invoice.
     fn key(&self) -> String {
-        idempotency_key_for(self.invoice_id)
+        idempotency_key_for(self.invoice_id, 0)
             .expect("valid key")
             .as_str()
             .to_owned()
@@ -531,7 +531,7 @@ impl Example {
             1,
         )
         .expect("client builds");
-        let key = idempotency_key_for(self.invoice_id).expect("valid key");
+        let key = idempotency_key_for(self.invoice_id, 0).expect("valid key");
         let result = client.charge(&key, &self.request()).await;
         drop(server);
         (result.outcome, result.http_status)

@@ -4,29 +4,19 @@
 use std::path::Path;
 
 use anyhow::Context;
-use api_contract::{AccountResponse, Currency, CustomerId, Money};
+use api_contract::{AccountResponse, CustomerId, DEMO_CUSTOMERS, Money};
 use chrono::Utc;
 
 use crate::config::Seed;
 use crate::db::{self, DbPool, accounts};
 use crate::domain::AccountStatus;
 
-/// Demo customers and their currencies; invoice-app's demo invoices use the same ids.
-const DEMO: [(&str, Currency); 8] = [
-    ("C001", Currency::Eur),
-    ("C002", Currency::Eur),
-    ("C003", Currency::Dkk),
-    ("C004", Currency::Sek),
-    ("C005", Currency::Gbp),
-    ("C006", Currency::Usd),
-    ("C007", Currency::Nok),
-    ("C008", Currency::Jpy),
-];
 /// Enough for thousands of demo invoices in every currency.
 const DEMO_BALANCE: i64 = 10_000_000_000;
 
 pub fn demo_accounts() -> Vec<AccountResponse> {
-    DEMO.iter()
+    DEMO_CUSTOMERS
+        .iter()
         .filter_map(|(id, currency)| {
             Some(AccountResponse {
                 customer_id: CustomerId::parse(*id).ok()?,

@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
+use diesel::migration::{Migration, MigrationSource};
 use diesel::sql_types::Bool;
 use diesel::{Connection, PgConnection, RunQueryDsl, SqliteConnection};
 use diesel_migrations::{FileBasedMigrations, MigrationHarness};
@@ -188,16 +189,38 @@ impl Migrations {
         }
     }
 
+    /// Every directory's migrations as one sequence by version, as the service runs them.
     fn run<C>(&self, conn: &mut C)
     where
         C: MigrationHarness<C::Backend> + diesel::Connection,
+        FileBasedMigrations: MigrationSource<C::Backend>,
     {
-        for dir in &self.dirs {
-            let source = FileBasedMigrations::from_path(dir)
-                .unwrap_or_else(|e| panic!("migrations in {}: {e}", dir.display()));
-            conn.run_pending_migrations(source)
-                .unwrap_or_else(|e| panic!("running the migrations in {}: {e}", dir.display()));
+        let sources = self
+            .dirs
+            .iter()
+            .map(|dir| {
+                FileBasedMigrations::from_path(dir)
+                    .unwrap_or_else(|e| panic!("migrations in {}: {e}", dir.display()))
+            })
+            .collect();
+        conn.run_pending_migrations(AllOf(sources))
+            .unwrap_or_else(|e| panic!("running the migrations in {:?}: {e}", self.dirs));
+    }
+}
+
+/// Several directories of migrations as one source: the harness sorts them by version.
+struct AllOf(Vec<FileBasedMigrations>);
+
+impl<DB: diesel::backend::Backend> MigrationSource<DB> for AllOf
+where
+    FileBasedMigrations: MigrationSource<DB>,
+{
+    fn migrations(&self) -> diesel::migration::Result<Vec<Box<dyn Migration<DB>>>> {
+        let mut all = Vec::new();
+        for source in &self.0 {
+            all.extend(source.migrations()?);
         }
+        Ok(all)
     }
 }
 

@@ -99,6 +99,14 @@ impl TestProvider {
             .expect("account created");
     }
 
+    /// Pays `amount` into an existing account, through the operators' own action.
+    pub async fn deposit(&self, customer_id: &str, amount: Money) {
+        let customer = CustomerId::parse(customer_id).expect("valid customer id");
+        payment_provider::accounts::fund(&self.pool, customer, amount)
+            .await
+            .expect("account funded");
+    }
+
     /// Holds, releases or closes an account, through the operators' own action.
     pub async fn account_action(&self, customer_id: &str, action: AccountAction) {
         let customer = CustomerId::parse(customer_id).expect("valid customer id");

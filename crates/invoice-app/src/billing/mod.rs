@@ -18,7 +18,7 @@ use futures_util::{StreamExt, stream};
 use tokio::sync::mpsc;
 
 use crate::db::{self, DbError, DbPool, attempts, invoices, pay_runs};
-use crate::domain::{Invoice, RunId, RunResult, RunStatus, Settlement, WorkerId};
+use crate::domain::{DunningSchedule, Invoice, RunId, RunResult, RunStatus, Settlement, WorkerId};
 pub use crate::domain::{Summary, Trigger};
 use crate::metrics::Metrics;
 use crate::payment_client::PaymentClient;
@@ -35,6 +35,8 @@ pub struct PaySettings {
     /// Runs this process pays at once; more are refused until one ends, so a flood of
     /// pay requests cannot pile up background work.
     pub max_runs: usize,
+    /// When a soft-declined invoice is tried again.
+    pub dunning: DunningSchedule,
 }
 
 #[derive(Debug, Clone)]

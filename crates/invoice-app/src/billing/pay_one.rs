@@ -9,16 +9,17 @@
 
 use std::time::{Duration, Instant};
 
-use api_contract::{ChargeRequest, CustomerId, InvoiceId, Money};
+use api_contract::DeclineClass;
+use api_contract::{ChargeRequest, CustomerId, IdempotencyKey, InvoiceId, Money};
 use backoff::ExponentialBackoff;
 use backoff::backoff::Backoff;
-use chrono::{TimeDelta, Utc};
+use chrono::{NaiveDateTime, TimeDelta, Utc};
 use diesel::Connection;
 
 use super::{Biller, BillingError};
 use crate::db::{self, DbError, attempts, invoices, pay_runs};
 use crate::domain::{
-    AttemptId, AttemptOutcome, CallOutcome, RunId, Settlement, idempotency_key_for,
+    AttemptId, AttemptOutcome, CallOutcome, DunningSchedule, RunId, Settlement, idempotency_key_for,
 };
 use crate::payment_client::CallResult;
 
@@ -64,16 +65,36 @@ enum Verdict {
     },
 }
 
-fn verdict(outcome: CallOutcome) -> Verdict {
+/// What `outcome` means for `row`, declined at `now` where it was: a hard decline fails it,
+/// a soft one goes by the dunning `schedule`.
+fn verdict(
+    outcome: CallOutcome,
+    row: &invoices::InvoiceRow,
+    schedule: &DunningSchedule,
+    now: NaiveDateTime,
+) -> Verdict {
     match outcome {
         CallOutcome::Succeeded { charge, .. } => Verdict::Settle(Settlement::Paid {
             charge_id: charge.id,
         }),
-        // Every class fails the invoice for now; the class travels for dunning to come.
-        CallOutcome::Declined { code, class, .. } => Verdict::Settle(Settlement::Failed {
+        CallOutcome::Declined {
+            code,
+            class: DeclineClass::Hard,
+            ..
+        } => Verdict::Settle(Settlement::Failed {
             reason: code.as_str().to_owned(),
-            decline: Some(class),
+            decline: Some(DeclineClass::Hard),
         }),
+        CallOutcome::Declined {
+            code,
+            class: DeclineClass::Soft,
+            ..
+        } => Verdict::Settle(schedule.settle_decline(
+            code.as_str().to_owned(),
+            row.attempt_count,
+            row.past_due_since,
+            now,
+        )),
         CallOutcome::Attention { reason } => Verdict::Settle(Settlement::Attention { reason }),
         CallOutcome::Retryable {
             reason,
@@ -149,7 +170,10 @@ impl Biller {
         run_id: &RunId,
         row: invoices::InvoiceRow,
     ) -> Result<Option<Charged>, BillingError> {
-        let (request, key) = match (charge_request(&row), idempotency_key_for(&row.id)) {
+        let (request, key) = match (
+            charge_request(&row),
+            idempotency_key_for(&row.id, row.attempt_count),
+        ) {
             (Ok(request), Ok(key)) => (request, key),
             (Err(reason), _) | (_, Err(reason)) => {
                 let settlement = Settlement::Failed {
@@ -177,7 +201,7 @@ impl Biller {
                     last: None,
                 }));
             }
-            let Some(attempt_id) = self.begin_attempt(run_id, &row).await? else {
+            let Some(attempt_id) = self.begin_attempt(run_id, &row, &key).await? else {
                 tracing::info!("claim taken over by another worker; not calling");
                 return Ok(None);
             };
@@ -185,19 +209,21 @@ impl Biller {
             self.metrics
                 .charge_attempt(call.outcome.attempt_outcome(), call.http_status.is_some());
             let recorded = attempt_result(attempt_id, &call);
-            let (reason, retry_after) = match verdict(call.outcome) {
-                Verdict::Settle(settlement) => {
-                    return Ok(Some(Charged {
-                        row,
-                        settlement,
-                        last: Some(recorded),
-                    }));
-                }
-                Verdict::Transient {
-                    reason,
-                    retry_after,
-                } => (reason, retry_after),
-            };
+            let now = Utc::now().naive_utc();
+            let (reason, retry_after) =
+                match verdict(call.outcome, &row, &self.settings.dunning, now) {
+                    Verdict::Settle(settlement) => {
+                        return Ok(Some(Charged {
+                            row,
+                            settlement,
+                            last: Some(recorded),
+                        }));
+                    }
+                    Verdict::Transient {
+                        reason,
+                        retry_after,
+                    } => (reason, retry_after),
+                };
             // Transient results are completed at once: the settlement comes later, if ever.
             self.finish_attempt(recorded).await?;
             match budget.next_wait(retry_after, Instant::now()) {
@@ -228,10 +254,11 @@ impl Biller {
         &self,
         run_id: &RunId,
         row: &invoices::InvoiceRow,
+        key: &IdempotencyKey,
     ) -> Result<Option<AttemptId>, BillingError> {
         let lease = TimeDelta::from_std(self.settings.lease).unwrap_or(TimeDelta::MAX);
         let worker = self.worker_id.clone();
-        let (run_id, invoice_id) = (run_id.clone(), row.id.clone());
+        let (run_id, invoice_id, key) = (run_id.clone(), row.id.clone(), key.clone());
         db::run(&self.pool, move |c| {
             let begun = c.transaction::<_, diesel::result::Error, _>(|c| {
                 // The run before the invoice, as closing takes them (no deadlock).
@@ -252,7 +279,7 @@ impl Biller {
                 )? {
                     return Ok(None);
                 }
-                let attempt = new_attempt(&run_id, &invoice_id, now);
+                let attempt = new_attempt(&run_id, &invoice_id, &key, now);
                 attempts::start(c, &attempt)?;
                 Ok(Some(attempt.id))
             });
@@ -277,15 +304,14 @@ impl Biller {
 fn new_attempt(
     run_id: &RunId,
     invoice_id: &str,
+    key: &IdempotencyKey,
     now: chrono::NaiveDateTime,
 ) -> attempts::AttemptRow {
     attempts::AttemptRow {
         id: AttemptId::generate(),
         invoice_id: invoice_id.to_owned(),
         pay_run_id: run_id.clone(),
-        idempotency_key: idempotency_key_for(invoice_id)
-            .map(|k| k.as_str().to_owned())
-            .unwrap_or_default(),
+        idempotency_key: key.as_str().to_owned(),
         outcome: AttemptOutcome::Started,
         http_status: None,
         detail: None,
@@ -312,30 +338,94 @@ fn charge_request(row: &invoices::InvoiceRow) -> Result<ChargeRequest, String> {
 mod tests {
     use super::*;
 
-    /// Each decline fails the invoice with its code as the reason, and its class along.
+    /// A hard decline fails the invoice with its code as the reason; a soft one makes it
+    /// past due, counted from its first decline, until the schedule is spent.
     #[test]
-    fn a_decline_settles_failed_with_its_code_and_class() {
-        use api_contract::{DeclineClass, ErrorCode};
-        for (code, class) in [
-            (ErrorCode::TryAgainLater, DeclineClass::Soft),
-            (ErrorCode::AccountClosed, DeclineClass::Hard),
-        ] {
-            let outcome = CallOutcome::Declined {
-                code,
-                class,
-                detail: "d".into(),
+    fn a_decline_settles_by_its_class_and_the_schedule() {
+        use api_contract::ErrorCode;
+        let at = |day: i64| {
+            chrono::DateTime::from_timestamp(1_796_083_200 + day * 86_400, 0)
+                .expect("a time")
+                .naive_utc()
+        };
+        let row = |declines: i32| invoices::InvoiceRow {
+            id: "inv-1".into(),
+            customer_id: "C001".into(),
+            amount_minor: 100,
+            currency: "EUR".into(),
+            description: String::new(),
+            status: crate::domain::InvoiceStatus::Processing,
+            failure_reason: None,
+            charge_id: None,
+            claimed_by: None,
+            lease_until: None,
+            last_run_id: None,
+            created_at: at(0),
+            updated_at: at(0),
+            paid_at: None,
+            attention: None,
+            created_by: None,
+            attempt_count: declines,
+            past_due_since: (declines > 0).then_some(at(0)),
+            next_attempt_at: None,
+        };
+        let schedule = DunningSchedule::default();
+        let declined = |code, class| CallOutcome::Declined {
+            code,
+            class,
+            detail: "d".into(),
+        };
+        let settle =
+            |outcome, declines, day| match verdict(outcome, &row(declines), &schedule, at(day)) {
+                Verdict::Settle(settled) => settled,
+                Verdict::Transient { .. } => panic!("a decline must settle"),
             };
-            let Verdict::Settle(settled) = verdict(outcome) else {
-                panic!("{code:?}: a decline must settle");
-            };
+        for declines in [0, 3] {
             assert_eq!(
-                settled,
+                settle(
+                    declined(ErrorCode::AccountClosed, DeclineClass::Hard),
+                    declines,
+                    1
+                ),
                 Settlement::Failed {
-                    reason: code.as_str().to_owned(),
-                    decline: Some(class),
+                    reason: "account_closed".into(),
+                    decline: Some(DeclineClass::Hard),
                 }
             );
         }
+        assert_eq!(
+            settle(declined(ErrorCode::TryAgainLater, DeclineClass::Soft), 0, 1),
+            Settlement::PastDue {
+                reason: "try_again_later".into(),
+                attempt_count: 1,
+                next_attempt_at: at(4),
+                since: at(1),
+            }
+        );
+        assert_eq!(
+            settle(
+                declined(ErrorCode::InsufficientFunds, DeclineClass::Soft),
+                2,
+                5
+            ),
+            Settlement::PastDue {
+                reason: "insufficient_funds".into(),
+                attempt_count: 3,
+                next_attempt_at: at(7),
+                since: at(0),
+            }
+        );
+        assert_eq!(
+            settle(
+                declined(ErrorCode::InsufficientFunds, DeclineClass::Soft),
+                3,
+                7
+            ),
+            Settlement::Uncollectible {
+                reason: "insufficient_funds".into(),
+                attempt_count: 4,
+            }
+        );
     }
 
     #[test]

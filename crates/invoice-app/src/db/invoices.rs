@@ -6,7 +6,7 @@ use diesel::prelude::*;
 use super::AnyConnection;
 use super::schema::invoices::{self, dsl};
 use crate::domain::{
-    Guard, HAND_BACK, Invoice, InvoiceStatus, RunId, RunStatus, Transition, WorkerId, Write,
+    Guard, HAND_BACK, Invoice, InvoiceStatus, RunId, RunStatus, Target, Transition, WorkerId, Write,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
@@ -29,6 +29,12 @@ pub struct InvoiceRow {
     pub attention: Option<String>,
     /// Who created it through the API (`jwt:<sub>`, `key:<client>`, `dev`).
     pub created_by: Option<String>,
+    /// Soft declines so far.
+    pub attempt_count: i32,
+    /// The first soft decline, which the dunning schedule counts from.
+    pub past_due_since: Option<NaiveDateTime>,
+    /// When a past-due invoice is due for its next attempt.
+    pub next_attempt_at: Option<NaiveDateTime>,
 }
 
 impl TryFrom<InvoiceRow> for Invoice {
@@ -51,6 +57,8 @@ impl TryFrom<InvoiceRow> for Invoice {
             created_at: row.created_at.and_utc(),
             paid_at: row.paid_at.map(|t| t.and_utc()),
             created_by: row.created_by,
+            attempt_count: row.attempt_count,
+            next_attempt_at: row.next_attempt_at.map(|t| t.and_utc()),
             id: api_contract::InvoiceId::parse(row.id).map_err(|e| e.to_string())?,
         })
     }
@@ -104,10 +112,10 @@ pub fn count_by_status(conn: &mut AnyConnection) -> QueryResult<Vec<(String, i64
         .load(conn)
 }
 
-/// Pending invoices marked for a person to look at.
+/// Waiting invoices (pending or past due) marked for a person to look at.
 pub fn count_attention(conn: &mut AnyConnection) -> QueryResult<i64> {
     invoices::table
-        .filter(dsl::status.eq(InvoiceStatus::Pending))
+        .filter(dsl::status.eq_any([InvoiceStatus::Pending, InvoiceStatus::PastDue]))
         .filter(dsl::attention.is_not_null())
         .count()
         .get_result(conn)
@@ -163,9 +171,10 @@ pub struct Claimed {
     pub cursor: Option<String>,
 }
 
-/// Claims up to `limit` invoices for `holder` in one transaction: pending ones its run has
-/// not tried yet, and processing ones whose holder's lease expired (other runs' only). On PostgreSQL rows
-/// locked by another replica's claim are skipped, so concurrent runs never share one.
+/// Claims up to `limit` invoices for `holder` in one transaction: processing ones whose
+/// holder's lease expired (other runs' only), past-due ones that are due, and pending ones,
+/// none its run has tried yet. On PostgreSQL rows locked by another replica's claim are
+/// skipped, so concurrent runs never share one.
 pub fn claim(
     conn: &mut AnyConnection,
     holder: Holder<'_>,
@@ -210,14 +219,31 @@ pub fn claim(
     // Once the run has gone past the end (`again`): pending invoices behind the cursor too,
     // which other runs handed back there, but none this run has called already, so two runs
     // handing an invoice back and forth while the provider is down each try it once.
-    macro_rules! pending_again {
-        ($limit:expr) => {{
+    macro_rules! tried {
+        () => {{
             use super::schema::payment_attempts as attempts;
-            let tried = attempts::table
+            attempts::table
                 .select(attempts::invoice_id)
-                .filter(attempts::pay_run_id.eq(run_id));
-            pending!($limit).filter(diesel::dsl::not(dsl::id.eq_any(tried)))
+                .filter(attempts::pay_run_id.eq(run_id))
         }};
+    }
+    macro_rules! pending_again {
+        ($limit:expr) => {
+            pending!($limit).filter(diesel::dsl::not(dsl::id.eq_any(tried!())))
+        };
+    }
+    // Past-due invoices whose next attempt is due, none this run has called: one handed
+    // back (the provider down) stays due, and is the next run's.
+    macro_rules! due {
+        ($limit:expr) => {
+            invoices::table
+                .select(dsl::id)
+                .filter(dsl::status.eq(InvoiceStatus::PastDue))
+                .filter(dsl::next_attempt_at.le(now))
+                .filter(diesel::dsl::not(dsl::id.eq_any(tried!())))
+                .order(dsl::id)
+                .limit($limit)
+        };
     }
     macro_rules! take {
         ($c:expr, $ids:expr) => {{
@@ -240,6 +266,11 @@ pub fn claim(
     match conn {
         AnyConnection::Postgresql(pg) => pg.transaction(|c| {
             let mut ids: Vec<String> = expired!(limit).for_update().skip_locked().load(c)?;
+            let due: Vec<String> = due!(limit - ids.len() as i64)
+                .for_update()
+                .skip_locked()
+                .load(c)?;
+            ids.extend(due);
             let rest = limit - ids.len() as i64;
             let pending: Vec<String> = if again {
                 pending_again!(rest).for_update().skip_locked().load(c)?
@@ -256,6 +287,7 @@ pub fn claim(
         // One writer at a time: the immediate transaction takes the write lock up front.
         AnyConnection::Sqlite(sqlite) => sqlite.immediate_transaction(|c| {
             let mut ids: Vec<String> = expired!(limit).load(c)?;
+            ids.extend(due!(limit - ids.len() as i64).load::<String>(c)?);
             let rest = limit - ids.len() as i64;
             let pending: Vec<String> = if again {
                 pending_again!(rest).load(c)?
@@ -297,7 +329,9 @@ fn not_yet(
     t: &Transition<'_>,
     now: NaiveDateTime,
 ) -> QueryResult<usize> {
-    diesel::update(invoices::table.find(id).filter(dsl::status.ne(t.to)))
+    // Only a transition into one status has this guard (a payment).
+    let to = t.to.resolve(0);
+    diesel::update(invoices::table.find(id).filter(dsl::status.ne(to)))
         .set(changes(t, now))
         .execute(conn)
 }
@@ -328,7 +362,8 @@ pub fn mark_all_paid(
             let changed: Vec<Changed> = diesel::sql_query(
                 "UPDATE invoices AS i \
                  SET status = $4, charge_id = v.charge_id, failure_reason = NULL, attention = NULL, \
-                     claimed_by = NULL, lease_until = NULL, paid_at = $3, updated_at = $3 \
+                     next_attempt_at = NULL, claimed_by = NULL, lease_until = NULL, \
+                     paid_at = $3, updated_at = $3 \
                  FROM unnest($1::text[], $2::text[]) AS v (id, charge_id) \
                  WHERE i.id = v.id AND i.status <> $4 \
                  RETURNING i.id",
@@ -336,7 +371,7 @@ pub fn mark_all_paid(
             .bind::<Array<Text>, _>(ids)
             .bind::<Array<Text>, _>(charges)
             .bind::<Timestamp, _>(now)
-            .bind::<Text, _>(Transition::paid("").to)
+            .bind::<Text, _>(Transition::paid("").to.resolve(0))
             .load(pg)?;
             Ok(changed.into_iter().map(|c| c.id).collect())
         }
@@ -380,14 +415,14 @@ pub fn renew(
 
 /// The row as [`settle`] leaves it after writing `t`, without reading it back.
 pub fn settled(mut row: InvoiceRow, t: &Transition<'_>, now: NaiveDateTime) -> InvoiceRow {
-    fn write(column: &mut Option<String>, w: Write<&str>) {
+    fn write<T>(column: &mut Option<T>, w: Write<T>) {
         match w {
             Write::Keep => {}
             Write::Clear => *column = None,
-            Write::Set(value) => *column = Some(value.to_owned()),
+            Write::Set(value) => *column = Some(value),
         }
     }
-    row.status = t.to;
+    row.status = t.to.resolve(row.attempt_count);
     row.claimed_by = None;
     row.lease_until = None;
     row.updated_at = now;
@@ -395,8 +430,13 @@ pub fn settled(mut row: InvoiceRow, t: &Transition<'_>, now: NaiveDateTime) -> I
         row.charge_id = Some(charge_id.to_owned());
         row.paid_at = Some(now);
     }
-    write(&mut row.failure_reason, t.failure_reason);
-    write(&mut row.attention, t.attention);
+    write(&mut row.failure_reason, t.failure_reason.map(str::to_owned));
+    write(&mut row.attention, t.attention.map(str::to_owned));
+    write(&mut row.past_due_since, t.past_due_since);
+    write(&mut row.next_attempt_at, t.next_attempt_at);
+    if let Some(count) = t.attempt_count {
+        row.attempt_count = count;
+    }
     row
 }
 
@@ -460,7 +500,8 @@ fn held_by<'a>(id: &'a str, holder: Holder<'a>) -> _ {
 
 /// The columns a transition writes (see [`settled`] for the same in Rust).
 type Changes<'a> = (
-    diesel::dsl::Eq<dsl::status, InvoiceStatus>,
+    Option<diesel::dsl::Eq<dsl::status, InvoiceStatus>>,
+    Option<diesel::dsl::Eq<dsl::status, diesel::expression::SqlLiteral<diesel::sql_types::Text>>>,
     diesel::dsl::Eq<dsl::claimed_by, Option<WorkerId>>,
     diesel::dsl::Eq<dsl::lease_until, Option<NaiveDateTime>>,
     diesel::dsl::Eq<dsl::updated_at, NaiveDateTime>,
@@ -470,17 +511,35 @@ type Changes<'a> = (
     )>,
     Option<diesel::dsl::Eq<dsl::failure_reason, Option<&'a str>>>,
     Option<diesel::dsl::Eq<dsl::attention, Option<&'a str>>>,
+    Option<diesel::dsl::Eq<dsl::attempt_count, i32>>,
+    Option<diesel::dsl::Eq<dsl::past_due_since, Option<NaiveDateTime>>>,
+    Option<diesel::dsl::Eq<dsl::next_attempt_at, Option<NaiveDateTime>>>,
 );
 
 fn changes<'a>(t: &Transition<'a>, now: NaiveDateTime) -> Changes<'a> {
     // `None` leaves a column out of the `SET` list.
-    let write = |w: Write<&'a str>| match w {
-        Write::Keep => None,
-        Write::Clear => Some(None),
-        Write::Set(value) => Some(Some(value)),
+    fn write<T>(w: Write<T>) -> Option<Option<T>> {
+        match w {
+            Write::Keep => None,
+            Write::Clear => Some(None),
+            Write::Set(value) => Some(Some(value)),
+        }
+    }
+    let (status, waiting) = match t.to {
+        Target::Status(status) => (Some(dsl::status.eq(status)), None),
+        // Where the row waits, by its own count (as `InvoiceStatus::waiting` says).
+        Target::Waiting => (
+            None,
+            Some(dsl::status.eq(diesel::dsl::sql(&format!(
+                "CASE WHEN attempt_count > 0 THEN '{}' ELSE '{}' END",
+                InvoiceStatus::waiting(1),
+                InvoiceStatus::waiting(0)
+            )))),
+        ),
     };
     (
-        dsl::status.eq(t.to),
+        status,
+        waiting,
         dsl::claimed_by.eq(None),
         dsl::lease_until.eq(None),
         dsl::updated_at.eq(now),
@@ -488,6 +547,9 @@ fn changes<'a>(t: &Transition<'a>, now: NaiveDateTime) -> Changes<'a> {
             .map(|charge_id| (dsl::charge_id.eq(charge_id), dsl::paid_at.eq(now))),
         write(t.failure_reason).map(|v| dsl::failure_reason.eq(v)),
         write(t.attention).map(|v| dsl::attention.eq(v)),
+        t.attempt_count.map(|n| dsl::attempt_count.eq(n)),
+        write(t.past_due_since).map(|v| dsl::past_due_since.eq(v)),
+        write(t.next_attempt_at).map(|v| dsl::next_attempt_at.eq(v)),
     )
 }
 
@@ -531,6 +593,16 @@ mod tests {
                         reason: "currency_mismatch".into(),
                         decline: Some(api_contract::DeclineClass::Hard),
                     },
+                    Settlement::PastDue { .. } => Settlement::PastDue {
+                        reason: "insufficient_funds".into(),
+                        attempt_count: 3,
+                        next_attempt_at: now + TimeDelta::days(2),
+                        since: then,
+                    },
+                    Settlement::Uncollectible { .. } => Settlement::Uncollectible {
+                        reason: "insufficient_funds".into(),
+                        attempt_count: 4,
+                    },
                     Settlement::RetryLater { .. } => Settlement::RetryLater {
                         reason: "budget spent".into(),
                     },
@@ -538,7 +610,9 @@ mod tests {
                         reason: "key reused".into(),
                     },
                 };
-                for holder in [WORKER, "w-2"] {
+                // A first attempt, and a past-due invoice's retry (where a hand-back returns
+                // it to past due, its next attempt kept).
+                for (holder, declines) in [(WORKER, 0), ("w-2", 0), (WORKER, 2), ("w-2", 2)] {
                     let claimed = from == InvoiceStatus::Processing;
                     let row = InvoiceRow {
                         id: uuid::Uuid::now_v7().to_string(),
@@ -557,6 +631,9 @@ mod tests {
                         paid_at: None,
                         attention: Some("earlier".into()),
                         created_by: None,
+                        attempt_count: declines,
+                        past_due_since: (declines > 0).then_some(then),
+                        next_attempt_at: (declines > 0).then_some(then),
                     };
                     insert(c, std::slice::from_ref(&row)).expect("inserted");
                     let t = s.transition();
@@ -570,7 +647,7 @@ mod tests {
                     };
                     let applies = transition(from, &s).is_some()
                         && (t.guard == Guard::NotYet || holder == WORKER);
-                    let what = format!("{s:?} from {from} held by {holder}");
+                    let what = format!("{s:?} from {from} held by {holder}, {declines} declines");
                     assert_eq!(changed, usize::from(applies), "{what}");
                     let want = if applies {
                         settled(row.clone(), &t, now)
@@ -585,7 +662,7 @@ mod tests {
         }
         assert_eq!(
             checked,
-            InvoiceStatus::iter().count() * Settlement::iter().count() * 2
+            InvoiceStatus::iter().count() * Settlement::iter().count() * 4
         );
     }
 
@@ -596,11 +673,14 @@ mod tests {
         assert_eq!(
             Transition::paid("ch_1"),
             Transition {
-                to: InvoiceStatus::Paid,
+                to: Target::Status(InvoiceStatus::Paid),
                 guard: Guard::NotYet,
                 charge: Some("ch_1"),
                 failure_reason: Write::Clear,
                 attention: Write::Clear,
+                attempt_count: None,
+                past_due_since: Write::Keep,
+                next_attempt_at: Write::Clear,
                 counts_as: RunResult::Paid,
             }
         );

@@ -4,14 +4,16 @@
 use std::time::Duration;
 
 use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
+use diesel::migration::{Migration, MigrationSource};
 use diesel::prelude::*;
 use diesel::r2d2::{self, ManageConnection, Pool, PooledConnection, R2D2Connection};
 use diesel::{PgConnection, SqliteConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 /// One set of migrations serves both backends; what only one backend can say (SQLite changes
-/// a constraint by rebuilding the table) lives in its own directory, run after the shared
-/// set. Versions are unique across the three directories.
+/// a constraint by rebuilding the table) lives in its own directory. The shared set and the
+/// backend's run as one sequence by version (see [`InOrder`]); versions are unique across
+/// the three directories.
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations-postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations-sqlite");
@@ -239,13 +241,31 @@ pub fn pool_with(url: &DbUrl, size: u32, limits: SessionLimits) -> DbPool {
         })
 }
 
-/// The shared migrations, then the backend's `own`; how many ran.
+/// Two sources of migrations as one: the harness runs what is pending in version order, so
+/// a shared migration dated after a backend's own runs after it, on a new database as on
+/// an old one. (Run one directory after the other, a shared column added later would be
+/// lost to the SQLite rebuild that restates the table.)
+pub struct InOrder<A, B>(pub A, pub B);
+
+impl<DB, A, B> MigrationSource<DB> for InOrder<A, B>
+where
+    DB: diesel::backend::Backend,
+    A: MigrationSource<DB>,
+    B: MigrationSource<DB>,
+{
+    fn migrations(&self) -> diesel::migration::Result<Vec<Box<dyn Migration<DB>>>> {
+        let mut all = self.0.migrations()?;
+        all.extend(self.1.migrations()?);
+        Ok(all)
+    }
+}
+
+/// The shared migrations and the backend's `own`, by version; how many ran.
 fn both<C>(conn: &mut C, own: EmbeddedMigrations) -> diesel::migration::Result<usize>
 where
     C: MigrationHarness<C::Backend> + Connection,
 {
-    let shared = conn.run_pending_migrations(MIGRATIONS)?.len();
-    Ok(shared + conn.run_pending_migrations(own)?.len())
+    Ok(conn.run_pending_migrations(InOrder(MIGRATIONS, own))?.len())
 }
 
 /// Applies pending migrations; returns how many ran.

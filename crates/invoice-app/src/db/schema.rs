@@ -19,6 +19,9 @@ diesel::table! {
         paid_at -> Nullable<Timestamp>,
         attention -> Nullable<Text>,
         created_by -> Nullable<Text>,
+        attempt_count -> Integer,
+        past_due_since -> Nullable<Timestamp>,
+        next_attempt_at -> Nullable<Timestamp>,
     }
 }
 

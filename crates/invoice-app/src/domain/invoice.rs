@@ -16,13 +16,28 @@ pub enum InvoiceStatus {
     /// Claimed by a worker that is charging it.
     Processing,
     Paid,
-    /// Permanently refused by the provider; `failure_reason` says why.
+    /// Refused by the provider for good (a hard decline); `failure_reason` says why.
     Failed,
+    /// Declined softly (insufficient funds, try again later): tried again at
+    /// `next_attempt_at`, as the dunning schedule says.
+    PastDue,
+    /// Declined softly on every attempt of the dunning schedule: given up on.
+    Uncollectible,
 }
 
 impl InvoiceStatus {
     pub fn as_str(self) -> &'static str {
         self.into()
+    }
+
+    /// Where an invoice waits for its next run: `past_due` once it has been declined
+    /// softly (`attempt_count` > 0), else `pending`.
+    pub fn waiting(attempt_count: i32) -> Self {
+        if attempt_count > 0 {
+            InvoiceStatus::PastDue
+        } else {
+            InvoiceStatus::Pending
+        }
     }
 }
 
@@ -104,15 +119,26 @@ pub struct Invoice {
     /// Why a person should look at this pending invoice (a key conflict, an answer we do
     /// not understand, our credential refused); cleared when it is paid or failed.
     pub attention: Option<String>,
+    /// Soft declines so far (dunning counts these, not transient errors).
+    pub attempt_count: i32,
+    /// When a past-due invoice is tried again.
+    pub next_attempt_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub paid_at: Option<DateTime<Utc>>,
     pub created_by: Option<String>,
 }
 
-/// The key of every charge attempt for one invoice. Stable across retries, runs, replicas
-/// and restarts: that is what lets the provider charge it at most once.
-pub fn idempotency_key_for(invoice_id: &str) -> Result<IdempotencyKey, String> {
-    IdempotencyKey::parse(format!("invoice-{invoice_id}")).map_err(|e| e.to_string())
+/// The key of every charge attempt for one invoice after `declines` soft declines. Stable
+/// across retries, runs, replicas and restarts: that is what lets the provider charge it at
+/// most once. A decline is a key's final answer (the provider replays it), so each dunning
+/// retry is a charge of its own, under the next key; a key is only left once the provider
+/// has declined it, so no two keys can both charge.
+pub fn idempotency_key_for(invoice_id: &str, declines: i32) -> Result<IdempotencyKey, String> {
+    let key = match declines {
+        0 => format!("invoice-{invoice_id}"),
+        n => format!("invoice-{invoice_id}-retry-{n}"),
+    };
+    IdempotencyKey::parse(key).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -172,14 +198,23 @@ mod tests {
         }
         assert_eq!(
             "PAID".parse::<InvoiceStatus>(),
-            Err("unknown status \"PAID\": expected pending, processing, paid or failed".into())
+            Err(
+                "unknown status \"PAID\": expected pending, processing, paid, failed, \
+                 past_due or uncollectible"
+                    .into()
+            )
         );
     }
 
     #[test]
     fn key_is_stable() {
-        let a = idempotency_key_for("0193").expect("valid");
-        assert_eq!(a, idempotency_key_for("0193").expect("valid"));
+        let a = idempotency_key_for("0193", 0).expect("valid");
+        assert_eq!(a, idempotency_key_for("0193", 0).expect("valid"));
+        // The first attempt's key is what every release before dunning used.
         assert_eq!(a.as_str(), "invoice-0193");
+        assert_eq!(
+            idempotency_key_for("0193", 2).expect("valid").as_str(),
+            "invoice-0193-retry-2"
+        );
     }
 }

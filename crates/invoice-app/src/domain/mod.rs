@@ -1,16 +1,18 @@
 //! Validated types and rules of invoicing. No actix, diesel or reqwest here.
 
+mod dunning;
 mod ids;
 mod invoice;
 mod outcome;
 mod transition;
 
+pub use dunning::DunningSchedule;
 pub use ids::{AttemptId, RunId, WorkerId};
 pub use invoice::{Invoice, InvoiceStatus, NewInvoice, idempotency_key_for};
 pub use outcome::{
     AttemptOutcome, CallOutcome, RunStatus, Sent, Settlement, Trigger, decline_class,
 };
-pub use transition::{Guard, HAND_BACK, RunResult, Summary, Transition, Write, transition};
+pub use transition::{Guard, HAND_BACK, RunResult, Summary, Target, Transition, Write, transition};
 
 use strum::IntoEnumIterator;
 

@@ -2,6 +2,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use api_contract::{ChargeResponse, DeclineClass, ErrorCode};
+use chrono::NaiveDateTime;
 use serde::Serialize;
 use strum::{EnumIter, IntoStaticStr};
 
@@ -99,11 +100,26 @@ pub enum Settlement {
     Paid {
         charge_id: String,
     },
+    /// Refused for good: a hard decline, or an invoice that cannot be charged as stored.
     Failed {
         reason: String,
-        /// The provider's decline class; `None` when the invoice failed here (it cannot be
-        /// charged as stored). Every class fails the invoice for now.
+        /// `Hard` for the provider's decline; `None` when the invoice failed here.
         decline: Option<DeclineClass>,
+    },
+    /// Declined softly with retries left in the dunning schedule: past due until
+    /// `next_attempt_at`.
+    PastDue {
+        reason: String,
+        /// Soft declines so far, this one included.
+        attempt_count: i32,
+        next_attempt_at: NaiveDateTime,
+        /// The first soft decline, which the schedule counts from.
+        since: NaiveDateTime,
+    },
+    /// Declined softly on the schedule's last retry: given up on.
+    Uncollectible {
+        reason: String,
+        attempt_count: i32,
     },
     /// Back to pending for a later run.
     RetryLater {

@@ -3,9 +3,29 @@
 //! counts and the metrics' labels all follow from here, so a new status or settlement is a
 //! change in this file (and the enums) plus its tests.
 
+use chrono::NaiveDateTime;
 use strum::{EnumIter, IntoStaticStr};
 
 use super::{InvoiceStatus, Settlement};
+
+/// Where a transition leaves the invoice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Status(InvoiceStatus),
+    /// Back to where it waits for a run, by its own row: `past_due` once it has been
+    /// declined softly, else `pending` ([`InvoiceStatus::waiting`]).
+    Waiting,
+}
+
+impl Target {
+    /// The status this target is for an invoice with `attempt_count` soft declines.
+    pub fn resolve(self, attempt_count: i32) -> InvoiceStatus {
+        match self {
+            Target::Status(status) => status,
+            Target::Waiting => InvoiceStatus::waiting(attempt_count),
+        }
+    }
+}
 
 /// What a transition does to one column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,6 +33,16 @@ pub enum Write<T> {
     Keep,
     Clear,
     Set(T),
+}
+
+impl<T> Write<T> {
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Write<U> {
+        match self {
+            Write::Keep => Write::Keep,
+            Write::Clear => Write::Clear,
+            Write::Set(value) => Write::Set(f(value)),
+        }
+    }
 }
 
 /// Who may apply a transition: the guard of its SQL, which is what keeps two holders of
@@ -30,10 +60,10 @@ pub enum Guard {
 impl Guard {
     /// Whether an invoice in `from` may move to `to` (with the settling run's claim, where
     /// that matters).
-    pub fn admits(self, from: InvoiceStatus, to: InvoiceStatus) -> bool {
+    pub fn admits(self, from: InvoiceStatus, to: Target) -> bool {
         match self {
             Guard::Claim => from == InvoiceStatus::Processing,
-            Guard::NotYet => from != to,
+            Guard::NotYet => to != Target::Status(from),
         }
     }
 }
@@ -88,13 +118,19 @@ impl Summary {
 /// (`claimed_by` and `lease_until` cleared) and stamps `updated_at`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transition<'a> {
-    pub to: InvoiceStatus,
+    pub to: Target,
     pub guard: Guard,
     /// The charge: `charge_id` is set and `paid_at` stamped; `None` leaves both.
     pub charge: Option<&'a str>,
     pub failure_reason: Write<&'a str>,
     /// Why a person should look at it; cleared once it is paid or failed.
     pub attention: Write<&'a str>,
+    /// The soft declines counted so far (`Some` sets the count); dunning's, never reset.
+    pub attempt_count: Option<i32>,
+    /// The first soft decline, which the dunning schedule counts from.
+    pub past_due_since: Write<NaiveDateTime>,
+    /// When a past-due invoice is tried again; cleared once it is settled for good.
+    pub next_attempt_at: Write<NaiveDateTime>,
     pub counts_as: RunResult,
 }
 
@@ -102,24 +138,42 @@ impl<'a> Transition<'a> {
     /// Paid with `charge_id`, whoever holds the claim now.
     pub const fn paid(charge_id: &'a str) -> Self {
         Transition {
-            to: InvoiceStatus::Paid,
-            guard: Guard::NotYet,
             charge: Some(charge_id),
-            failure_reason: Write::Clear,
-            attention: Write::Clear,
+            guard: Guard::NotYet,
             counts_as: RunResult::Paid,
+            ..Transition::settled_for_good(InvoiceStatus::Paid, Write::Clear)
+        }
+    }
+
+    /// Into `to` with the claim, never to be tried again: attention and the next attempt
+    /// cleared.
+    const fn settled_for_good(to: InvoiceStatus, failure_reason: Write<&'a str>) -> Self {
+        Transition {
+            to: Target::Status(to),
+            guard: Guard::Claim,
+            charge: None,
+            failure_reason,
+            attention: Write::Clear,
+            attempt_count: None,
+            past_due_since: Write::Keep,
+            next_attempt_at: Write::Clear,
+            counts_as: RunResult::Failed,
         }
     }
 }
 
-/// Back to pending for a later run: a settlement to retry later, and the claims a failed
-/// run or a stopping process hands back.
+/// Back to where it waits (pending, or past due once declined) for a later run: a
+/// settlement to retry later, and the claims a failed run or a stopping process hands
+/// back. A past-due invoice keeps its next attempt, due already: the next run tries it.
 pub const HAND_BACK: Transition<'static> = Transition {
-    to: InvoiceStatus::Pending,
+    to: Target::Waiting,
     guard: Guard::Claim,
     charge: None,
     failure_reason: Write::Keep,
     attention: Write::Keep,
+    attempt_count: None,
+    past_due_since: Write::Keep,
+    next_attempt_at: Write::Keep,
     counts_as: RunResult::RetryLater,
 };
 
@@ -128,14 +182,30 @@ impl Settlement {
     pub fn transition(&self) -> Transition<'_> {
         match self {
             Settlement::Paid { charge_id } => Transition::paid(charge_id),
-            // A soft decline fails the invoice too, until dunning retries it (issue 22).
-            Settlement::Failed { reason, .. } => Transition {
-                to: InvoiceStatus::Failed,
-                guard: Guard::Claim,
-                charge: None,
+            Settlement::Failed { reason, .. } => {
+                Transition::settled_for_good(InvoiceStatus::Failed, Write::Set(reason))
+            }
+            // Counted as handed back: a later run tries it again.
+            Settlement::PastDue {
+                reason,
+                attempt_count,
+                next_attempt_at,
+                since,
+            } => Transition {
+                to: Target::Status(InvoiceStatus::PastDue),
                 failure_reason: Write::Set(reason),
                 attention: Write::Clear,
-                counts_as: RunResult::Failed,
+                attempt_count: Some(*attempt_count),
+                past_due_since: Write::Set(*since),
+                next_attempt_at: Write::Set(*next_attempt_at),
+                ..HAND_BACK
+            },
+            Settlement::Uncollectible {
+                reason,
+                attempt_count,
+            } => Transition {
+                attempt_count: Some(*attempt_count),
+                ..Transition::settled_for_good(InvoiceStatus::Uncollectible, Write::Set(reason))
             },
             Settlement::RetryLater { .. } => HAND_BACK,
             Settlement::Attention { reason } => Transition {
@@ -150,6 +220,8 @@ impl Settlement {
         match self {
             Settlement::Paid { .. } => None,
             Settlement::Failed { reason, .. }
+            | Settlement::PastDue { reason, .. }
+            | Settlement::Uncollectible { reason, .. }
             | Settlement::RetryLater { reason }
             | Settlement::Attention { reason } => Some(reason),
         }
@@ -169,21 +241,70 @@ mod tests {
     use api_contract::DeclineClass;
     use strum::IntoEnumIterator;
 
-    use InvoiceStatus::{Failed, Paid, Pending, Processing};
+    use InvoiceStatus::{Failed, Paid, PastDue, Pending, Processing, Uncollectible};
+
+    fn at(minute: i64) -> NaiveDateTime {
+        chrono::DateTime::from_timestamp(1_796_083_200 + minute * 60, 0)
+            .expect("a time")
+            .naive_utc()
+    }
+
+    /// One settlement of each kind, with values.
+    fn each_settlement() -> Vec<Settlement> {
+        let reason = "why".to_owned();
+        Settlement::iter()
+            .map(|s| match s {
+                Settlement::Paid { .. } => Settlement::Paid {
+                    charge_id: "ch_1".into(),
+                },
+                Settlement::Failed { .. } => Settlement::Failed {
+                    reason: reason.clone(),
+                    decline: Some(DeclineClass::Hard),
+                },
+                Settlement::PastDue { .. } => Settlement::PastDue {
+                    reason: reason.clone(),
+                    attempt_count: 2,
+                    next_attempt_at: at(5),
+                    since: at(0),
+                },
+                Settlement::Uncollectible { .. } => Settlement::Uncollectible {
+                    reason: reason.clone(),
+                    attempt_count: 4,
+                },
+                Settlement::RetryLater { .. } => Settlement::RetryLater {
+                    reason: reason.clone(),
+                },
+                Settlement::Attention { .. } => Settlement::Attention {
+                    reason: reason.clone(),
+                },
+            })
+            .collect()
+    }
 
     /// The state machine, written out as a table: every settlement from every status. No
     /// wildcard, so a new status or settlement does not compile until its row is here.
-    fn expected(from: InvoiceStatus, s: &Settlement) -> Option<InvoiceStatus> {
+    fn expected(from: InvoiceStatus, s: &Settlement) -> Option<Target> {
+        let to = |status| Some(Target::Status(status));
         match (s, from) {
             // A payment is recorded whoever holds the claim, once.
-            (Settlement::Paid { .. }, Pending | Processing | Failed) => Some(Paid),
+            (Settlement::Paid { .. }, Pending | Processing | Failed | PastDue | Uncollectible) => {
+                to(Paid)
+            }
             (Settlement::Paid { .. }, Paid) => None,
-            (Settlement::Failed { .. }, Processing) => Some(Failed),
-            (Settlement::Failed { .. }, Pending | Paid | Failed) => None,
-            (Settlement::RetryLater { .. }, Processing) => Some(Pending),
-            (Settlement::RetryLater { .. }, Pending | Paid | Failed) => None,
-            (Settlement::Attention { .. }, Processing) => Some(Pending),
-            (Settlement::Attention { .. }, Pending | Paid | Failed) => None,
+            (Settlement::Failed { .. }, Processing) => to(Failed),
+            (Settlement::PastDue { .. }, Processing) => to(PastDue),
+            (Settlement::Uncollectible { .. }, Processing) => to(Uncollectible),
+            (Settlement::RetryLater { .. } | Settlement::Attention { .. }, Processing) => {
+                Some(Target::Waiting)
+            }
+            (
+                Settlement::Failed { .. }
+                | Settlement::PastDue { .. }
+                | Settlement::Uncollectible { .. }
+                | Settlement::RetryLater { .. }
+                | Settlement::Attention { .. },
+                Pending | Paid | Failed | PastDue | Uncollectible,
+            ) => None,
         }
     }
 
@@ -191,7 +312,7 @@ mod tests {
     fn every_status_and_settlement() {
         let mut pairs = 0;
         for from in InvoiceStatus::iter() {
-            for s in Settlement::iter() {
+            for s in each_settlement() {
                 pairs += 1;
                 let t = transition(from, &s);
                 assert_eq!(t.map(|t| t.to), expected(from, &s), "{s:?} from {from}");
@@ -208,61 +329,88 @@ mod tests {
     }
 
     #[test]
+    fn a_hand_back_returns_to_where_the_invoice_waits() {
+        assert_eq!(HAND_BACK.to.resolve(0), Pending);
+        assert_eq!(HAND_BACK.to.resolve(1), PastDue);
+        assert_eq!(HAND_BACK.to.resolve(3), PastDue);
+        for status in InvoiceStatus::iter() {
+            assert_eq!(Target::Status(status).resolve(2), status);
+        }
+    }
+
+    #[test]
     fn what_each_settlement_writes() {
-        let reason = "why".to_owned();
-        for s in Settlement::iter() {
-            let s = match s {
-                Settlement::Paid { .. } => Settlement::Paid {
-                    charge_id: "ch_1".into(),
-                },
-                Settlement::Failed { .. } => Settlement::Failed {
-                    reason: reason.clone(),
-                    decline: Some(DeclineClass::Soft),
-                },
-                Settlement::RetryLater { .. } => Settlement::RetryLater {
-                    reason: reason.clone(),
-                },
-                Settlement::Attention { .. } => Settlement::Attention {
-                    reason: reason.clone(),
-                },
-            };
+        for s in each_settlement() {
             let want = match &s {
                 Settlement::Paid { .. } => Transition {
-                    to: Paid,
+                    to: Target::Status(Paid),
                     guard: Guard::NotYet,
                     charge: Some("ch_1"),
                     failure_reason: Write::Clear,
                     attention: Write::Clear,
+                    attempt_count: None,
+                    past_due_since: Write::Keep,
+                    next_attempt_at: Write::Clear,
                     counts_as: RunResult::Paid,
                 },
                 Settlement::Failed { .. } => Transition {
-                    to: Failed,
+                    to: Target::Status(Failed),
                     guard: Guard::Claim,
                     charge: None,
                     failure_reason: Write::Set("why"),
                     attention: Write::Clear,
+                    attempt_count: None,
+                    past_due_since: Write::Keep,
+                    next_attempt_at: Write::Clear,
                     counts_as: RunResult::Failed,
                 },
-                // The failure reason of an earlier run stays, and so does any attention.
+                // Tried again later: counted as handed back.
+                Settlement::PastDue { .. } => Transition {
+                    to: Target::Status(PastDue),
+                    guard: Guard::Claim,
+                    charge: None,
+                    failure_reason: Write::Set("why"),
+                    attention: Write::Clear,
+                    attempt_count: Some(2),
+                    past_due_since: Write::Set(at(0)),
+                    next_attempt_at: Write::Set(at(5)),
+                    counts_as: RunResult::RetryLater,
+                },
+                Settlement::Uncollectible { .. } => Transition {
+                    to: Target::Status(Uncollectible),
+                    guard: Guard::Claim,
+                    charge: None,
+                    failure_reason: Write::Set("why"),
+                    attention: Write::Clear,
+                    attempt_count: Some(4),
+                    past_due_since: Write::Keep,
+                    next_attempt_at: Write::Clear,
+                    counts_as: RunResult::Failed,
+                },
+                // The failure reason of an earlier run stays, and so does any attention and
+                // the dunning state (a past-due invoice's next attempt is due already).
                 Settlement::RetryLater { .. } => Transition {
-                    to: Pending,
+                    to: Target::Waiting,
                     guard: Guard::Claim,
                     charge: None,
                     failure_reason: Write::Keep,
                     attention: Write::Keep,
+                    attempt_count: None,
+                    past_due_since: Write::Keep,
+                    next_attempt_at: Write::Keep,
                     counts_as: RunResult::RetryLater,
                 },
                 Settlement::Attention { .. } => Transition {
-                    to: Pending,
-                    guard: Guard::Claim,
-                    charge: None,
-                    failure_reason: Write::Keep,
                     attention: Write::Set("why"),
-                    counts_as: RunResult::RetryLater,
+                    ..HAND_BACK
                 },
             };
             assert_eq!(s.transition(), want, "{s:?}");
-            assert_eq!(s.reason().is_some(), want.to != Paid, "{s:?}");
+            assert_eq!(
+                s.reason().is_some(),
+                want.to != Target::Status(Paid),
+                "{s:?}"
+            );
         }
         assert_eq!(
             Settlement::RetryLater {
@@ -273,46 +421,29 @@ mod tests {
         );
     }
 
-    /// Whatever the decline's class (or none: failed here), a failure is the same
-    /// transition for now: soft declines are not retried yet.
-    #[test]
-    fn every_decline_class_fails_the_invoice_with_its_reason() {
-        for decline in [Some(DeclineClass::Soft), Some(DeclineClass::Hard), None] {
-            let s = Settlement::Failed {
-                reason: "try_again_later".into(),
-                decline,
-            };
-            for from in InvoiceStatus::iter() {
-                assert_eq!(
-                    transition(from, &s).map(|t| (t.to, t.failure_reason)),
-                    (from == Processing).then_some((Failed, Write::Set("try_again_later"))),
-                    "{decline:?} from {from}"
-                );
-            }
-        }
-    }
-
     /// What the run's report, its counts and the API rely on, for every settlement.
     #[test]
     fn every_transition_ends_the_claim_and_counts_by_its_status() {
-        for s in Settlement::iter() {
+        for s in each_settlement() {
             let t = s.transition();
-            assert_ne!(t.to, Processing, "{s:?} leaves the invoice claimed");
-            assert_eq!(t.charge.is_some(), t.to == Paid, "{s:?}");
-            assert_eq!(
-                matches!(t.failure_reason, Write::Set(_)),
-                t.to == Failed,
-                "{s:?}"
-            );
-            if t.to != Pending {
-                assert_eq!(t.attention, Write::Clear, "{s:?} keeps its attention");
+            for declined_before in [0, 2] {
+                let to = t.to.resolve(declined_before);
+                assert_ne!(to, Processing, "{s:?} leaves the invoice claimed");
+                assert_eq!(t.charge.is_some(), to == Paid, "{s:?}");
+                if matches!(to, Failed | Uncollectible) || t.to == Target::Status(PastDue) {
+                    assert!(matches!(t.failure_reason, Write::Set(_)), "{s:?}");
+                }
+                if !matches!(to, Pending | PastDue) {
+                    assert_eq!(t.attention, Write::Clear, "{s:?} keeps its attention");
+                    assert_eq!(t.next_attempt_at, Write::Clear, "{s:?} stays due");
+                }
+                let counts_as = match to {
+                    Paid => RunResult::Paid,
+                    Failed | Uncollectible => RunResult::Failed,
+                    Pending | PastDue | Processing => RunResult::RetryLater,
+                };
+                assert_eq!(t.counts_as, counts_as, "{s:?}");
             }
-            let counts_as = match t.to {
-                Paid => RunResult::Paid,
-                Failed => RunResult::Failed,
-                Pending | Processing => RunResult::RetryLater,
-            };
-            assert_eq!(t.counts_as, counts_as, "{s:?}");
         }
     }
 

@@ -17,21 +17,10 @@ impl FromRequest for OptionalKey {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let mut values = req.headers().get_all(headers::IDEMPOTENCY_KEY);
-        let result = match (values.next(), values.next()) {
-            (None, _) => Ok(OptionalKey(None)),
-            (Some(_), Some(_)) => Err(ApiError::InvalidIdempotencyKey(
-                "send the header once".into(),
-            )),
-            (Some(value), None) => value
-                .to_str()
-                .map_err(|_| ApiError::InvalidIdempotencyKey("not visible ASCII".into()))
-                .and_then(|v| {
-                    IdempotencyKey::parse(v)
-                        .map_err(|e| ApiError::InvalidIdempotencyKey(e.to_string()))
-                })
-                .map(|key| OptionalKey(Some(key))),
-        };
+        let values = req.headers().get_all(headers::IDEMPOTENCY_KEY);
+        let result = IdempotencyKey::from_header(values.map(|v| v.as_bytes()))
+            .map(OptionalKey)
+            .map_err(ApiError::InvalidIdempotencyKey);
         ready(result)
     }
 }

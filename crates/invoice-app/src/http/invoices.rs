@@ -43,6 +43,13 @@ pub struct InvoiceResource {
         examples("idempotency_key_reused: the provider holds this key with another request")
     )]
     pub attention: Option<String>,
+    /// Soft declines so far (insufficient funds, try again later). A past-due invoice is
+    /// tried again on the dunning schedule and is uncollectible once it runs out.
+    #[schema(minimum = 0, examples(1))]
+    pub attempt_count: i32,
+    /// When a past-due invoice is tried next; null in every other status.
+    #[schema(required = true, format = DateTime)]
+    pub next_attempt_at: Option<String>,
     #[schema(format = DateTime)]
     pub created_at: String,
     #[schema(required = true, format = DateTime)]
@@ -69,6 +76,8 @@ impl From<Invoice> for InvoiceResource {
             failure_reason: i.failure_reason,
             charge_id: i.charge_id,
             attention: i.attention,
+            attempt_count: i.attempt_count,
+            next_attempt_at: i.next_attempt_at.map(rfc3339),
             created_at: rfc3339(i.created_at),
             paid_at: i.paid_at.map(rfc3339),
             created_by: i.created_by,

@@ -142,6 +142,9 @@ fn reset(c: &mut AnyConnection) {
             paid_at: None,
             attention: None,
             created_by: None,
+            attempt_count: 0,
+            past_due_since: None,
+            next_attempt_at: None,
         })
         .collect();
     invoices::insert(c, &rows).expect("invoices");

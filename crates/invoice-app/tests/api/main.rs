@@ -7,6 +7,7 @@ mod api;
 mod auth;
 mod claims_model;
 mod crash;
+mod dunning;
 mod faults;
 mod fuzz;
 mod idempotency;

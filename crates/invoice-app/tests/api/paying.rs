@@ -88,14 +88,15 @@ async fn declines_are_recorded_as_failed_with_reason(backend: Backend) {
     let report = app.pay().await;
 
     assert_eq!(report["summary"]["paid"], 1, "{report}");
-    // Soft declines fail the invoice as hard ones do, until dunning retries them.
-    assert_eq!(report["summary"]["failed"], 5);
-    for (invoice, reason) in [
-        (&broke, "insufficient_funds"),
-        (&unknown, "customer_not_found"),
-        (&mismatch, "currency_mismatch"),
-        (&held, "try_again_later"),
-        (&closed, "account_closed"),
+    // Hard declines fail the invoice; soft ones make it past due, to be tried again.
+    assert_eq!(report["summary"]["failed"], 3);
+    assert_eq!(report["summary"]["retry_later"], 2);
+    for (invoice, reason, status) in [
+        (&broke, "insufficient_funds", "past_due"),
+        (&unknown, "customer_not_found", "failed"),
+        (&mismatch, "currency_mismatch", "failed"),
+        (&held, "try_again_later", "past_due"),
+        (&closed, "account_closed", "failed"),
     ] {
         let (_, stored) = app
             .get_json(&format!(
@@ -103,8 +104,9 @@ async fn declines_are_recorded_as_failed_with_reason(backend: Backend) {
                 invoice["id"].as_str().expect("id")
             ))
             .await;
-        assert_eq!(stored["status"], "failed", "{stored}");
+        assert_eq!(stored["status"], status, "{stored}");
         assert_eq!(stored["failure_reason"], reason);
+        assert_eq!(stored["attempt_count"], u8::from(status == "past_due"));
         // A decline, never a case for a person.
         assert!(stored["attention"].is_null(), "{stored}");
     }
@@ -113,8 +115,12 @@ async fn declines_are_recorded_as_failed_with_reason(backend: Backend) {
         .await;
     assert_eq!(paid["status"], "paid");
     assert_eq!(app.provider().ledger().await.len(), 1);
-    // Failed invoices are final: another run leaves them alone.
-    assert_eq!(app.pay().await["summary"]["failed"], 0);
+    // Failed invoices are final, and past-due ones not due for days: another run leaves
+    // them alone.
+    assert_eq!(
+        app.pay().await["summary"],
+        serde_json::json!({"paid": 0, "failed": 0, "retry_later": 0})
+    );
 }
 
 async fn injected_unavailability_is_retried_until_paid(backend: Backend) {

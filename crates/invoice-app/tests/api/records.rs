@@ -15,7 +15,7 @@ use crate::helpers::{Backend, TestApp, create_eur_invoices, money, spawn_app_wit
 use test_support::{both_backends, postgres_only};
 
 /// Calls recorded per invoice, from the audit trail.
-async fn attempts_per_invoice(app: &TestApp) -> HashMap<String, i64> {
+pub async fn attempts_per_invoice(app: &TestApp) -> HashMap<String, i64> {
     use schema::payment_attempts::dsl;
     let pool = db::pool(&app.config.database_url, 1);
     let rows: Vec<(String, i64)> = db::run(&pool, |c| {

@@ -85,7 +85,7 @@ async fn expired_claim_of_a_crashed_worker_is_taken_over_without_a_second_charge
     let id = invoice["id"].as_str().expect("id").to_owned();
 
     // A worker claimed it, charged it, and died before recording the payment.
-    let key = invoice_app::domain::idempotency_key_for(&id).expect("key");
+    let key = invoice_app::domain::idempotency_key_for(&id, 0).expect("key");
     let charged = app
         .client
         .post(format!("{}/v1/charges", app.provider().base_url))

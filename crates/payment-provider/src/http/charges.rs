@@ -20,20 +20,11 @@ impl FromRequest for KeyHeader {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let mut values = req.headers().get_all(headers::IDEMPOTENCY_KEY);
-        let result = match (values.next(), values.next()) {
-            (None, _) => Err(ApiError::MissingIdempotencyKey),
-            (Some(_), Some(_)) => Err(ApiError::InvalidIdempotencyKey(
-                "send the header once".into(),
-            )),
-            (Some(value), None) => value
-                .to_str()
-                .map_err(|_| ApiError::InvalidIdempotencyKey("not visible ASCII".into()))
-                .and_then(|v| {
-                    IdempotencyKey::parse(v)
-                        .map_err(|e| ApiError::InvalidIdempotencyKey(e.to_string()))
-                })
-                .map(KeyHeader),
+        let values = req.headers().get_all(headers::IDEMPOTENCY_KEY);
+        let result = match IdempotencyKey::from_header(values.map(|v| v.as_bytes())) {
+            Ok(Some(key)) => Ok(KeyHeader(key)),
+            Ok(None) => Err(ApiError::MissingIdempotencyKey),
+            Err(why) => Err(ApiError::InvalidIdempotencyKey(why)),
         };
         ready(result)
     }
