@@ -28,14 +28,16 @@ const MAX_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The result of one call, as its attempt record keeps it.
 fn attempt_result(attempt_id: AttemptId, call: &CallResult) -> attempts::Finished {
-    let (detail, charge_id) = match &call.outcome {
-        CallOutcome::Succeeded { charge, .. } => (None, Some(charge.id.clone())),
-        CallOutcome::Declined { code, detail, .. } => {
-            (Some(format!("{}: {detail}", code.as_str())), None)
-        }
+    let (detail, charge_id, provider_code) = match &call.outcome {
+        CallOutcome::Succeeded { charge, .. } => (None, Some(charge.id.clone()), None),
+        CallOutcome::Declined { code, detail, .. } => (
+            Some(format!("{}: {detail}", code.as_str())),
+            None,
+            Some(*code),
+        ),
         CallOutcome::Retryable { reason, .. }
         | CallOutcome::Unknown { reason }
-        | CallOutcome::Attention { reason } => (Some(reason.clone()), None),
+        | CallOutcome::Attention { reason } => (Some(reason.clone()), None, None),
     };
     attempts::Finished {
         attempt_id,
@@ -44,6 +46,7 @@ fn attempt_result(attempt_id: AttemptId, call: &CallResult) -> attempts::Finishe
         http_status: call.http_status,
         detail,
         charge_id,
+        provider_code,
     }
 }
 
@@ -319,6 +322,7 @@ fn new_attempt(
         started_at: now,
         finished_at: None,
         sent: None,
+        provider_code: None,
     }
 }
 

@@ -1,5 +1,6 @@
 //! Queries on `payment_attempts`, the audit trail of every call to the provider.
 
+use api_contract::ErrorCode;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
@@ -21,6 +22,8 @@ pub struct AttemptRow {
     pub started_at: NaiveDateTime,
     pub finished_at: Option<NaiveDateTime>,
     pub sent: Option<Sent>,
+    /// The provider's code of a decline; `None` for every other outcome.
+    pub provider_code: Option<String>,
 }
 
 pub fn start(conn: &mut AnyConnection, attempt: &AttemptRow) -> QueryResult<()> {
@@ -59,6 +62,8 @@ pub struct Finished {
     pub http_status: Option<u16>,
     pub detail: Option<String>,
     pub charge_id: Option<String>,
+    /// The code the provider declined it with.
+    pub provider_code: Option<ErrorCode>,
 }
 
 pub fn finish(conn: &mut AnyConnection, result: &Finished, now: NaiveDateTime) -> QueryResult<()> {
@@ -69,6 +74,7 @@ pub fn finish(conn: &mut AnyConnection, result: &Finished, now: NaiveDateTime) -
             dsl::http_status.eq(result.http_status.map(i32::from)),
             dsl::detail.eq(result.detail.as_deref()),
             dsl::charge_id.eq(result.charge_id.as_deref()),
+            dsl::provider_code.eq(result.provider_code.map(ErrorCode::as_str)),
             dsl::finished_at.eq(now),
         ))
         .execute(conn)
@@ -95,12 +101,18 @@ pub fn finish_all(
                 all.iter().map(|f| f.http_status.map(i32::from)).collect();
             let details: Vec<Option<&str>> = all.iter().map(|f| f.detail.as_deref()).collect();
             let charges: Vec<Option<&str>> = all.iter().map(|f| f.charge_id.as_deref()).collect();
+            let codes: Vec<Option<&str>> = all
+                .iter()
+                .map(|f| f.provider_code.map(ErrorCode::as_str))
+                .collect();
             diesel::sql_query(
                 "UPDATE payment_attempts AS a \
                  SET outcome = v.outcome, sent = v.sent, http_status = v.http_status, \
-                     detail = v.detail, charge_id = v.charge_id, finished_at = $7 \
+                     detail = v.detail, charge_id = v.charge_id, \
+                     provider_code = v.provider_code, finished_at = $8 \
                  FROM unnest($1::text[], $2::text[], $3::text[], $4::int4[], $5::text[], \
-                     $6::text[]) AS v (id, outcome, sent, http_status, detail, charge_id) \
+                     $6::text[], $7::text[]) \
+                     AS v (id, outcome, sent, http_status, detail, charge_id, provider_code) \
                  WHERE a.id = v.id",
             )
             .bind::<Array<Text>, _>(ids)
@@ -109,6 +121,7 @@ pub fn finish_all(
             .bind::<Array<Nullable<Integer>>, _>(statuses)
             .bind::<Array<Nullable<Text>>, _>(details)
             .bind::<Array<Nullable<Text>>, _>(charges)
+            .bind::<Array<Nullable<Text>>, _>(codes)
             .bind::<Timestamp, _>(now)
             .execute(pg)
             .map(|_| ())

@@ -55,6 +55,7 @@ diesel::table! {
         started_at -> Timestamp,
         finished_at -> Nullable<Timestamp>,
         sent -> Nullable<Text>,
+        provider_code -> Nullable<Text>,
     }
 }
 
