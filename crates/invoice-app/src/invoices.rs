@@ -1,15 +1,19 @@
-//! Invoices as the API and the seed see them: reading one or a page of them, and creating
-//! them (validated `NewInvoice`s become pending rows with time-ordered ids; with an
-//! `Idempotency-Key`, once per client and key, a retry getting the first answer).
+//! Invoices as the API and the seed see them: reading one or a page of them, or a page of
+//! the attempts to pay one, and creating them (validated `NewInvoice`s become pending rows
+//! with time-ordered ids; with an `Idempotency-Key`, once per client and key, a retry
+//! getting the first answer).
 
 use std::time::Duration;
 
 use api_contract::{IdempotencyKey, InvoiceId};
-use chrono::{NaiveDateTime, TimeDelta, Utc};
+use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};
 
+use crate::db::attempts::AttemptWithRun;
 use crate::db::idempotency_keys::{self, KeyRow};
 use crate::db::{self, DbError, DbPool, invoices::InvoiceRow};
-use crate::domain::{Invoice, InvoiceStatus, NewInvoice};
+use crate::domain::{
+    AttemptId, AttemptOutcome, Invoice, InvoiceStatus, NewInvoice, RunId, Sent, Trigger,
+};
 
 /// Why a read failed.
 #[derive(Debug, thiserror::Error)]
@@ -40,14 +44,11 @@ impl ListQuery {
         limit: Option<u32>,
         cursor: Option<String>,
     ) -> Result<Self, String> {
-        let limit = limit.unwrap_or(Self::DEFAULT_LIMIT);
-        if !(1..=Self::MAX_LIMIT).contains(&limit) {
-            return Err(format!("limit must be between 1 and {}", Self::MAX_LIMIT));
-        }
+        let limit = page_limit(limit)?;
         let cursor = cursor
             .map(InvoiceId::parse)
             .transpose()
-            .map_err(|_| "cursor is not one this API gave out".to_owned())?;
+            .map_err(|_| BAD_CURSOR.to_owned())?;
         Ok(ListQuery {
             status,
             limit,
@@ -56,12 +57,34 @@ impl ListQuery {
     }
 }
 
+const BAD_CURSOR: &str = "cursor is not one this API gave out";
+
+/// A page's size: `limit`, or 100 when `None`; every list of the API takes the same.
+fn page_limit(limit: Option<u32>) -> Result<u32, String> {
+    let limit = limit.unwrap_or(ListQuery::DEFAULT_LIMIT);
+    if !(1..=ListQuery::MAX_LIMIT).contains(&limit) {
+        return Err(format!(
+            "limit must be between 1 and {}",
+            ListQuery::MAX_LIMIT
+        ));
+    }
+    Ok(limit)
+}
+
 /// One page of a list, oldest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Page<T> {
     pub items: Vec<T>,
     /// The cursor of the next page; `None` on the last one.
     pub next_cursor: Option<String>,
+}
+
+/// The first `limit` of `rows`, read as `limit + 1` of them, and whether there were more.
+fn first<T>(mut rows: Vec<T>, limit: u32) -> (Vec<T>, bool) {
+    let page = usize::try_from(limit).unwrap_or(usize::MAX);
+    let more = rows.len() > page;
+    rows.truncate(page);
+    (rows, more)
 }
 
 /// A page of invoices in id order (ids are time-ordered), after the query's cursor.
@@ -76,11 +99,9 @@ pub async fn list(pool: &DbPool, query: ListQuery) -> Result<Page<Invoice>, Read
         db::invoices::list(c, status, cursor, i64::from(limit) + 1)
     })
     .await?;
-    let page = usize::try_from(limit).unwrap_or(usize::MAX);
-    let more = rows.len() > page;
+    let (rows, more) = first(rows, limit);
     let items = rows
         .into_iter()
-        .take(page)
         .map(Invoice::try_from)
         .collect::<Result<Vec<_>, _>>()
         .map_err(ReadError::Corrupt)?;
@@ -96,6 +117,96 @@ pub async fn get(pool: &DbPool, id: InvoiceId) -> Result<Option<Invoice>, ReadEr
     row.map(Invoice::try_from)
         .transpose()
         .map_err(ReadError::Corrupt)
+}
+
+/// Which of an invoice's attempts a page holds: validated as [`ListQuery`] is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptQuery {
+    limit: u32,
+    cursor: Option<AttemptId>,
+}
+
+impl AttemptQuery {
+    /// `limit` attempts (100 when `None`) after `cursor` (the `next_cursor` of the page
+    /// before).
+    pub fn new(limit: Option<u32>, cursor: Option<String>) -> Result<Self, String> {
+        let limit = page_limit(limit)?;
+        // Attempt ids have the shape of every id here; anything else was never given out.
+        let cursor = match cursor {
+            Some(c) if !api_contract::is_id(&c) => return Err(BAD_CURSOR.to_owned()),
+            c => c.map(AttemptId::from),
+        };
+        Ok(AttemptQuery { limit, cursor })
+    }
+}
+
+/// One call to the provider for an invoice, as its record keeps it, with what started the
+/// pay run that made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub id: AttemptId,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub outcome: AttemptOutcome,
+    pub sent: Option<Sent>,
+    pub http_status: Option<i32>,
+    /// The code the provider declined it with; `None` for any other outcome.
+    pub provider_code: Option<String>,
+    pub charge_id: Option<String>,
+    pub idempotency_key: String,
+    pub detail: Option<String>,
+    pub pay_run_id: RunId,
+    /// `None` only when the run's row is missing.
+    pub trigger: Option<Trigger>,
+    /// Who started the run through the API.
+    pub started_by: Option<String>,
+}
+
+impl From<AttemptWithRun> for Attempt {
+    fn from((row, trigger, started_by): AttemptWithRun) -> Self {
+        Attempt {
+            id: row.id,
+            started_at: row.started_at.and_utc(),
+            finished_at: row.finished_at.map(|t| t.and_utc()),
+            outcome: row.outcome,
+            sent: row.sent,
+            http_status: row.http_status,
+            provider_code: row.provider_code,
+            charge_id: row.charge_id,
+            idempotency_key: row.idempotency_key,
+            detail: row.detail,
+            pay_run_id: row.pay_run_id,
+            trigger,
+            started_by,
+        }
+    }
+}
+
+/// A page of the attempts on invoice `id`, oldest first, after the query's cursor; `None`
+/// when there is no such invoice (an invoice never tried has an empty page).
+pub async fn attempts(
+    pool: &DbPool,
+    id: InvoiceId,
+    query: AttemptQuery,
+) -> Result<Option<Page<Attempt>>, ReadError> {
+    let AttemptQuery { limit, cursor } = query;
+    let rows = db::read(pool, move |c| {
+        if db::invoices::find(c, id.as_str())?.is_none() {
+            return Ok(None);
+        }
+        let cursor = cursor.as_ref().map(AttemptId::as_str);
+        db::attempts::page(c, id.as_str(), cursor, i64::from(limit) + 1).map(Some)
+    })
+    .await?;
+    let Some(rows) = rows else {
+        return Ok(None);
+    };
+    let (rows, more) = first(rows, limit);
+    let items: Vec<Attempt> = rows.into_iter().map(Attempt::from).collect();
+    let next_cursor = more
+        .then(|| items.last().map(|a| a.id.to_string()))
+        .flatten();
+    Ok(Some(Page { items, next_cursor }))
 }
 
 pub async fn create(pool: &DbPool, new: Vec<NewInvoice>) -> Result<Vec<Invoice>, DbError> {

@@ -6,7 +6,7 @@ use diesel::prelude::*;
 
 use super::AnyConnection;
 use super::schema::payment_attempts::{self, dsl};
-use crate::domain::{AttemptId, AttemptOutcome, InvoiceStatus, RunId, Sent};
+use crate::domain::{AttemptId, AttemptOutcome, InvoiceStatus, RunId, Sent, Trigger};
 
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
 #[diesel(table_name = payment_attempts)]
@@ -157,6 +157,34 @@ pub fn for_invoice(conn: &mut AnyConnection, invoice_id: &str) -> QueryResult<Ve
         .order((dsl::started_at, dsl::id))
         .select(AttemptRow::as_select())
         .load(conn)
+}
+
+/// An attempt with what started its pay run: the run's trigger and, through the API, who.
+pub type AttemptWithRun = (AttemptRow, Option<Trigger>, Option<String>);
+
+/// A page of `invoice_id`'s attempts in id order (time-ordered UUIDv7s: the order they
+/// started in), after `cursor` when given, each with its run's trigger and starter. A left
+/// join: an attempt whose run row is missing is still listed, with neither.
+pub fn page(
+    conn: &mut AnyConnection,
+    invoice_id: &str,
+    cursor: Option<&str>,
+    limit: i64,
+) -> QueryResult<Vec<AttemptWithRun>> {
+    use super::schema::pay_runs;
+    let mut query = payment_attempts::table
+        .left_join(pay_runs::table.on(pay_runs::id.eq(dsl::pay_run_id)))
+        .filter(dsl::invoice_id.eq(invoice_id.to_owned()))
+        .select((
+            AttemptRow::as_select(),
+            pay_runs::trigger.nullable(),
+            pay_runs::started_by.nullable(),
+        ))
+        .into_boxed();
+    if let Some(cursor) = cursor {
+        query = query.filter(dsl::id.gt(cursor.to_owned()));
+    }
+    query.order(dsl::id).limit(limit).load(conn)
 }
 
 /// When the oldest invoice still pending or processing was first tried: the billing

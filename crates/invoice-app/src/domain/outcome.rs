@@ -58,8 +58,10 @@ pub fn decline_class(code: ErrorCode) -> Option<DeclineClass> {
     }
 }
 
-/// What an attempt's record says of its call, as `payment_attempts.outcome` holds it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, IntoStaticStr)]
+/// What an attempt's record says of its call, as `payment_attempts.outcome` holds it (and
+/// the API shows it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, EnumIter, IntoStaticStr)]
+#[serde(into = "&'static str")]
 #[strum(serialize_all = "snake_case")]
 pub enum AttemptOutcome {
     /// The call is being made (written before it starts).
@@ -131,8 +133,9 @@ pub enum Settlement {
     },
 }
 
-/// Whether an attempt's request left this service, as its record says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, IntoStaticStr)]
+/// Whether an attempt's request left this service, as its record (and the API) says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, EnumIter, IntoStaticStr)]
+#[serde(into = "&'static str")]
 #[strum(serialize_all = "snake_case")]
 pub enum Sent {
     /// An answer came back.
@@ -244,11 +247,17 @@ mod tests {
                 serde_json::Value::from(s.as_str())
             );
         }
+        let shown = |v: serde_json::Value| v.as_str().map(str::to_owned);
         for o in AttemptOutcome::iter() {
             assert_eq!(o.as_str().parse(), Ok(o));
+            assert_eq!(shown(serde_json::json!(o)).as_deref(), Some(o.as_str()));
         }
         for s in Sent::iter() {
             assert_eq!(s.as_str().parse(), Ok(s));
+            assert_eq!(shown(serde_json::json!(s)).as_deref(), Some(s.as_str()));
+        }
+        for t in Trigger::iter() {
+            assert_eq!(shown(serde_json::json!(t)).as_deref(), Some(t.as_str()));
         }
         assert!("Running".parse::<RunStatus>().is_err());
     }

@@ -2,6 +2,7 @@
 //! route table ([`ROUTES`]) that the router, the request metrics' labels, the OpenAPI
 //! document and the authentication tests read.
 
+mod attempts;
 mod auth;
 mod doc;
 mod health;
@@ -59,6 +60,14 @@ pub const ROUTES: &[Route] = &[
         slo: true,
         handler: |r| r.to(invoices::get),
         doc: invoices::get_doc,
+    },
+    Route {
+        method: Method::Get,
+        path: "/invoices/{id}/attempts",
+        access: Access::Needs(Scope::Read),
+        slo: true,
+        handler: |r| r.to(attempts::list),
+        doc: attempts::list_doc,
     },
     Route {
         method: Method::Post,

@@ -162,6 +162,7 @@ async fn without_a_credential_every_api_route_answers_401(backend: Backend) {
         };
         path.replace("{id}", id)
     };
+    let attempts = format!("{invoice}/attempts");
     let routes: Vec<(&str, String)> = invoice_app::http::ROUTES
         .iter()
         .filter(|r| r.scope().is_some())
@@ -173,6 +174,8 @@ async fn without_a_credential_every_api_route_answers_401(backend: Backend) {
         ("POST", "/invoices"),
         ("GET", invoice.as_str()),
         ("HEAD", invoice.as_str()),
+        ("GET", attempts.as_str()),
+        ("HEAD", attempts.as_str()),
         ("POST", "/invoices/pay"),
         ("POST", "/pay-runs"),
         ("GET", run.as_str()),
@@ -357,6 +360,24 @@ async fn a_token_may_do_what_its_scopes_allow(backend: Backend) {
         !text.contains(created["id"].as_str().expect("id")),
         "{text}"
     );
+    // Its attempts are read with `invoices:read`, and say who started the run.
+    let attempts = format!("{invoice}/attempts");
+    for token in [&writer, &pay_only] {
+        assert_forbidden(
+            call(&app, "GET", &attempts, Some(token)).await,
+            "invoices:read",
+            "attempts without the read scope",
+        )
+        .await;
+    }
+    let tried = json_of(
+        call(&app, "GET", &attempts, Some(&reader)).await,
+        200,
+        "attempts",
+    )
+    .await;
+    assert_eq!(tried["items"][0]["started_by"], "jwt:dave", "{tried}");
+    assert_eq!(tried["items"][0]["trigger"], "api", "{tried}");
 
     // `scp` as a list, an audience list that includes ours, a key whose JWK names no `alg`.
     let mut claims = issuer.access_claims(AUDIENCE, "bob", "");
@@ -1274,6 +1295,11 @@ fn the_openapi_document_declares_each_operations_scope() {
             json!([{"bearer": ["invoices:read"]}]),
         ),
         (
+            "/invoices/{id}/attempts",
+            "get",
+            json!([{"bearer": ["invoices:read"]}]),
+        ),
+        (
             "/invoices/pay",
             "post",
             json!([{"bearer": ["invoices:pay"]}]),
@@ -1315,4 +1341,5 @@ fn the_openapi_document_declares_each_operations_scope() {
     let schemas = &document["components"]["schemas"];
     assert!(schemas["Invoice"]["properties"]["created_by"].is_object());
     assert!(schemas["PayRun"]["properties"]["started_by"].is_object());
+    assert!(schemas["Attempt"]["properties"]["started_by"].is_object());
 }

@@ -16,7 +16,7 @@ use crate::records::attempts_per_invoice;
 use test_support::both_backends;
 
 /// An app whose dunning schedule is `schedule`, with C001 holding `balance` EUR cents.
-async fn app_with(backend: Backend, schedule: &str, balance: i64) -> TestApp {
+pub(crate) async fn app_with(backend: Backend, schedule: &str, balance: i64) -> TestApp {
     let schedule = DunningSchedule::parse(schedule).expect("a valid schedule");
     let app = spawn_app_with(
         backend,
@@ -34,7 +34,7 @@ async fn app_with(backend: Backend, schedule: &str, balance: i64) -> TestApp {
     app
 }
 
-async fn invoice(app: &TestApp, id: &str) -> Value {
+pub(crate) async fn invoice(app: &TestApp, id: &str) -> Value {
     let (status, invoice) = app.get_json(&format!("/invoices/{id}")).await;
     assert_eq!(status, 200, "{invoice}");
     invoice
@@ -49,7 +49,7 @@ fn next_attempt(invoice: &Value) -> DateTime<Utc> {
 }
 
 /// Waits until `invoice`'s next attempt is due.
-async fn until_due(invoice: &Value) {
+pub(crate) async fn until_due(invoice: &Value) {
     let wait = (next_attempt(invoice) - Utc::now())
         .to_std()
         .unwrap_or_default();

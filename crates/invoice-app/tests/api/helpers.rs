@@ -317,6 +317,24 @@ impl TestApp {
     }
 }
 
+/// `invoice-app pay`, the CronJob's command, on `app`'s database and provider.
+pub fn pay_command(app: &TestApp) -> std::process::Command {
+    let database_url = match &app.db.url {
+        DbUrl::Postgres(url) => url.clone(),
+        DbUrl::Sqlite(path) => format!("sqlite://{path}"),
+    };
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_invoice-app"));
+    command
+        .arg("pay")
+        .env_clear()
+        .env("DATABASE_URL", database_url)
+        .env("PAYMENT_PROVIDER_URL", &app.provider().base_url)
+        .env("PAYMENT_PROVIDER_TOKEN", test_support::TEST_TOKEN)
+        .env("SEED", "none")
+        .env("LOG_FORMAT", "json");
+    command
+}
+
 /// Asserts a problem+json response with `status` and `code`.
 pub async fn assert_problem(response: reqwest::Response, status: u16, code: &str) -> Value {
     assert_eq!(response.status().as_u16(), status, "status");

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod api;
+mod attempts;
 mod auth;
 mod claims_model;
 mod crash;

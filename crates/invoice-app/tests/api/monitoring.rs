@@ -9,26 +9,8 @@ use diesel::{ExpressionMethods, QueryDsl, RunQueryDsl};
 use invoice_app::db::{self, schema};
 use test_support::DbUrl;
 
-use crate::helpers::{Backend, TestApp, second_instance, spawn_app, spawn_app_with};
+use crate::helpers::{Backend, TestApp, pay_command, second_instance, spawn_app, spawn_app_with};
 use test_support::{both_backends, postgres_only};
-
-/// `invoice-app pay`, the CronJob's command, on `app`'s database and provider.
-fn pay_command(app: &TestApp) -> Command {
-    let database_url = match &app.db.url {
-        DbUrl::Postgres(url) => url.clone(),
-        DbUrl::Sqlite(path) => format!("sqlite://{path}"),
-    };
-    let mut command = Command::new(env!("CARGO_BIN_EXE_invoice-app"));
-    command
-        .arg("pay")
-        .env_clear()
-        .env("DATABASE_URL", database_url)
-        .env("PAYMENT_PROVIDER_URL", &app.provider().base_url)
-        .env("PAYMENT_PROVIDER_TOKEN", test_support::TEST_TOKEN)
-        .env("SEED", "none")
-        .env("LOG_FORMAT", "json");
-    command
-}
 
 /// `invoice-app pay` (the CronJob's command) run as its own process: the serving
 /// replica's metrics show the run, its invoices and its calls, though its own counters
