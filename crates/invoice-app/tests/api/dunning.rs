@@ -34,6 +34,12 @@ async fn app_with(backend: Backend, schedule: &str, balance: i64) -> TestApp {
     app
 }
 
+/// A new invoice of 1.20 EUR for `customer`; its id.
+async fn new_invoice(app: &TestApp, customer: &str) -> String {
+    let created = app.create_invoice(customer, 120, "EUR").await;
+    created["id"].as_str().expect("id").to_owned()
+}
+
 async fn invoice(app: &TestApp, id: &str) -> Value {
     let (status, invoice) = app.get_json(&format!("/invoices/{id}")).await;
     assert_eq!(status, 200, "{invoice}");
@@ -60,10 +66,7 @@ async fn until_due(invoice: &Value) {
 /// arrive and the retry pays it, with one charge in the ledger.
 async fn a_soft_decline_is_past_due_and_paid_once_funds_arrive(backend: Backend) {
     let app = app_with(backend, "2s,4s", 50).await;
-    let id = app.create_invoice("C001", 120, "EUR").await["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = new_invoice(&app, "C001").await;
 
     let report = app.pay().await;
     assert_eq!(report["summary"]["paid"], 0, "{report}");
@@ -114,10 +117,7 @@ async fn a_soft_decline_is_past_due_and_paid_once_funds_arrive(backend: Backend)
 /// last reason, never charged, never called again.
 async fn an_exhausted_schedule_makes_the_invoice_uncollectible(backend: Backend) {
     let app = app_with(backend, "1s,2s", 10).await;
-    let id = app.create_invoice("C001", 120, "EUR").await["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = new_invoice(&app, "C001").await;
     let report = app.pay().await;
     assert_eq!(report["summary"]["retry_later"], 1, "{report}");
     let first = invoice(&app, &id).await;
@@ -164,14 +164,8 @@ async fn an_exhausted_schedule_makes_the_invoice_uncollectible(backend: Backend)
 async fn a_hard_decline_fails_at_once(backend: Backend) {
     let app = app_with(backend, "1s,2s", 10).await;
     app.provider().fund("C002", money(10, Currency::Eur)).await;
-    let at_once = app.create_invoice("C002", 120, "EUR").await["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
-    let in_dunning = app.create_invoice("C001", 120, "EUR").await["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let at_once = new_invoice(&app, "C002").await;
+    let in_dunning = new_invoice(&app, "C001").await;
     app.provider()
         .account_action("C002", AccountAction::Close)
         .await;
@@ -208,10 +202,7 @@ async fn a_hard_decline_fails_at_once(backend: Backend) {
 /// run pays it.
 async fn a_retry_the_provider_missed_stays_past_due(backend: Backend) {
     let mut app = app_with(backend, "1s,2s", 10).await;
-    let id = app.create_invoice("C001", 120, "EUR").await["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = new_invoice(&app, "C001").await;
     app.pay().await;
     let past_due = invoice(&app, &id).await;
     app.provider()
