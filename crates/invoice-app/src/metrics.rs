@@ -86,7 +86,8 @@ pub struct Snapshot {
     /// Past-due invoices whose retry is due, and the earliest due time among them.
     pub retries_due: i64,
     pub oldest_retry_due: Option<NaiveDateTime>,
-    /// Invoices first declined softly within `DUNNING_WINDOW`, by status now.
+    /// Invoices that went past due within `DUNNING_WINDOW`, by status now (one given up at
+    /// its first decline, with no retry in the schedule, never went past due).
     pub dunning_by_status: Vec<(String, i64)>,
     pub now: NaiveDateTime,
 }
@@ -255,9 +256,9 @@ impl Metrics {
             dunning: IntGaugeVec::new(
                 Opts::new(
                     "invoice_app_dunning_invoices",
-                    "Invoices first declined softly in the last 30 days, by status now \
-                     (past_due: still in dunning; paid: recovered; uncollectible: schedule \
-                     spent).",
+                    "Invoices that went past due (a first soft decline) in the last 30 days, \
+                     by status now (past_due: still in dunning; paid: recovered; \
+                     uncollectible: schedule spent).",
                 ),
                 &["status"],
             )?,

@@ -128,8 +128,9 @@ pub fn retries_due(
         .get_result(conn)
 }
 
-/// Invoices first declined softly since `since`, by where they stand now: still in
-/// dunning (past due, processing), paid on a retry, failed or uncollectible.
+/// Invoices that went past due (their first soft decline) since `since`, by where they
+/// stand now: still in dunning (past due, processing), paid on a retry, failed or
+/// uncollectible.
 pub fn count_dunning_by_status(
     conn: &mut AnyConnection,
     since: NaiveDateTime,
