@@ -103,7 +103,7 @@ impl Snapshot {
     }
 
     fn query(c: &mut db::AnyConnection, lease: TimeDelta) -> diesel::QueryResult<Snapshot> {
-        let now = chrono::Utc::now().naive_utc();
+        let now = crate::db::clock::now();
         let (runs_by_status, run_invoices) = db::pay_runs::totals(c)?;
         let (recent_attempts, recent_unanswered) = db::attempts::recent(c, now - RECENT)?;
         Ok(Snapshot {
