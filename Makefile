@@ -30,7 +30,7 @@ monitoring: ## Generated SLO rules and dashboards in step, dashboards linted, ru
 	$(call PREREQS,monitoring)
 	scripts/monitoring/check.sh
 
-test-chaos: ## Three replicas and the provider SIGKILLed, a replica frozen, connections cut, under injected faults on PostgreSQL; then invariants read from both databases (CHAOS_SEED=<n> replays a run)
+test-chaos: ## Three replicas and the provider SIGKILLed, a replica frozen, connections cut, under injected faults on PostgreSQL, with past-due retries while the operator funds, releases and closes accounts; then invariants read from both databases (CHAOS_SEED=<n> replays a run)
 	$(call PREREQS,rust)
 	scripts/chaos/chaos.py --freeze --cut-db $(if $(CHAOS_SEED),--seed $(CHAOS_SEED))
 

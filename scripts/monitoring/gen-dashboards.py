@@ -189,8 +189,8 @@ def invoice_app():
 
     b.row("Invoices")
     b.panel("Invoices by status",
-            "Invoices in the database by status (pending, processing, paid, failed); every replica"
-            " reads the same counts, so the max over replicas.",
+            "Invoices in the database by status (pending, processing, paid, failed, past_due,"
+            " uncollectible); every replica reads the same counts, so the max over replicas.",
             [(f"max by (namespace, status) (invoice_app_invoices{{{sel}}})", "{{namespace}} {{status}}")],
             "short", w=12, stack=True, decimals=0)
     b.panel("Settlements by result",
@@ -214,6 +214,39 @@ def invoice_app():
             " or processing (0: none). The billing objective is 6 h: InvoiceAppInvoicesUnsettled.",
             [(f"max by (namespace) (invoice_app_oldest_unsettled_seconds{{{sel}}})", "{{namespace}}")],
             "s", w=12, thresholds=[(6 * 3600, "red")])
+
+    b.row("Dunning")
+    b.panel("Past due, and retries due",
+            "Invoices past due after a soft decline (insufficient_funds, try_again_later), and"
+            " those whose next attempt (DUNNING_SCHEDULE) is due: the next pay run takes them."
+            " Due ones piling up between runs: no run retries them.",
+            [(f'max by (namespace) (invoice_app_invoices{{{sel}, status="past_due"}})', "{{namespace}} past due"),
+             (f"max by (namespace) (invoice_app_invoices_retry_due{{{sel}}})", "{{namespace}} retry due")],
+            "short", w=8, decimals=0)
+    b.panel("Earliest due retry waiting",
+            "Time since the earliest due retry of a past-due invoice fell due (0: none due)."
+            " Over 2 days: InvoiceAppPastDueRetriesOverdue.",
+            [(f"max by (namespace) (invoice_app_oldest_retry_due_seconds{{{sel}}})", "{{namespace}}")],
+            "s", w=4, kind="stat", thresholds=[(2 * 86400, "red")])
+    b.panel("Dunning outcomes, last 30 days",
+            "Invoices that went past due in the last 30 days, by status now: past_due (still"
+            " being retried), paid (recovered by a retry), failed (a hard decline on a retry),"
+            " uncollectible (every retry declined).",
+            [(f"max by (namespace, status) (invoice_app_dunning_invoices{{{sel}}})", "{{namespace}} {{status}}")],
+            "short", w=12, stack=True, decimals=0)
+    b.panel("Uncollectible share of ended dunning",
+            "Of the invoices that went past due in the last 30 days and whose dunning ended"
+            " (paid, failed, uncollectible), the share given up on. Above 80 % (at least 10) for"
+            " an hour: InvoiceAppUncollectibleRatioHigh.",
+            [(f'max by (namespace) (invoice_app_dunning_invoices{{{sel}, status="uncollectible"}})'
+              f' / max by (namespace) (sum by (namespace, instance) (invoice_app_dunning_invoices{{{sel}, status=~"paid|failed|uncollectible"}}))',
+              "{{namespace}}")],
+            "percentunit", w=12, thresholds=[(0.8, "red")])
+    b.panel("Became uncollectible",
+            "Invoices given up on per interval (the schedule spent, every retry declined), read"
+            " from the database: the CronJob's runs too.",
+            [(f'max by (namespace) (delta(invoice_app_invoices{{{sel}, status="uncollectible"}}[{RI}]))',
+              "{{namespace}}")], "short", w=12, decimals=0)
 
     b.row("Charges at payment-provider")
     b.panel("Charge attempts by outcome",

@@ -219,7 +219,7 @@ pub async fn create_as(
     new: Vec<NewInvoice>,
     created_by: Option<String>,
 ) -> Result<Vec<Invoice>, DbError> {
-    let now = Utc::now().naive_utc();
+    let now = db::clock::now();
     let rows: Vec<InvoiceRow> = new
         .into_iter()
         .map(|n| pending_row(n, created_by.clone(), now))
@@ -303,7 +303,7 @@ pub async fn create_once(
     key: IdempotencyKey,
     answer: impl FnOnce(Invoice) -> Answer,
 ) -> Result<Once, OnceError> {
-    let now = Utc::now().naive_utc();
+    let now = db::clock::now();
     let request_hash = new.fingerprint();
     let row = pending_row(new, Some(client.clone()), now);
     let first = answer(Invoice::try_from(row.clone()).map_err(OnceError::Corrupt)?);
@@ -361,7 +361,7 @@ const PRUNE_BATCHES: usize = 20;
 pub async fn prune_idempotency_keys(pool: &DbPool, retention: Duration) -> Result<usize, DbError> {
     let Some(before) = TimeDelta::from_std(retention)
         .ok()
-        .and_then(|r| Utc::now().naive_utc().checked_sub_signed(r))
+        .and_then(|r| db::clock::now().checked_sub_signed(r))
     else {
         return Ok(0);
     };

@@ -53,10 +53,17 @@ struct DbGauges {
     run_invoices: IntGaugeVec,
     recent_attempts: IntGaugeVec,
     recent_unanswered: IntGauge,
+    retries_due: IntGauge,
+    oldest_retry_due: Gauge,
+    dunning: IntGaugeVec,
 }
 
 /// The window of `invoice_app_recent_charge_attempts`.
 pub const RECENT: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
+
+/// The window of `invoice_app_dunning_invoices`, by first decline: a monthly cycle, so
+/// the default schedule (3d,5d,7d) of one billing day's declines ends inside it.
+pub const DUNNING_WINDOW: chrono::TimeDelta = chrono::TimeDelta::days(30);
 
 /// What the database says at scrape time.
 #[derive(Debug, Default)]
@@ -76,6 +83,12 @@ pub struct Snapshot {
     /// Ended attempts started within `RECENT`, by outcome, and those without an answer.
     pub recent_attempts: Vec<(String, i64)>,
     pub recent_unanswered: i64,
+    /// Past-due invoices whose retry is due, and the earliest due time among them.
+    pub retries_due: i64,
+    pub oldest_retry_due: Option<NaiveDateTime>,
+    /// Invoices that went past due within `DUNNING_WINDOW`, by status now (one given up at
+    /// its first decline, with no retry in the schedule, never went past due).
+    pub dunning_by_status: Vec<(String, i64)>,
     pub now: NaiveDateTime,
 }
 
@@ -103,10 +116,14 @@ impl Snapshot {
     }
 
     fn query(c: &mut db::AnyConnection, lease: TimeDelta) -> diesel::QueryResult<Snapshot> {
-        let now = chrono::Utc::now().naive_utc();
+        let now = crate::db::clock::now();
         let (runs_by_status, run_invoices) = db::pay_runs::totals(c)?;
         let (recent_attempts, recent_unanswered) = db::attempts::recent(c, now - RECENT)?;
+        let (retries_due, oldest_retry_due) = db::invoices::retries_due(c, now)?;
         Ok(Snapshot {
+            retries_due,
+            oldest_retry_due,
+            dunning_by_status: db::invoices::count_dunning_by_status(c, now - DUNNING_WINDOW)?,
             runs_by_status,
             run_invoices,
             recent_attempts,
@@ -227,6 +244,24 @@ impl Metrics {
                 "invoice_app_recent_charge_attempts_unanswered",
                 "Of those, the calls that got no HTTP answer (refused, reset, timed out).",
             )?,
+            retries_due: IntGauge::new(
+                "invoice_app_invoices_retry_due",
+                "Past-due invoices whose next attempt is due: retries no run has made yet.",
+            )?,
+            oldest_retry_due: Gauge::new(
+                "invoice_app_oldest_retry_due_seconds",
+                "Time since the earliest due retry of a past-due invoice fell due; 0 if none \
+                 is due.",
+            )?,
+            dunning: IntGaugeVec::new(
+                Opts::new(
+                    "invoice_app_dunning_invoices",
+                    "Invoices that went past due (a first soft decline) in the last 30 days, \
+                     by status now (past_due: still in dunning; paid: recovered; \
+                     uncollectible: schedule spent).",
+                ),
+                &["status"],
+            )?,
         };
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
@@ -244,6 +279,9 @@ impl Metrics {
         registry.register(Box::new(db.run_invoices.clone()))?;
         registry.register(Box::new(db.recent_attempts.clone()))?;
         registry.register(Box::new(db.recent_unanswered.clone()))?;
+        registry.register(Box::new(db.retries_due.clone()))?;
+        registry.register(Box::new(db.oldest_retry_due.clone()))?;
+        registry.register(Box::new(db.dunning.clone()))?;
         // CPU, memory, open files and start time (Linux): the restart alert reads the last.
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
@@ -346,6 +384,13 @@ impl DbGauges {
         }
         set_counts(&self.recent_attempts, &s.recent_attempts, call_results());
         self.recent_unanswered.set(s.recent_unanswered);
+        self.retries_due.set(s.retries_due);
+        self.oldest_retry_due.set(age(s.oldest_retry_due));
+        set_counts(
+            &self.dunning,
+            &s.dunning_by_status,
+            InvoiceStatus::iter().map(InvoiceStatus::as_str),
+        );
     }
 }
 
@@ -390,6 +435,9 @@ mod tests {
             },
             recent_attempts: vec![("retryable".into(), 7), ("succeeded".into(), 2)],
             recent_unanswered: 6,
+            retries_due: 4,
+            oldest_retry_due: Some(at("2026-10-30 01:00:00")),
+            dunning_by_status: vec![("paid".into(), 5), ("uncollectible".into(), 2)],
             now: at("2026-11-01 01:00:00"),
         };
         let text = m.render(Some(&snapshot)).expect("renders");
@@ -407,6 +455,10 @@ mod tests {
             "invoice_app_recent_charge_attempts{outcome=\"retryable\"} 7",
             "invoice_app_recent_charge_attempts{outcome=\"unknown\"} 0",
             "invoice_app_recent_charge_attempts_unanswered 6",
+            "invoice_app_invoices_retry_due 4",
+            "invoice_app_oldest_retry_due_seconds 172800",
+            "invoice_app_dunning_invoices{status=\"uncollectible\"} 2",
+            "invoice_app_dunning_invoices{status=\"past_due\"} 0",
             "http_requests_total{method=\"POST\",route=\"/invoices/pay\",status=\"503\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
@@ -415,10 +467,16 @@ mod tests {
 
         let done = Snapshot {
             last_completed: Some(at("2026-11-01 00:30:00")),
+            retries_due: 0,
+            oldest_retry_due: None,
             ..snapshot
         };
         let text = m.render(Some(&done)).expect("renders");
         assert!(text.contains("invoice_app_last_completed_pay_run_timestamp_seconds 1793493000"));
+        assert!(
+            text.lines()
+                .any(|l| l == "invoice_app_oldest_retry_due_seconds 0")
+        );
 
         let text = m.render(None).expect("renders");
         assert!(text.lines().any(|l| l == "invoice_app_database_up 0"));

@@ -6,10 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
-
 use crate::billing::{Biller, BillingError};
-use crate::db::DbPool;
+use crate::db::{self, DbPool};
 use crate::invoices;
 
 /// Between fire times the schedule still looks every so often, for a period whose run was
@@ -20,7 +18,7 @@ pub fn spawn(biller: Arc<Biller>, schedule: cron::Schedule) -> tokio::task::Join
     tokio::spawn(async move {
         loop {
             // The latest fire time that has passed is owed one run.
-            if let Some(due) = schedule.after(&Utc::now()).next_back() {
+            if let Some(due) = schedule.after(&db::clock::utc_now()).next_back() {
                 match biller.pay_period(due).await {
                     Ok(_) => {}
                     Err(BillingError::ShuttingDown) => return,
@@ -30,12 +28,12 @@ pub fn spawn(biller: Arc<Biller>, schedule: cron::Schedule) -> tokio::task::Join
                     }
                 }
             }
-            let next = schedule.upcoming(Utc).next();
+            let next = schedule.after(&db::clock::utc_now()).next();
             if let Some(next) = next {
                 tracing::debug!(next = %next, "next scheduled pay run");
             }
             let wait = next
-                .and_then(|n| (n - Utc::now()).to_std().ok())
+                .and_then(|n| (n - db::clock::utc_now()).to_std().ok())
                 .map_or(RECHECK, |w| w.min(RECHECK));
             tokio::time::sleep(wait).await;
         }

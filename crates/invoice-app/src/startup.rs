@@ -203,6 +203,15 @@ pub async fn migrated_pool(config: &Config) -> anyhow::Result<DbPool> {
     if applied > 0 {
         tracing::info!(applied, "ran database migrations");
     }
+    // The database's clock decides leases and billing from the first claim on.
+    let offset = db::run(&pool, db::clock::sync)
+        .await
+        .context("reading the database's clock")?;
+    tracing::debug!(
+        offset_ms = offset.num_milliseconds(),
+        "database clock offset"
+    );
+    tokio::spawn(db::clock::keep_in_step(pool.clone()));
     Ok(pool)
 }
 

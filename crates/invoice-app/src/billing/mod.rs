@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::{TimeDelta, Utc};
+use chrono::TimeDelta;
 use diesel::Connection;
 use futures_util::{StreamExt, stream};
 use tokio::sync::mpsc;
@@ -219,7 +219,7 @@ impl Biller {
     }
 
     fn new_run_row(&self, trigger: Trigger, started_by: Option<String>) -> pay_runs::PayRunRow {
-        let now = Utc::now().naive_utc();
+        let now = db::clock::now();
         pay_runs::PayRunRow {
             id: RunId::generate(),
             trigger,
@@ -444,7 +444,7 @@ impl Biller {
             tokio::time::sleep(every).await;
             let id = run_id.clone();
             let beat = db::run(&self.pool, move |c| {
-                pay_runs::heartbeat(c, &id, Utc::now().naive_utc())
+                pay_runs::heartbeat(c, &id, db::clock::now())
             })
             .await;
             if let Err(e) = beat {
@@ -582,7 +582,7 @@ impl Biller {
             if !pay_runs::is_running(c, &run)? {
                 return Ok(None);
             }
-            let now = Utc::now().naive_utc();
+            let now = db::clock::now();
             invoices::claim(
                 c,
                 invoices::Holder {
@@ -610,7 +610,7 @@ impl Biller {
     async fn next_lapse_of_others(&self, run_id: &RunId) -> Result<Option<Duration>, BillingError> {
         let run = run_id.clone();
         let (lapse, now) = db::run(&self.pool, move |c| {
-            let now = Utc::now().naive_utc();
+            let now = db::clock::now();
             invoices::next_lapse_of_others(c, &run).map(|lapse| (lapse, now))
         })
         .await?;
@@ -657,7 +657,7 @@ impl Biller {
         let lease = TimeDelta::from_std(self.settings.lease).unwrap_or(TimeDelta::MAX);
         let closing = lock(&self.closing).clone();
         let closed = db::run(&self.pool, move |c| {
-            let now = Utc::now().naive_utc();
+            let now = db::clock::now();
             let mut runs = pay_runs::open_runs(c, now - lease, None)?;
             runs.retain(|run| !closing.contains(run));
             close(
@@ -685,7 +685,7 @@ impl Biller {
         }
         let worker = self.worker_id.clone();
         let released = db::run(&self.pool, move |c| {
-            let now = Utc::now().naive_utc();
+            let now = db::clock::now();
             let released = invoices::release_all(c, &worker, now)?;
             let runs = pay_runs::open_runs(c, now, Some(&worker))?;
             let closed = close(c, &runs, "the process stopped before the run finished", now)?;
@@ -738,7 +738,7 @@ async fn write_close(
 ) -> Result<Closed, DbError> {
     let (id, worker) = (run_id.clone(), worker.clone());
     db::run(pool, move |c| {
-        let now = Utc::now().naive_utc();
+        let now = db::clock::now();
         c.transaction(|c| close_own(c, &id, &worker, status, error.as_deref(), now))
     })
     .await
@@ -757,7 +757,7 @@ fn close_own(
     let runs = [id.to_owned()];
     let locked = pay_runs::lock_for_close(c, &runs)?;
     // After the wait for the lock: an attempt that committed during it started earlier.
-    let now = Utc::now().naive_utc().max(now);
+    let now = db::clock::now().max(now);
     if locked.is_empty() {
         // Closed by another while this process stalled: its calls since then stay on
         // record as interrupted, and the row keeps saying abandoned.
@@ -798,7 +798,7 @@ fn close(
             return Ok(0);
         }
         // After the wait for the lock: an attempt that committed during it started earlier.
-        let now = Utc::now().naive_utc().max(now);
+        let now = db::clock::now().max(now);
         let closed = pay_runs::abandon(c, &runs, why, now)?;
         attempts::interrupt(c, &runs, now)?;
         Ok(closed)

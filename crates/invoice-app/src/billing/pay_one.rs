@@ -13,7 +13,7 @@ use api_contract::DeclineClass;
 use api_contract::{ChargeRequest, CustomerId, IdempotencyKey, InvoiceId, Money};
 use backoff::ExponentialBackoff;
 use backoff::backoff::Backoff;
-use chrono::{NaiveDateTime, TimeDelta, Utc};
+use chrono::{NaiveDateTime, TimeDelta};
 use diesel::Connection;
 
 use super::{Biller, BillingError};
@@ -212,7 +212,7 @@ impl Biller {
             self.metrics
                 .charge_attempt(call.outcome.attempt_outcome(), call.http_status.is_some());
             let recorded = attempt_result(attempt_id, &call);
-            let now = Utc::now().naive_utc();
+            let now = db::clock::now();
             let (reason, retry_after) =
                 match verdict(call.outcome, &row, &self.settings.dunning, now) {
                     Verdict::Settle(settlement) => {
@@ -269,7 +269,7 @@ impl Biller {
                     return Err(diesel::result::Error::RollbackTransaction);
                 }
                 // The lease and the attempt's time run from now, after any wait for the lock.
-                let now = Utc::now().naive_utc();
+                let now = db::clock::now();
                 if !invoices::renew(
                     c,
                     &invoice_id,
@@ -297,7 +297,7 @@ impl Biller {
 
     async fn finish_attempt(&self, recorded: attempts::Finished) -> Result<(), BillingError> {
         db::run(&self.pool, move |c| {
-            attempts::finish(c, &recorded, Utc::now().naive_utc())
+            attempts::finish(c, &recorded, db::clock::now())
         })
         .await
         .map_err(BillingError::from)

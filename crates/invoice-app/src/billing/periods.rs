@@ -19,7 +19,7 @@ impl Biller {
         let period = due.to_rfc3339_opts(SecondsFormat::Secs, true);
         let stored = row.clone();
         let take = db::run(&self.pool, move |c| {
-            billing_periods::take(c, &period, due.naive_utc(), &stored, Utc::now().naive_utc())
+            billing_periods::take(c, &period, due.naive_utc(), &stored, db::clock::now())
         })
         .await?;
         match take {

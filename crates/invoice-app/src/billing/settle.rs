@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 
-use chrono::{NaiveDateTime, Utc};
+use chrono::NaiveDateTime;
 use diesel::Connection;
 
 use super::pay_one::Charged;
@@ -25,7 +25,7 @@ impl Biller {
     ) -> Result<Vec<(Invoice, Settlement)>, BillingError> {
         let worker = self.worker_id.clone();
         let run_id = run_id.clone();
-        let now = Utc::now().naive_utc();
+        let now = db::clock::now();
         let (batch, changed) = db::run(&self.pool, move |c| {
             match c.transaction(|c| settle_in(c, &run_id, &batch, &worker, now)) {
                 Ok(changed) => Ok((batch, changed)),

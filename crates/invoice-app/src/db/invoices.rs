@@ -112,6 +112,36 @@ pub fn count_by_status(conn: &mut AnyConnection) -> QueryResult<Vec<(String, i64
         .load(conn)
 }
 
+/// Past-due invoices whose next attempt is due at `now`, and the earliest of their due
+/// times: retries no run has made yet.
+pub fn retries_due(
+    conn: &mut AnyConnection,
+    now: NaiveDateTime,
+) -> QueryResult<(i64, Option<NaiveDateTime>)> {
+    invoices::table
+        .filter(dsl::status.eq(InvoiceStatus::PastDue))
+        .filter(dsl::next_attempt_at.le(now))
+        .select((
+            diesel::dsl::count_star(),
+            diesel::dsl::min(dsl::next_attempt_at),
+        ))
+        .get_result(conn)
+}
+
+/// Invoices that went past due (their first soft decline) since `since`, by where they
+/// stand now: still in dunning (past due, processing), paid on a retry, failed or
+/// uncollectible.
+pub fn count_dunning_by_status(
+    conn: &mut AnyConnection,
+    since: NaiveDateTime,
+) -> QueryResult<Vec<(String, i64)>> {
+    invoices::table
+        .filter(dsl::past_due_since.ge(since))
+        .group_by(dsl::status)
+        .select((dsl::status, diesel::dsl::count_star()))
+        .load(conn)
+}
+
 /// Waiting invoices (pending or past due) marked for a person to look at.
 pub fn count_attention(conn: &mut AnyConnection) -> QueryResult<i64> {
     invoices::table

@@ -3,6 +3,7 @@
 
 pub mod attempts;
 pub mod billing_periods;
+pub mod clock;
 pub mod idempotency_keys;
 pub mod invoices;
 pub mod pay_runs;

@@ -15,6 +15,11 @@ use crate::helpers::{Backend, TestApp, money, spawn_app_with};
 use crate::records::attempts_per_invoice;
 use test_support::both_backends;
 
+const RETRY_DUE: &str = "invoice_app_invoices_retry_due";
+const OLDEST_RETRY_DUE: &str = "invoice_app_oldest_retry_due_seconds";
+const DUNNING_PAST_DUE: &str = "invoice_app_dunning_invoices{status=\"past_due\"}";
+const DUNNING_UNCOLLECTIBLE: &str = "invoice_app_dunning_invoices{status=\"uncollectible\"}";
+
 /// An app whose dunning schedule is `schedule`, with C001 holding `balance` EUR cents.
 pub(crate) async fn app_with(backend: Backend, schedule: &str, balance: i64) -> TestApp {
     let schedule = DunningSchedule::parse(schedule).expect("a valid schedule");
@@ -32,6 +37,12 @@ pub(crate) async fn app_with(backend: Backend, schedule: &str, balance: i64) -> 
         .fund("C001", money(balance, Currency::Eur))
         .await;
     app
+}
+
+/// A new invoice of 1.20 EUR for `customer`; its id.
+async fn new_invoice(app: &TestApp, customer: &str) -> String {
+    let created = app.create_invoice(customer, 120, "EUR").await;
+    created["id"].as_str().expect("id").to_owned()
 }
 
 pub(crate) async fn invoice(app: &TestApp, id: &str) -> Value {
@@ -60,10 +71,7 @@ pub(crate) async fn until_due(invoice: &Value) {
 /// arrive and the retry pays it, with one charge in the ledger.
 async fn a_soft_decline_is_past_due_and_paid_once_funds_arrive(backend: Backend) {
     let app = app_with(backend, "2s,4s", 50).await;
-    let id = app.create_invoice("C001", 120, "EUR").await["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = new_invoice(&app, "C001").await;
 
     let report = app.pay().await;
     assert_eq!(report["summary"]["paid"], 0, "{report}");
@@ -79,6 +87,8 @@ async fn a_soft_decline_is_past_due_and_paid_once_funds_arrive(backend: Backend)
         "the first retry comes 2s after the decline: {first} vs {in_two}"
     );
     assert_eq!(app.invoices("past_due").await.len(), 1);
+    assert_eq!(app.metric(DUNNING_PAST_DUE).await, Some(1.0));
+    assert_eq!(app.metric(RETRY_DUE).await, Some(0.0));
 
     // Not due yet: the next run does not call it.
     let early = app.pay().await;
@@ -92,8 +102,21 @@ async fn a_soft_decline_is_past_due_and_paid_once_funds_arrive(backend: Backend)
         .deposit("C001", money(100, Currency::Eur))
         .await;
     until_due(&past_due).await;
+    // Due and not yet retried: the gauges the overdue-retry alert reads.
+    assert_eq!(app.metric(RETRY_DUE).await, Some(1.0));
+    let waited = app.metric(OLDEST_RETRY_DUE).await.expect("exported");
+    assert!((0.0..5.0).contains(&waited) && waited > 0.0, "{waited}");
     let retry = app.pay().await;
     assert_eq!(retry["summary"]["paid"], 1, "{retry}");
+    assert_eq!(app.metric(RETRY_DUE).await, Some(0.0));
+    assert_eq!(app.metric(OLDEST_RETRY_DUE).await, Some(0.0));
+    assert_eq!(app.metric(DUNNING_PAST_DUE).await, Some(0.0));
+    assert_eq!(
+        app.metric("invoice_app_dunning_invoices{status=\"paid\"}")
+            .await,
+        Some(1.0),
+        "recovered by dunning"
+    );
     let paid = invoice(&app, &id).await;
     assert_eq!(paid["status"], "paid", "{paid}");
     assert_eq!(paid["next_attempt_at"], Value::Null);
@@ -114,10 +137,7 @@ async fn a_soft_decline_is_past_due_and_paid_once_funds_arrive(backend: Backend)
 /// last reason, never charged, never called again.
 async fn an_exhausted_schedule_makes_the_invoice_uncollectible(backend: Backend) {
     let app = app_with(backend, "1s,2s", 10).await;
-    let id = app.create_invoice("C001", 120, "EUR").await["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = new_invoice(&app, "C001").await;
     let report = app.pay().await;
     assert_eq!(report["summary"]["retry_later"], 1, "{report}");
     let first = invoice(&app, &id).await;
@@ -149,6 +169,13 @@ async fn an_exhausted_schedule_makes_the_invoice_uncollectible(backend: Backend)
     assert_eq!(given_up["failure_reason"], "try_again_later");
     assert_eq!(given_up["next_attempt_at"], Value::Null);
     assert_eq!(app.invoices("uncollectible").await.len(), 1);
+    assert_eq!(app.metric(DUNNING_UNCOLLECTIBLE).await, Some(1.0));
+    assert_eq!(
+        app.metric("invoice_app_invoices{status=\"uncollectible\"}")
+            .await,
+        Some(1.0)
+    );
+    assert_eq!(app.metric(RETRY_DUE).await, Some(0.0));
 
     app.provider()
         .account_action("C001", AccountAction::Release)
@@ -164,14 +191,8 @@ async fn an_exhausted_schedule_makes_the_invoice_uncollectible(backend: Backend)
 async fn a_hard_decline_fails_at_once(backend: Backend) {
     let app = app_with(backend, "1s,2s", 10).await;
     app.provider().fund("C002", money(10, Currency::Eur)).await;
-    let at_once = app.create_invoice("C002", 120, "EUR").await["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
-    let in_dunning = app.create_invoice("C001", 120, "EUR").await["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let at_once = new_invoice(&app, "C002").await;
+    let in_dunning = new_invoice(&app, "C001").await;
     app.provider()
         .account_action("C002", AccountAction::Close)
         .await;
@@ -208,10 +229,7 @@ async fn a_hard_decline_fails_at_once(backend: Backend) {
 /// run pays it.
 async fn a_retry_the_provider_missed_stays_past_due(backend: Backend) {
     let mut app = app_with(backend, "1s,2s", 10).await;
-    let id = app.create_invoice("C001", 120, "EUR").await["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = new_invoice(&app, "C001").await;
     app.pay().await;
     let past_due = invoice(&app, &id).await;
     app.provider()

@@ -457,3 +457,128 @@ async fn requests_after_a_database_reset_get_fresh_connections() {
     assert_eq!(created.status().as_u16(), 201, "write after the reset");
     drop(a);
 }
+
+/// libfaketime, which shifts one process's clock (`LD_PRELOAD`, `FAKETIME`); `None` where
+/// it is not installed (Debian: libfaketime), which fails the test under `CI=true`.
+fn libfaketime() -> Option<std::path::PathBuf> {
+    let found = [
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/faketime/libfaketime.so.1",
+    ]
+    .iter()
+    .map(std::path::PathBuf::from)
+    .find(|path| path.is_file());
+    if found.is_none() {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "libfaketime is needed under CI=true (Debian: apt-get install libfaketime)"
+        );
+        eprintln!("clock-skew test SKIPPED: libfaketime is not installed");
+    }
+    found
+}
+
+/// The runs that called each invoice, from the audit trail.
+fn callers_per_invoice(c: &mut PgConnection) -> std::collections::HashMap<String, Vec<String>> {
+    let rows: Vec<(String, String)> = attempts::payment_attempts
+        .select((attempts::invoice_id, attempts::pay_run_id))
+        .distinct()
+        .load(c)
+        .expect("attempts");
+    let mut callers: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for (invoice, run) in rows {
+        callers.entry(invoice).or_default().push(run);
+    }
+    callers
+}
+
+postgres_only!(
+    postgres_a_replica_25s_ahead_takes_no_live_claim => a_replica_25s_ahead_takes_no_live_claim,
+    postgres_a_replica_25s_behind_loses_no_live_claim => a_replica_25s_behind_loses_no_live_claim,
+);
+
+/// A replica whose clock runs 25 s ahead (libfaketime) starts a run while another replica's
+/// run holds claims: by its own clock those leases (10 s) and that run's heartbeat are long
+/// past, by the database's they are live. It must neither close the live run nor call its
+/// invoices. (Before the database's clock decided: the live run closed as abandoned, its
+/// invoices called by both runs.)
+async fn a_replica_25s_ahead_takes_no_live_claim() {
+    skewed_replicas("+25s", false).await;
+}
+
+/// The other way round: the replica 25 s behind pays first, and writes leases and
+/// heartbeats that look 15 s stale to everyone else the moment they are written. A run of
+/// a replica on time must leave them alone.
+async fn a_replica_25s_behind_loses_no_live_claim() {
+    skewed_replicas("-25s", true).await;
+}
+
+/// Two replicas, one of them `skew` off, pay 12 invoices at 300 ms a charge, one at a
+/// time each; the skewed one starts first when `skewed_first`. Every invoice is called by
+/// one run only, both runs complete, one charge each.
+async fn skewed_replicas(skew: &str, skewed_first: bool) {
+    let Some(faketime) = libfaketime() else {
+        return;
+    };
+    let setup = Setup::new(Duration::from_millis(300), 12).await;
+    let client = api_client();
+    let faketime = faketime.to_string_lossy().into_owned();
+    let skewed = [
+        ("PAY_CONCURRENCY", "1"),
+        ("CHARGE_TIMEOUT_MS", "2000"),
+        ("LD_PRELOAD", faketime.as_str()),
+        ("FAKETIME", skew),
+        // Timers and the runtime keep the real monotonic clock; only the wall clock is off.
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+    ];
+    let on_time = &skewed[..2];
+    let (first_env, second_env) = if skewed_first {
+        (&skewed[..], on_time)
+    } else {
+        (on_time, &skewed[..])
+    };
+    let first = Replica::start(&setup, &client, first_env).await;
+    let first_run = start_run(&client, &first.base).await;
+    setup.wait_for_charges(2).await;
+    let second = Replica::start(&setup, &client, second_env).await;
+    let second_run = start_run(&client, &second.base).await;
+
+    let mut c = setup.connect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    let statuses = loop {
+        let statuses: Vec<String> = runs::pay_runs
+            .filter(runs::id.eq_any([&first_run, &second_run]))
+            .select(runs::status)
+            .load(&mut c)
+            .expect("runs");
+        if statuses.iter().all(|s| s != "running") || std::time::Instant::now() > deadline {
+            break statuses;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    drop((first, second));
+    let log = setup.log.display();
+    assert_eq!(
+        statuses,
+        ["completed", "completed"],
+        "a run was closed or never ended; log: {log}"
+    );
+    let twice: Vec<_> = callers_per_invoice(&mut c)
+        .into_iter()
+        .filter(|(_, runs)| runs.len() > 1)
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "invoices called by both runs (a live claim taken over): {twice:?}; log: {log}"
+    );
+    let ledger = setup.provider.ledger().await;
+    assert_eq!(ledger.len(), 12, "one charge each; log: {log}");
+    let paid: i64 = inv::invoices
+        .filter(inv::status.eq("paid"))
+        .count()
+        .get_result(&mut c)
+        .expect("invoices");
+    assert_eq!(paid, 12);
+}

@@ -1,6 +1,7 @@
 //! Queries on `accounts`.
 
 use chrono::NaiveDateTime;
+use diesel::PgConnection;
 use diesel::prelude::*;
 
 use super::schema::accounts;
@@ -21,6 +22,17 @@ pub fn find(conn: &mut AnyConnection, customer_id: &str) -> QueryResult<Option<A
     accounts::table
         .find(customer_id)
         .select(Account::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// [`find`] on PostgreSQL, the row locked until the transaction ends: what is read stays
+/// true while the caller acts on it.
+pub fn find_locked(conn: &mut PgConnection, customer_id: &str) -> QueryResult<Option<Account>> {
+    accounts::table
+        .find(customer_id)
+        .select(Account::as_select())
+        .for_update()
         .first(conn)
         .optional()
 }
