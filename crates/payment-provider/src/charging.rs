@@ -8,7 +8,7 @@ use chrono::{NaiveDateTime, SecondsFormat, TimeDelta, Utc};
 use diesel::Connection;
 
 use crate::db::{self, AnyConnection, DbError, DbPool, accounts, charges, idempotency};
-use crate::domain::{AccountSeen, AccountStatus, ChargeCommand, Decline};
+use crate::domain::{AccountSeen, ChargeCommand, Decline};
 use crate::faults::{Faults, Injected};
 use crate::metrics::Metrics;
 
@@ -183,28 +183,21 @@ fn execute(
         let debited = match c {
             AnyConnection::Postgresql(pg) => {
                 let (status, body) = stored_response(&created);
-                let mut tried_locked = false;
-                loop {
-                    match charges::debit_and_record(pg, &charge, lock_token, status, &body)? {
-                        charges::Recorded::Charged => return Ok(created),
-                        charges::Recorded::ClaimLost => return Err(ExecError::LostClaim),
-                        charges::Recorded::NotDebited if tried_locked => break false,
-                        charges::Recorded::NotDebited => {}
-                    }
+                let debit = |pg: &mut diesel::PgConnection| {
+                    charges::debit_and_record(pg, &charge, lock_token, status, &body)
+                };
+                let mut recorded = debit(pg)?;
+                if recorded == charges::Recorded::NotDebited {
                     // The account may have changed since the debit looked (a hold released,
-                    // funds paid in): the answer is decided on the row held locked, so the
-                    // reason given is true of the account as it stands, and a debit it
-                    // allows is made.
-                    let Some(account) = accounts::find_locked(pg, cmd.customer_id.as_str())? else {
-                        break false;
-                    };
-                    if !(account.status == AccountStatus::Active
-                        && account.currency == currency
-                        && account.balance_minor >= charge.amount_minor)
-                    {
-                        break false;
-                    }
-                    tried_locked = true;
+                    // funds paid in). Decided again with its row held locked, the debit and
+                    // the decline's reason read below are true of one version of it.
+                    accounts::lock(pg, cmd.customer_id.as_str())?;
+                    recorded = debit(pg)?;
+                }
+                match recorded {
+                    charges::Recorded::Charged => return Ok(created),
+                    charges::Recorded::ClaimLost => return Err(ExecError::LostClaim),
+                    charges::Recorded::NotDebited => false,
                 }
             }
             AnyConnection::Sqlite(_) => {

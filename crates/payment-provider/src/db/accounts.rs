@@ -26,15 +26,15 @@ pub fn find(conn: &mut AnyConnection, customer_id: &str) -> QueryResult<Option<A
         .optional()
 }
 
-/// [`find`] on PostgreSQL, the row locked until the transaction ends: what is read stays
-/// true while the caller acts on it.
-pub fn find_locked(conn: &mut PgConnection, customer_id: &str) -> QueryResult<Option<Account>> {
+/// Waits for the account's row lock on PostgreSQL and holds it until the transaction ends:
+/// the row stays as it is while the caller acts on it (a missing account locks nothing).
+pub fn lock(conn: &mut PgConnection, customer_id: &str) -> QueryResult<()> {
     accounts::table
         .find(customer_id)
-        .select(Account::as_select())
+        .select(accounts::customer_id)
         .for_update()
-        .first(conn)
-        .optional()
+        .load::<String>(conn)
+        .map(drop)
 }
 
 /// Takes `amount` from the account if it is active, in `currency` and holds enough; one
