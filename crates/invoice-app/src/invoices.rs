@@ -12,7 +12,8 @@ use crate::db::attempts::AttemptWithRun;
 use crate::db::idempotency_keys::{self, KeyRow};
 use crate::db::{self, DbError, DbPool, invoices::InvoiceRow};
 use crate::domain::{
-    AttemptId, AttemptOutcome, Invoice, InvoiceStatus, NewInvoice, RunId, Sent, Trigger,
+    AttemptId, AttemptKind, AttemptOutcome, Invoice, InvoiceStatus, NewInvoice, RunId, Sent,
+    Trigger,
 };
 
 /// Why a read failed.
@@ -145,6 +146,7 @@ impl AttemptQuery {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attempt {
     pub id: AttemptId,
+    pub kind: AttemptKind,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
     pub outcome: AttemptOutcome,
@@ -166,6 +168,7 @@ impl From<AttemptWithRun> for Attempt {
     fn from((row, trigger, started_by): AttemptWithRun) -> Self {
         Attempt {
             id: row.id,
+            kind: row.kind,
             started_at: row.started_at.and_utc(),
             finished_at: row.finished_at.map(|t| t.and_utc()),
             outcome: row.outcome,

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use invoice_app::billing::{Detail, Trigger};
 use invoice_app::config::Config;
-use invoice_app::domain::RunStatus;
+use invoice_app::domain::{RunKind, RunStatus};
 use invoice_app::metrics::Metrics;
 use invoice_app::startup::{Application, SHUTDOWN_GRACE, biller, migrated_pool, stop_signal};
 use invoice_app::telemetry;
@@ -75,7 +75,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Pay => {
             let pool = migrated_pool(&config).await?;
             let biller = biller(&config, pool, Metrics::new()?)?;
-            let paying = biller.pay_all(Trigger::Cli, Detail::Counts);
+            let paying = biller.pay_all(RunKind::Pay, Trigger::Cli, Detail::Counts);
             tokio::pin!(paying);
             let report = tokio::select! {
                 report = &mut paying => report?,

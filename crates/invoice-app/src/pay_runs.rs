@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::db::{self, DbError, DbPool, pay_runs::PayRunRow};
-use crate::domain::{RunId, RunStatus, Summary, Trigger};
+use crate::domain::{RunId, RunKind, RunStatus, Summary, Trigger};
 
 /// A pay run as its row has it now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,6 +12,7 @@ pub struct PayRun {
     pub id: RunId,
     pub status: RunStatus,
     pub trigger: Trigger,
+    pub kind: RunKind,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
     /// The invoices it settled so far, by result.
@@ -33,6 +34,7 @@ impl From<PayRunRow> for PayRun {
             id: row.id,
             status: row.status,
             trigger: row.trigger,
+            kind: row.kind,
             started_at: row.started_at.and_utc(),
             finished_at: row.finished_at.map(|t| t.and_utc()),
             error: row.error,

@@ -18,7 +18,9 @@ use futures_util::{StreamExt, stream};
 use tokio::sync::mpsc;
 
 use crate::db::{self, DbError, DbPool, attempts, invoices, pay_runs};
-use crate::domain::{DunningSchedule, Invoice, RunId, RunResult, RunStatus, Settlement, WorkerId};
+use crate::domain::{
+    DunningSchedule, Invoice, RunId, RunKind, RunResult, RunStatus, Settlement, WorkerId,
+};
 pub use crate::domain::{Summary, Trigger};
 use crate::metrics::Metrics;
 use crate::payment_client::PaymentClient;
@@ -189,6 +191,7 @@ impl Biller {
     /// is the API caller, for the audit trail.
     pub async fn open_run(
         &self,
+        kind: RunKind,
         trigger: Trigger,
         started_by: Option<String>,
     ) -> Result<OpenRun, BillingError> {
@@ -199,7 +202,7 @@ impl Biller {
         if let Err(e) = self.close_abandoned().await {
             tracing::warn!(error = %e, "could not close abandoned pay runs; the next run tries again");
         }
-        let row = self.new_run_row(trigger, started_by);
+        let row = self.new_run_row(kind, trigger, started_by);
         let stored = row.clone();
         db::run(&self.pool, move |c| pay_runs::insert(c, &stored)).await?;
         Ok(OpenRun { row, _slot: slot })
@@ -218,7 +221,12 @@ impl Biller {
         Ok(RunSlot(self.active_runs.clone()))
     }
 
-    fn new_run_row(&self, trigger: Trigger, started_by: Option<String>) -> pay_runs::PayRunRow {
+    fn new_run_row(
+        &self,
+        kind: RunKind,
+        trigger: Trigger,
+        started_by: Option<String>,
+    ) -> pay_runs::PayRunRow {
         let now = db::clock::now();
         pay_runs::PayRunRow {
             id: RunId::generate(),
@@ -233,16 +241,19 @@ impl Biller {
             worker_id: Some(self.worker_id.clone()),
             heartbeat_at: Some(now),
             started_by,
+            kind,
         }
     }
 
-    /// Opens a run and pays every pending invoice.
+    /// Opens a run of `kind` (a pay run, or the past-due retries of a dunning run) and
+    /// pays what it can claim.
     pub async fn pay_all(
         &self,
+        kind: RunKind,
         trigger: Trigger,
         detail: Detail,
     ) -> Result<PayRunReport, BillingError> {
-        let run = self.open_run(trigger, None).await?;
+        let run = self.open_run(kind, trigger, None).await?;
         self.pay(run, detail).await
     }
 
@@ -254,7 +265,7 @@ impl Biller {
         started_by: String,
         detail: Detail,
     ) -> Result<PayRunReport, BillingError> {
-        let run = self.open_run(Trigger::Api, Some(started_by)).await?;
+        let run = self.open_run(RunKind::Pay, Trigger::Api, Some(started_by)).await?;
         let report = self.spawn_pay(run, detail).await?;
         match report.error {
             None => Ok(report),
@@ -268,7 +279,7 @@ impl Biller {
 
     /// Starts a run in the background, started through the API by `started_by`; its id.
     pub async fn start(self: &Arc<Self>, started_by: String) -> Result<RunId, BillingError> {
-        let run = self.open_run(Trigger::Api, Some(started_by)).await?;
+        let run = self.open_run(RunKind::Pay, Trigger::Api, Some(started_by)).await?;
         let id = run.row.id.clone();
         drop(self.spawn_pay(run, Detail::Counts));
         Ok(id)
@@ -301,7 +312,7 @@ impl Biller {
         } = open;
         let started = Instant::now();
         let (mut report, stopped) = tokio::select! {
-            done = self.pipeline(&run.id, detail) => done,
+            done = self.pipeline(&run.id, run.kind, detail) => done,
             never = self.heartbeat(&run.id) => match never {},
         };
         // Free before the run shows as finished, so whoever sees it finished may start one.
@@ -461,6 +472,7 @@ impl Biller {
     async fn pipeline(
         &self,
         run_id: &RunId,
+        kind: RunKind,
         detail: Detail,
     ) -> (PayRunReport, Option<BillingError>) {
         let concurrency = self.settings.concurrency.max(1);
@@ -479,7 +491,7 @@ impl Biller {
                     return Err(BillingError::ShuttingDown);
                 }
                 let (rows, next) = self
-                    .claim_batch(run_id, cursor.clone(), batch, again)
+                    .claim_batch(run_id, kind, cursor.clone(), batch, again)
                     .await?;
                 if rows.is_empty() {
                     if cursor.is_some() {
@@ -570,6 +582,7 @@ impl Biller {
     async fn claim_batch(
         &self,
         run_id: &RunId,
+        kind: RunKind,
         after: Option<String>,
         limit: usize,
         again: bool,
@@ -592,6 +605,7 @@ impl Biller {
                 invoices::Scan {
                     after: after.as_deref(),
                     again,
+                    only_due: kind == RunKind::Dunning,
                 },
                 now,
                 now + lease,

@@ -19,7 +19,7 @@ use diesel::Connection;
 use super::{Biller, BillingError};
 use crate::db::{self, DbError, attempts, invoices, pay_runs};
 use crate::domain::{
-    AttemptId, AttemptOutcome, CallOutcome, DunningSchedule, RunId, Settlement, idempotency_key_for,
+    AttemptId, AttemptKind, AttemptOutcome, CallOutcome, DunningSchedule, RunId, Settlement, idempotency_key_for,
 };
 use crate::payment_client::CallResult;
 
@@ -323,6 +323,7 @@ fn new_attempt(
         finished_at: None,
         sent: None,
         provider_code: None,
+        kind: AttemptKind::Charge,
     }
 }
 

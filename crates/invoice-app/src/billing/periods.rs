@@ -5,6 +5,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::{Biller, BillingError, Detail, OpenRun, PayRunReport, Trigger};
 use crate::db::{self, billing_periods};
+use crate::domain::RunKind;
 
 impl Biller {
     /// Pays the period that fell due at `due` unless another run has it. `None` when it was
@@ -15,7 +16,7 @@ impl Biller {
         due: DateTime<Utc>,
     ) -> Result<Option<PayRunReport>, BillingError> {
         let slot = self.take_slot()?;
-        let row = self.new_run_row(Trigger::Schedule, None);
+        let row = self.new_run_row(RunKind::Pay, Trigger::Schedule, None);
         let period = due.to_rfc3339_opts(SecondsFormat::Secs, true);
         let stored = row.clone();
         let take = db::run(&self.pool, move |c| {

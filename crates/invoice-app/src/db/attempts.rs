@@ -6,7 +6,7 @@ use diesel::prelude::*;
 
 use super::AnyConnection;
 use super::schema::payment_attempts::{self, dsl};
-use crate::domain::{AttemptId, AttemptOutcome, InvoiceStatus, RunId, Sent, Trigger};
+use crate::domain::{AttemptId, AttemptKind, AttemptOutcome, InvoiceStatus, RunId, Sent, Trigger};
 
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
 #[diesel(table_name = payment_attempts)]
@@ -24,6 +24,7 @@ pub struct AttemptRow {
     pub sent: Option<Sent>,
     /// The provider's code of a decline; `None` for every other outcome.
     pub provider_code: Option<String>,
+    pub kind: AttemptKind,
 }
 
 pub fn start(conn: &mut AnyConnection, attempt: &AttemptRow) -> QueryResult<()> {

@@ -192,6 +192,9 @@ pub struct Scan<'a> {
     /// Once the run has gone past the end: behind its cursor too, skipping the invoices it
     /// has called.
     pub again: bool,
+    /// Only past-due invoices that are due, and lapsed claims: no pending invoice (a
+    /// dunning run retries; the monthly run bills).
+    pub only_due: bool,
 }
 
 /// What a claim took, and where the next claim of the same run continues among the
@@ -213,7 +216,13 @@ pub fn claim(
     lease_until: NaiveDateTime,
     limit: i64,
 ) -> QueryResult<Claimed> {
-    let Scan { after, again } = scan;
+    let Scan {
+        after,
+        again,
+        only_due,
+    } = scan;
+    // A dunning run takes no pending invoice.
+    let pending_limit = |rest: i64| if only_due { 0 } else { rest };
     let Holder {
         worker,
         run: run_id,
@@ -301,7 +310,7 @@ pub fn claim(
                 .skip_locked()
                 .load(c)?;
             ids.extend(due);
-            let rest = limit - ids.len() as i64;
+            let rest = pending_limit(limit - ids.len() as i64);
             let pending: Vec<String> = if again {
                 pending_again!(rest).for_update().skip_locked().load(c)?
             } else {
@@ -318,7 +327,7 @@ pub fn claim(
         AnyConnection::Sqlite(sqlite) => sqlite.immediate_transaction(|c| {
             let mut ids: Vec<String> = expired!(limit).load(c)?;
             ids.extend(due!(limit - ids.len() as i64).load::<String>(c)?);
-            let rest = limit - ids.len() as i64;
+            let rest = pending_limit(limit - ids.len() as i64);
             let pending: Vec<String> = if again {
                 pending_again!(rest).load(c)?
             } else {

@@ -6,7 +6,7 @@ use diesel::prelude::*;
 use super::AnyConnection;
 use super::schema::pay_runs::{self, dsl};
 
-use crate::domain::{RunId, RunStatus, Summary, Trigger, WorkerId};
+use crate::domain::{RunId, RunKind, RunStatus, Summary, Trigger, WorkerId};
 
 const RUNNING: RunStatus = RunStatus::Running;
 
@@ -26,6 +26,7 @@ pub struct PayRunRow {
     pub heartbeat_at: Option<NaiveDateTime>,
     /// Who started it through the API; `None` for the schedule and the CLI.
     pub started_by: Option<String>,
+    pub kind: RunKind,
 }
 
 pub fn insert(conn: &mut AnyConnection, run: &PayRunRow) -> QueryResult<()> {

@@ -39,6 +39,7 @@ diesel::table! {
         worker_id -> Nullable<Text>,
         heartbeat_at -> Nullable<Timestamp>,
         started_by -> Nullable<Text>,
+        kind -> Text,
     }
 }
 
@@ -56,6 +57,7 @@ diesel::table! {
         finished_at -> Nullable<Timestamp>,
         sent -> Nullable<Text>,
         provider_code -> Nullable<Text>,
+        kind -> Text,
     }
 }
 
@@ -65,6 +67,7 @@ diesel::table! {
         kind -> Text,
         run_id -> Nullable<Text>,
         taken_at -> Timestamp,
+        schedule -> Text,
     }
 }
 

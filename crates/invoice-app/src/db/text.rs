@@ -9,7 +9,8 @@ use diesel::serialize::{self, Output, ToSql};
 use diesel::sql_types::Text;
 
 use crate::domain::{
-    AttemptId, AttemptOutcome, InvoiceStatus, RunId, RunStatus, Sent, Trigger, WorkerId,
+    AttemptId, AttemptKind, AttemptOutcome, InvoiceStatus, RunId, RunKind, RunStatus, Sent, Trigger,
+    WorkerId,
 };
 
 macro_rules! text_column {
@@ -50,4 +51,6 @@ text_column! {
     AttemptId => AttemptIdColumn,
     WorkerId => WorkerIdColumn,
     Trigger => TriggerColumn,
+    RunKind => RunKindColumn,
+    AttemptKind => AttemptKindColumn,
 }

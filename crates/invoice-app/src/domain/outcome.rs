@@ -211,6 +211,56 @@ impl FromStr for Trigger {
     }
 }
 
+/// What a run does, as its row (and the API) says; who started it is its [`Trigger`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, EnumIter, IntoStaticStr)]
+#[serde(into = "&'static str")]
+#[strum(serialize_all = "snake_case")]
+pub enum RunKind {
+    /// Charges every invoice it can claim: pending, past-due and due, and lapsed claims.
+    Pay,
+    /// Charges only the past-due invoices that are due (and lapsed claims): the daily run.
+    Dunning,
+    /// Looks invoices that may have been charged up at the provider; charges nothing.
+    Reconcile,
+}
+
+impl RunKind {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+impl FromStr for RunKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        super::parse_variant("run kind", s)
+    }
+}
+
+/// What an attempt sent to the provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, EnumIter, IntoStaticStr)]
+#[serde(into = "&'static str")]
+#[strum(serialize_all = "snake_case")]
+pub enum AttemptKind {
+    /// The charge itself, under the invoice's idempotency key.
+    Charge,
+    /// A read of what the provider holds under the invoice's key (reconciliation).
+    Lookup,
+}
+
+impl AttemptKind {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+impl FromStr for AttemptKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        super::parse_variant("attempt kind", s)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,6 +287,20 @@ mod tests {
             texts(Trigger::iter().map(Trigger::as_str).collect()),
             "api schedule cli"
         );
+        assert_eq!(
+            texts(RunKind::iter().map(RunKind::as_str).collect()),
+            "pay dunning reconcile"
+        );
+        assert_eq!(
+            texts(AttemptKind::iter().map(AttemptKind::as_str).collect()),
+            "charge lookup"
+        );
+        for k in RunKind::iter() {
+            assert_eq!(k.as_str().parse(), Ok(k));
+        }
+        for k in AttemptKind::iter() {
+            assert_eq!(k.as_str().parse(), Ok(k));
+        }
         for t in Trigger::iter() {
             assert_eq!(t.as_str().parse(), Ok(t));
         }

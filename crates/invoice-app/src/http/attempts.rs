@@ -12,7 +12,7 @@ use utoipa::openapi::path::ParameterIn;
 use utoipa::openapi::schema::Schema;
 
 use super::doc::{self, Doc};
-use crate::domain::{AttemptId, AttemptOutcome, RunId, Sent, Trigger};
+use crate::domain::{AttemptId, AttemptKind, AttemptOutcome, RunId, Sent, Trigger};
 use crate::error::ApiError;
 use crate::invoices::{self, Attempt, AttemptQuery, ListQuery, Page};
 use crate::state::AppState;
@@ -23,6 +23,8 @@ use crate::state::AppState;
 pub struct AttemptResource {
     #[schema(value_type = String, examples("019b0a9e-3c41-7d52-9e1f-6a7b8c9d0e1f"))]
     id: AttemptId,
+    #[schema(schema_with = kind)]
+    kind: AttemptKind,
     /// When the call started (the attempt is recorded right before it).
     #[schema(format = DateTime)]
     started_at: String,
@@ -75,6 +77,7 @@ impl From<Attempt> for AttemptResource {
     fn from(a: Attempt) -> Self {
         AttemptResource {
             id: a.id,
+            kind: a.kind,
             started_at: rfc3339(a.started_at),
             finished_at: a.finished_at.map(rfc3339),
             outcome: a.outcome,
@@ -99,6 +102,7 @@ fn page_example() -> serde_json::Value {
         "items": [
             {
                 "id": "019b0a9e-3c41-7d52-9e1f-6a7b8c9d0e1f",
+                "kind": "charge",
                 "started_at": "2026-12-01T00:00:01.250Z",
                 "finished_at": "2026-12-01T00:00:01.310Z",
                 "outcome": "declined",
@@ -114,6 +118,7 @@ fn page_example() -> serde_json::Value {
             },
             {
                 "id": "019b1e5a-0f12-7a34-b5c6-d7e8f9a0b1c2",
+                "kind": "charge",
                 "started_at": "2026-12-04T09:30:00.120Z",
                 "finished_at": "2026-12-04T09:30:00.180Z",
                 "outcome": "succeeded",
@@ -219,6 +224,14 @@ fn sent() -> RefOr<Schema> {
         "Whether the request left: yes (an answer came back), no (refused before anything \
          was sent), unknown (a timeout or lost connection: it may have arrived); null while \
          the call is being made.",
+    )
+}
+
+fn kind() -> RefOr<Schema> {
+    described(
+        doc::one_of_texts(AttemptKind::iter().map(AttemptKind::as_str)),
+        "charge: the charge sent under the invoice's key; lookup: a read of what the \
+         provider holds under that key (reconciliation), which charges nothing.",
     )
 }
 

@@ -12,7 +12,7 @@ use super::doc::{self, Doc};
 use super::invoices::InvoiceResource;
 use crate::auth::{Principal, Scope};
 use crate::billing::{Detail, PayRunReport, RetryLater};
-use crate::domain::{RunId, RunStatus, Summary, Trigger};
+use crate::domain::{RunId, RunKind, RunStatus, Summary, Trigger};
 use crate::error::ApiError;
 use crate::pay_runs::{self, PayRun};
 use crate::state::AppState;
@@ -184,6 +184,10 @@ struct PayRunResource {
     status: RunStatus,
     #[schema(inline)]
     trigger: Trigger,
+    /// pay: every invoice it could claim; dunning: the past-due invoices that were due
+    /// (the daily run); reconcile: invoices looked up at the provider, nothing charged.
+    #[schema(inline)]
+    kind: RunKind,
     #[schema(format = DateTime)]
     started_at: String,
     #[schema(required = true, format = DateTime)]
@@ -207,6 +211,7 @@ impl From<PayRun> for PayRunResource {
             id: run.id,
             status: run.status,
             trigger: run.trigger,
+            kind: run.kind,
             started_at: rfc3339(run.started_at),
             finished_at: run.finished_at.map(rfc3339),
             summary: run.summary.into(),
@@ -255,6 +260,14 @@ impl PartialSchema for Trigger {
 }
 
 impl ToSchema for Trigger {}
+
+impl PartialSchema for RunKind {
+    fn schema() -> RefOr<Schema> {
+        doc::one_of_texts(RunKind::iter().map(RunKind::as_str)).into()
+    }
+}
+
+impl ToSchema for RunKind {}
 
 /// A run's status, and what `abandoned` means.
 fn run_status() -> RefOr<Schema> {

@@ -107,6 +107,7 @@ fn new_worker(c: &mut AnyConnection, now: NaiveDateTime) -> Worker {
             worker_id: Some(worker.id.clone()),
             heartbeat_at: Some(now),
             started_by: None,
+            kind: invoice_app::domain::RunKind::Pay,
         },
     )
     .expect("run row");
