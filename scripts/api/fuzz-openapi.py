@@ -44,7 +44,8 @@ def api_key_env(key):
     authentication, not the development key."""
     digest = hashlib.sha256(key.encode()).hexdigest()
     return {"API_KEYS": json.dumps([{"client": "fuzz", "sha256": digest,
-                                     "scopes": ["invoices:read", "invoices:write", "invoices:pay"]}])}
+                                     "scopes": ["invoices:read", "invoices:write", "invoices:pay",
+                                                "invoices:manage"]}])}
 
 
 def fuzz(backend, schemathesis, provider_url, scratch):

@@ -14,9 +14,11 @@ use serde::Serialize;
 use strum::{EnumIter, IntoStaticStr};
 use utoipa::ToSchema;
 
+use crate::actions::ActionError;
 use crate::auth::{AuthError, Scope};
 use crate::billing::BillingError;
 use crate::db::DbError;
+use crate::domain::Refusal;
 use crate::invoices::{OnceError, ReadError};
 
 /// invoice-app's stable error codes. Clients branch on these, never on `title` or `detail`.
@@ -39,6 +41,16 @@ pub enum ErrorCode {
     InsufficientScope,
     NotFound,
     MethodNotAllowed,
+    /// An operator action on an invoice a pay run is charging: try again once it settles.
+    InvoiceProcessing,
+    /// An operator action on a paid, failed, uncollectible or void invoice.
+    InvoiceSettled,
+    /// A retry of an invoice that needs attention: resolve it first.
+    InvoiceNeedsAttention,
+    /// A resolve of an invoice that needs no attention.
+    NothingToResolve,
+    /// A valid action this release does not offer yet.
+    ActionNotAvailable,
     RateLimited,
     ServiceUnavailable,
     InternalError,
@@ -101,6 +113,12 @@ pub enum ApiError {
     /// A valid credential without the scope the operation needs (403).
     #[error("insufficient scope: {0} needed")]
     InsufficientScope(Scope),
+    /// An operator action the invoice as it stands does not admit (409).
+    #[error("refused: {0}")]
+    Refused(Refusal),
+    /// A valid action this release does not offer yet (422).
+    #[error("not available: {0}")]
+    NotAvailable(String),
     /// With the methods the resource does answer, for the `Allow` header.
     #[error("method not allowed")]
     MethodNotAllowed { allow: String },
@@ -182,6 +200,21 @@ impl ApiError {
                 "Insufficient scope",
                 Some(format!("this operation needs the scope {scope}")),
             ),
+            E::Refused(refusal) => {
+                let code = match refusal {
+                    Refusal::Processing => ErrorCode::InvoiceProcessing,
+                    Refusal::Settled(_) => ErrorCode::InvoiceSettled,
+                    Refusal::NeedsAttention => ErrorCode::InvoiceNeedsAttention,
+                    Refusal::NoAttention => ErrorCode::NothingToResolve,
+                };
+                (409, code, "Conflict", Some(refusal.to_string()))
+            }
+            E::NotAvailable(d) => (
+                422,
+                ErrorCode::ActionNotAvailable,
+                "Not available",
+                Some(d.clone()),
+            ),
             E::MethodNotAllowed { allow } => (
                 405,
                 ErrorCode::MethodNotAllowed,
@@ -236,6 +269,18 @@ impl From<ReadError> for ApiError {
         match e {
             ReadError::Db(e) => e.into(),
             ReadError::Corrupt(e) => ApiError::Internal(anyhow::anyhow!(e)),
+        }
+    }
+}
+
+impl From<ActionError> for ApiError {
+    fn from(e: ActionError) -> Self {
+        match e {
+            ActionError::NotFound => ApiError::NotFound("no such invoice".to_owned()),
+            ActionError::Refused(refusal) => ApiError::Refused(refusal),
+            ActionError::Db(e) => e.into(),
+            ActionError::Billing(e) => e.into(),
+            ActionError::Corrupt(e) => ApiError::Internal(anyhow::anyhow!(e)),
         }
     }
 }
@@ -414,7 +459,13 @@ mod tests {
                 serde_json::from_value(serde_json::to_value(code).expect("serialises"))
                     .expect("parses");
             match code {
-                ErrorCode::InsufficientScope => {
+                // invoice-app's own: the provider never answers these.
+                ErrorCode::InsufficientScope
+                | ErrorCode::InvoiceProcessing
+                | ErrorCode::InvoiceSettled
+                | ErrorCode::InvoiceNeedsAttention
+                | ErrorCode::NothingToResolve
+                | ErrorCode::ActionNotAvailable => {
                     assert_eq!(contract, api_contract::ErrorCode::Unknown)
                 }
                 _ => assert_eq!(contract.as_str(), code.as_str()),

@@ -58,10 +58,10 @@ impl ListQuery {
     }
 }
 
-const BAD_CURSOR: &str = "cursor is not one this API gave out";
+pub(crate) const BAD_CURSOR: &str = "cursor is not one this API gave out";
 
 /// A page's size: `limit`, or 100 when `None`; every list of the API takes the same.
-fn page_limit(limit: Option<u32>) -> Result<u32, String> {
+pub(crate) fn page_limit(limit: Option<u32>) -> Result<u32, String> {
     let limit = limit.unwrap_or(ListQuery::DEFAULT_LIMIT);
     if !(1..=ListQuery::MAX_LIMIT).contains(&limit) {
         return Err(format!(
@@ -81,7 +81,7 @@ pub struct Page<T> {
 }
 
 /// The first `limit` of `rows`, read as `limit + 1` of them, and whether there were more.
-fn first<T>(mut rows: Vec<T>, limit: u32) -> (Vec<T>, bool) {
+pub(crate) fn first<T>(mut rows: Vec<T>, limit: u32) -> (Vec<T>, bool) {
     let page = usize::try_from(limit).unwrap_or(usize::MAX);
     let more = rows.len() > page;
     rows.truncate(page);

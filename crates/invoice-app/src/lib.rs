@@ -1,6 +1,7 @@
 //! invoice-app: keeps invoices and pays the pending ones by charging them at
 //! payment-provider, on demand and on a schedule.
 
+pub mod actions;
 pub mod auth;
 pub mod billing;
 pub mod config;

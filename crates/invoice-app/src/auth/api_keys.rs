@@ -67,7 +67,7 @@ impl ApiKeys {
             let mut scopes = Vec::with_capacity(spec.scopes.len());
             for name in &spec.scopes {
                 scopes.push(Scope::parse(name).ok_or_else(|| {
-                    format!("{at}: unknown scope; expected invoices:read, invoices:write or invoices:pay")
+                    format!("{at}: unknown scope; expected invoices:read, invoices:write, invoices:pay or invoices:manage")
                 })?);
             }
             if scopes.is_empty() {

@@ -32,16 +32,19 @@ pub enum Scope {
     Write,
     /// Start pay runs, i.e. move money.
     Pay,
+    /// Operator actions on one invoice: void it, retry it now, resolve its attention.
+    Manage,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 3] = [Scope::Read, Scope::Write, Scope::Pay];
+    pub const ALL: [Scope; 4] = [Scope::Read, Scope::Write, Scope::Pay, Scope::Manage];
 
     pub const fn as_str(self) -> &'static str {
         match self {
             Scope::Read => "invoices:read",
             Scope::Write => "invoices:write",
             Scope::Pay => "invoices:pay",
+            Scope::Manage => "invoices:manage",
         }
     }
 
@@ -54,6 +57,7 @@ impl Scope {
             Scope::Read => 1,
             Scope::Write => 2,
             Scope::Pay => 4,
+            Scope::Manage => 8,
         }
     }
 }
@@ -210,8 +214,12 @@ mod tests {
     fn scopes_parse_by_their_exact_names() {
         let s = Scopes::from_names(["invoices:read", "invoices:pay", "openid", "INVOICES:WRITE"]);
         assert!(s.contains(Scope::Read) && s.contains(Scope::Pay));
-        assert!(!s.contains(Scope::Write));
+        assert!(!s.contains(Scope::Write) && !s.contains(Scope::Manage));
         assert_eq!(format!("{s:?}"), "{Read, Pay}");
+        // Paying does not imply managing: only `invoices:manage` admits the actions.
+        let m = Scopes::from_names(["invoices:manage"]);
+        assert!(m.contains(Scope::Manage) && !m.contains(Scope::Pay));
+        assert_eq!(format!("{m:?}"), "{Manage}");
         assert!(Scopes::all().contains(Scope::Write));
         assert!(!Scopes::default().contains(Scope::Read));
     }

@@ -5,6 +5,7 @@
 
 mod pay_one;
 mod periods;
+mod retry;
 mod settle;
 
 use std::collections::HashSet;
@@ -24,6 +25,7 @@ use crate::domain::{
 pub use crate::domain::{Summary, Trigger};
 use crate::metrics::Metrics;
 use crate::payment_client::PaymentClient;
+pub use retry::RetryNow;
 
 #[derive(Debug, Clone)]
 pub struct PaySettings {
@@ -265,7 +267,9 @@ impl Biller {
         started_by: String,
         detail: Detail,
     ) -> Result<PayRunReport, BillingError> {
-        let run = self.open_run(RunKind::Pay, Trigger::Api, Some(started_by)).await?;
+        let run = self
+            .open_run(RunKind::Pay, Trigger::Api, Some(started_by))
+            .await?;
         let report = self.spawn_pay(run, detail).await?;
         match report.error {
             None => Ok(report),
@@ -279,7 +283,9 @@ impl Biller {
 
     /// Starts a run in the background, started through the API by `started_by`; its id.
     pub async fn start(self: &Arc<Self>, started_by: String) -> Result<RunId, BillingError> {
-        let run = self.open_run(RunKind::Pay, Trigger::Api, Some(started_by)).await?;
+        let run = self
+            .open_run(RunKind::Pay, Trigger::Api, Some(started_by))
+            .await?;
         let id = run.row.id.clone();
         drop(self.spawn_pay(run, Detail::Counts));
         Ok(id)
@@ -291,10 +297,20 @@ impl Biller {
         run: OpenRun,
         detail: Detail,
     ) -> impl std::future::Future<Output = Result<PayRunReport, BillingError>> + use<> {
+        self.spawn_pay_from(run, Source::Claims, detail)
+    }
+
+    /// [`Biller::spawn_pay`] of what `source` gives.
+    fn spawn_pay_from(
+        self: &Arc<Self>,
+        run: OpenRun,
+        source: Source,
+        detail: Detail,
+    ) -> impl std::future::Future<Output = Result<PayRunReport, BillingError>> + use<> {
         let biller = self.clone();
         let task = self
             .runtime
-            .spawn(async move { biller.pay(run, detail).await });
+            .spawn(async move { biller.pay_from(run, source, detail).await });
         async move {
             task.await
                 .map_err(|e| BillingError::Aborted(e.to_string()))?
@@ -304,15 +320,25 @@ impl Biller {
     /// Pays every invoice claimable now and closes the run, `completed` or `failed`; its
     /// slot is free again by the time the run is recorded as finished. A failed run's
     /// report still holds everything it settled.
-    #[tracing::instrument(name = "pay_run", skip_all, fields(run_id = %open.row.id, trigger = open.row.trigger.as_str()))]
     pub async fn pay(&self, open: OpenRun, detail: Detail) -> Result<PayRunReport, BillingError> {
+        self.pay_from(open, Source::Claims, detail).await
+    }
+
+    /// [`Biller::pay`] of what `source` gives.
+    #[tracing::instrument(name = "pay_run", skip_all, fields(run_id = %open.row.id, trigger = open.row.trigger.as_str()))]
+    async fn pay_from(
+        &self,
+        open: OpenRun,
+        source: Source,
+        detail: Detail,
+    ) -> Result<PayRunReport, BillingError> {
         let OpenRun {
             row: run,
             _slot: slot,
         } = open;
         let started = Instant::now();
         let (mut report, stopped) = tokio::select! {
-            done = self.pipeline(&run.id, run.kind, detail) => done,
+            done = self.pipeline(&run.id, run.kind, source, detail) => done,
             never = self.heartbeat(&run.id) => match never {},
         };
         // Free before the run shows as finished, so whoever sees it finished may start one.
@@ -473,6 +499,7 @@ impl Biller {
         &self,
         run_id: &RunId,
         kind: RunKind,
+        source: Source,
         detail: Detail,
     ) -> (PayRunReport, Option<BillingError>) {
         let concurrency = self.settings.concurrency.max(1);
@@ -481,6 +508,12 @@ impl Biller {
         let (charged_tx, mut charged_rx) = mpsc::channel::<pay_one::Charged>(batch);
 
         let claimer = async move {
+            if let Source::Given(rows) = source {
+                // Claimed for the run already; it takes nothing else, and waits for no other
+                // run's claims. A send that fails finds the charger stopped.
+                let _ = claimed_tx.send(rows).await;
+                return Ok(());
+            }
             let mut cursor: Option<String> = None;
             // Past the end once: from then on the claims look behind the cursor too.
             let mut again = false;
@@ -724,6 +757,14 @@ fn lock(closing: &Mutex<HashSet<RunId>>) -> std::sync::MutexGuard<'_, HashSet<Ru
     closing
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// What a run pays.
+enum Source {
+    /// What its claims take, batch by batch, as its kind says.
+    Claims,
+    /// These invoices, claimed for it already (an operator's retry of one invoice).
+    Given(Vec<invoices::InvoiceRow>),
 }
 
 /// How often a run that has claimed everything it can looks again while other runs hold

@@ -113,13 +113,15 @@ pub fn count_by_status(conn: &mut AnyConnection) -> QueryResult<Vec<(String, i64
 }
 
 /// Past-due invoices whose next attempt is due at `now`, and the earliest of their due
-/// times: retries no run has made yet.
+/// times: retries no run has made yet. Those marked for attention wait for a person, not a
+/// run (the attention gauge counts them).
 pub fn retries_due(
     conn: &mut AnyConnection,
     now: NaiveDateTime,
 ) -> QueryResult<(i64, Option<NaiveDateTime>)> {
     invoices::table
         .filter(dsl::status.eq(InvoiceStatus::PastDue))
+        .filter(dsl::attention.is_null())
         .filter(dsl::next_attempt_at.le(now))
         .select((
             diesel::dsl::count_star(),
@@ -341,6 +343,69 @@ pub fn claim(
             })
         }),
     }
+}
+
+/// Claims invoice `id` alone for `holder` (an operator's retry), if it waits for a run
+/// (pending or past due, due or not) and needs no attention: the row as claimed, or `None`
+/// where it does not. Call it inside the caller's transaction, which records the run and
+/// the action with it. A run's claims skip the row while this one holds it (PostgreSQL
+/// locks it; SQLite has one writer).
+pub fn claim_one(
+    conn: &mut AnyConnection,
+    id: &str,
+    holder: Holder<'_>,
+    now: NaiveDateTime,
+    lease_until: NaiveDateTime,
+) -> QueryResult<Option<InvoiceRow>> {
+    let claimed = diesel::update(
+        invoices::table
+            .filter(dsl::id.eq(id))
+            .filter(dsl::status.eq_any(InvoiceStatus::WAITING))
+            .filter(dsl::attention.is_null()),
+    )
+    .set((
+        dsl::status.eq(InvoiceStatus::Processing),
+        dsl::claimed_by.eq(holder.worker),
+        dsl::lease_until.eq(lease_until),
+        dsl::last_run_id.eq(holder.run),
+        dsl::updated_at.eq(now),
+    ))
+    .execute(conn)?;
+    if claimed == 0 {
+        return Ok(None);
+    }
+    find(conn, id)
+}
+
+/// Voids invoice `id` if it waits for a run (pending or past due): never charged again, its
+/// attention and next attempt cleared. Returns the rows it changed (0 or 1).
+pub fn void(conn: &mut AnyConnection, id: &str, now: NaiveDateTime) -> QueryResult<usize> {
+    diesel::update(
+        invoices::table
+            .filter(dsl::id.eq(id))
+            .filter(dsl::status.eq_any(InvoiceStatus::WAITING)),
+    )
+    .set((
+        dsl::status.eq(InvoiceStatus::Void),
+        dsl::attention.eq(None::<String>),
+        dsl::next_attempt_at.eq(None::<NaiveDateTime>),
+        dsl::updated_at.eq(now),
+    ))
+    .execute(conn)
+}
+
+/// Clears the attention of invoice `id` if it waits for a run and has one: it is the next
+/// run's again (a past-due one keeps its next attempt, due already). Returns the rows it
+/// changed (0 or 1).
+pub fn dismiss(conn: &mut AnyConnection, id: &str, now: NaiveDateTime) -> QueryResult<usize> {
+    diesel::update(
+        invoices::table
+            .filter(dsl::id.eq(id))
+            .filter(dsl::status.eq_any(InvoiceStatus::WAITING))
+            .filter(dsl::attention.is_not_null()),
+    )
+    .set((dsl::attention.eq(None::<String>), dsl::updated_at.eq(now)))
+    .execute(conn)
 }
 
 /// Writes the transition `t` to invoice `id` where its guard admits it: with
@@ -705,6 +770,90 @@ mod tests {
         );
     }
 
+    /// Every operator action from every status, with and without attention: its guarded
+    /// SQL (`void`, `claim_one`, `dismiss`) changes the row exactly where `Action::admits`
+    /// says it applies, and only the columns the action is about.
+    fn the_sql_guards_what_each_action_admits(c: &mut AnyConnection) {
+        use crate::domain::Action;
+        let then = DateTime::from_timestamp(1_793_491_200, 0)
+            .expect("a time")
+            .naive_utc();
+        let now = then + TimeDelta::minutes(1);
+        let (worker, run) = (
+            WorkerId::from(WORKER.to_owned()),
+            RunId::from(RUN.to_owned()),
+        );
+        let holder = Holder {
+            worker: &worker,
+            run: &run,
+        };
+        let mut checked = 0;
+        for action in Action::iter() {
+            for from in InvoiceStatus::iter() {
+                for attention in [false, true] {
+                    let claimed = from == InvoiceStatus::Processing;
+                    let row = InvoiceRow {
+                        id: uuid::Uuid::now_v7().to_string(),
+                        customer_id: "C001".into(),
+                        amount_minor: 100,
+                        currency: "EUR".into(),
+                        description: String::new(),
+                        status: from,
+                        failure_reason: Some("insufficient_funds".into()),
+                        charge_id: None,
+                        claimed_by: claimed.then(|| WorkerId::from("w-2".to_owned())),
+                        lease_until: claimed.then_some(then),
+                        last_run_id: None,
+                        created_at: then,
+                        updated_at: then,
+                        paid_at: None,
+                        attention: attention.then(|| "key reused".to_owned()),
+                        created_by: None,
+                        attempt_count: 1,
+                        past_due_since: Some(then),
+                        next_attempt_at: Some(then),
+                    };
+                    insert(c, std::slice::from_ref(&row)).expect("inserted");
+                    let changed = match action {
+                        Action::Void => void(c, &row.id, now).expect("written"),
+                        Action::Dismiss => dismiss(c, &row.id, now).expect("written"),
+                        Action::Retry => claim_one(c, &row.id, holder, now, now)
+                            .expect("written")
+                            .map_or(0, |_| 1),
+                    };
+                    let what = format!("{action} from {from}, attention {attention}");
+                    let applies = action.admits(from, attention).is_ok();
+                    assert_eq!(changed, usize::from(applies), "{what}");
+                    let mut want = row.clone();
+                    if applies {
+                        want.updated_at = now;
+                        match action {
+                            Action::Void => {
+                                want.status = InvoiceStatus::Void;
+                                want.attention = None;
+                                want.next_attempt_at = None;
+                            }
+                            Action::Dismiss => want.attention = None,
+                            Action::Retry => {
+                                want.status = InvoiceStatus::Processing;
+                                want.claimed_by = Some(worker.clone());
+                                want.lease_until = Some(now);
+                                want.last_run_id = Some(run.clone());
+                            }
+                        }
+                    }
+                    let stored = find(c, &row.id).expect("read").expect("there");
+                    assert_eq!(stored, want, "{what}");
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(
+            checked,
+            Action::iter().count() * InvoiceStatus::iter().count() * 2
+        );
+    }
+
     /// The hand-written bulk statement of `mark_all_paid` writes this transition: change
     /// both together.
     #[test]
@@ -734,6 +883,7 @@ mod tests {
         let db = pool(&DbUrl::Sqlite(path.to_string_lossy().into_owned()), 1);
         migrate(&mut db.get().expect("a connection")).expect("migrated");
         the_sql_writes_what_the_transition_says(&mut db.get().expect("a connection"));
+        the_sql_guards_what_each_action_admits(&mut db.get().expect("a connection"));
         drop(db);
         for suffix in ["", "-wal", "-shm"] {
             let mut file = path.clone().into_os_string();
@@ -776,6 +926,7 @@ mod tests {
             // A new connection after migrating: `migrate` leaves its own one broken.
             migrate(&mut db.get().expect("a connection")).expect("migrated");
             the_sql_writes_what_the_transition_says(&mut db.get().expect("a connection"));
+            the_sql_guards_what_each_action_admits(&mut db.get().expect("a connection"));
         }));
         let _ = admin(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
         if let Err(panic) = result {

@@ -1,6 +1,7 @@
 //! Storage: the pool, the migrations and one module of queries per table. Functions here
 //! take a connection and return diesel errors; callers decide what those mean.
 
+pub mod actions;
 pub mod attempts;
 pub mod billing_periods;
 pub mod clock;

@@ -83,10 +83,24 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    invoice_actions (id) {
+        id -> Text,
+        invoice_id -> Text,
+        action -> Text,
+        actor -> Text,
+        reason -> Nullable<Text>,
+        pay_run_id -> Nullable<Text>,
+        created_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(payment_attempts -> invoices (invoice_id));
+diesel::joinable!(invoice_actions -> invoices (invoice_id));
 diesel::allow_tables_to_appear_in_same_query!(
     billing_periods,
     idempotency_keys,
+    invoice_actions,
     invoices,
     pay_runs,
     payment_attempts

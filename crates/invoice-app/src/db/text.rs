@@ -9,8 +9,8 @@ use diesel::serialize::{self, Output, ToSql};
 use diesel::sql_types::Text;
 
 use crate::domain::{
-    AttemptId, AttemptKind, AttemptOutcome, InvoiceStatus, RunId, RunKind, RunStatus, Sent, Trigger,
-    WorkerId,
+    Action, AttemptId, AttemptKind, AttemptOutcome, InvoiceStatus, RunId, RunKind, RunStatus, Sent,
+    Trigger, WorkerId,
 };
 
 macro_rules! text_column {
@@ -53,4 +53,5 @@ text_column! {
     Trigger => TriggerColumn,
     RunKind => RunKindColumn,
     AttemptKind => AttemptKindColumn,
+    Action => ActionColumn,
 }

@@ -23,12 +23,18 @@ pub enum InvoiceStatus {
     PastDue,
     /// Declined softly on every attempt of the dunning schedule: given up on.
     Uncollectible,
+    /// Cancelled by an operator while it waited (pending or past due): never charged again.
+    Void,
 }
 
 impl InvoiceStatus {
     pub fn as_str(self) -> &'static str {
         self.into()
     }
+
+    /// Where an invoice waits for a run: what the claims take, and what an operator's
+    /// action applies to.
+    pub const WAITING: [InvoiceStatus; 2] = [InvoiceStatus::Pending, InvoiceStatus::PastDue];
 
     /// Where an invoice waits for its next run: `past_due` once it has been declined
     /// softly (`attempt_count` > 0), else `pending`.
@@ -200,7 +206,7 @@ mod tests {
             "PAID".parse::<InvoiceStatus>(),
             Err(
                 "unknown status \"PAID\": expected pending, processing, paid, failed, \
-                 past_due or uncollectible"
+                 past_due, uncollectible or void"
                     .into()
             )
         );

@@ -1,11 +1,13 @@
 //! Validated types and rules of invoicing. No actix, diesel or reqwest here.
 
+mod action;
 mod dunning;
 mod ids;
 mod invoice;
 mod outcome;
 mod transition;
 
+pub use action::{Action, Reason, Refusal};
 pub use dunning::DunningSchedule;
 pub use ids::{AttemptId, RunId, WorkerId};
 pub use invoice::{Invoice, InvoiceStatus, NewInvoice, idempotency_key_for};

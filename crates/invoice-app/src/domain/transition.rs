@@ -1,7 +1,8 @@
 //! The invoice's state machine: what each settlement does to an invoice, and from which
 //! status. The settlement's SQL (`db::invoices::settle`), the row a run reports, the run's
 //! counts and the metrics' labels all follow from here, so a new status or settlement is a
-//! change in this file (and the enums) plus its tests.
+//! change in this file (and the enums) plus its tests. What an operator may do to an
+//! invoice (void it, retry it, resolve it) is [`super::Action`]'s.
 
 use chrono::NaiveDateTime;
 use strum::{EnumIter, IntoStaticStr};
@@ -241,7 +242,7 @@ mod tests {
     use api_contract::DeclineClass;
     use strum::IntoEnumIterator;
 
-    use InvoiceStatus::{Failed, Paid, PastDue, Pending, Processing, Uncollectible};
+    use InvoiceStatus::{Failed, Paid, PastDue, Pending, Processing, Uncollectible, Void};
 
     fn at(minute: i64) -> NaiveDateTime {
         chrono::DateTime::from_timestamp(1_796_083_200 + minute * 60, 0)
@@ -286,10 +287,13 @@ mod tests {
     fn expected(from: InvoiceStatus, s: &Settlement) -> Option<Target> {
         let to = |status| Some(Target::Status(status));
         match (s, from) {
-            // A payment is recorded whoever holds the claim, once.
-            (Settlement::Paid { .. }, Pending | Processing | Failed | PastDue | Uncollectible) => {
-                to(Paid)
-            }
+            // A payment is recorded whoever holds the claim, once: also on a void invoice,
+            // whose charge was made before it was voided (an answer lost then, found by a
+            // replay or a lookup). The record says what the provider did.
+            (
+                Settlement::Paid { .. },
+                Pending | Processing | Failed | PastDue | Uncollectible | Void,
+            ) => to(Paid),
             (Settlement::Paid { .. }, Paid) => None,
             (Settlement::Failed { .. }, Processing) => to(Failed),
             (Settlement::PastDue { .. }, Processing) => to(PastDue),
@@ -303,7 +307,7 @@ mod tests {
                 | Settlement::Uncollectible { .. }
                 | Settlement::RetryLater { .. }
                 | Settlement::Attention { .. },
-                Pending | Paid | Failed | PastDue | Uncollectible,
+                Pending | Paid | Failed | PastDue | Uncollectible | Void,
             ) => None,
         }
     }
@@ -429,6 +433,7 @@ mod tests {
             for declined_before in [0, 2] {
                 let to = t.to.resolve(declined_before);
                 assert_ne!(to, Processing, "{s:?} leaves the invoice claimed");
+                assert_ne!(to, Void, "{s:?}: only an operator voids an invoice");
                 assert_eq!(t.charge.is_some(), to == Paid, "{s:?}");
                 if matches!(to, Failed | Uncollectible) || t.to == Target::Status(PastDue) {
                     assert!(matches!(t.failure_reason, Write::Set(_)), "{s:?}");
@@ -439,7 +444,8 @@ mod tests {
                 }
                 let counts_as = match to {
                     Paid => RunResult::Paid,
-                    Failed | Uncollectible => RunResult::Failed,
+                    // No settlement voids (only an operator does): listed for the match.
+                    Failed | Uncollectible | Void => RunResult::Failed,
                     Pending | PastDue | Processing => RunResult::RetryLater,
                 };
                 assert_eq!(t.counts_as, counts_as, "{s:?}");

@@ -87,9 +87,18 @@ impl Doc {
     }
 
     /// A JSON request body of `T`, required.
-    pub fn body<T: ToSchema>(mut self) -> Self {
+    pub fn body<T: ToSchema>(self) -> Self {
+        self.body_of::<T>(Required::True)
+    }
+
+    /// A JSON request body of `T` that may be left out.
+    pub fn optional_body<T: ToSchema>(self) -> Self {
+        self.body_of::<T>(Required::False)
+    }
+
+    fn body_of<T: ToSchema>(mut self, required: Required) -> Self {
         let body = RequestBodyBuilder::new()
-            .required(Some(Required::True))
+            .required(Some(required))
             .content("application/json", Content::new(Some(self.named::<T>())))
             .build();
         self.operation = self.operation.request_body(Some(body));

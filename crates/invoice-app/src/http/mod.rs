@@ -2,6 +2,7 @@
 //! route table ([`ROUTES`]) that the router, the request metrics' labels, the OpenAPI
 //! document and the authentication tests read.
 
+mod actions;
 mod attempts;
 mod auth;
 mod doc;
@@ -68,6 +69,38 @@ pub const ROUTES: &[Route] = &[
         slo: true,
         handler: |r| r.to(attempts::list),
         doc: attempts::list_doc,
+    },
+    Route {
+        method: Method::Get,
+        path: "/invoices/{id}/actions",
+        access: Access::Needs(Scope::Read),
+        slo: true,
+        handler: |r| r.to(actions::list),
+        doc: actions::list_doc,
+    },
+    Route {
+        method: Method::Post,
+        path: "/invoices/{id}/void",
+        access: Access::Needs(Scope::Manage),
+        slo: true,
+        handler: |r| r.to(actions::void),
+        doc: actions::void_doc,
+    },
+    Route {
+        method: Method::Post,
+        path: "/invoices/{id}/retry",
+        access: Access::Needs(Scope::Manage),
+        slo: true,
+        handler: |r| r.to(actions::retry),
+        doc: actions::retry_doc,
+    },
+    Route {
+        method: Method::Post,
+        path: "/invoices/{id}/resolve",
+        access: Access::Needs(Scope::Manage),
+        slo: true,
+        handler: |r| r.to(actions::resolve),
+        doc: actions::resolve_doc,
     },
     Route {
         method: Method::Post,

@@ -23,7 +23,8 @@ a separate port (METRICS_ADDR), not here.";
 
 const BEARER_DESCRIPTION: &str = "An OAuth2/OIDC access token (JWT) from the configured \
 issuer, or an API key. The scopes listed per operation (invoices:read, invoices:write, \
-invoices:pay) come from the token's scope or scp claim, or from the API key's configuration.";
+invoices:pay, invoices:manage) come from the token's scope or scp claim, or from the API \
+key's configuration.";
 
 /// The document of `routes`.
 pub fn document(routes: &[Route]) -> OpenApi {

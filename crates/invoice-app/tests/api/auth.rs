@@ -163,6 +163,12 @@ async fn without_a_credential_every_api_route_answers_401(backend: Backend) {
         path.replace("{id}", id)
     };
     let attempts = format!("{invoice}/attempts");
+    let actions = format!("{invoice}/actions");
+    let (void, retry, resolve) = (
+        format!("{invoice}/void"),
+        format!("{invoice}/retry"),
+        format!("{invoice}/resolve"),
+    );
     let routes: Vec<(&str, String)> = invoice_app::http::ROUTES
         .iter()
         .filter(|r| r.scope().is_some())
@@ -176,6 +182,11 @@ async fn without_a_credential_every_api_route_answers_401(backend: Backend) {
         ("HEAD", invoice.as_str()),
         ("GET", attempts.as_str()),
         ("HEAD", attempts.as_str()),
+        ("GET", actions.as_str()),
+        ("HEAD", actions.as_str()),
+        ("POST", void.as_str()),
+        ("POST", retry.as_str()),
+        ("POST", resolve.as_str()),
         ("POST", "/invoices/pay"),
         ("POST", "/pay-runs"),
         ("GET", run.as_str()),
@@ -264,6 +275,103 @@ async fn without_a_credential_every_api_route_answers_401(backend: Backend) {
         Some(1),
         "refused requests created nothing"
     );
+}
+
+/// Every scoped route of the table refuses a token holding every scope but its own (403,
+/// naming the scope it needs), before its body is read or anything is done: the operator
+/// actions admit `invoices:manage` only, and it admits nothing else.
+async fn every_route_refuses_a_token_without_its_scope(backend: Backend) {
+    let rsa = SigningKey::rsa("rsa-1");
+    let issuer = Issuer::start(&[&rsa]);
+    let app = spawn_secured(backend, &issuer.url, |_| {}).await;
+    let created = json_of(
+        call(&app, "POST", "/invoices", Some(BILLING_KEY)).await,
+        201,
+        "create",
+    )
+    .await;
+    let id = created["id"].as_str().expect("id").to_owned();
+    let all = [
+        "invoices:read",
+        "invoices:write",
+        "invoices:pay",
+        "invoices:manage",
+    ];
+    let mut manage_routes = 0;
+    for route in invoice_app::http::ROUTES {
+        let Some(scope) = route.scope() else { continue };
+        assert!(
+            all.contains(&scope.as_str()),
+            "{scope} is not among {all:?}"
+        );
+        let others: Vec<&str> = all
+            .iter()
+            .copied()
+            .filter(|s| *s != scope.as_str())
+            .collect();
+        let token = rsa.sign(&issuer.access_claims(AUDIENCE, "ops", &others.join(" ")));
+        let path = route.path.replace("{id}", &id);
+        for method in route.method.sent_as() {
+            let what = format!("{method} {path} with {others:?}");
+            let response = call(&app, method, &path, Some(&token)).await;
+            if *method == "HEAD" {
+                assert_eq!(response.status().as_u16(), 403, "{what}");
+                assert_eq!(challenge(&response), insufficient(scope.as_str()), "{what}");
+            } else {
+                assert_forbidden(response, scope.as_str(), &what).await;
+            }
+        }
+        if scope.as_str() == "invoices:manage" {
+            manage_routes += 1;
+        }
+    }
+    assert_eq!(manage_routes, 3, "void, retry and resolve");
+    // Nothing was done: the invoice is as created, with no action on record.
+    let reader = rsa.sign(&issuer.access_claims(AUDIENCE, "ops", "invoices:read"));
+    let stored = json_of(
+        call(&app, "GET", &format!("/invoices/{id}"), Some(&reader)).await,
+        200,
+        "read",
+    )
+    .await;
+    assert_eq!(stored["status"], "pending", "{stored}");
+    let actions = json_of(
+        call(
+            &app,
+            "GET",
+            &format!("/invoices/{id}/actions"),
+            Some(&reader),
+        )
+        .await,
+        200,
+        "actions",
+    )
+    .await;
+    assert_eq!(actions["items"], json!([]), "{actions}");
+    // The scope alone admits an action: a void by a manage-only token works.
+    let manager = rsa.sign(&issuer.access_claims(AUDIENCE, "ops", "invoices:manage"));
+    let voided = reqwest::Client::new()
+        .post(app.url(&format!("/invoices/{id}/void")))
+        .bearer_auth(&manager)
+        .json(&json!({"reason": "duplicate of another invoice"}))
+        .send()
+        .await
+        .expect("sent");
+    let voided = json_of(voided, 200, "void").await;
+    assert_eq!(voided["status"], "void", "{voided}");
+    let actions = json_of(
+        call(
+            &app,
+            "GET",
+            &format!("/invoices/{id}/actions"),
+            Some(&reader),
+        )
+        .await,
+        200,
+        "actions",
+    )
+    .await;
+    assert_eq!(actions["items"][0]["actor"], "jwt:ops", "{actions}");
 }
 
 async fn a_token_may_do_what_its_scopes_allow(backend: Backend) {
@@ -1206,6 +1314,7 @@ async fn metrics_are_served_on_their_own_port_only(backend: Backend) {
 }
 
 both_backends!(
+    every_route_refuses_a_token_without_its_scope,
     without_a_credential_every_api_route_answers_401,
     a_token_may_do_what_its_scopes_allow,
     forged_expired_and_misdirected_tokens_are_refused,
@@ -1303,6 +1412,26 @@ fn the_openapi_document_declares_each_operations_scope() {
             "/invoices/pay",
             "post",
             json!([{"bearer": ["invoices:pay"]}]),
+        ),
+        (
+            "/invoices/{id}/actions",
+            "get",
+            json!([{"bearer": ["invoices:read"]}]),
+        ),
+        (
+            "/invoices/{id}/void",
+            "post",
+            json!([{"bearer": ["invoices:manage"]}]),
+        ),
+        (
+            "/invoices/{id}/retry",
+            "post",
+            json!([{"bearer": ["invoices:manage"]}]),
+        ),
+        (
+            "/invoices/{id}/resolve",
+            "post",
+            json!([{"bearer": ["invoices:manage"]}]),
         ),
         ("/pay-runs", "post", json!([{"bearer": ["invoices:pay"]}])),
         (
