@@ -246,11 +246,14 @@ pub fn claim(
     }
     // From `after` on: the index entries behind it are the invoices this run already took,
     // dead to the index until vacuum comes, and rescanning them made each batch slower.
+    // None marked for attention: the same call would get the same answer (a reused key, a
+    // refused credential) until a person resolves it.
     macro_rules! pending {
         ($limit:expr) => {
             invoices::table
                 .select(dsl::id)
                 .filter(dsl::status.eq(InvoiceStatus::Pending))
+                .filter(dsl::attention.is_null())
                 .filter(dsl::id.gt(after.unwrap_or_default()))
                 .filter(dsl::last_run_id.is_null().or(dsl::last_run_id.ne(run_id)))
                 .order(dsl::id)
@@ -274,12 +277,14 @@ pub fn claim(
         };
     }
     // Past-due invoices whose next attempt is due, none this run has called: one handed
-    // back (the provider down) stays due, and is the next run's.
+    // back (the provider down) stays due, and is the next run's. None marked for attention,
+    // as for pending ones.
     macro_rules! due {
         ($limit:expr) => {
             invoices::table
                 .select(dsl::id)
                 .filter(dsl::status.eq(InvoiceStatus::PastDue))
+                .filter(dsl::attention.is_null())
                 .filter(dsl::next_attempt_at.le(now))
                 .filter(diesel::dsl::not(dsl::id.eq_any(tried!())))
                 .order(dsl::id)
