@@ -100,7 +100,7 @@ dunning_scene() {
   echo "== $(provider_cli show "$customer")"
   [[ "$(jq -r .status <<<"$invoice")" == paid ]] || { echo "demo: expected paid" >&2; exit 1; }
   # One charge: the balance is what it was, less nothing (25.00 arrived, all of it taken).
-  [[ "$(provider_cli show "$customer")" == "customer $customer: 0.00 EUR, open" ]] ||
+  [[ "$(provider_cli show "$customer")" == "customer $customer: 0.00 EUR, active" ]] ||
     { echo "demo: the account should be empty after one charge" >&2; exit 1; }
 }
 
