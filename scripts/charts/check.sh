@@ -369,17 +369,17 @@ scenario() {
     fi
   done
 }
-# What each value set asks for (see charts/*/ci/): the databases, Prometheus, the pay-run
-# CronJob, the ways in, the API server payment-provider reads the JWKS from, and the
-# identity provider invoice-app reads it from.
-scenario production --invoices-db --payments-db --monitoring --cronjob --way-in gateway --way-in ingress \
-  --api-server 10.96.0.1 --api-server 172.18.0.2-172.18.0.4 \
+# What each value set asks for (see charts/*/ci/): the databases, Prometheus, the
+# CronJobs (pay-run, daily-run), the ways in, the API server payment-provider reads the JWKS
+# from, and the identity provider invoice-app reads it from.
+scenario production --invoices-db --payments-db --monitoring --cronjob pay-run --cronjob daily-run \
+  --way-in gateway --way-in ingress --api-server 10.96.0.1 --api-server 172.18.0.2-172.18.0.4 \
   --idp 'identity/keycloak[Pod]={protocols:TCP,dst_ports:8443}'
-scenario default --cronjob --way-in gateway --api-server 10.96.0.1 --api-server 172.18.0.2
-scenario postgres-url --payments-db --cronjob --way-in ingress --api-server 10.96.0.1 --api-server-ports 443 \
+scenario default --cronjob pay-run --cronjob daily-run --way-in gateway --api-server 10.96.0.1 --api-server 172.18.0.2
+scenario postgres-url --payments-db --cronjob pay-run --way-in ingress --api-server 10.96.0.1 --api-server-ports 443 \
   --idp '203.0.113.10={protocols:TCP,dst_ports:443}'
 scenario minimal
-scenario demo --cronjob --way-in gateway
+scenario demo --cronjob pay-run --cronjob daily-run --way-in gateway
 # Every value set has its scenario.
 for values in "$CHARTS"/invoice-app/ci/*.yaml "$CHARTS"/payment-provider/ci/*.yaml; do
   set_name="$(basename "$values" -values.yaml)"
