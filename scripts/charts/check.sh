@@ -23,7 +23,8 @@
 # 3. checkov over everything rendered: zero failures (skips live in the charts, with reasons).
 # 4. Every pod template meets Pod Security "restricted" (check_pss.py); RBAC assertions
 #    over the rendered team namespaces and apps, and the apps' instructions against the
-#    team Role (check_rbac.py); what the charts expose (check_exposure.py).
+#    team Role (check_rbac.py); what the charts expose (check_exposure.py); each of
+#    invoice-app's runs scheduled once, by its CronJob or in process (check_schedules.py).
 # 5. The team namespaces' admission policies evaluated with two CEL implementations against
 #    fixture requests and the apps' own pods (check_admission.py).
 # 6. NetworkPolicy reachability computed by network-config-analyzer over both team
@@ -307,6 +308,12 @@ done_step
 step "What the charts expose (check_exposure.py)"
 if ! "$PY" "$HERE/check_exposure.py" "$CHARTS" "$OUT/rendered/payment-provider" "$OUT/rendered/invoice-app"; then
   fail "exposure assertions"
+fi
+done_step
+
+step "Each run scheduled once: its CronJob or the in-process schedule (check_schedules.py)"
+if ! "$PY" "$HERE/check_schedules.py" "$OUT"/rendered/invoice-app/*.yaml; then
+  fail "schedules of the runs"
 fi
 done_step
 
