@@ -24,6 +24,8 @@ enum Command {
     Migrate,
     /// Pay every pending invoice once and exit (for a Kubernetes CronJob).
     Pay,
+    /// Retry the past-due invoices that are due once and exit (the daily CronJob).
+    Daily,
 }
 
 fn main() -> ExitCode {
@@ -32,7 +34,7 @@ fn main() -> ExitCode {
     // The API's credentials matter only to the command that serves it.
     let config = Config::from_env().and_then(|config| match command {
         Command::Serve => config.uses_dev_api_key().map(|_| config),
-        Command::Migrate | Command::Pay => Ok(config),
+        Command::Migrate | Command::Pay | Command::Daily => Ok(config),
     });
     let config = match config {
         Ok(config) => config,
@@ -72,47 +74,52 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 .await?
         }
         Command::Migrate => drop(migrated_pool(&config).await?),
-        Command::Pay => {
-            let pool = migrated_pool(&config).await?;
-            let biller = biller(&config, pool, Metrics::new()?)?;
-            let paying = biller.pay_all(RunKind::Pay, Trigger::Cli, Detail::Counts);
-            tokio::pin!(paying);
-            let report = tokio::select! {
-                report = &mut paying => report?,
-                () = stop_signal() => {
-                    // As the server does (a Job's pod is stopped the same way): claim no more,
-                    // settle the calls in hand, hand back what is still claimed. The run
-                    // closes failed, saying why, instead of staying `running`.
-                    tracing::warn!("stop signal: finishing the calls in hand");
-                    let (report, ()) =
-                        tokio::join!(&mut paying, biller.shutdown(SHUTDOWN_GRACE));
-                    report?
-                }
-            };
-            // A run whose end could not be written (the database away) is written before the
-            // process exits, if the database is back within a lease.
-            if !biller.finish_closing(biller.lease()).await {
-                tracing::error!(run_id = %report.run_id, "the run's end could not be written within a lease; another process's housekeeping will close it");
-            }
-            println!(
-                "{}",
-                serde_json::json!({
-                    "run_id": report.run_id,
-                    "status": report.status.as_str(),
-                    "paid": report.summary.paid,
-                    "failed": report.summary.failed,
-                    "retry_later": report.summary.retry_later,
-                    "error": report.error,
-                })
-            );
-            // Anything but completed fails the Job, so Kubernetes retries it (backoffLimit).
-            if report.status != RunStatus::Completed {
-                let why = report
-                    .error
-                    .unwrap_or_else(|| report.status.as_str().to_owned());
-                anyhow::bail!("pay run {} did not complete: {why}", report.run_id);
-            }
+        Command::Pay => run_once(&config, RunKind::Pay).await?,
+        Command::Daily => run_once(&config, RunKind::Dunning).await?,
+    }
+    Ok(())
+}
+
+/// One run of `kind`, to its end; an error unless it completed.
+async fn run_once(config: &Config, kind: RunKind) -> anyhow::Result<()> {
+    let pool = migrated_pool(config).await?;
+    let biller = biller(config, pool, Metrics::new()?)?;
+    let paying = biller.pay_all(kind, Trigger::Cli, Detail::Counts);
+    tokio::pin!(paying);
+    let report = tokio::select! {
+        report = &mut paying => report?,
+        () = stop_signal() => {
+            // As the server does (a Job's pod is stopped the same way): claim no more,
+            // settle the calls in hand, hand back what is still claimed. The run
+            // closes failed, saying why, instead of staying `running`.
+            tracing::warn!("stop signal: finishing the calls in hand");
+            let (report, ()) =
+                tokio::join!(&mut paying, biller.shutdown(SHUTDOWN_GRACE));
+            report?
         }
+    };
+    // A run whose end could not be written (the database away) is written before the
+    // process exits, if the database is back within a lease.
+    if !biller.finish_closing(biller.lease()).await {
+        tracing::error!(run_id = %report.run_id, "the run's end could not be written within a lease; another process's housekeeping will close it");
+    }
+    println!(
+        "{}",
+        serde_json::json!({
+            "run_id": report.run_id,
+            "status": report.status.as_str(),
+            "paid": report.summary.paid,
+            "failed": report.summary.failed,
+            "retry_later": report.summary.retry_later,
+            "error": report.error,
+        })
+    );
+    // Anything but completed fails the Job, so Kubernetes retries it (backoffLimit).
+    if report.status != RunStatus::Completed {
+        let why = report
+            .error
+            .unwrap_or_else(|| report.status.as_str().to_owned());
+        anyhow::bail!("pay run {} did not complete: {why}", report.run_id);
     }
     Ok(())
 }

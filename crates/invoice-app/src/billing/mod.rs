@@ -24,6 +24,7 @@ use crate::domain::{
 pub use crate::domain::{Summary, Trigger};
 use crate::metrics::Metrics;
 use crate::payment_client::PaymentClient;
+pub use periods::Cadence;
 
 #[derive(Debug, Clone)]
 pub struct PaySettings {
@@ -265,7 +266,9 @@ impl Biller {
         started_by: String,
         detail: Detail,
     ) -> Result<PayRunReport, BillingError> {
-        let run = self.open_run(RunKind::Pay, Trigger::Api, Some(started_by)).await?;
+        let run = self
+            .open_run(RunKind::Pay, Trigger::Api, Some(started_by))
+            .await?;
         let report = self.spawn_pay(run, detail).await?;
         match report.error {
             None => Ok(report),
@@ -279,7 +282,9 @@ impl Biller {
 
     /// Starts a run in the background, started through the API by `started_by`; its id.
     pub async fn start(self: &Arc<Self>, started_by: String) -> Result<RunId, BillingError> {
-        let run = self.open_run(RunKind::Pay, Trigger::Api, Some(started_by)).await?;
+        let run = self
+            .open_run(RunKind::Pay, Trigger::Api, Some(started_by))
+            .await?;
         let id = run.row.id.clone();
         drop(self.spawn_pay(run, Detail::Counts));
         Ok(id)

@@ -19,7 +19,8 @@ use diesel::Connection;
 use super::{Biller, BillingError};
 use crate::db::{self, DbError, attempts, invoices, pay_runs};
 use crate::domain::{
-    AttemptId, AttemptKind, AttemptOutcome, CallOutcome, DunningSchedule, RunId, Settlement, idempotency_key_for,
+    AttemptId, AttemptKind, AttemptOutcome, CallOutcome, DunningSchedule, RunId, Settlement,
+    idempotency_key_for,
 };
 use crate::payment_client::CallResult;
 
