@@ -48,7 +48,7 @@ trap stop EXIT
 LISTEN_ADDR="127.0.0.1:$provider_port" DATABASE_URL="sqlite://$data/payment-provider.db" SEED=demo \
   LOG_FORMAT=json "$target_dir/debug/payment-provider" >"$data/payment-provider.log" 2>&1 &
 pids+=("$!")
-LISTEN_ADDR="127.0.0.1:$app_port" DATABASE_URL="sqlite://$data/invoice-app.db" SEED=demo PAY_SCHEDULE=off \
+LISTEN_ADDR="127.0.0.1:$app_port" DATABASE_URL="sqlite://$data/invoice-app.db" SEED=demo PAY_SCHEDULE=off DAILY_SCHEDULE=off \
   PAYMENT_PROVIDER_URL="http://127.0.0.1:$provider_port" LOG_FORMAT=json \
   "$target_dir/debug/invoice-app" >"$data/invoice-app.log" 2>&1 &
 pids+=("$!")
