@@ -77,7 +77,7 @@ dunning_scene() {
       "$target_dir/debug/payment-provider" accounts "$@" 2>>"$data/payment-provider.log"
   }
   account="$(provider_cli show "$customer")"
-  # "customer C002: 99999990.00 EUR, open": the balance in cents, plus 25.00 it lacks.
+  # "customer C002: 99999990.00 EUR, active": the balance in cents, plus 25.00 it lacks.
   balance="$(sed -E 's/^customer [^:]+: ([0-9]+)\.([0-9]{2}) EUR.*/\1\2/' <<<"$account")"
   amount=$((10#$balance + 2500))
   echo
@@ -89,7 +89,7 @@ dunning_scene() {
   invoice="$(api_call "$api/invoices/$id")"
   jq -c '{status, attempt_count, failure_reason, next_attempt_at}' <<<"$invoice"
   [[ "$(jq -r .status <<<"$invoice")" == past_due ]] || { echo "demo: expected past_due" >&2; exit 1; }
-  echo "== Funds arrive: $(provider_cli fund "$customer" 25.00 EUR)"
+  echo "== Funds arrive: $(provider_cli fund "$customer" 25.00 EUR | tail -n 1)"
   echo "== Four days later (DEV_CLOCK_SHIFT=4d), the daily run retries it:"
   LISTEN_ADDR="127.0.0.1:$app_port" DATABASE_URL="sqlite://$data/invoice-app.db" SEED=none \
     PAYMENT_PROVIDER_URL="http://127.0.0.1:$provider_port" LOG_FORMAT=json DEV_CLOCK_SHIFT=4d \
