@@ -48,7 +48,7 @@ trap stop EXIT
 LISTEN_ADDR="127.0.0.1:$provider_port" DATABASE_URL="sqlite://$data/payment-provider.db" SEED=demo \
   LOG_FORMAT=json "$target_dir/debug/payment-provider" >"$data/payment-provider.log" 2>&1 &
 pids+=("$!")
-LISTEN_ADDR="127.0.0.1:$app_port" DATABASE_URL="sqlite://$data/invoice-app.db" SEED=demo PAY_SCHEDULE=off \
+LISTEN_ADDR="127.0.0.1:$app_port" DATABASE_URL="sqlite://$data/invoice-app.db" SEED=demo PAY_SCHEDULE=off DAILY_SCHEDULE=off \
   PAYMENT_PROVIDER_URL="http://127.0.0.1:$provider_port" LOG_FORMAT=json \
   "$target_dir/debug/invoice-app" >"$data/invoice-app.log" 2>&1 &
 pids+=("$!")
@@ -77,7 +77,7 @@ dunning_scene() {
       "$target_dir/debug/payment-provider" accounts "$@" 2>>"$data/payment-provider.log"
   }
   account="$(provider_cli show "$customer")"
-  # "customer C002: 99999990.00 EUR, open": the balance in cents, plus 25.00 it lacks.
+  # "customer C002: 99999990.00 EUR, active": the balance in cents, plus 25.00 it lacks.
   balance="$(sed -E 's/^customer [^:]+: ([0-9]+)\.([0-9]{2}) EUR.*/\1\2/' <<<"$account")"
   amount=$((10#$balance + 2500))
   echo
@@ -89,7 +89,7 @@ dunning_scene() {
   invoice="$(api_call "$api/invoices/$id")"
   jq -c '{status, attempt_count, failure_reason, next_attempt_at}' <<<"$invoice"
   [[ "$(jq -r .status <<<"$invoice")" == past_due ]] || { echo "demo: expected past_due" >&2; exit 1; }
-  echo "== Funds arrive: $(provider_cli fund "$customer" 25.00 EUR)"
+  echo "== Funds arrive: $(provider_cli fund "$customer" 25.00 EUR | tail -n 1)"
   echo "== Four days later (DEV_CLOCK_SHIFT=4d), the daily run retries it:"
   LISTEN_ADDR="127.0.0.1:$app_port" DATABASE_URL="sqlite://$data/invoice-app.db" SEED=none \
     PAYMENT_PROVIDER_URL="http://127.0.0.1:$provider_port" LOG_FORMAT=json DEV_CLOCK_SHIFT=4d \
@@ -100,7 +100,7 @@ dunning_scene() {
   echo "== $(provider_cli show "$customer")"
   [[ "$(jq -r .status <<<"$invoice")" == paid ]] || { echo "demo: expected paid" >&2; exit 1; }
   # One charge: the balance is what it was, less nothing (25.00 arrived, all of it taken).
-  [[ "$(provider_cli show "$customer")" == "customer $customer: 0.00 EUR, open" ]] ||
+  [[ "$(provider_cli show "$customer")" == "customer $customer: 0.00 EUR, active" ]] ||
     { echo "demo: the account should be empty after one charge" >&2; exit 1; }
 }
 
