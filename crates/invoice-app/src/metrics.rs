@@ -35,6 +35,7 @@ pub struct Metrics {
     pay_runs: HistogramVec,
     attempts: IntCounterVec,
     unanswered: IntCounter,
+    reconciled: IntCounterVec,
     db: DbGauges,
 }
 
@@ -184,6 +185,13 @@ impl Metrics {
             "invoice_app_charge_calls_unanswered_total",
             "Charge calls that got no HTTP answer (refused, reset or timed out).",
         )?;
+        let reconciled = counter_vec(
+            "invoice_app_reconciled_total",
+            "Invoices that may have been charged, looked up at payment-provider by their key \
+             and settled by this process, by result (paid: charged but not yet paid here; \
+             released; declined; attention; retry: no answer yet).",
+            &["result"],
+        )?;
         let db = DbGauges {
             up: IntGauge::new(
                 "invoice_app_database_up",
@@ -268,6 +276,7 @@ impl Metrics {
         registry.register(Box::new(pay_runs.clone()))?;
         registry.register(Box::new(attempts.clone()))?;
         registry.register(Box::new(unanswered.clone()))?;
+        registry.register(Box::new(reconciled.clone()))?;
         registry.register(Box::new(db.up.clone()))?;
         registry.register(Box::new(db.invoices.clone()))?;
         registry.register(Box::new(db.attention.clone()))?;
@@ -290,6 +299,10 @@ impl Metrics {
         for outcome in call_results() {
             attempts.with_label_values(&[outcome]);
         }
+        // From 0, so the first charged-but-unpaid invoice found is an increase.
+        for result in crate::billing::Reconciled::ALL {
+            reconciled.with_label_values(&[result.as_str()]);
+        }
         Ok(Metrics {
             registry,
             requests,
@@ -297,6 +310,7 @@ impl Metrics {
             pay_runs,
             attempts,
             unanswered,
+            reconciled,
             db,
         })
     }
@@ -335,6 +349,11 @@ impl Metrics {
         if !answered {
             self.unanswered.inc();
         }
+    }
+
+    /// One invoice reconciliation settled, by its `result` ([`crate::billing::Reconciled`]).
+    pub fn reconciled(&self, result: &str) {
+        self.reconciled.with_label_values(&[result]).inc();
     }
 
     /// The text exposition format, with the gauges read from the database just now, or
@@ -459,6 +478,7 @@ mod tests {
             "invoice_app_oldest_retry_due_seconds 172800",
             "invoice_app_dunning_invoices{status=\"uncollectible\"} 2",
             "invoice_app_dunning_invoices{status=\"past_due\"} 0",
+            "invoice_app_reconciled_total{result=\"paid\"} 0",
             "http_requests_total{method=\"POST\",route=\"/invoices/pay\",status=\"503\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");

@@ -5,6 +5,7 @@
 
 mod pay_one;
 mod periods;
+mod reconcile;
 mod settle;
 
 use std::collections::HashSet;
@@ -24,6 +25,7 @@ use crate::domain::{
 pub use crate::domain::{Summary, Trigger};
 use crate::metrics::Metrics;
 use crate::payment_client::PaymentClient;
+pub use reconcile::Reconciled;
 
 #[derive(Debug, Clone)]
 pub struct PaySettings {
@@ -98,6 +100,15 @@ impl PayRunReport {
             }),
         }
     }
+}
+
+/// What a run does between its opening and its close.
+enum Work {
+    /// Charges what it claims (a pay or dunning run).
+    Pay(Detail),
+    /// Looks invoices that may have been charged up at the provider: those it finds, or the
+    /// one invoice an operator named.
+    Reconcile { only: Option<String> },
 }
 
 /// A run that holds one of the process's run slots until it is dropped.
@@ -265,7 +276,9 @@ impl Biller {
         started_by: String,
         detail: Detail,
     ) -> Result<PayRunReport, BillingError> {
-        let run = self.open_run(RunKind::Pay, Trigger::Api, Some(started_by)).await?;
+        let run = self
+            .open_run(RunKind::Pay, Trigger::Api, Some(started_by))
+            .await?;
         let report = self.spawn_pay(run, detail).await?;
         match report.error {
             None => Ok(report),
@@ -279,7 +292,9 @@ impl Biller {
 
     /// Starts a run in the background, started through the API by `started_by`; its id.
     pub async fn start(self: &Arc<Self>, started_by: String) -> Result<RunId, BillingError> {
-        let run = self.open_run(RunKind::Pay, Trigger::Api, Some(started_by)).await?;
+        let run = self
+            .open_run(RunKind::Pay, Trigger::Api, Some(started_by))
+            .await?;
         let id = run.row.id.clone();
         drop(self.spawn_pay(run, Detail::Counts));
         Ok(id)
@@ -304,15 +319,26 @@ impl Biller {
     /// Pays every invoice claimable now and closes the run, `completed` or `failed`; its
     /// slot is free again by the time the run is recorded as finished. A failed run's
     /// report still holds everything it settled.
-    #[tracing::instrument(name = "pay_run", skip_all, fields(run_id = %open.row.id, trigger = open.row.trigger.as_str()))]
     pub async fn pay(&self, open: OpenRun, detail: Detail) -> Result<PayRunReport, BillingError> {
+        self.drive(open, Work::Pay(detail)).await
+    }
+
+    /// Does a run's `work` with a heartbeat, then closes it as [`Self::pay`] says.
+    #[tracing::instrument(name = "pay_run", skip_all, fields(run_id = %open.row.id, trigger = open.row.trigger.as_str(), kind = open.row.kind.as_str()))]
+    async fn drive(&self, open: OpenRun, work: Work) -> Result<PayRunReport, BillingError> {
         let OpenRun {
             row: run,
             _slot: slot,
         } = open;
         let started = Instant::now();
+        let work = async {
+            match work {
+                Work::Pay(detail) => self.pipeline(&run.id, run.kind, detail).await,
+                Work::Reconcile { only } => self.look_up_all(&run.id, only.as_deref()).await,
+            }
+        };
         let (mut report, stopped) = tokio::select! {
-            done = self.pipeline(&run.id, run.kind, detail) => done,
+            done = work => done,
             never = self.heartbeat(&run.id) => match never {},
         };
         // Free before the run shows as finished, so whoever sees it finished may start one.

@@ -9,8 +9,8 @@ use diesel::serialize::{self, Output, ToSql};
 use diesel::sql_types::Text;
 
 use crate::domain::{
-    AttemptId, AttemptKind, AttemptOutcome, InvoiceStatus, RunId, RunKind, RunStatus, Sent, Trigger,
-    WorkerId,
+    AttemptId, AttemptKind, AttemptOutcome, InvoiceStatus, RunId, RunKind, RunStatus, Sent,
+    Trigger, WorkerId,
 };
 
 macro_rules! text_column {
