@@ -389,8 +389,10 @@ class Cluster:
             self.errors.append("invoice-app reconcile: no end within 120s")
             log(self.errors[-1])
             return
-        summary = next((json.loads(line) for line in reversed(out.stdout.splitlines())
-                        if line.startswith("{")), None)
+        # The summary, not a log line (the logs are JSON on stdout too).
+        summary = next((d for d in (json.loads(line) for line in reversed(out.stdout.splitlines())
+                                    if line.startswith("{")) if "run_id" in d and "paid" in d),
+                       None)
         with self.lock:
             self.reconciles.append((out.returncode, summary))
         log(f"invoice-app reconcile → exit {out.returncode}: {summary}")
