@@ -62,7 +62,7 @@ def fuzz(backend, schemathesis, provider_url, scratch):
     try:
         with open(log_path, "w") as log:
             app = Service(os.path.join(TARGET, "debug", "invoice-app"), {
-                "DATABASE_URL": url, "SEED": "demo", "PAY_SCHEDULE": "off",
+                "DATABASE_URL": url, "SEED": "demo", "PAY_SCHEDULE": "off", "DAILY_SCHEDULE": "off",
                 "PAYMENT_PROVIDER_URL": provider_url, **api_key_env(key)}, log=log)
         try:
             print(f"== schemathesis against invoice-app on {backend}", flush=True)

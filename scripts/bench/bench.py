@@ -125,7 +125,7 @@ def start_pair(backend):
     provider = Service(os.path.join(BIN, "payment-provider"), {"DATABASE_URL": pp_db.url, "SEED": "demo",
                                             "CALLER_TOKENS": f"invoice-app:{TOKEN}"})
     app = Service(os.path.join(BIN, "invoice-app"), {"DATABASE_URL": ia_db.url, "SEED": "none", "PAY_SCHEDULE": "off",
-                                  "PAYMENT_PROVIDER_URL": provider.url,
+                                  "DAILY_SCHEDULE": "off", "PAYMENT_PROVIDER_URL": provider.url,
                                   "PAYMENT_PROVIDER_TOKEN": TOKEN, "API_KEYS": API_KEYS})
     return pp_db, ia_db, provider, app
 
@@ -237,7 +237,8 @@ def startup():
         times = []
         for _ in range(5):
             db = Database("sqlite", "startup")
-            svc = Service(os.path.join(BIN, name), {"DATABASE_URL": db.url, "SEED": "none", "PAY_SCHEDULE": "off"})
+            svc = Service(os.path.join(BIN, name), {"DATABASE_URL": db.url, "SEED": "none", "PAY_SCHEDULE": "off",
+                                                    "DAILY_SCHEDULE": "off"})
             times.append(svc.ready_after * 1000)
             svc.stop()
             db.drop()

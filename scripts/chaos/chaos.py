@@ -1225,7 +1225,7 @@ def main():
     cluster = Cluster(scratch, provider_env, {})
     cluster.app_env = {
         "DATABASE_URL": ia.service_url, "PAYMENT_PROVIDER_URL": f"http://127.0.0.1:{cluster.provider_port}",
-        "PAYMENT_PROVIDER_TOKEN": PROVIDER_TOKEN, "PAY_SCHEDULE": "off", "SEED": "none",
+        "PAYMENT_PROVIDER_TOKEN": PROVIDER_TOKEN, "PAY_SCHEDULE": "off", "DAILY_SCHEDULE": "off", "SEED": "none",
         "PAY_CONCURRENCY": str(PAY_CONCURRENCY), "CLAIM_LEASE_SECS": str(LEASE_SECS),
         # Enough connections that the rest goes on while calls and settlements wait behind
         # locked rows: PAY_MAX_RUNS × (PAY_CONCURRENCY + claim, settle, heartbeat).

@@ -23,7 +23,8 @@
 # 3. checkov over everything rendered: zero failures (skips live in the charts, with reasons).
 # 4. Every pod template meets Pod Security "restricted" (check_pss.py); RBAC assertions
 #    over the rendered team namespaces and apps, and the apps' instructions against the
-#    team Role (check_rbac.py); what the charts expose (check_exposure.py).
+#    team Role (check_rbac.py); what the charts expose (check_exposure.py); each of
+#    invoice-app's runs scheduled once, by its CronJob or in process (check_schedules.py).
 # 5. The team namespaces' admission policies evaluated with two CEL implementations against
 #    fixture requests and the apps' own pods (check_admission.py).
 # 6. NetworkPolicy reachability computed by network-config-analyzer over both team
@@ -310,6 +311,12 @@ if ! "$PY" "$HERE/check_exposure.py" "$CHARTS" "$OUT/rendered/payment-provider" 
 fi
 done_step
 
+step "Each run scheduled once: its CronJob or the in-process schedule (check_schedules.py)"
+if ! "$PY" "$HERE/check_schedules.py" "$OUT"/rendered/invoice-app/*.yaml; then
+  fail "schedules of the runs"
+fi
+done_step
+
 step "Admission policies, evaluated with real CEL (check_admission.py)"
 admission_args=()
 for f in "$OUT"/rendered/invoice-app/*.yaml; do admission_args+=(--app "invoices=$f"); done
@@ -369,17 +376,17 @@ scenario() {
     fi
   done
 }
-# What each value set asks for (see charts/*/ci/): the databases, Prometheus, the pay-run
-# CronJob, the ways in, the API server payment-provider reads the JWKS from, and the
-# identity provider invoice-app reads it from.
-scenario production --invoices-db --payments-db --monitoring --cronjob --way-in gateway --way-in ingress \
-  --api-server 10.96.0.1 --api-server 172.18.0.2-172.18.0.4 \
+# What each value set asks for (see charts/*/ci/): the databases, Prometheus, the
+# CronJobs (pay-run, daily-run), the ways in, the API server payment-provider reads the JWKS
+# from, and the identity provider invoice-app reads it from.
+scenario production --invoices-db --payments-db --monitoring --cronjob pay-run --cronjob daily-run \
+  --way-in gateway --way-in ingress --api-server 10.96.0.1 --api-server 172.18.0.2-172.18.0.4 \
   --idp 'identity/keycloak[Pod]={protocols:TCP,dst_ports:8443}'
-scenario default --cronjob --way-in gateway --api-server 10.96.0.1 --api-server 172.18.0.2
-scenario postgres-url --payments-db --cronjob --way-in ingress --api-server 10.96.0.1 --api-server-ports 443 \
+scenario default --cronjob pay-run --cronjob daily-run --way-in gateway --api-server 10.96.0.1 --api-server 172.18.0.2
+scenario postgres-url --payments-db --cronjob pay-run --way-in ingress --api-server 10.96.0.1 --api-server-ports 443 \
   --idp '203.0.113.10={protocols:TCP,dst_ports:443}'
 scenario minimal
-scenario demo --cronjob --way-in gateway
+scenario demo --cronjob pay-run --cronjob daily-run --way-in gateway
 # Every value set has its scenario.
 for values in "$CHARTS"/invoice-app/ci/*.yaml "$CHARTS"/payment-provider/ci/*.yaml; do
   set_name="$(basename "$values" -values.yaml)"

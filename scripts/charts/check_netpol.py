@@ -7,7 +7,7 @@ Usage:
       of a connection is checked on its own (a widened ingress rule must not hide behind
       the caller's tight egress rule, and the other way round).
   check_netpol.py assert CONNECTIVITY.txt --mode {full,ingress,egress}
-                  [--invoices-db] [--payments-db] [--monitoring] [--cronjob]
+                  [--invoices-db] [--payments-db] [--monitoring] [--cronjob {pay-run,daily-run}]...
                   [--way-in {gateway,ingress}]... [--api-server NODE]... [--api-server-ports P,P]
                   [--idp NODE=CONNECTIONS]...
 
@@ -47,10 +47,8 @@ PAYMENTS_IMPOSTOR = "payments/impostor[Pod]"  # invoice-app's label, in the prov
 INTRUDERS = [INVOICES_INTRUDER, PAYMENTS_INTRUDER, PAYMENTS_IMPOSTOR]
 LABEL_THIEF = "invoices/label-thief[Pod]"  # every label of invoice-app's serving pods, in invoices
 INVOICE_APP = "invoices/invoice-app[Deployment]"
-PAY_RUN = "invoices/invoice-app-pay-run[CronJob]"
 INVOICE_TEST = "invoices/invoice-app-test-readyz[Pod]"
 CANARY = "invoices/canary-invoice-app[Deployment]"  # a second invoice-app release
-CANARY_PAY_RUN = "invoices/canary-invoice-app-pay-run[CronJob]"
 CANARY_TEST = "invoices/canary-invoice-app-test-readyz[Pod]"
 # The helm tests that call payment-provider: one wears invoice-app's labels (the way the app
 # goes), one does not (must be kept out by payment-provider's policy alone).
@@ -74,6 +72,12 @@ CNPG_PORTS = "{protocols:TCP,dst_ports:5432,8000}"  # PostgreSQL and the instanc
 # The API server as charts/team-database/ci/*-values.yaml name it (apiServer.cidrs, ports).
 DB_API_SERVER = {node: "{protocols:TCP,dst_ports:443,6443}" for node in ("10.96.0.1", "172.18.0.2")}
 DENIED = None
+CRONJOBS = ("pay-run", "daily-run")  # the app's runs as CronJobs, by component
+
+
+def cronjob(release: str, component: str) -> str:
+    """nca's name of a release's CronJob (its pods wear the app's labels and the component)."""
+    return f"invoices/{release}-{component}[CronJob]"
 
 LINE = re.compile(r"^(?P<src>\S+) => (?P<dst>\S+) : (?P<conn>.+)$")
 
@@ -114,13 +118,13 @@ class World:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        # (server, pay run, helm test pod) of each invoice-app release.
-        self.releases = [(INVOICE_APP, PAY_RUN, INVOICE_TEST), (CANARY, CANARY_PAY_RUN, CANARY_TEST)]
-        self.pay_runs = [r[1] for r in self.releases] if args.cronjob else []
+        # (server, helm test pod) of each invoice-app release, and the CronJobs that are on.
+        self.releases = [(INVOICE_APP, INVOICE_TEST), (CANARY, CANARY_TEST)]
+        self.runs = [cronjob(release, c) for release in ("invoice-app", "canary-invoice-app") for c in args.cronjob]
         # Pods that the invoice-app policies select: each release's serving pods, and the label
         # thief, which the first release's policy cannot tell from its own pods.
         self.servers = [INVOICE_APP, LABEL_THIEF, CANARY]
-        self.callers = self.servers + self.pay_runs  # every pod with invoice-app's egress
+        self.callers = self.servers + self.runs  # every pod with invoice-app's egress
         self.team_pods = (self.callers + [PROVIDER, INVOICE_TEST, CANARY_TEST, PROVIDER_TEST, PROVIDER_AUTH_TEST,
                                           INVOICES_DB, PAYMENTS_DB] + INTRUDERS + PROVIDER_PATH_TESTS
                           + ISOLATION_TESTS)
@@ -142,7 +146,7 @@ class World:
         calls.update({(t, PROVIDER): HTTP for t in PROVIDER_PATH_TESTS})
         # The isolation test's own policy lets it out; payment-provider's keeps it out.
         isolation_out = {(t, PROVIDER): HTTP for t in ISOLATION_TESTS}
-        for _, _, test in self.releases:
+        for _, test in self.releases:
             calls.update({(test, t): HTTP for t in self.test_targets(test)})
         ways_in = {(self.ways_in[w], s): HTTP for w in a.way_in for s in self.servers}
         scrape = {}
@@ -198,8 +202,17 @@ def check(args: argparse.Namespace) -> int:
         expect(INGRESS, PROVIDER, DENIED, "ingress controller -> payment-provider")
         expect(GATEWAY, PROVIDER, DENIED, "Gateway proxy -> payment-provider")
         expect(INVOICE_APP, PROVIDER, HTTP, "invoice-app -> payment-provider, port 8080 only")
-        if args.cronjob:
-            expect(PAY_RUN, PROVIDER, HTTP, "invoice-app pay run -> payment-provider, port 8080 only")
+        for component in CRONJOBS:
+            run = cronjob("invoice-app", component)
+            on = component in args.cronjob
+            expect(run, PROVIDER, HTTP if on else DENIED,
+                   f"invoice-app {component} -> payment-provider, port 8080 only" if on
+                   else f"no {component} CronJob: no such pod")
+            if on:
+                expect(run, INVOICES_DB, POSTGRES if args.invoices_db else DENIED,
+                       f"invoice-app {component} -> its PostgreSQL")
+                expect(INVOICE_APP, run, DENIED, f"invoice-app -> its {component} pods: they accept nothing")
+                expect(run, OUTSIDE, DENIED, f"invoice-app {component} -> the internet")
         expect(LABEL_THIEF, PROVIDER, HTTP,
                "a pod wearing all of invoice-app's labels in invoices -> payment-provider: the port is "
                "open to it (labels are not an identity); payment-provider refuses its calls by workload "
@@ -302,7 +315,8 @@ def main() -> int:
                      help="payment-provider's PostgreSQL is the payments-db fixture")
     chk.add_argument("--monitoring", action="store_true",
                      help="networkPolicy.prometheus names the Prometheus pods in both apps")
-    chk.add_argument("--cronjob", action="store_true", help="the pay-run CronJob is on")
+    chk.add_argument("--cronjob", action="append", default=[], choices=CRONJOBS,
+                     help="this CronJob of invoice-app is on (pay-run, daily-run)")
     chk.add_argument("--way-in", action="append", default=[], choices=["gateway", "ingress"],
                      help="invoice-app's HTTPRoute (gateway) or Ingress is on")
     chk.add_argument("--api-server", action="append", default=[],

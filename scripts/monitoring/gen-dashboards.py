@@ -171,21 +171,28 @@ def invoice_app():
             " the database: the CronJob's runs too. A failed or abandoned run:"
             " InvoiceAppPayRunFailed; GET /pay-runs/{id} says why.",
             [(f'max by (namespace, status) (delta(invoice_app_pay_runs{{{sel}, status!="running"}}[{RI}]))',
-              "{{namespace}} {{status}}")], "short", w=8, stack=True, decimals=0)
+              "{{namespace}} {{status}}")], "short", w=6, stack=True, decimals=0)
     b.panel("Pay run duration p50 / p95",
             "Duration of the pay runs that ended in the serving pods (API, in-process schedule),"
             " from invoice_app_pay_run_duration_seconds; the CronJob's runs are not scraped.",
             [(f"histogram_quantile({q}, sum by (namespace, le) (rate(invoice_app_pay_run_duration_seconds_bucket{{{sel}}}[{RI}])))",
-              f"{{{{namespace}}}} p{int(q * 100)}") for q in (0.5, 0.95)], "s", w=8)
+              f"{{{{namespace}}}} p{int(q * 100)}") for q in (0.5, 0.95)], "s", w=6)
     b.panel("Oldest running pay run",
             "How long the oldest pay run still running has been going (0: none)."
             " Over an hour: InvoiceAppPayRunTooLong.",
             [(f"max by (namespace) (invoice_app_pay_run_oldest_running_seconds{{{sel}}})", "{{namespace}}")],
             "s", w=4, kind="stat", thresholds=[(3600, "red")])
     b.panel("Since the last completed pay run",
-            "Time since the last pay run that completed (no value until one has).",
+            "Time since the last monthly pay run that completed (no value until one has)."
+            " Over 32 days with invoices pending: InvoiceAppNoRecentPayRun.",
             [(f"time() - max by (namespace) (invoice_app_last_completed_pay_run_timestamp_seconds{{{sel}}})",
               "{{namespace}}")], "s", w=4, kind="stat", thresholds=[(32 * 86400, "red")])
+    b.panel("Since the last completed daily run",
+            "Time since the last daily run (invoice-app daily: past-due retries that are due)"
+            " that completed (no value until one has). Over 26 hours, or none for 26 hours:"
+            " InvoiceAppDailyRunNotCompleted.",
+            [(f"time() - max by (namespace) (invoice_app_last_completed_daily_run_timestamp_seconds{{{sel}}})",
+              "{{namespace}}")], "s", w=4, kind="stat", thresholds=[(26 * 3600, "red")])
 
     b.row("Invoices")
     b.panel("Invoices by status",

@@ -5,8 +5,10 @@ Starts payment-provider (with injected 503s) and invoice-app on SQLite, and Prom
 (Debian's 2.42, from scripts/monitoring/install-tools.sh) scraping both every second with
 the charts' rule files loaded. Then:
 
-1. pays the demo invoices (and one the provider declines) through the faults, reads and
-   creates invoices, and calls payment-provider once without a credential;
+1. pays the demo invoices (and one the provider declines) through the faults, runs the
+   daily run once (`invoice-app daily` against the same database, as the chart's CronJob
+   does: its gauge exists only once one has completed), reads and creates invoices, and
+   calls payment-provider once without a credential;
 2. evaluates every rule expression and every dashboard panel query through Prometheus's
    HTTP API: each must parse; every recording rule and every panel query must return
    series; every metric name any of them uses must be one Prometheus has scraped (a
@@ -201,8 +203,10 @@ def main():
 
     try:
         provider = start("payment-provider", {"FAULT_UNAVAILABLE_RATE": "0.3", "FAULT_RETRY_AFTER_SECS": "0"})
-        app = start("invoice-app", {"PAY_SCHEDULE": "off", "PAYMENT_PROVIDER_URL": provider.url,
-                                    "RETRY_MAX_ELAPSED_SECS": "20", "CHARGE_TIMEOUT_MS": "1000"}).url
+        # No schedule of its own: the runs below are started on purpose.
+        app_env = {"PAY_SCHEDULE": "off", "DAILY_SCHEDULE": "off", "PAYMENT_PROVIDER_URL": provider.url,
+                   "RETRY_MAX_ELAPSED_SECS": "20", "CHARGE_TIMEOUT_MS": "1000"}
+        app = start("invoice-app", app_env).url
         config = write_prometheus_config(work, metrics)
         prom_port = free_port()
         prom_proc = subprocess.Popen(
@@ -239,6 +243,16 @@ def main():
             fail(f"pay run answered {status}: {body[:300]!r}")
         summary = json.loads(body)["summary"]
         log(f"pay run through injected faults: {summary}")
+        # The daily run as the CronJob runs it: its own process on the app's database.
+        daily = subprocess.run(
+            [str(bin_dir / "invoice-app"), "daily"],
+            env={**os.environ, **app_env, "DATABASE_URL": f"sqlite://{work}/invoice-app.db",
+                 "SEED": "none", "LOG_FORMAT": "json"},
+            capture_output=True, text=True, timeout=180,
+        )
+        if daily.returncode != 0:
+            fail(f"invoice-app daily exited {daily.returncode}: {daily.stderr.strip()[-500:]}")
+        log(f"daily run: {daily.stdout.strip().splitlines()[-1]}")
         status, body = http(
             "POST", f"{app}/invoices",
             {"customer_id": "C001", "amount": {"minor_units": 250, "currency": "EUR"}},

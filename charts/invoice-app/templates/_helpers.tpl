@@ -36,7 +36,7 @@ app.kubernetes.io/part-of: invoice-platform
 app.kubernetes.io/component: server
 {{- end }}
 
-{{/* Labels of every pod of the release (serving pods and pay runs): the NetworkPolicy and
+{{/* Labels of every pod of the release (serving pods and the CronJobs' runs): the NetworkPolicy and
      payment-provider's allowed callers select on them. */}}
 {{- define "invoice-app.podSelectorLabels" -}}
 app.kubernetes.io/name: {{ include "invoice-app.name" . }}
@@ -109,7 +109,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/* Refuse values that cannot work or that would fail open. SQLite is one file on one
-     volume: a single pod, and the pay-run job needs that volume. The API needs credentials
+     volume: a single pod, and the CronJobs' runs need that volume. The API needs credentials
      (or an explicit demo), a way in needs a host, and every NetworkPolicy peer the app
      depends on must be named. A claim must outlive the work done under it (the app checks
      the same at start-up). */}}
@@ -121,8 +121,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if .Values.autoscaling.enabled }}
 {{- fail "SQLite allows one replica only: set database.existingSecret (PostgreSQL) or autoscaling.enabled: false" }}
 {{- end }}
-{{- if and .Values.payRun.cronJob.enabled (not .Values.database.sqlite.persistence.enabled) }}
-{{- fail "the pay-run CronJob needs the app's database: use PostgreSQL, database.sqlite.persistence.enabled, or payRun.cronJob.enabled: false" }}
+{{- if not .Values.database.sqlite.persistence.enabled }}
+{{- range include "invoice-app.cronJobs" . | fromJsonArray }}
+{{- fail (printf "the %s CronJob needs the app's database: use PostgreSQL, database.sqlite.persistence.enabled, or %s.cronJob.enabled: false" .component .values) }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- if not (or (include "invoice-app.apiCredentials" .) .Values.demo) }}
@@ -316,7 +318,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
-{{/* Pod-level settings shared by the Deployment and the pay-run CronJob. */}}
+{{/* Pod-level settings shared by the Deployment and the CronJobs. */}}
 {{- define "invoice-app.podCommon" -}}
 serviceAccountName: {{ include "invoice-app.serviceAccountName" . }}
 automountServiceAccountToken: false
@@ -339,7 +341,7 @@ tolerations:
 {{- end }}
 {{- end }}
 
-{{/* Container settings shared by the Deployment and the pay-run CronJob. */}}
+{{/* Container settings shared by the Deployment and the CronJobs. */}}
 {{- define "invoice-app.containerCommon" -}}
 image: {{ include "invoice-app.image" . }}
 imagePullPolicy: {{ .Values.image.pullPolicy }}
@@ -365,7 +367,7 @@ volumeMounts:
   {{- end }}
 {{- end }}
 
-{{/* Volumes shared by the Deployment and the pay-run CronJob. */}}
+{{/* Volumes shared by the Deployment and the CronJobs. */}}
 {{- define "invoice-app.volumes" -}}
 - name: tmp
   emptyDir:
@@ -417,7 +419,7 @@ volumeMounts:
   {{- end }}
 {{- end }}
 
-{{/* Egress of the serving pods and the pay-run jobs: DNS, payment-provider, its database,
+{{/* Egress of the serving pods and the CronJobs' runs: DNS, payment-provider, its database,
      the identity provider's keys. */}}
 {{- define "invoice-app.egressRules" -}}
 {{- $np := .Values.networkPolicy -}}
@@ -456,4 +458,20 @@ volumeMounts:
 {{- with $np.extraEgress }}
 {{ toYaml . }}
 {{- end }}
+{{- end }}
+
+{{/* The enabled CronJobs, as a JSON list: each runs `invoice-app <command>` in pods labelled
+     with its component, with the settings of `<values>.cronJob`. The CronJobs, their
+     NetworkPolicies, NOTES and the SQLite check range over it, so a run is one entry. */}}
+{{- define "invoice-app.cronJobs" -}}
+{{- $jobs := list }}
+{{- if .Values.payRun.cronJob.enabled }}
+{{- $jobs = append $jobs (dict "component" "pay-run" "command" "pay" "values" "payRun" "cronJob" .Values.payRun.cronJob
+  "about" "The monthly pay run: `invoice-app pay` pays the pending invoices (and the past-due ones whose retry is due) and exits (0 done, 1 error).") }}
+{{- end }}
+{{- if .Values.dailyRun.cronJob.enabled }}
+{{- $jobs = append $jobs (dict "component" "daily-run" "command" "daily" "values" "dailyRun" "cronJob" .Values.dailyRun.cronJob
+  "about" "The daily run: `invoice-app daily` retries the past-due invoices whose retry is due (pending ones wait for the monthly run) and exits (0 done, non-zero error).") }}
+{{- end }}
+{{- toJson $jobs }}
 {{- end }}

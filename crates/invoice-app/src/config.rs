@@ -48,6 +48,9 @@ pub struct Config {
     pub provider_ca_file: Option<std::path::PathBuf>,
     /// `None` when the in-process schedule is off.
     pub pay_schedule: Option<cron::Schedule>,
+    /// `DAILY_SCHEDULE`: the daily run (past-due retries that are due, then
+    /// reconciliation); `None` when it is off in this process.
+    pub daily_schedule: Option<cron::Schedule>,
     pub pay_concurrency: usize,
     /// Pay runs this process works on at once (API, schedule and CLI together).
     pub pay_max_runs: usize,
@@ -59,6 +62,9 @@ pub struct Config {
     /// `DUNNING_SCHEDULE`: when a soft-declined invoice is tried again, counted from its
     /// first decline (`3d,5d,7d`).
     pub dunning_schedule: DunningSchedule,
+    /// `DEV_CLOCK_SHIFT`: how far ahead of this machine's clock the local demo's SQLite
+    /// database reads (e.g. `4d`, to reach a dunning retry); zero unless set.
+    pub dev_clock_shift: chrono::TimeDelta,
     pub log_format: LogFormat,
 }
 
@@ -125,14 +131,18 @@ impl Config {
                  on purpose)"
             )));
         }
-        let pay_schedule = match text("PAY_SCHEDULE", "0 0 0 1 * *").as_str() {
-            "off" => None,
-            expr => Some(cron::Schedule::from_str(expr).map_err(|e| {
-                err("PAY_SCHEDULE")(format!(
+        let schedule = |var: &'static str, default: &str| match text(var, default).as_str() {
+            "off" => Ok(None),
+            expr => cron::Schedule::from_str(expr).map(Some).map_err(|e| {
+                err(var)(format!(
                     "{e} (expected `sec min hour day month weekday`, or off)"
                 ))
-            })?),
+            }),
         };
+        let pay_schedule = schedule("PAY_SCHEDULE", "0 0 0 1 * *")?;
+        // 06:00, hours after the monthly run: a decline at its start is due again on the
+        // third day after by then, not seconds after the daily run looked.
+        let daily_schedule = schedule("DAILY_SCHEDULE", "0 0 6 * * *")?;
         let retry_max_elapsed =
             Duration::from_secs(number(&get, "RETRY_MAX_ELAPSED_SECS", 30, 1..=3600)?);
         let charge_timeout =
@@ -148,7 +158,13 @@ impl Config {
                 "must exceed RETRY_MAX_ELAPSED_SECS plus two charge timeouts".into(),
             ));
         }
+        let dev_clock_shift = get("DEV_CLOCK_SHIFT")
+            .map(|text| dev_clock_shift(&text, &database_url, listen_addr))
+            .transpose()
+            .map_err(err("DEV_CLOCK_SHIFT"))?
+            .unwrap_or_default();
         Ok(Config {
+            dev_clock_shift,
             listen_addr,
             metrics_addr,
             auth,
@@ -161,6 +177,7 @@ impl Config {
             provider_token_file,
             provider_ca_file,
             pay_schedule,
+            daily_schedule,
             pay_concurrency: number(&get, "PAY_CONCURRENCY", 16, 1..=256)?,
             pay_max_runs: number(&get, "PAY_MAX_RUNS", 4, 1..=64)?,
             charge_timeout,
@@ -241,6 +258,28 @@ fn provider_transport(
         crate::payment_client::read_ca_bundle(path).map_err(err("PAYMENT_PROVIDER_CA_FILE"))?;
     }
     Ok(ca_file)
+}
+
+/// A shift of the clock for the local demo only: production's clock is PostgreSQL's and
+/// cannot be moved from here, so it is refused unless the database is SQLite and the API
+/// listens on loopback (the demo's set-up; the chart refuses the variable too).
+fn dev_clock_shift(
+    text: &str,
+    database_url: &DbUrl,
+    listen_addr: SocketAddr,
+) -> Result<chrono::TimeDelta, String> {
+    if !matches!(database_url, DbUrl::Sqlite(_)) || !listen_addr.ip().is_loopback() {
+        return Err(
+            "only for the local demo: it needs a SQLite DATABASE_URL and a loopback LISTEN_ADDR"
+                .into(),
+        );
+    }
+    let shift = humantime::parse_duration(text)
+        .map_err(|e| format!("{e} (expected a duration such as 4d)"))?;
+    chrono::TimeDelta::from_std(shift)
+        .ok()
+        .filter(|shift| *shift <= chrono::TimeDelta::days(366))
+        .ok_or_else(|| "at most 366 days".to_owned())
 }
 
 #[cfg(test)]
@@ -399,12 +438,50 @@ QibPzZV3uXu+aspaAiEA++quACU2Qc/7fsxKDrkCY0+IAxOp/yv6CJVG41cIwgE=
     }
 
     #[test]
+    fn the_clock_shifts_only_for_a_local_sqlite_demo() {
+        let shifted = config(&[("DEV_CLOCK_SHIFT", "4d")]).expect("the demo's set-up");
+        assert_eq!(shifted.dev_clock_shift, chrono::TimeDelta::days(4));
+        assert_eq!(
+            config(&[]).expect("valid").dev_clock_shift,
+            chrono::TimeDelta::zero()
+        );
+        for refused in [
+            vec![("DATABASE_URL", "postgres://db.internal/invoices")],
+            vec![("LISTEN_ADDR", "0.0.0.0:8081")],
+        ] {
+            let mut env = refused.clone();
+            env.push(("DEV_CLOCK_SHIFT", "4d"));
+            let e = config(&env).expect_err("refused outside the demo");
+            assert_eq!(e.var, "DEV_CLOCK_SHIFT", "{e}");
+        }
+    }
+
+    #[test]
+    fn daily_schedule_fires_every_day_after_the_monthly_run() {
+        let c = config(&[]).expect("valid");
+        let schedule = c.daily_schedule.expect("on by default");
+        let days: Vec<_> = schedule.upcoming(chrono::Utc).take(3).collect();
+        for pair in days.windows(2) {
+            assert_eq!(pair[1] - pair[0], chrono::TimeDelta::days(1));
+        }
+        assert_eq!(chrono::Timelike::hour(&days[0]), 6);
+        assert!(
+            config(&[("DAILY_SCHEDULE", "off")])
+                .expect("valid")
+                .daily_schedule
+                .is_none()
+        );
+    }
+
+    #[test]
     fn bad_values_name_their_variable() {
         for (var, value) in [
             ("LISTEN_ADDR", "nope"),
             ("DATABASE_URL", "mysql://x/y"),
             ("PAYMENT_PROVIDER_URL", "ftp://x"),
             ("PAY_SCHEDULE", "every tuesday"),
+            ("DAILY_SCHEDULE", "daily"),
+            ("DEV_CLOCK_SHIFT", "4 days later"),
             ("PAY_CONCURRENCY", "0"),
             ("PAY_MAX_RUNS", "0"),
             ("CHARGE_TIMEOUT_MS", "abc"),

@@ -32,6 +32,8 @@ enum Command {
         #[arg(long, value_name = "ID")]
         invoice: Option<String>,
     },
+    /// Retry the past-due invoices that are due once and exit (the daily CronJob).
+    Daily,
 }
 
 fn main() -> ExitCode {
@@ -40,7 +42,7 @@ fn main() -> ExitCode {
     // The API's credentials matter only to the command that serves it.
     let config = Config::from_env().and_then(|config| match command {
         Command::Serve => config.uses_dev_api_key().map(|_| config),
-        Command::Migrate | Command::Pay | Command::Reconcile { .. } => Ok(config),
+        Command::Migrate | Command::Pay | Command::Daily | Command::Reconcile { .. } => Ok(config),
     });
     let config = match config {
         Ok(config) => config,
@@ -80,12 +82,8 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 .await?
         }
         Command::Migrate => drop(migrated_pool(&config).await?),
-        Command::Pay => {
-            let pool = migrated_pool(&config).await?;
-            let biller = biller(&config, pool, Metrics::new()?)?;
-            let paying = biller.pay_all(RunKind::Pay, Trigger::Cli, Detail::Counts);
-            run_to_the_end(&biller, paying, "pay").await?;
-        }
+        Command::Pay => run_once(&config, RunKind::Pay).await?,
+        Command::Daily => run_once(&config, RunKind::Dunning).await?,
         Command::Reconcile { invoice } => {
             // A bad id is the operator's typo: said before anything is claimed.
             let only = invoice
@@ -99,6 +97,14 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// One run of `kind`, to its end; an error unless it completed.
+async fn run_once(config: &Config, kind: RunKind) -> anyhow::Result<()> {
+    let pool = migrated_pool(config).await?;
+    let biller = biller(config, pool, Metrics::new()?)?;
+    let paying = biller.pay_all(kind, Trigger::Cli, Detail::Counts);
+    run_to_the_end(&biller, paying, "pay").await
 }
 
 /// Runs a run of the CLI (`what`) until it ends or a stop signal comes, then prints its

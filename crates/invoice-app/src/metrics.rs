@@ -18,7 +18,7 @@ use prometheus::{
 use strum::IntoEnumIterator;
 
 use crate::db::{self, DbPool};
-use crate::domain::{AttemptOutcome, InvoiceStatus, RunResult, RunStatus, Summary};
+use crate::domain::{AttemptOutcome, InvoiceStatus, RunKind, RunResult, RunStatus, Summary};
 
 /// The outcomes of a charge call that ended (`CallOutcome::attempt_outcome`).
 fn call_results() -> impl Iterator<Item = &'static str> {
@@ -50,6 +50,7 @@ struct DbGauges {
     oldest_unsettled: Gauge,
     // Without labels, so it is absent until a run completed (a 0 would read as 1970).
     last_completed: GaugeVec,
+    last_completed_daily: GaugeVec,
     runs: IntGaugeVec,
     run_invoices: IntGaugeVec,
     recent_attempts: IntGaugeVec,
@@ -77,7 +78,10 @@ pub struct Snapshot {
     pub oldest_running_started: Option<NaiveDateTime>,
     /// The first attempt of the oldest invoice still unsettled that a run tried.
     pub oldest_unsettled_attempt: Option<NaiveDateTime>,
+    /// When the last completed pay run finished, and the last completed dunning run (the
+    /// daily run's retries).
     pub last_completed: Option<NaiveDateTime>,
+    pub last_completed_daily: Option<NaiveDateTime>,
     /// Runs by status, and the invoices all runs settled by result.
     pub runs_by_status: Vec<(String, i64)>,
     pub run_invoices: Summary,
@@ -138,7 +142,8 @@ impl Snapshot {
             )?,
             oldest_running_started: db::pay_runs::oldest_running(c)?,
             oldest_unsettled_attempt: db::attempts::oldest_unsettled(c)?,
-            last_completed: db::pay_runs::last_completed(c)?,
+            last_completed: db::pay_runs::last_completed(c, RunKind::Pay)?,
+            last_completed_daily: db::pay_runs::last_completed(c, RunKind::Dunning)?,
             now,
         })
     }
@@ -225,6 +230,14 @@ impl Metrics {
                 ),
                 &[],
             )?,
+            last_completed_daily: GaugeVec::new(
+                Opts::new(
+                    "invoice_app_last_completed_daily_run_timestamp_seconds",
+                    "When the last completed daily run (its past-due retries) finished (Unix \
+                     time).",
+                ),
+                &[],
+            )?,
             runs: IntGaugeVec::new(
                 Opts::new(
                     "invoice_app_pay_runs",
@@ -284,6 +297,7 @@ impl Metrics {
         registry.register(Box::new(db.oldest_running.clone()))?;
         registry.register(Box::new(db.oldest_unsettled.clone()))?;
         registry.register(Box::new(db.last_completed.clone()))?;
+        registry.register(Box::new(db.last_completed_daily.clone()))?;
         registry.register(Box::new(db.runs.clone()))?;
         registry.register(Box::new(db.run_invoices.clone()))?;
         registry.register(Box::new(db.recent_attempts.clone()))?;
@@ -384,12 +398,16 @@ impl DbGauges {
         };
         self.oldest_running.set(age(s.oldest_running_started));
         self.oldest_unsettled.set(age(s.oldest_unsettled_attempt));
-        match s.last_completed {
-            Some(t) => self
-                .last_completed
-                .with_label_values(&[] as &[&str])
-                .set(t.and_utc().timestamp_millis() as f64 / 1000.0),
-            None => self.last_completed.reset(),
+        for (gauge, at) in [
+            (&self.last_completed, s.last_completed),
+            (&self.last_completed_daily, s.last_completed_daily),
+        ] {
+            match at {
+                Some(t) => gauge
+                    .with_label_values(&[] as &[&str])
+                    .set(t.and_utc().timestamp_millis() as f64 / 1000.0),
+                None => gauge.reset(),
+            }
         }
         set_counts(
             &self.runs,
@@ -446,6 +464,7 @@ mod tests {
             oldest_running_started: Some(at("2026-11-01 00:00:00")),
             oldest_unsettled_attempt: Some(at("2026-11-01 00:59:00")),
             last_completed: None,
+            last_completed_daily: None,
             runs_by_status: vec![("failed".into(), 2), ("completed".into(), 5)],
             run_invoices: Summary {
                 paid: 40,
@@ -484,15 +503,18 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }
         assert!(!text.contains("invoice_app_last_completed_pay_run_timestamp_seconds "));
+        assert!(!text.contains("invoice_app_last_completed_daily_run_timestamp_seconds "));
 
         let done = Snapshot {
             last_completed: Some(at("2026-11-01 00:30:00")),
+            last_completed_daily: Some(at("2026-11-01 06:00:00")),
             retries_due: 0,
             oldest_retry_due: None,
             ..snapshot
         };
         let text = m.render(Some(&done)).expect("renders");
         assert!(text.contains("invoice_app_last_completed_pay_run_timestamp_seconds 1793493000"));
+        assert!(text.contains("invoice_app_last_completed_daily_run_timestamp_seconds 1793512800"));
         assert!(
             text.lines()
                 .any(|l| l == "invoice_app_oldest_retry_due_seconds 0")

@@ -1,12 +1,12 @@
-//! The in-process schedule. Every replica runs it; a billing period is paid once across
-//! them (see `billing::periods`), and a period that fell due while none was up is paid by
-//! the first one up. Housekeeping, on whether or not the schedule is, closes the runs of
+//! The in-process schedules, monthly and daily. Every replica runs them; a billing period
+//! is run once across them (see `billing::periods`), and a period that fell due while none
+//! was up is run by the first one up. Housekeeping, on whether or not the schedule is, closes the runs of
 //! processes that died and deletes idempotency keys past their retention.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::billing::{Biller, BillingError};
+use crate::billing::{Biller, BillingError, Cadence};
 use crate::db::{self, DbPool};
 use crate::invoices;
 
@@ -14,23 +14,27 @@ use crate::invoices;
 /// abandoned.
 const RECHECK: Duration = Duration::from_secs(60);
 
-pub fn spawn(biller: Arc<Biller>, schedule: cron::Schedule) -> tokio::task::JoinHandle<()> {
+pub fn spawn(
+    biller: Arc<Biller>,
+    cadence: Cadence,
+    schedule: cron::Schedule,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             // The latest fire time that has passed is owed one run.
             if let Some(due) = schedule.after(&db::clock::utc_now()).next_back() {
-                match biller.pay_period(due).await {
+                match biller.pay_period(cadence, due).await {
                     Ok(_) => {}
                     Err(BillingError::ShuttingDown) => return,
                     // Tried again at the next look (busy, database down, ...).
                     Err(e) => {
-                        tracing::error!(error = %e, period = %due, "scheduled pay run failed")
+                        tracing::error!(error = %e, period = %due, schedule = cadence.as_str(), "scheduled run failed")
                     }
                 }
             }
             let next = schedule.after(&db::clock::utc_now()).next();
             if let Some(next) = next {
-                tracing::debug!(next = %next, "next scheduled pay run");
+                tracing::debug!(next = %next, schedule = cadence.as_str(), "next scheduled run");
             }
             let wait = next
                 .and_then(|n| (n - db::clock::utc_now()).to_std().ok())

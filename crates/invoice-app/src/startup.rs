@@ -12,7 +12,7 @@ use anyhow::Context;
 use secrecy::SecretString;
 
 use crate::auth::{Authenticator, DEV_API_KEY};
-use crate::billing::{Biller, PaySettings};
+use crate::billing::{Biller, Cadence, PaySettings};
 use crate::config::{Config, DEV_PROVIDER_TOKEN, Seed};
 use crate::db::{self, DbPool};
 use crate::metrics::Metrics;
@@ -29,7 +29,7 @@ pub struct Application {
     server: Server,
     metrics_server: Server,
     biller: Arc<Biller>,
-    schedule: Option<tokio::task::JoinHandle<()>>,
+    schedule: Vec<tokio::task::JoinHandle<()>>,
     housekeeping: tokio::task::JoinHandle<()>,
 }
 
@@ -51,10 +51,16 @@ impl Application {
         if let Err(e) = biller.close_abandoned().await {
             tracing::warn!(error = %e, "could not close abandoned pay runs at start-up");
         }
-        let schedule = config
-            .pay_schedule
-            .clone()
-            .map(|s| scheduler::spawn(biller.clone(), s));
+        let schedule = [
+            (Cadence::Monthly, &config.pay_schedule),
+            (Cadence::Daily, &config.daily_schedule),
+        ]
+        .into_iter()
+        .filter_map(|(cadence, schedule)| {
+            let schedule = schedule.clone()?;
+            Some(scheduler::spawn(biller.clone(), cadence, schedule))
+        })
+        .collect();
         let housekeeping = scheduler::spawn_housekeeping(
             biller.clone(),
             pool.clone(),
@@ -148,7 +154,7 @@ impl Application {
         metrics.stop(true).await;
         drop(metrics_served.await);
         self.housekeeping.abort();
-        if let Some(schedule) = self.schedule {
+        for schedule in self.schedule {
             schedule.abort();
         }
         self.biller.shutdown(SHUTDOWN_GRACE).await;
@@ -204,6 +210,13 @@ pub async fn migrated_pool(config: &Config) -> anyhow::Result<DbPool> {
         tracing::info!(applied, "ran database migrations");
     }
     // The database's clock decides leases and billing from the first claim on.
+    if !config.dev_clock_shift.is_zero() {
+        tracing::warn!(
+            shift = %humantime::format_duration(config.dev_clock_shift.to_std().unwrap_or_default()),
+            "DEV_CLOCK_SHIFT: this demo's SQLite database reads its clock shifted ahead"
+        );
+        db::clock::shift_sqlite(config.dev_clock_shift);
+    }
     let offset = db::run(&pool, db::clock::sync)
         .await
         .context("reading the database's clock")?;

@@ -25,6 +25,7 @@ use crate::domain::{
 pub use crate::domain::{Summary, Trigger};
 use crate::metrics::Metrics;
 use crate::payment_client::PaymentClient;
+pub use periods::Cadence;
 pub use reconcile::Reconciled;
 
 #[derive(Debug, Clone)]

@@ -23,20 +23,30 @@ pub enum Take {
     Baseline,
 }
 
-/// Takes `period` (due at `due`) for `run`, recording the run with it, unless a live or
-/// finished run has it; a period whose run was abandoned or failed is taken over.
+/// The schedule whose periods were the only ones before `billing_periods.schedule`.
+const MONTHLY: &str = "monthly";
+
+/// Takes `period` (due at `due`) of `schedule` for `run`, recording the run with it, unless
+/// a live or finished run has it; a period whose run was abandoned or failed is taken over.
+/// The first period of a schedule is its baseline, not owed a run.
 pub fn take(
     conn: &mut AnyConnection,
+    schedule: &str,
     period: &str,
     due: NaiveDateTime,
     run: &PayRunRow,
     now: NaiveDateTime,
 ) -> QueryResult<Take> {
-    let any: i64 = billing_periods::table.count().get_result(conn)?;
-    if any == 0 && !owed_before_periods(conn, due)? {
+    let any: i64 = billing_periods::table
+        .filter(dsl::schedule.eq(schedule))
+        .count()
+        .get_result(conn)?;
+    // Only the monthly schedule was run before periods were recorded.
+    if any == 0 && !(schedule == MONTHLY && owed_before_periods(conn, due)?) {
         let baseline = diesel::insert_into(billing_periods::table)
             .values((
                 dsl::period.eq(period),
+                dsl::schedule.eq(schedule),
                 dsl::kind.eq(BASELINE),
                 dsl::taken_at.eq(now),
             ))
@@ -53,6 +63,7 @@ pub fn take(
         diesel::insert_into(billing_periods::table)
             .values((
                 dsl::period.eq(period),
+                dsl::schedule.eq(schedule),
                 dsl::kind.eq(RUN),
                 dsl::run_id.eq(&run.id),
                 dsl::taken_at.eq(now),

@@ -240,10 +240,14 @@ pub fn oldest_running(conn: &mut AnyConnection) -> QueryResult<Option<NaiveDateT
         .get_result(conn)
 }
 
-/// When the last completed run finished.
-pub fn last_completed(conn: &mut AnyConnection) -> QueryResult<Option<NaiveDateTime>> {
+/// When the last completed run of `kind` finished.
+pub fn last_completed(
+    conn: &mut AnyConnection,
+    kind: RunKind,
+) -> QueryResult<Option<NaiveDateTime>> {
     pay_runs::table
         .filter(dsl::status.eq(RunStatus::Completed))
+        .filter(dsl::kind.eq(kind))
         .select(diesel::dsl::max(dsl::finished_at))
         .get_result(conn)
 }

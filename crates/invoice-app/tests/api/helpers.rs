@@ -112,6 +112,7 @@ pub fn test_config(db: &TestDb, provider_url: &str) -> Config {
     config.provider_url = provider_url.to_owned();
     config.provider_token = Some(SecretString::from(TEST_TOKEN));
     config.pay_schedule = None;
+    config.daily_schedule = None;
     config.retry_max_elapsed = Duration::from_secs(3);
     config.charge_timeout = Duration::from_secs(2);
     config.claim_lease = Duration::from_secs(30);

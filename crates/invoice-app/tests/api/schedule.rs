@@ -12,7 +12,9 @@ use invoice_app::db::{
 };
 use invoice_app::startup::Application;
 
-use crate::helpers::{Backend, TestApp, spawn_app_with, test_config};
+use api_contract::Currency;
+
+use crate::helpers::{Backend, TestApp, money, spawn_app_with, test_config};
 use test_support::both_backends;
 
 const MONTHLY: &str = "0 0 0 1 * *";
@@ -263,7 +265,154 @@ async fn upgraded_database_owes_the_period_its_old_release_did_not_pay(backend: 
     handle.stop(true).await;
 }
 
+/// The daily schedule of these tests: 06:00 UTC, as by default.
+const DAILY: &str = "0 0 6 * * *";
+
+/// A replica with only the daily schedule on.
+async fn daily_replica(app: &TestApp) -> invoice_app::startup::StopHandle {
+    let mut config = test_config(&app.db, &app.provider().base_url);
+    config.daily_schedule = Some(cron::Schedule::from_str(DAILY).expect("valid"));
+    config.dunning_schedule = app.config.dunning_schedule.clone();
+    let replica = Application::build(config).await.expect("replica starts");
+    let handle = replica.handle();
+    tokio::spawn(replica.run_until_stopped());
+    handle
+}
+
+/// The daily periods recorded, as (period, kind, the run's kind and status).
+async fn daily_periods(pool: &db::DbPool) -> Vec<(String, String, Option<(String, String)>)> {
+    db::run(pool, |c| {
+        periods::billing_periods
+            .left_join(runs::pay_runs.on(periods::run_id.eq(runs::id.nullable())))
+            .filter(periods::schedule.eq("daily"))
+            .order(periods::period)
+            .select((
+                periods::period,
+                periods::kind,
+                (runs::kind, runs::status).nullable(),
+            ))
+            .load(c)
+            .map_err(anyhow::Error::from)
+    })
+    .await
+    .expect("periods")
+}
+
+/// A past-due invoice is due again, and the daily run was missed (replicas ran days ago,
+/// none was up at 06:00): two replicas starting at once catch the latest daily period up
+/// once, retrying the due invoice with one charge and leaving a pending invoice to the
+/// monthly run.
+async fn a_missed_daily_run_is_caught_up_once(backend: Backend) {
+    let app = crate::dunning::app_with(backend, "1s", 50).await;
+    let declined = app.create_invoice("C001", 120, "EUR").await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    app.pay().await;
+    let past_due = crate::dunning::invoice(&app, &declined).await;
+    assert_eq!(past_due["status"], "past_due", "{past_due}");
+    let pending = app.create_invoice("C001", 10, "EUR").await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    app.provider()
+        .deposit("C001", money(100, Currency::Eur))
+        .await;
+    crate::dunning::until_due(&past_due).await;
+    let pool = db::pool(&app.config.database_url, 1);
+    db::run(&pool, |c| {
+        diesel::insert_into(periods::billing_periods)
+            .values((
+                periods::period.eq("daily/2000-01-01T06:00:00Z"),
+                periods::schedule.eq("daily"),
+                periods::kind.eq("baseline"),
+                periods::taken_at.eq(Utc::now().naive_utc()),
+            ))
+            .execute(c)
+            .map_err(anyhow::Error::from)
+    })
+    .await
+    .expect("baseline");
+
+    let (first, second) = tokio::join!(daily_replica(&app), daily_replica(&app));
+    wait_until_paid(&app, 1).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let latest = cron::Schedule::from_str(DAILY)
+        .expect("valid")
+        .after(&Utc::now())
+        .next_back()
+        .expect("a past fire time")
+        .to_rfc3339_opts(SecondsFormat::Secs, true);
+    assert_eq!(
+        daily_periods(&pool).await,
+        vec![
+            (
+                "daily/2000-01-01T06:00:00Z".to_owned(),
+                "baseline".to_owned(),
+                None
+            ),
+            (
+                format!("daily/{latest}"),
+                "run".to_owned(),
+                Some(("dunning".to_owned(), "completed".to_owned()))
+            ),
+        ],
+        "the latest missed period is run once, the ones before it are not owed twice"
+    );
+    let dunning_runs: Vec<(String, i32, i32)> = db::run(&pool, |c| {
+        runs::pay_runs
+            .filter(runs::kind.eq("dunning"))
+            .select((runs::trigger, runs::paid, runs::retry_later))
+            .load(c)
+            .map_err(anyhow::Error::from)
+    })
+    .await
+    .expect("runs");
+    assert_eq!(dunning_runs, vec![("schedule".to_owned(), 1, 0)]);
+    let ledger = app.provider().ledger().await;
+    assert_eq!(ledger.len(), 1, "one charge: {ledger:?}");
+    assert_eq!(ledger[0].invoice_id, declined);
+    assert_eq!(
+        crate::dunning::invoice(&app, &pending).await["status"],
+        "pending",
+        "a daily run retries; it does not bill"
+    );
+    first.stop(true).await;
+    second.stop(true).await;
+}
+
+/// A database whose monthly schedule has run for months still owes the daily schedule
+/// nothing at its first start: its first daily period is its baseline.
+async fn the_first_daily_period_is_a_baseline_beside_monthly_ones(backend: Backend) {
+    let app = crate::dunning::app_with(backend, "1s", 50).await;
+    let id = app.create_invoice("C001", 120, "EUR").await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    app.pay().await;
+    let past_due = crate::dunning::invoice(&app, &id).await;
+    crate::dunning::until_due(&past_due).await;
+    let pool = db::pool(&app.config.database_url, 1);
+    insert_period(&pool, "2000-01-01T00:00:00Z", "baseline", None).await;
+
+    let replica = daily_replica(&app).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    let periods = daily_periods(&pool).await;
+    assert_eq!(periods.len(), 1, "{periods:?}");
+    assert_eq!((periods[0].1.as_str(), &periods[0].2), ("baseline", &None));
+    assert_eq!(
+        crate::dunning::invoice(&app, &id).await["status"],
+        "past_due",
+        "not retried by a period that was not owed"
+    );
+    replica.stop(true).await;
+}
+
 both_backends!(
+    a_missed_daily_run_is_caught_up_once,
+    the_first_daily_period_is_a_baseline_beside_monthly_ones,
     upgraded_database_owes_the_period_its_old_release_did_not_pay,
     period_missed_while_down_is_paid_once_by_the_first_replica_up,
     first_start_owes_no_period,
