@@ -16,7 +16,9 @@ what both databases say afterwards, not by what the API answered.
    calls in flight are locked for longer than a lease. Meanwhile the provider's operator
    (`payment-provider accounts …`) pays into accounts that started empty, lifts holds put
    on before the first run, and closes accounts, at random moments, so past-due invoices
-   are paid, given up on or failed by later retries. Then runs go on until nothing is
+   are paid, given up on or failed by later retries. `invoice-app reconcile` (the real
+   binary) runs at random moments too, looking up invoices whose answers were lost. Then
+   runs go on until nothing is
    pending, processing or past due, one more run on each replica after a lease has passed
    closes the runs of the dead, and settled invoices' keys are sent to the provider again
    from outside.
@@ -334,6 +336,7 @@ class Cluster:
         self.frozen = set()  # replicas stopped with SIGSTOP
         self.kills = []  # (time, what)
         self.errors = []
+        self.reconciles = []  # (exit status, summary) of each `invoice-app reconcile`
 
     def _log(self, name):
         return open(os.path.join(self.scratch, f"{name}.log"), "a")
@@ -373,6 +376,26 @@ class Cluster:
         self.provider.proc.kill()
         self.provider.proc.wait()
         self.provider = None
+
+    def reconcile(self):
+        """`invoice-app reconcile` once, as an operator or the daily run would: the real
+        binary on the invoices database, beside the replicas. Its summary is kept."""
+        env = {"PATH": os.environ["PATH"], **self.app_env, "HOSTNAME": "chaos-reconcile",
+               "LOG_FORMAT": "json", "RUST_LOG": "warn"}
+        try:
+            out = subprocess.run([os.path.join(TARGET, "debug", "invoice-app"), "reconcile"],
+                                 env=env, capture_output=True, text=True, timeout=120)
+        except subprocess.TimeoutExpired:
+            self.errors.append("invoice-app reconcile: no end within 120s")
+            log(self.errors[-1])
+            return
+        # The summary, not a log line (the logs are JSON on stdout too).
+        summary = next((d for d in (json.loads(line) for line in reversed(out.stdout.splitlines())
+                                    if line.startswith("{")) if "run_id" in d and "paid" in d),
+                       None)
+        with self.lock:
+            self.reconciles.append((out.returncode, summary))
+        log(f"invoice-app reconcile → exit {out.returncode}: {summary}")
 
     def freeze_app(self, i):
         """SIGSTOP: the process holds its claims and connections but does nothing, as in a
@@ -517,6 +540,8 @@ def chaos(cluster, ia, rng, waves, api_invoices, freeze, cut_db):
         plan(rng.choice(wave_times) + rng.uniform(0.5, 3), "cut_db")
     for _ in range(2):
         plan(rng.choice(wave_times) + rng.uniform(0.5, 3), "stall_db")
+    for _ in range(rng.randint(4, 6)):
+        plan(rng.uniform(2, CHAOS_SECS), "reconcile")
     background = []  # stalls and restarts
     stop = threading.Event()
     thread = threading.Thread(target=driver, args=(cluster, random.Random(rng.random()), stop,
@@ -576,6 +601,9 @@ def chaos(cluster, ia, rng, waves, api_invoices, freeze, cut_db):
                 # hold until its SIGCONT, which comes from this loop.
                 background.append(threading.Thread(
                     target=cluster.restart_app, args=(arg,), daemon=True))
+                background[-1].start()
+            elif what == "reconcile":
+                background.append(threading.Thread(target=cluster.reconcile, daemon=True))
                 background[-1].start()
             elif what == "kill_provider":
                 cluster.kill_provider()
@@ -639,6 +667,8 @@ def drain(cluster, ia, rng):
         http("POST", f"{rng.choice(apps).url}/pay-runs")
         time.sleep(1)
     log(f"nothing pending, processing or past due: {counts}")
+    # Everything settled: a reconciliation now finds nothing to look up.
+    cluster.reconcile()
     last_kill = max((t for t, _ in cluster.kills), default=0)
     wait = last_kill + LEASE_SECS + 1 - time.time()
     if wait > 0:
@@ -702,11 +732,11 @@ def load(ia, pp):
                      "started": float(started), "finished": float(finished) if finished else None}
     attempts = []
     for (id_, invoice, run, key, outcome, sent, http_status, charge, started,
-         finished) in ia.query(
+         finished, kind) in ia.query(
             "SELECT id, invoice_id, pay_run_id, idempotency_key, outcome, sent, http_status, "
-            "charge_id, extract(epoch FROM started_at), extract(epoch FROM finished_at) "
+            "charge_id, extract(epoch FROM started_at), extract(epoch FROM finished_at), kind "
             "FROM payment_attempts ORDER BY started_at, id"):
-        attempts.append({"id": id_, "invoice": invoice, "run": run, "key": key,
+        attempts.append({"id": id_, "invoice": invoice, "run": run, "key": key, "kind": kind,
                          "outcome": outcome, "sent": sent,
                          "http_status": int(http_status) if http_status else None,
                          "charge_id": charge, "started": float(started),
@@ -1086,7 +1116,8 @@ def check_invariants(ia, pp, opening, operated, probes):
     problems = [f"attempt {a['id']} of {a['invoice']}: sent=yes, {a['outcome']} "
                 f"{a['http_status']}, yet the provider has no key or charge for it"
                 for a in attempts if a["invoice"] in unseen and a["sent"] == "yes"
-                and not (a["outcome"] == "retryable" and a["http_status"] == 503)]
+                and not (a["outcome"] == "retryable" and a["http_status"] == 503)
+                and not (a["kind"] == "lookup" and a["outcome"] == "not_found")]
     r.check("invoices the provider never saw have no sent attempt other than injected 503s",
             True, f"{len(unseen)} invoices never reached the provider's keys, "
             f"{sum(1 for a in attempts if a['invoice'] in unseen)} attempts for them",
@@ -1094,17 +1125,20 @@ def check_invariants(ia, pp, opening, operated, probes):
 
     # The audit trail holds every call that was made: whatever the provider did with a key
     # (a charge, a stored answer) comes after an attempt with that key that may have sent.
+    # Charges only: a lookup reads a key and must never be what made a charge or an answer.
     first_call = {}
     for a in attempts:
-        if a["sent"] != "no":
+        if a["sent"] != "no" and a["kind"] == "charge":
             first_call.setdefault(a["key"], a["started"])
     problems = [f"ledger row {c['id']} of {c['invoice']} made with no call on record before it"
                 for c in ledger if first_call.get(c["key"], float("inf")) > c["created"]]
     problems += [f"key {k['key']} answered with no call on record before it" for k in keys
                  if k["completed"] and first_call.get(k["key"], float("inf")) > k["completed"]]
-    r.check("every charge and every answer the provider stored follows a call with its key on "
-            "record", True, f"{len(ledger)} charges, "
-            f"{sum(1 for k in keys if k['completed'])} stored answers", problems)
+    lookups = collections.Counter(a["outcome"] for a in attempts if a["kind"] == "lookup")
+    r.check("every charge and every answer the provider stored follows a charge call with its "
+            "key on record (lookups charge nothing)", True, f"{len(ledger)} charges, "
+            f"{sum(1 for k in keys if k['completed'])} stored answers; lookups "
+            f"{dict(lookups)}", problems)
 
     # Calls only under a live claim. A call renews its run's claim for a lease; another run
     # can take the invoice over only once that lapses, or once the first run gave it back
@@ -1119,7 +1153,8 @@ def check_invariants(ia, pp, opening, operated, probes):
         for a, b in zip(seq, seq[1:]):
             if a["run"] != b["run"] and a["key"] == b["key"] \
                     and b["started"] <= a["started"] + LEASE_SECS \
-                    and a["outcome"] not in ("retryable", "unknown", "attention", "interrupted"):
+                    and a["outcome"] not in ("retryable", "unknown", "attention", "interrupted",
+                                             "not_found"):
                 problems.append(f"{k}: run {b['run']} called {b['started'] - a['started']:.2f}s "
                                 f"after run {a['run']}'s call ({a['outcome']}), within its lease")
     for a in attempts:
@@ -1218,6 +1253,11 @@ def main():
         cluster.stop()
         log("all stopped")
         failed = check_invariants(ia, pp, opening, operator.done, probes)
+        done = [summary for _, summary in cluster.reconciles if summary]
+        print(f"  invoice-app reconcile ran {len(cluster.reconciles)} times, exits "
+              f"{dict(collections.Counter(code for code, _ in cluster.reconciles))}: "
+              f"{sum(d['paid'] for d in done)} paid, {sum(d['failed'] for d in done)} failed, "
+              f"{sum(d['retry_later'] for d in done)} handed back")
         for problem in ([stuck] if stuck else []) + cluster.errors + operator.errors:
             print(f"  FAIL  {problem}")
             failed.append(problem)

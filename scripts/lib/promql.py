@@ -23,6 +23,7 @@ EXPORTED = {
     "invoice_app_pay_run_oldest_running_seconds", "invoice_app_oldest_unsettled_seconds",
     "invoice_app_last_completed_pay_run_timestamp_seconds", "invoice_app_last_completed_daily_run_timestamp_seconds",
     "invoice_app_invoices_retry_due", "invoice_app_oldest_retry_due_seconds", "invoice_app_dunning_invoices",
+    "invoice_app_reconciled_total",
     "payment_provider_charges_total", "payment_provider_database_up",
 }
 HISTOGRAMS = {"http_request_duration_seconds", "invoice_app_pay_run_duration_seconds"}

@@ -17,8 +17,14 @@ pub use ids::{CustomerId, IdError, IdempotencyKey, InvoiceId, is_id};
 pub use money::{Currency, Money, MoneyError};
 pub use problem::{DeclineClass, ErrorCode, Problem};
 
-/// Path of the charge call on payment-provider.
+/// Path of the charge call on payment-provider. `GET` on it with
+/// [`IDEMPOTENCY_KEY_PARAM`] looks a key up: the answer the key's charge got, as a replay
+/// gives it (200 with the charge, or the stored decline), 404 [`ErrorCode::KeyNotFound`]
+/// when the caller never used the key, 409 while it is in flight. A caller sees its own keys
+/// only.
 pub const CHARGES_PATH: &str = "/v1/charges";
+/// Query parameter of the key lookup (`GET /v1/charges?idempotency_key=<key>`).
+pub const IDEMPOTENCY_KEY_PARAM: &str = "idempotency_key";
 /// Path prefix of the account inspection endpoint (`/v1/accounts/{customer_id}`).
 pub const ACCOUNTS_PATH: &str = "/v1/accounts";
 

@@ -22,6 +22,9 @@ pub enum ErrorCode {
     IdempotencyKeyReused,
     /// A request with the same key is still being processed.
     IdempotencyKeyInFlight,
+    /// A key lookup found nothing: this caller never sent a charge with the key (or its
+    /// request was refused before anything was charged).
+    KeyNotFound,
     Unauthorized,
     NotFound,
     MethodNotAllowed,
@@ -52,6 +55,7 @@ impl ErrorCode {
             ErrorCode::InvalidIdempotencyKey => "invalid_idempotency_key",
             ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
             ErrorCode::IdempotencyKeyInFlight => "idempotency_key_in_flight",
+            ErrorCode::KeyNotFound => "key_not_found",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
@@ -135,6 +139,7 @@ mod tests {
         for code in [
             ErrorCode::InsufficientFunds,
             ErrorCode::IdempotencyKeyInFlight,
+            ErrorCode::KeyNotFound,
             ErrorCode::CurrencyMismatch,
             ErrorCode::Unauthorized,
             ErrorCode::TryAgainLater,
@@ -174,6 +179,7 @@ mod tests {
             ErrorCode::InvalidIdempotencyKey,
             ErrorCode::IdempotencyKeyReused,
             ErrorCode::IdempotencyKeyInFlight,
+            ErrorCode::KeyNotFound,
             ErrorCode::Unauthorized,
             ErrorCode::NotFound,
             ErrorCode::MethodNotAllowed,

@@ -1,7 +1,8 @@
 use std::process::ExitCode;
 
+use api_contract::InvoiceId;
 use clap::{Parser, Subcommand};
-use invoice_app::billing::{Detail, Trigger};
+use invoice_app::billing::{Biller, BillingError, Detail, PayRunReport, Trigger};
 use invoice_app::config::Config;
 use invoice_app::domain::{RunKind, RunStatus};
 use invoice_app::metrics::Metrics;
@@ -16,7 +17,7 @@ struct Cli {
     command: Option<Command>,
 }
 
-#[derive(Subcommand, Clone, Copy)]
+#[derive(Subcommand, Clone)]
 enum Command {
     /// Serve the API and the in-process schedule (the default).
     Serve,
@@ -24,6 +25,13 @@ enum Command {
     Migrate,
     /// Pay every pending invoice once and exit (for a Kubernetes CronJob).
     Pay,
+    /// Look every invoice that may have been charged up at payment-provider by its
+    /// idempotency key, settle it from the answer, and exit.
+    Reconcile {
+        /// Only this invoice, if it waits (pending or past due), whatever its last attempt.
+        #[arg(long, value_name = "ID")]
+        invoice: Option<String>,
+    },
     /// Retry the past-due invoices that are due once and exit (the daily CronJob).
     Daily,
 }
@@ -34,7 +42,7 @@ fn main() -> ExitCode {
     // The API's credentials matter only to the command that serves it.
     let config = Config::from_env().and_then(|config| match command {
         Command::Serve => config.uses_dev_api_key().map(|_| config),
-        Command::Migrate | Command::Pay | Command::Daily => Ok(config),
+        Command::Migrate | Command::Pay | Command::Daily | Command::Reconcile { .. } => Ok(config),
     });
     let config = match config {
         Ok(config) => config,
@@ -75,7 +83,26 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         }
         Command::Migrate => drop(migrated_pool(&config).await?),
         Command::Pay => run_once(&config, RunKind::Pay).await?,
-        Command::Daily => run_once(&config, RunKind::Dunning).await?,
+        Command::Daily => {
+            // The retries first, then the look-ups, as the in-process daily schedule does.
+            let pool = migrated_pool(&config).await?;
+            let biller = biller(&config, pool, Metrics::new()?)?;
+            let retrying = biller.pay_all(RunKind::Dunning, Trigger::Cli, Detail::Counts);
+            run_to_the_end(&biller, retrying, "daily").await?;
+            let reconciling = biller.reconcile(Trigger::Cli, None, None);
+            run_to_the_end(&biller, reconciling, "reconcile").await?;
+        }
+        Command::Reconcile { invoice } => {
+            // A bad id is the operator's typo: said before anything is claimed.
+            let only = invoice
+                .map(InvoiceId::parse)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--invoice: {e}"))?;
+            let pool = migrated_pool(&config).await?;
+            let biller = biller(&config, pool, Metrics::new()?)?;
+            let reconciling = biller.reconcile(Trigger::Cli, None, only);
+            run_to_the_end(&biller, reconciling, "reconcile").await?;
+        }
     }
     Ok(())
 }
@@ -85,16 +112,26 @@ async fn run_once(config: &Config, kind: RunKind) -> anyhow::Result<()> {
     let pool = migrated_pool(config).await?;
     let biller = biller(config, pool, Metrics::new()?)?;
     let paying = biller.pay_all(kind, Trigger::Cli, Detail::Counts);
-    tokio::pin!(paying);
+    run_to_the_end(&biller, paying, "pay").await
+}
+
+/// Runs a run of the CLI (`what`) until it ends or a stop signal comes, then prints its
+/// summary as JSON; an error unless it completed.
+async fn run_to_the_end(
+    biller: &Biller,
+    run: impl std::future::Future<Output = Result<PayRunReport, BillingError>>,
+    what: &str,
+) -> anyhow::Result<()> {
+    tokio::pin!(run);
     let report = tokio::select! {
-        report = &mut paying => report?,
+        report = &mut run => report?,
         () = stop_signal() => {
             // As the server does (a Job's pod is stopped the same way): claim no more,
             // settle the calls in hand, hand back what is still claimed. The run
             // closes failed, saying why, instead of staying `running`.
             tracing::warn!("stop signal: finishing the calls in hand");
             let (report, ()) =
-                tokio::join!(&mut paying, biller.shutdown(SHUTDOWN_GRACE));
+                tokio::join!(&mut run, biller.shutdown(SHUTDOWN_GRACE));
             report?
         }
     };
@@ -119,7 +156,7 @@ async fn run_once(config: &Config, kind: RunKind) -> anyhow::Result<()> {
         let why = report
             .error
             .unwrap_or_else(|| report.status.as_str().to_owned());
-        anyhow::bail!("pay run {} did not complete: {why}", report.run_id);
+        anyhow::bail!("{what} run {} did not complete: {why}", report.run_id);
     }
     Ok(())
 }

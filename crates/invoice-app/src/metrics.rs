@@ -35,6 +35,7 @@ pub struct Metrics {
     pay_runs: HistogramVec,
     attempts: IntCounterVec,
     unanswered: IntCounter,
+    reconciled: IntCounterVec,
     db: DbGauges,
 }
 
@@ -189,6 +190,13 @@ impl Metrics {
             "invoice_app_charge_calls_unanswered_total",
             "Charge calls that got no HTTP answer (refused, reset or timed out).",
         )?;
+        let reconciled = counter_vec(
+            "invoice_app_reconciled_total",
+            "Invoices that may have been charged, looked up at payment-provider by their key \
+             and settled by this process, by result (paid: charged but not yet paid here; \
+             released; declined; attention; retry: no answer yet).",
+            &["result"],
+        )?;
         let db = DbGauges {
             up: IntGauge::new(
                 "invoice_app_database_up",
@@ -281,6 +289,7 @@ impl Metrics {
         registry.register(Box::new(pay_runs.clone()))?;
         registry.register(Box::new(attempts.clone()))?;
         registry.register(Box::new(unanswered.clone()))?;
+        registry.register(Box::new(reconciled.clone()))?;
         registry.register(Box::new(db.up.clone()))?;
         registry.register(Box::new(db.invoices.clone()))?;
         registry.register(Box::new(db.attention.clone()))?;
@@ -304,6 +313,10 @@ impl Metrics {
         for outcome in call_results() {
             attempts.with_label_values(&[outcome]);
         }
+        // From 0, so the first charged-but-unpaid invoice found is an increase.
+        for result in crate::billing::Reconciled::ALL {
+            reconciled.with_label_values(&[result.as_str()]);
+        }
         Ok(Metrics {
             registry,
             requests,
@@ -311,6 +324,7 @@ impl Metrics {
             pay_runs,
             attempts,
             unanswered,
+            reconciled,
             db,
         })
     }
@@ -349,6 +363,11 @@ impl Metrics {
         if !answered {
             self.unanswered.inc();
         }
+    }
+
+    /// One invoice reconciliation settled, by its `result` ([`crate::billing::Reconciled`]).
+    pub fn reconciled(&self, result: &str) {
+        self.reconciled.with_label_values(&[result]).inc();
     }
 
     /// The text exposition format, with the gauges read from the database just now, or
@@ -478,6 +497,7 @@ mod tests {
             "invoice_app_oldest_retry_due_seconds 172800",
             "invoice_app_dunning_invoices{status=\"uncollectible\"} 2",
             "invoice_app_dunning_invoices{status=\"past_due\"} 0",
+            "invoice_app_reconciled_total{result=\"paid\"} 0",
             "http_requests_total{method=\"POST\",route=\"/invoices/pay\",status=\"503\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use api_contract::{
     CHARGES_PATH, ChargeRequest, ChargeStatus, Currency, CustomerId, DeclineClass, ErrorCode,
-    InvoiceId, Money, PROBLEM_JSON, headers,
+    IDEMPOTENCY_KEY_PARAM, InvoiceId, Money, PROBLEM_JSON, headers,
 };
-use invoice_app::domain::{CallOutcome, idempotency_key_for};
+use invoice_app::domain::{CallOutcome, LookupOutcome, idempotency_key_for};
 use invoice_app::payment_client::PaymentClient;
 use pact_consumer::builders::InteractionBuilder;
 use pact_consumer::patterns::{JsonPattern, Pattern};
@@ -59,6 +59,10 @@ async fn pact_charge_contract() {
     database_unavailable(out).await;
     account_on_hold(out).await;
     account_closed(out).await;
+    lookup_charged(out).await;
+    lookup_declined(out).await;
+    lookup_never_used(out).await;
+    lookup_in_flight(out).await;
     publish(out);
 }
 
@@ -462,6 +466,150 @@ async fn account_closed(out: &Path) {
 
 /// "the account of customer C004 is on hold": opened with enough for the charge, then
 /// given `status` by the provider's operator action.
+/// Reconciliation's read: a key whose charge succeeded reads as the charge's replay.
+async fn lookup_charged(out: &Path) {
+    let charge = Example::new("0195b4c0-7a10-7000-8000-000000000015", "C001", 1215);
+    let server = pact(out)
+        .interaction("a lookup of a key whose charge succeeded", "", |mut i| {
+            i.given_with_params(
+                format!("a charge with key {} already succeeded", charge.key()),
+                &charge.params(charge.minor_units),
+            );
+            lookup_request(&mut i, &charge);
+            i.response
+                .status(200)
+                .content_type("application/json")
+                .header(headers::IDEMPOTENT_REPLAYED, "true")
+                .json_body(charge_body(&charge));
+            i
+        })
+        .start_mock_server(None, None);
+
+    let (outcome, status) = charge.look_up(server).await;
+    assert_eq!(status, Some(200));
+    let LookupOutcome::Answer(CallOutcome::Succeeded { charge: found, .. }) = outcome else {
+        panic!("a charged key: expected the charge, got {outcome:?}");
+    };
+    assert_eq!(found.invoice_id.as_str(), charge.invoice_id);
+    assert_eq!(found.amount, charge.request().amount);
+}
+
+/// A key whose charge was declined reads as the stored decline, never as "not found"
+/// (which would have the invoice charged again under that key, and replayed the decline).
+async fn lookup_declined(out: &Path) {
+    let charge = Example::new("0195b4c0-7a10-7000-8000-000000000016", "C001", 1215);
+    let server = pact(out)
+        .interaction(
+            "a lookup of a key whose charge was declined",
+            "",
+            |mut i| {
+                i.given_with_params(
+                    format!(
+                        "a charge with key {} was declined for insufficient funds",
+                        charge.key()
+                    ),
+                    &charge.params(charge.minor_units),
+                );
+                lookup_request(&mut i, &charge);
+                i.response.header(headers::IDEMPOTENT_REPLAYED, "true");
+                problem(
+                    &mut i,
+                    402,
+                    ErrorCode::InsufficientFunds,
+                    "Insufficient funds",
+                    "the account of customer C001 cannot cover the charge",
+                );
+                i
+            },
+        )
+        .start_mock_server(None, None);
+
+    let (outcome, _) = charge.look_up(server).await;
+    let LookupOutcome::Answer(outcome) = outcome else {
+        panic!("a declined key: expected the decline, got {outcome:?}");
+    };
+    assert_declined(outcome, ErrorCode::InsufficientFunds, DeclineClass::Soft);
+}
+
+/// A key invoice-app never used is not found, even when another caller charged under the
+/// very same key: keys belong to their caller.
+async fn lookup_never_used(out: &Path) {
+    let charge = Example::new("0195b4c0-7a10-7000-8000-000000000017", "C001", 1215);
+    let server = pact(out)
+        .interaction(
+            "a lookup of a key that only another caller used",
+            "",
+            |mut i| {
+                i.given_with_params(
+                    format!("key {} was used by another caller only", charge.key()),
+                    &charge.params(charge.minor_units),
+                );
+                lookup_request(&mut i, &charge);
+                problem(
+                    &mut i,
+                    404,
+                    ErrorCode::KeyNotFound,
+                    "Idempotency key not found",
+                    "no charge was requested with this idempotency key",
+                );
+                i
+            },
+        )
+        .start_mock_server(None, None);
+
+    let (outcome, status) = charge.look_up(server).await;
+    assert_eq!(status, Some(404));
+    assert_eq!(outcome, LookupOutcome::NotFound);
+}
+
+/// A key still in flight has no answer yet: looked up again later.
+async fn lookup_in_flight(out: &Path) {
+    let charge = Example::new("0195b4c0-7a10-7000-8000-000000000018", "C001", 1215);
+    let server = pact(out)
+        .interaction(
+            "a lookup of a key whose request is in flight",
+            "",
+            |mut i| {
+                i.given_with_params(
+                    format!("a request with key {} is in flight", charge.key()),
+                    &charge.params(charge.minor_units),
+                );
+                lookup_request(&mut i, &charge);
+                problem(
+                    &mut i,
+                    409,
+                    ErrorCode::IdempotencyKeyInFlight,
+                    "Request in flight",
+                    "a request with this key is still being processed; retry later",
+                );
+                i
+            },
+        )
+        .start_mock_server(None, None);
+
+    let (outcome, _) = charge.look_up(server).await;
+    assert!(
+        matches!(
+            &outcome,
+            LookupOutcome::Answer(CallOutcome::Retryable { reason, .. }) if reason.contains("409")
+        ),
+        "a key in flight: expected no answer yet, got {outcome:?}"
+    );
+}
+
+/// `GET /v1/charges?idempotency_key=<key>` with a token the provider accepts.
+fn lookup_request(i: &mut InteractionBuilder, charge: &Example) {
+    i.request.header_from_provider_state(
+        "Authorization",
+        "Bearer ${token}",
+        term!(r"^Bearer .+$", format!("Bearer {ANY_TOKEN}")),
+    );
+    i.request
+        .get()
+        .path(CHARGES_PATH)
+        .query_param(IDEMPOTENCY_KEY_PARAM, term!(KEY_SHAPE, charge.key()));
+}
+
 fn held_account_state(i: &mut InteractionBuilder, charge: &Example, status: &str) {
     i.given_with_params(
         format!("the account of customer {} is {status}", charge.customer_id),
@@ -533,6 +681,23 @@ impl Example {
         .expect("client builds");
         let key = idempotency_key_for(self.invoice_id, 0).expect("valid key");
         let result = client.charge(&key, &self.request()).await;
+        drop(server);
+        (result.outcome, result.http_status)
+    }
+}
+
+impl Example {
+    /// The lookup of this charge's key through the real client, as [`Example::send`] does.
+    async fn look_up(&self, server: Box<dyn ValidatingMockServer>) -> (LookupOutcome, Option<u16>) {
+        let client = PaymentClient::new(
+            server.url().as_str(),
+            SecretString::from(ANY_TOKEN),
+            Duration::from_secs(5),
+            1,
+        )
+        .expect("client builds");
+        let key = idempotency_key_for(self.invoice_id, 0).expect("valid key");
+        let result = client.lookup(&key).await;
         drop(server);
         (result.outcome, result.http_status)
     }

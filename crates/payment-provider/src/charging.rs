@@ -133,6 +133,48 @@ impl Charging {
     }
 }
 
+/// What a key lookup found.
+#[derive(Debug)]
+pub enum LookupReply {
+    /// The key's stored response, as a replay of its charge would give it.
+    Replayed { status: u16, body: String },
+    /// The caller never used the key (or nothing was charged under it and it was freed).
+    NotFound,
+}
+
+impl Charging {
+    /// What `caller`'s key `key` holds: read-only, so it charges nothing and claims nothing.
+    /// Injected outages and rate limits apply, as they do to charges (the caller must
+    /// handle them here too); injected latency does not, being a charge's processing time.
+    pub async fn lookup(&self, caller: String, key: String) -> Result<LookupReply, ChargeError> {
+        match self.faults.roll() {
+            None => {}
+            Some(Injected::Unavailable) => {
+                return Err(ChargeError::Unavailable {
+                    reason: "injected fault: try again".to_owned(),
+                    retry_after_secs: self.faults.retry_after_secs,
+                });
+            }
+            Some(Injected::RateLimited) => {
+                return Err(ChargeError::RateLimited {
+                    retry_after_secs: self.faults.retry_after_secs,
+                });
+            }
+        }
+        let stored = db::run(&self.pool, move |c| {
+            idempotency::find(c, &caller, &key).map_err(DbError::from)
+        })
+        .await?;
+        match stored {
+            None => Ok(LookupReply::NotFound),
+            Some(idempotency::Stored::Completed { status, body }) => {
+                Ok(LookupReply::Replayed { status, body })
+            }
+            Some(idempotency::Stored::InFlight) => Err(ChargeError::KeyInFlight),
+        }
+    }
+}
+
 fn outcome_label(reply: &ChargeReply) -> &'static str {
     match reply {
         ChargeReply::Created(_) => "succeeded",

@@ -29,6 +29,9 @@ pub enum ApiError {
     IdempotencyKeyReused,
     #[error("a request with this Idempotency-Key is in flight")]
     IdempotencyKeyInFlight,
+    /// A key lookup of a key this caller never used.
+    #[error("no charge request with this idempotency key")]
+    KeyNotFound,
     #[error("unauthorized")]
     Unauthorized,
     #[error("not found: {0}")]
@@ -97,6 +100,12 @@ impl ApiError {
                 ErrorCode::IdempotencyKeyInFlight,
                 "Request in flight",
                 Some("a request with this key is still being processed; retry later".to_owned()),
+            ),
+            E::KeyNotFound => (
+                404,
+                ErrorCode::KeyNotFound,
+                "Idempotency key not found",
+                Some("no charge was requested with this idempotency key".to_owned()),
             ),
             E::Unauthorized => (
                 401,
@@ -219,4 +228,12 @@ pub fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error
 /// Path segments that do not parse (e.g. an id of the wrong shape) are a 404.
 pub fn path_error(err: actix_web::error::PathError, _req: &HttpRequest) -> actix_web::Error {
     ApiError::NotFound(err.to_string()).into()
+}
+
+/// A query string that does not parse (an unknown parameter, one given twice) is a 400.
+pub fn query_error(
+    err: actix_web::error::QueryPayloadError,
+    _req: &HttpRequest,
+) -> actix_web::Error {
+    ApiError::MalformedRequest(err.to_string()).into()
 }

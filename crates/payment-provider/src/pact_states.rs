@@ -22,6 +22,8 @@ use crate::seed;
 
 /// The caller the pact's consumer is.
 const CONSUMER: &str = "invoice-app";
+/// A caller other than the consumer, whose keys the consumer must not see.
+const OTHER_CALLER: &str = "another-caller";
 
 /// A verifier's state-change request, as Pact verifiers send it.
 #[derive(Debug, Deserialize)]
@@ -125,6 +127,22 @@ async fn set_up(
         _ if name.starts_with("a request with key ") && name.ends_with(" is in flight") => {
             hold_in_flight(state, change).await?;
         }
+        // The account holds less than the charge, which is declined and its key completed.
+        _ if name.starts_with("a charge with key ")
+            && name.ends_with(" was declined for insufficient funds") =>
+        {
+            decline_once(state, change).await?;
+        }
+        // The very key, charged by someone else: a lookup by invoice-app must not see it.
+        _ if name.starts_with("key ") && name.ends_with(" was used by another caller only") => {
+            let request = request_of(change)?;
+            fund(state, request.customer_id.clone(), request.amount).await?;
+            match state.charge(command(OTHER_CALLER, change, request)?).await {
+                Ok(ChargeReply::Created(_)) => {}
+                Ok(other) => bail!("the other caller's charge did not succeed: {other:?}"),
+                Err(e) => bail!("the other caller's charge failed: {e}"),
+            }
+        }
         _ => bail!("no set-up for provider state {name:?}"),
     }
     Ok(())
@@ -157,6 +175,19 @@ async fn charge_once(state: &Charging, change: &StateChange) -> anyhow::Result<(
         Ok(ChargeReply::Created(_)) => Ok(()),
         Ok(other) => bail!("the first charge did not succeed: {other:?}"),
         Err(e) => bail!("the first charge failed: {e}"),
+    }
+}
+
+/// Makes the charge the state describes against an account that holds less than it: the
+/// key is completed with the decline.
+async fn decline_once(state: &Charging, change: &StateChange) -> anyhow::Result<()> {
+    let request = request_of(change)?;
+    let short = Money::new(request.amount.minor_units() - 1, request.amount.currency())?;
+    fund(state, request.customer_id.clone(), short).await?;
+    match state.charge(command(CONSUMER, change, request)?).await {
+        Ok(ChargeReply::Declined(_)) => Ok(()),
+        Ok(other) => bail!("the charge was not declined: {other:?}"),
+        Err(e) => bail!("the charge failed: {e}"),
     }
 }
 
@@ -201,14 +232,28 @@ async fn hold_every_connection(state: &Charging, held: &HeldConnections) -> anyh
 
 /// The charge command the state's params describe, by invoice-app, its account funded.
 async fn funded_command(state: &Charging, change: &StateChange) -> anyhow::Result<ChargeCommand> {
-    let request = ChargeRequest {
+    let request = request_of(change)?;
+    fund(state, request.customer_id.clone(), request.amount).await?;
+    command(CONSUMER, change, request)
+}
+
+/// The charge request the state's params describe.
+fn request_of(change: &StateChange) -> anyhow::Result<ChargeRequest> {
+    Ok(ChargeRequest {
         invoice_id: InvoiceId::parse(text(change, "invoice_id")?)?,
         customer_id: CustomerId::parse(text(change, "customer_id")?)?,
         amount: money(change)?,
-    };
-    fund(state, request.customer_id.clone(), request.amount).await?;
+    })
+}
+
+/// `request` by `caller`, under the state's `idempotency_key`.
+fn command(
+    caller: &str,
+    change: &StateChange,
+    request: ChargeRequest,
+) -> anyhow::Result<ChargeCommand> {
     let key = IdempotencyKey::parse(text(change, "idempotency_key")?)?;
-    ChargeCommand::parse(CONSUMER.to_owned(), key, request).map_err(anyhow::Error::msg)
+    ChargeCommand::parse(caller.to_owned(), key, request).map_err(anyhow::Error::msg)
 }
 
 fn text<'a>(change: &'a StateChange, param: &str) -> anyhow::Result<&'a str> {

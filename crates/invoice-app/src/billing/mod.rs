@@ -5,6 +5,7 @@
 
 mod pay_one;
 mod periods;
+mod reconcile;
 mod retry;
 mod settle;
 
@@ -26,6 +27,7 @@ pub use crate::domain::{Summary, Trigger};
 use crate::metrics::Metrics;
 use crate::payment_client::PaymentClient;
 pub use periods::Cadence;
+pub use reconcile::Reconciled;
 pub use retry::RetryNow;
 
 #[derive(Debug, Clone)]
@@ -101,6 +103,15 @@ impl PayRunReport {
             }),
         }
     }
+}
+
+/// What a run does between its opening and its close.
+enum Work {
+    /// Charges what `Source` gives (a pay or dunning run's claims, an operator's retry).
+    Pay(Source, Detail),
+    /// Looks invoices that may have been charged up at the provider: those it finds, or the
+    /// one invoice an operator named.
+    Reconcile { only: Option<String> },
 }
 
 /// A run that holds one of the process's run slots until it is dropped.
@@ -311,7 +322,7 @@ impl Biller {
         let biller = self.clone();
         let task = self
             .runtime
-            .spawn(async move { biller.pay_from(run, source, detail).await });
+            .spawn(async move { biller.drive(run, Work::Pay(source, detail)).await });
         async move {
             task.await
                 .map_err(|e| BillingError::Aborted(e.to_string()))?
@@ -322,24 +333,25 @@ impl Biller {
     /// slot is free again by the time the run is recorded as finished. A failed run's
     /// report still holds everything it settled.
     pub async fn pay(&self, open: OpenRun, detail: Detail) -> Result<PayRunReport, BillingError> {
-        self.pay_from(open, Source::Claims, detail).await
+        self.drive(open, Work::Pay(Source::Claims, detail)).await
     }
 
-    /// [`Biller::pay`] of what `source` gives.
-    #[tracing::instrument(name = "pay_run", skip_all, fields(run_id = %open.row.id, trigger = open.row.trigger.as_str()))]
-    async fn pay_from(
-        &self,
-        open: OpenRun,
-        source: Source,
-        detail: Detail,
-    ) -> Result<PayRunReport, BillingError> {
+    /// Does a run's `work` with a heartbeat, then closes it as [`Self::pay`] says.
+    #[tracing::instrument(name = "pay_run", skip_all, fields(run_id = %open.row.id, trigger = open.row.trigger.as_str(), kind = open.row.kind.as_str()))]
+    async fn drive(&self, open: OpenRun, work: Work) -> Result<PayRunReport, BillingError> {
         let OpenRun {
             row: run,
             _slot: slot,
         } = open;
         let started = Instant::now();
+        let work = async {
+            match work {
+                Work::Pay(source, detail) => self.pipeline(&run.id, run.kind, source, detail).await,
+                Work::Reconcile { only } => self.look_up_all(&run.id, only.as_deref()).await,
+            }
+        };
         let (mut report, stopped) = tokio::select! {
-            done = self.pipeline(&run.id, run.kind, source, detail) => done,
+            done = work => done,
             never = self.heartbeat(&run.id) => match never {},
         };
         // Free before the run shows as finished, so whoever sees it finished may start one.

@@ -19,7 +19,7 @@ use diesel::Connection;
 use super::{Biller, BillingError};
 use crate::db::{self, DbError, attempts, invoices, pay_runs};
 use crate::domain::{
-    AttemptId, AttemptKind, AttemptOutcome, CallOutcome, DunningSchedule, RunId, Settlement,
+    AttemptId, AttemptKind, AttemptOutcome, CallOutcome, DunningSchedule, RunId, Sent, Settlement,
     idempotency_key_for,
 };
 use crate::payment_client::CallResult;
@@ -29,7 +29,17 @@ const MAX_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The result of one call, as its attempt record keeps it.
 fn attempt_result(attempt_id: AttemptId, call: &CallResult) -> attempts::Finished {
-    let (detail, charge_id, provider_code) = match &call.outcome {
+    call_record(attempt_id, &call.outcome, call.sent, call.http_status)
+}
+
+/// What an attempt's record keeps of a call that ended with `outcome`.
+pub(super) fn call_record(
+    attempt_id: AttemptId,
+    outcome: &CallOutcome,
+    sent: Sent,
+    http_status: Option<u16>,
+) -> attempts::Finished {
+    let (detail, charge_id, provider_code) = match outcome {
         CallOutcome::Succeeded { charge, .. } => (None, Some(charge.id.clone()), None),
         CallOutcome::Declined { code, detail, .. } => (
             Some(format!("{}: {detail}", code.as_str())),
@@ -42,9 +52,9 @@ fn attempt_result(attempt_id: AttemptId, call: &CallResult) -> attempts::Finishe
     };
     attempts::Finished {
         attempt_id,
-        outcome: call.outcome.attempt_outcome(),
-        sent: call.sent,
-        http_status: call.http_status,
+        outcome: outcome.attempt_outcome(),
+        sent,
+        http_status,
         detail,
         charge_id,
         provider_code,
@@ -60,7 +70,7 @@ pub(super) struct Charged {
 }
 
 /// What the provider's answer means for the loop.
-enum Verdict {
+pub(super) enum Verdict {
     Settle(Settlement),
     /// Not settled; worth another attempt if the budget allows.
     Transient {
@@ -71,7 +81,7 @@ enum Verdict {
 
 /// What `outcome` means for `row`, declined at `now` where it was: a hard decline fails it,
 /// a soft one goes by the dunning `schedule`.
-fn verdict(
+pub(super) fn verdict(
     outcome: CallOutcome,
     row: &invoices::InvoiceRow,
     schedule: &DunningSchedule,
@@ -205,7 +215,10 @@ impl Biller {
                     last: None,
                 }));
             }
-            let Some(attempt_id) = self.begin_attempt(run_id, &row, &key).await? else {
+            let Some(attempt_id) = self
+                .begin_attempt(run_id, &row, &key, AttemptKind::Charge)
+                .await?
+            else {
                 tracing::info!("claim taken over by another worker; not calling");
                 return Ok(None);
             };
@@ -254,11 +267,12 @@ impl Biller {
     /// the run open (`hold_open`); the attempt's id, or `None` when the claim is no longer
     /// this run's. A run closed meanwhile (this process stalled past its heartbeat and
     /// another closed the run) makes no call: [`BillingError::RunClosed`].
-    async fn begin_attempt(
+    pub(super) async fn begin_attempt(
         &self,
         run_id: &RunId,
         row: &invoices::InvoiceRow,
         key: &IdempotencyKey,
+        kind: AttemptKind,
     ) -> Result<Option<AttemptId>, BillingError> {
         let lease = TimeDelta::from_std(self.settings.lease).unwrap_or(TimeDelta::MAX);
         let worker = self.worker_id.clone();
@@ -283,7 +297,7 @@ impl Biller {
                 )? {
                     return Ok(None);
                 }
-                let attempt = new_attempt(&run_id, &invoice_id, &key, now);
+                let attempt = new_attempt(&run_id, &invoice_id, &key, kind, now);
                 attempts::start(c, &attempt)?;
                 Ok(Some(attempt.id))
             });
@@ -309,6 +323,7 @@ fn new_attempt(
     run_id: &RunId,
     invoice_id: &str,
     key: &IdempotencyKey,
+    kind: AttemptKind,
     now: chrono::NaiveDateTime,
 ) -> attempts::AttemptRow {
     attempts::AttemptRow {
@@ -324,7 +339,7 @@ fn new_attempt(
         finished_at: None,
         sent: None,
         provider_code: None,
-        kind: AttemptKind::Charge,
+        kind,
     }
 }
 

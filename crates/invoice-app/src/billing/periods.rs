@@ -72,7 +72,20 @@ impl Biller {
             billing_periods::Take::Ours => {
                 tracing::info!(period = %due, schedule = cadence.as_str(), run_id = %row.id, "running the billing period");
                 let run = OpenRun { row, _slot: slot };
-                self.pay(run, Detail::Counts).await.map(Some)
+                let report = self.pay(run, Detail::Counts).await?;
+                if cadence == Cadence::Daily {
+                    // After the retries, the invoices whose charge's answer was lost are
+                    // looked up; one that fails is looked up again by the next daily run.
+                    match self.reconcile(Trigger::Schedule, None, None).await {
+                        Ok(looked_up) => {
+                            tracing::info!(summary = ?looked_up.summary, "daily reconciliation finished")
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "daily reconciliation failed; the next daily run looks again")
+                        }
+                    }
+                }
+                Ok(Some(report))
             }
             billing_periods::Take::Baseline => {
                 tracing::info!(period = %due, schedule = cadence.as_str(), "first billing period seen: recorded, not owed");

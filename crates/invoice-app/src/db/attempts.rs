@@ -213,6 +213,8 @@ pub fn recent(
     let ended = || {
         payment_attempts::table
             .filter(dsl::started_at.ge(since))
+            // Charges only: a lookup is no charge attempt (reconciliation counts its own).
+            .filter(dsl::kind.eq(AttemptKind::Charge))
             .filter(dsl::outcome.ne_all([AttemptOutcome::Started, AttemptOutcome::Interrupted]))
     };
     let by_outcome = ended()

@@ -413,6 +413,111 @@ pub fn dismiss(conn: &mut AnyConnection, id: &str, now: NaiveDateTime) -> QueryR
     .execute(conn)
 }
 
+/// Where a reconciliation's claim looks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Lookups<'a> {
+    /// After this id: the candidates up to it this run has taken already.
+    pub after: Option<&'a str>,
+    /// This invoice only, if it waits, whatever its last attempt (an operator asked).
+    pub only: Option<&'a str>,
+}
+
+/// Claims up to `limit` waiting invoices (pending or past due, never one a run holds) that
+/// may have been charged, for `holder` to look up at the provider, in id order: those whose
+/// last attempt never learnt its answer (`started`, `interrupted`, `unknown`, or a lookup
+/// that got none), and those marked for attention. The claim is a pay run's (`processing`,
+/// with a lease), so no run charges an invoice while it is looked up, and on PostgreSQL
+/// rows locked by another replica's claim are skipped.
+pub fn claim_lookups(
+    conn: &mut AnyConnection,
+    holder: Holder<'_>,
+    scan: Lookups<'_>,
+    now: NaiveDateTime,
+    lease_until: NaiveDateTime,
+    limit: i64,
+) -> QueryResult<Claimed> {
+    use crate::domain::{AttemptKind, AttemptOutcome};
+    use diesel::sql_types::{BigInt, Nullable, Text};
+    #[derive(QueryableByName)]
+    struct Candidate {
+        #[diesel(sql_type = Text)]
+        id: String,
+    }
+    // The last attempt by the database's time of its start, then its id; the texts are the
+    // enums' own, so no input reaches the SQL but the binds.
+    let sql = format!(
+        "SELECT i.id FROM invoices i \
+         WHERE i.status IN ('{pending}', '{past_due}') AND i.id > $1 \
+           AND ($2 IS NULL OR i.id = $2) \
+           AND ($2 IS NOT NULL OR i.attention IS NOT NULL OR EXISTS ( \
+             SELECT 1 FROM payment_attempts a \
+             WHERE a.id = (SELECT b.id FROM payment_attempts b WHERE b.invoice_id = i.id \
+                           ORDER BY b.started_at DESC, b.id DESC LIMIT 1) \
+               AND (a.outcome IN ('{started}', '{interrupted}', '{unknown}') \
+                    OR (a.kind = '{lookup}' AND a.outcome = '{retryable}')))) \
+         ORDER BY i.id LIMIT $3",
+        pending = InvoiceStatus::Pending.as_str(),
+        past_due = InvoiceStatus::PastDue.as_str(),
+        started = AttemptOutcome::Started.as_str(),
+        interrupted = AttemptOutcome::Interrupted.as_str(),
+        unknown = AttemptOutcome::Unknown.as_str(),
+        lookup = AttemptKind::Lookup.as_str(),
+        retryable = AttemptOutcome::Retryable.as_str(),
+    );
+    let after = scan.after.unwrap_or_default();
+    let Holder {
+        worker,
+        run: run_id,
+    } = holder;
+    macro_rules! take {
+        ($c:expr, $ids:expr) => {{
+            diesel::update(invoices::table.filter(dsl::id.eq_any(&$ids)))
+                .set((
+                    dsl::status.eq(InvoiceStatus::Processing),
+                    dsl::claimed_by.eq(worker),
+                    dsl::lease_until.eq(lease_until),
+                    dsl::last_run_id.eq(run_id),
+                    dsl::updated_at.eq(now),
+                ))
+                .execute($c)?;
+            invoices::table
+                .filter(dsl::id.eq_any(&$ids))
+                .order(dsl::id)
+                .select(InvoiceRow::as_select())
+                .load($c)
+        }};
+    }
+    let claimed = |ids: Vec<Candidate>| -> Vec<String> { ids.into_iter().map(|c| c.id).collect() };
+    let rows: Vec<InvoiceRow> = match conn {
+        AnyConnection::Postgresql(pg) => pg.transaction(|c| {
+            let ids = claimed(
+                diesel::sql_query(format!(
+                    "{} FOR UPDATE OF i SKIP LOCKED",
+                    sql.replace("$2 IS", "$2::text IS")
+                ))
+                .bind::<Text, _>(after)
+                .bind::<Nullable<Text>, _>(scan.only)
+                .bind::<BigInt, _>(limit)
+                .load(c)?,
+            );
+            take!(c, ids)
+        })?,
+        // One writer at a time: the immediate transaction takes the write lock up front.
+        AnyConnection::Sqlite(sqlite) => sqlite.immediate_transaction(|c| {
+            let ids = claimed(
+                diesel::sql_query(sql.replace('$', "?"))
+                    .bind::<Text, _>(after)
+                    .bind::<Nullable<Text>, _>(scan.only)
+                    .bind::<BigInt, _>(limit)
+                    .load(c)?,
+            );
+            take!(c, ids)
+        })?,
+    };
+    let cursor = rows.last().map(|row| row.id.clone());
+    Ok(Claimed { rows, cursor })
+}
+
 /// Writes the transition `t` to invoice `id` where its guard admits it: with
 /// [`Guard::Claim`] only while `holder` still holds the claim (another run may have taken
 /// it over); with [`Guard::NotYet`] whoever holds it. Returns the rows it changed (0 or 1).
@@ -717,6 +822,9 @@ mod tests {
                     },
                     Settlement::Attention { .. } => Settlement::Attention {
                         reason: "key reused".into(),
+                    },
+                    Settlement::Released { .. } => Settlement::Released {
+                        reason: "nothing under its key".into(),
                     },
                 };
                 // A first attempt, and a past-due invoice's retry (where a hand-back returns

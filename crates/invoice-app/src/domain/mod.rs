@@ -12,8 +12,8 @@ pub use dunning::DunningSchedule;
 pub use ids::{AttemptId, RunId, WorkerId};
 pub use invoice::{Invoice, InvoiceStatus, NewInvoice, idempotency_key_for};
 pub use outcome::{
-    AttemptKind, AttemptOutcome, CallOutcome, RunKind, RunStatus, Sent, Settlement, Trigger,
-    decline_class,
+    AttemptKind, AttemptOutcome, CallOutcome, LookupOutcome, RunKind, RunStatus, Sent, Settlement,
+    Trigger, decline_class,
 };
 pub use transition::{Guard, HAND_BACK, RunResult, Summary, Target, Transition, Write, transition};
 

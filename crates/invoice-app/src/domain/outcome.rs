@@ -48,6 +48,17 @@ impl CallOutcome {
     }
 }
 
+/// What a lookup of an invoice's key at the provider found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LookupOutcome {
+    /// The provider's answer, read as a call's: the key's stored answer as its replay says
+    /// it (a charge, a decline), or a lookup that did not get one (in flight, 429, 5xx, a
+    /// timeout, a refused credential).
+    Answer(CallOutcome),
+    /// Nothing under the key: no charge was made with it.
+    NotFound,
+}
+
 /// The class of a decline with `code`: the contract's for the account's refusals. Our
 /// request refused as invalid is hard too: the same request is refused on every attempt.
 /// `None` for a code that is no decline.
@@ -74,6 +85,8 @@ pub enum AttemptOutcome {
     Retryable,
     Unknown,
     Attention,
+    /// A lookup found nothing under the invoice's key: no charge was made with it.
+    NotFound,
 }
 
 impl AttemptOutcome {
@@ -81,10 +94,14 @@ impl AttemptOutcome {
         self.into()
     }
 
-    /// Whether a call ended with this result (a class of [`CallOutcome`]), rather than
-    /// being in flight or cut off: the metrics count these.
+    /// Whether a charge's call ended with this result (a class of [`CallOutcome`]), rather
+    /// than being in flight or cut off: the metrics count these. A lookup's `not_found` is
+    /// no charge's result.
     pub fn is_call_result(self) -> bool {
-        !matches!(self, AttemptOutcome::Started | AttemptOutcome::Interrupted)
+        !matches!(
+            self,
+            AttemptOutcome::Started | AttemptOutcome::Interrupted | AttemptOutcome::NotFound
+        )
     }
 }
 
@@ -129,6 +146,11 @@ pub enum Settlement {
     },
     /// Back to pending, marked for a person to look at.
     Attention {
+        reason: String,
+    },
+    /// Back to where it waits with its attention cleared: reconciliation found nothing
+    /// charged under its key, so the next run charges it (under the same key).
+    Released {
         reason: String,
     },
 }
@@ -277,7 +299,7 @@ mod tests {
         );
         assert_eq!(
             texts(AttemptOutcome::iter().map(AttemptOutcome::as_str).collect()),
-            "started interrupted succeeded declined retryable unknown attention"
+            "started interrupted succeeded declined retryable unknown attention not_found"
         );
         assert_eq!(
             texts(Sent::iter().map(Sent::as_str).collect()),

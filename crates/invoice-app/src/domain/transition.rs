@@ -213,6 +213,10 @@ impl Settlement {
                 attention: Write::Set(reason),
                 ..HAND_BACK
             },
+            Settlement::Released { .. } => Transition {
+                attention: Write::Clear,
+                ..HAND_BACK
+            },
         }
     }
 
@@ -224,7 +228,8 @@ impl Settlement {
             | Settlement::PastDue { reason, .. }
             | Settlement::Uncollectible { reason, .. }
             | Settlement::RetryLater { reason }
-            | Settlement::Attention { reason } => Some(reason),
+            | Settlement::Attention { reason }
+            | Settlement::Released { reason } => Some(reason),
         }
     }
 }
@@ -278,6 +283,9 @@ mod tests {
                 Settlement::Attention { .. } => Settlement::Attention {
                     reason: reason.clone(),
                 },
+                Settlement::Released { .. } => Settlement::Released {
+                    reason: reason.clone(),
+                },
             })
             .collect()
     }
@@ -298,15 +306,19 @@ mod tests {
             (Settlement::Failed { .. }, Processing) => to(Failed),
             (Settlement::PastDue { .. }, Processing) => to(PastDue),
             (Settlement::Uncollectible { .. }, Processing) => to(Uncollectible),
-            (Settlement::RetryLater { .. } | Settlement::Attention { .. }, Processing) => {
-                Some(Target::Waiting)
-            }
+            (
+                Settlement::RetryLater { .. }
+                | Settlement::Attention { .. }
+                | Settlement::Released { .. },
+                Processing,
+            ) => Some(Target::Waiting),
             (
                 Settlement::Failed { .. }
                 | Settlement::PastDue { .. }
                 | Settlement::Uncollectible { .. }
                 | Settlement::RetryLater { .. }
-                | Settlement::Attention { .. },
+                | Settlement::Attention { .. }
+                | Settlement::Released { .. },
                 Pending | Paid | Failed | PastDue | Uncollectible | Void,
             ) => None,
         }
@@ -407,6 +419,18 @@ mod tests {
                 Settlement::Attention { .. } => Transition {
                     attention: Write::Set("why"),
                     ..HAND_BACK
+                },
+                // Nothing was charged under its key: a hand-back that clears the attention.
+                Settlement::Released { .. } => Transition {
+                    to: Target::Waiting,
+                    guard: Guard::Claim,
+                    charge: None,
+                    failure_reason: Write::Keep,
+                    attention: Write::Clear,
+                    attempt_count: None,
+                    past_due_since: Write::Keep,
+                    next_attempt_at: Write::Keep,
+                    counts_as: RunResult::RetryLater,
                 },
             };
             assert_eq!(s.transition(), want, "{s:?}");

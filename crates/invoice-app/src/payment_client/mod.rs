@@ -8,13 +8,13 @@ mod trust;
 
 use std::time::Duration;
 
-use api_contract::{CHARGES_PATH, ChargeRequest, IdempotencyKey, headers};
+use api_contract::{CHARGES_PATH, ChargeRequest, IDEMPOTENCY_KEY_PARAM, IdempotencyKey, headers};
 use opentelemetry::propagation::Injector;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use secrecy::ExposeSecret;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::domain::{CallOutcome, Sent};
+use crate::domain::{CallOutcome, LookupOutcome, Sent};
 pub use token::ProviderToken;
 pub use trust::read_ca_bundle;
 use trust::{HttpSettings, ProviderHttp};
@@ -71,18 +71,13 @@ impl PaymentClient {
     /// `POST /v1/charges` once.
     #[tracing::instrument(name = "charge", skip_all, fields(invoice_id = %request.invoice_id, otel.kind = "client"))]
     pub async fn charge(&self, key: &IdempotencyKey, request: &ChargeRequest) -> CallResult {
-        let mut trace_headers = HeaderMap::new();
-        let context = tracing::Span::current().context();
-        opentelemetry::global::get_text_map_propagator(|p| {
-            p.inject_context(&context, &mut HeaderInjector(&mut trace_headers));
-        });
         let sent = self
             .http
             .client()
             .post(&self.charges_url)
             .bearer_auth(self.token.current().expose_secret())
             .header(headers::IDEMPOTENCY_KEY, key.as_str())
-            .headers(trace_headers)
+            .headers(trace_headers())
             .json(request)
             .send()
             .await;
@@ -120,6 +115,68 @@ impl PaymentClient {
             sent: Sent::Yes,
         }
     }
+}
+
+/// A key lookup's outcome, the HTTP status when one came back, and whether it left.
+pub struct LookupResult {
+    pub outcome: LookupOutcome,
+    pub http_status: Option<u16>,
+    pub sent: Sent,
+}
+
+impl PaymentClient {
+    /// `GET /v1/charges?idempotency_key=<key>` once: what the provider holds under `key`,
+    /// read as a replay of the key's charge is. Charges nothing, so a lost answer is only a
+    /// lookup to make again.
+    #[tracing::instrument(name = "lookup", skip_all, fields(otel.kind = "client"))]
+    pub async fn lookup(&self, key: &IdempotencyKey) -> LookupResult {
+        let sent = self
+            .http
+            .client()
+            .get(&self.charges_url)
+            .query(&[(IDEMPOTENCY_KEY_PARAM, key.as_str())])
+            .bearer_auth(self.token.current().expose_secret())
+            .headers(trace_headers())
+            .send()
+            .await;
+        let response = match sent {
+            Ok(response) => response,
+            Err(e) => {
+                return LookupResult {
+                    outcome: LookupOutcome::Answer(transformers::from_send_error(&e)),
+                    http_status: None,
+                    sent: if e.is_connect() || e.is_builder() {
+                        Sent::No
+                    } else {
+                        Sent::Unknown
+                    },
+                };
+            }
+        };
+        let status = response.status().as_u16();
+        let retry_after = transformers::retry_after(response.headers());
+        let outcome = match response.bytes().await {
+            Ok(body) => transformers::from_lookup_response(status, &body, retry_after),
+            Err(e) => LookupOutcome::Answer(CallOutcome::Unknown {
+                reason: format!("reading the lookup's response ({status}) failed: {e}"),
+            }),
+        };
+        LookupResult {
+            outcome,
+            http_status: Some(status),
+            sent: Sent::Yes,
+        }
+    }
+}
+
+/// The current span's W3C trace context, as request headers.
+fn trace_headers() -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    let context = tracing::Span::current().context();
+    opentelemetry::global::get_text_map_propagator(|p| {
+        p.inject_context(&context, &mut HeaderInjector(&mut headers));
+    });
+    headers
 }
 
 struct HeaderInjector<'a>(&'a mut HeaderMap);

@@ -5,7 +5,7 @@ use std::time::Duration;
 use api_contract::{ChargeResponse, ErrorCode, Problem};
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 
-use crate::domain::{CallOutcome, decline_class};
+use crate::domain::{CallOutcome, LookupOutcome, decline_class};
 
 /// `Retry-After` in seconds (the provider sends seconds; an HTTP date is ignored).
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
@@ -114,6 +114,21 @@ pub fn from_response(
     }
 }
 
+/// A key lookup's answer: nothing under the key (`404 key_not_found`), or what is there,
+/// read as the replay of the key's charge it is (a charge, a stored decline), or as the
+/// failed call it was (409 in flight, 429, 5xx, a refused credential).
+pub fn from_lookup_response(
+    status: u16,
+    body: &[u8],
+    retry_after: Option<Duration>,
+) -> LookupOutcome {
+    let code = serde_json::from_slice::<Problem>(body).ok().map(|p| p.code);
+    if status == 404 && code == Some(ErrorCode::KeyNotFound) {
+        return LookupOutcome::NotFound;
+    }
+    LookupOutcome::Answer(from_response(status, body, retry_after, true))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,6 +204,34 @@ mod tests {
             .build()
             .expect_err("invalid header value");
         assert!(matches!(from_send_error(&e), CallOutcome::Attention { .. }));
+    }
+
+    #[test]
+    fn classifies_lookup_answers() {
+        let lookup = |s, c| from_lookup_response(s, &problem(s, c), None);
+        assert_eq!(lookup(404, "key_not_found"), LookupOutcome::NotFound);
+        // A stored decline is the decline; a missing customer is no missing key.
+        assert!(matches!(
+            lookup(404, "customer_not_found"),
+            LookupOutcome::Answer(CallOutcome::Declined { .. })
+        ));
+        assert!(matches!(
+            lookup(402, "insufficient_funds"),
+            LookupOutcome::Answer(CallOutcome::Declined { .. })
+        ));
+        assert!(matches!(
+            lookup(409, "idempotency_key_in_flight"),
+            LookupOutcome::Answer(CallOutcome::Retryable { .. })
+        ));
+        // A provider without the lookup (405), or a 404 of a wrong URL: a person looks.
+        assert!(matches!(
+            lookup(405, "method_not_allowed"),
+            LookupOutcome::Answer(CallOutcome::Attention { .. })
+        ));
+        assert!(matches!(
+            from_lookup_response(404, b"<html>", None),
+            LookupOutcome::Answer(CallOutcome::Attention { .. })
+        ));
     }
 
     #[test]

@@ -17,6 +17,7 @@ mod monitoring;
 mod paying;
 mod provider_tls;
 mod provider_token;
+mod reconcile;
 mod records;
 mod replicas;
 mod routes;

@@ -370,6 +370,27 @@ async fn a_missed_daily_run_is_caught_up_once(backend: Backend) {
     .await
     .expect("runs");
     assert_eq!(dunning_runs, vec![("schedule".to_owned(), 1, 0)]);
+    // Then the period reconciles, once across both replicas.
+    let mut reconciled: Vec<(String, String)> = Vec::new();
+    for _ in 0..100 {
+        reconciled = db::run(&pool, |c| {
+            runs::pay_runs
+                .filter(runs::kind.eq("reconcile"))
+                .select((runs::trigger, runs::status))
+                .load(c)
+                .map_err(anyhow::Error::from)
+        })
+        .await
+        .expect("runs");
+        if reconciled.iter().all(|(_, status)| status != "running") && !reconciled.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        reconciled,
+        vec![("schedule".to_owned(), "completed".to_owned())]
+    );
     let ledger = app.provider().ledger().await;
     assert_eq!(ledger.len(), 1, "one charge: {ledger:?}");
     assert_eq!(ledger[0].invoice_id, declined);

@@ -150,3 +150,36 @@ pub fn release(
     .execute(conn)
     .map(|_| ())
 }
+
+/// What a caller's key holds, for a lookup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stored {
+    /// Processed: the response a replay gives.
+    Completed { status: u16, body: String },
+    /// A request with the key is being processed (or died while it was, until a retry takes
+    /// its claim over): it may still charge.
+    InFlight,
+}
+
+/// The key `key` of `caller`, if that caller used it: keys are read by their owner only,
+/// as they are claimed.
+pub fn find(conn: &mut AnyConnection, caller: &str, key: &str) -> QueryResult<Option<Stored>> {
+    let row = keys::table
+        .find((caller, key))
+        .select(KeyRow::as_select())
+        .first(conn)
+        .optional()?;
+    Ok(row.map(|row| {
+        if row.state != COMPLETED {
+            return Stored::InFlight;
+        }
+        // As `begin` replays it.
+        Stored::Completed {
+            status: row
+                .response_status
+                .and_then(|s| u16::try_from(s).ok())
+                .unwrap_or(500),
+            body: row.response_body.unwrap_or_default(),
+        }
+    }))
+}

@@ -6,7 +6,7 @@ use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use api_contract::{ChargeRequest, IdempotencyKey, PROBLEM_JSON, headers};
 
 use super::Caller;
-use crate::charging::{self, ChargeReply};
+use crate::charging::{self, ChargeReply, LookupReply};
 use crate::db::{self, DbError};
 use crate::domain::ChargeCommand;
 use crate::error::{ApiError, problem_response};
@@ -44,6 +44,39 @@ pub async fn create(
         ChargeReply::Declined(decline) => problem_response(&decline.problem()),
         ChargeReply::Replayed { status, body } => replay(status, body),
     })
+}
+
+/// The query of a key lookup; any other parameter is refused, so a misspelt one is not
+/// taken for a lookup of nothing.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LookupQuery {
+    idempotency_key: Option<String>,
+}
+
+/// `GET /v1/charges?idempotency_key=<key>`: the caller's own key only (another caller's
+/// reads as never used), answered as a replay of its charge would be.
+pub async fn lookup(
+    caller: Caller,
+    query: web::Query<LookupQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let key = query
+        .into_inner()
+        .idempotency_key
+        .ok_or(ApiError::MissingIdempotencyKey)?;
+    let key =
+        IdempotencyKey::parse(key).map_err(|e| ApiError::InvalidIdempotencyKey(e.to_string()))?;
+    Ok(
+        match state
+            .charging
+            .lookup(caller.0, key.as_str().to_owned())
+            .await?
+        {
+            LookupReply::Replayed { status, body } => replay(status, body),
+            LookupReply::NotFound => return Err(ApiError::KeyNotFound),
+        },
+    )
 }
 
 /// A stored response as it was, flagged as a replay; a stored 201 comes back as 200.

@@ -12,7 +12,7 @@ use actix_web::{HttpResponse, guard, web};
 pub use auth::Caller;
 pub use observe::observe;
 
-use crate::error::{ApiError, json_error, path_error};
+use crate::error::{ApiError, json_error, path_error, query_error};
 
 /// Charge bodies are a few hundred bytes; anything near this is not a charge.
 const JSON_LIMIT: usize = 16 * 1024;
@@ -24,7 +24,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .error_handler(json_error),
     )
     .app_data(web::PathConfig::default().error_handler(path_error))
-    .service(resource(api_contract::CHARGES_PATH, "POST").route(web::post().to(charges::create)))
+    .app_data(web::QueryConfig::default().error_handler(query_error))
+    .service(
+        resource(api_contract::CHARGES_PATH, "GET, HEAD, POST")
+            .route(web::post().to(charges::create))
+            .route(get().to(charges::lookup)),
+    )
     .service(
         resource(
             &format!("{}/{{id}}", api_contract::CHARGES_PATH),

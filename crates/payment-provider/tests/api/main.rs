@@ -10,6 +10,7 @@ mod fuzz;
 mod hostile_input;
 mod idempotency;
 mod logs;
+mod lookup;
 mod operations;
 mod tls;
 mod workload_identity;
