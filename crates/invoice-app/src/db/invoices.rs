@@ -206,6 +206,28 @@ pub struct Claimed {
     pub cursor: Option<String>,
 }
 
+/// Claims the invoices `$ids` for the holder's `$worker` and `$run` until `$lease_until`,
+/// inside the caller's transaction on one backend's connection `$c`, and reads them back
+/// in id order: the write every claim (a run's, a reconciliation's) ends with.
+macro_rules! take {
+    ($c:expr, $ids:expr, $worker:expr, $run:expr, $now:expr, $lease_until:expr) => {{
+        diesel::update(invoices::table.filter(dsl::id.eq_any(&$ids)))
+            .set((
+                dsl::status.eq(InvoiceStatus::Processing),
+                dsl::claimed_by.eq($worker),
+                dsl::lease_until.eq($lease_until),
+                dsl::last_run_id.eq($run),
+                dsl::updated_at.eq($now),
+            ))
+            .execute($c)?;
+        invoices::table
+            .filter(dsl::id.eq_any(&$ids))
+            .order(dsl::id)
+            .select(InvoiceRow::as_select())
+            .load($c)
+    }};
+}
+
 /// Claims up to `limit` invoices for `holder` in one transaction: processing ones whose
 /// holder's lease expired (other runs' only), past-due ones that are due, and pending ones,
 /// none its run has tried yet. On PostgreSQL rows locked by another replica's claim are
@@ -291,24 +313,6 @@ pub fn claim(
                 .limit($limit)
         };
     }
-    macro_rules! take {
-        ($c:expr, $ids:expr) => {{
-            diesel::update(invoices::table.filter(dsl::id.eq_any(&$ids)))
-                .set((
-                    dsl::status.eq(InvoiceStatus::Processing),
-                    dsl::claimed_by.eq(worker),
-                    dsl::lease_until.eq(lease_until),
-                    dsl::last_run_id.eq(run_id),
-                    dsl::updated_at.eq(now),
-                ))
-                .execute($c)?;
-            invoices::table
-                .filter(dsl::id.eq_any(&$ids))
-                .order(dsl::id)
-                .select(InvoiceRow::as_select())
-                .load($c)
-        }};
-    }
     match conn {
         AnyConnection::Postgresql(pg) => pg.transaction(|c| {
             let mut ids: Vec<String> = expired!(limit).for_update().skip_locked().load(c)?;
@@ -326,7 +330,7 @@ pub fn claim(
             let cursor = pending.last().cloned();
             ids.extend(pending);
             Ok(Claimed {
-                rows: take!(c, ids)?,
+                rows: take!(c, ids, worker, run_id, now, lease_until)?,
                 cursor,
             })
         }),
@@ -343,7 +347,7 @@ pub fn claim(
             let cursor = pending.last().cloned();
             ids.extend(pending);
             Ok(Claimed {
-                rows: take!(c, ids)?,
+                rows: take!(c, ids, worker, run_id, now, lease_until)?,
                 cursor,
             })
         }),
@@ -469,24 +473,6 @@ pub fn claim_lookups(
         worker,
         run: run_id,
     } = holder;
-    macro_rules! take {
-        ($c:expr, $ids:expr) => {{
-            diesel::update(invoices::table.filter(dsl::id.eq_any(&$ids)))
-                .set((
-                    dsl::status.eq(InvoiceStatus::Processing),
-                    dsl::claimed_by.eq(worker),
-                    dsl::lease_until.eq(lease_until),
-                    dsl::last_run_id.eq(run_id),
-                    dsl::updated_at.eq(now),
-                ))
-                .execute($c)?;
-            invoices::table
-                .filter(dsl::id.eq_any(&$ids))
-                .order(dsl::id)
-                .select(InvoiceRow::as_select())
-                .load($c)
-        }};
-    }
     let claimed = |ids: Vec<Candidate>| -> Vec<String> { ids.into_iter().map(|c| c.id).collect() };
     let rows: Vec<InvoiceRow> = match conn {
         AnyConnection::Postgresql(pg) => pg.transaction(|c| {
@@ -500,7 +486,7 @@ pub fn claim_lookups(
                 .bind::<BigInt, _>(limit)
                 .load(c)?,
             );
-            take!(c, ids)
+            take!(c, ids, worker, run_id, now, lease_until)
         })?,
         // One writer at a time: the immediate transaction takes the write lock up front.
         AnyConnection::Sqlite(sqlite) => sqlite.immediate_transaction(|c| {
@@ -511,7 +497,7 @@ pub fn claim_lookups(
                     .bind::<BigInt, _>(limit)
                     .load(c)?,
             );
-            take!(c, ids)
+            take!(c, ids, worker, run_id, now, lease_until)
         })?,
     };
     let cursor = rows.last().map(|row| row.id.clone());
